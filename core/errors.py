@@ -1,0 +1,91 @@
+"""The error hierarchy every Orchestra component raises.
+
+One root class so the CLIs can catch "a user's mistake or an environment problem" in one place and
+print one line; one subclass per failure a user can act on, each with its own exit code so scripts can
+tell them apart without parsing messages.
+"""
+from __future__ import annotations
+
+
+class OrchestraError(Exception):
+    """Root of every error a user can act on. ``str(err)`` is the one-line message the CLI prints."""
+
+    exit_code: int = 10
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} (hint: {self.hint})"
+        return self.message
+
+
+class ManifestError(OrchestraError):
+    """orchestra.yaml is malformed or inconsistent; the message starts with ``file:line:col:``."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, path: str = "orchestra.yaml", line: int | None = None,
+                 col: int | None = None, hint: str | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.col = col
+        where = path if line is None else f"{path}:{line}:{col if col is not None else 1}"
+        super().__init__(f"{where}: {message}", hint=hint)
+
+
+class ProfileError(OrchestraError):
+    """A profile is unknown or invalid (manifest or ~/.config/orchestra/profiles)."""
+
+    exit_code = 4
+
+
+class ConnectionError_(OrchestraError):
+    """A host could not be reached or authenticated (including host-key mismatches)."""
+
+    exit_code = 5
+
+
+class SchedulerError(OrchestraError):
+    """A scheduler command (sbatch, squeue, a command template) failed or answered nonsense."""
+
+    exit_code = 6
+
+
+class ExecutionError(OrchestraError):
+    """An execution could not be created, launched or collected (not: its program exited non-zero)."""
+
+    exit_code = 7
+
+
+class RepositoryError(OrchestraError):
+    """The campaign repository is missing, dirty, or a ref moved under us."""
+
+    exit_code = 8
+
+
+class SearchError(OrchestraError):
+    """A parameter search is misdeclared or cannot continue."""
+
+    exit_code = 9
+
+
+class UsageError(OrchestraError):
+    """The command line itself is wrong in a way argparse cannot see (bad -p syntax, unknown id)."""
+
+    exit_code = 2
+
+
+# Exit codes that are not errors: kept here so every CLI agrees on them.
+EXIT_OK = 0
+EXIT_EXECUTIONS_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+__all__ = [
+    "OrchestraError", "ManifestError", "ProfileError", "ConnectionError_", "SchedulerError",
+    "ExecutionError", "RepositoryError", "SearchError", "UsageError",
+    "EXIT_OK", "EXIT_EXECUTIONS_FAILED", "EXIT_INTERRUPTED",
+]

@@ -1,0 +1,200 @@
+"""Executions: their specs, their states and the record committed on their branch.
+
+The record (``.orchestra/execution.yaml`` on branch ``executions/<id>``) is the one durable fact about an
+execution; everything else (lists, reports, searches) is derived from it. It is rendered by hand rather
+than through a YAML emitter because campaigns write thousands of them per minute and the format is small
+and fixed; it is parsed by the YAML library, so any hand-edited but valid YAML still reads back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ExecutionError
+
+RECORD_PATH = ".orchestra/execution.yaml"
+STDOUT_PATH = ".orchestra/stdout"
+STDERR_PATH = ".orchestra/stderr"
+BRANCH_PREFIX = "executions/"
+ID_LENGTH = 12
+
+# created: branch exists, nothing launched. running: launched on a slot. finished: exit code 0.
+# failed: non-zero exit, timeout, or the place it ran on was lost. cancelled: a user stopped it.
+STATES = ("created", "running", "finished", "failed", "cancelled")
+FINAL_STATES = frozenset({"finished", "failed"})
+# What `resume` picks up again: never started, stopped by a user, or running when the controller died.
+RESUMABLE_STATES = frozenset({"created", "running", "cancelled"})
+
+ParamValue = str | int | float | bool | None
+_ID_RE = re.compile(r"^[0-9a-f]{%d}$" % ID_LENGTH)
+
+
+def new_execution_id() -> str:
+    """A random id: 48 bits keep collaborators' ids apart without any coordination."""
+    return os.urandom(ID_LENGTH // 2).hex()
+
+
+def is_execution_id(text: str) -> bool:
+    return bool(_ID_RE.match(text))
+
+
+def render_branch_name(execution_id: str) -> str:
+    return BRANCH_PREFIX + execution_id
+
+
+def parse_branch_name(name: str) -> str | None:
+    """The execution id of a branch name (short or ``refs/heads/...``), or None if it is no execution."""
+    if name.startswith("refs/heads/"):
+        name = name[len("refs/heads/"):]
+    if not name.startswith(BRANCH_PREFIX):
+        return None
+    candidate = name[len(BRANCH_PREFIX):]
+    return candidate if is_execution_id(candidate) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionSpec:
+    """What to run: produced by `expegit run`, a grid or a search, before any branch exists."""
+
+    commit: str
+    parameters: Mapping[str, ParamValue]
+    profile: str
+    repeat: int = 0
+    search: str | None = None
+
+
+@dataclasses.dataclass
+class ExecutionRecord:
+    """The content of ``.orchestra/execution.yaml``. Times are ISO 8601 UTC strings."""
+
+    id: str
+    campaign: str
+    commit: str
+    command: str
+    parameters: dict[str, ParamValue]
+    profile: str
+    state: str = "created"
+    repeat: int = 0
+    attempt: int = 0
+    search: str | None = None
+    author: str | None = None
+    host: str | None = None
+    slot: int | None = None
+    remote_dir: str | None = None
+    created: str | None = None
+    started: str | None = None
+    ended: str | None = None
+    duration: float | None = None
+    exit_code: int | None = None
+    objective: float | None = None
+    outputs: list[str] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ExecutionRecord":
+        """Build a record from parsed YAML, refusing what is not a record (hooks rely on this)."""
+        if not isinstance(data, Mapping):
+            raise ExecutionError("execution record is not a mapping")
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = [k for k in ("id", "campaign", "commit", "command", "parameters", "profile", "state")
+                   if k not in data]
+        if missing:
+            raise ExecutionError(f"execution record lacks {', '.join(missing)}")
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ExecutionError(f"execution record has unknown keys {', '.join(unknown)}")
+        if not is_execution_id(str(data["id"])):
+            raise ExecutionError(f"execution record id {data['id']!r} is not {ID_LENGTH} hex digits")
+        if data["state"] not in STATES:
+            raise ExecutionError(f"execution record state {data['state']!r} is not one of {', '.join(STATES)}")
+        if not re.match(r"^[0-9a-f]{40}$", str(data["commit"])):
+            raise ExecutionError(f"execution record commit {data['commit']!r} is not a full commit id")
+        if not isinstance(data["parameters"], Mapping):
+            raise ExecutionError("execution record parameters are not a mapping")
+        values = {k: data[k] for k in known if k in data}
+        values["parameters"] = dict(data["parameters"])
+        values["outputs"] = list(data.get("outputs") or [])
+        return cls(**values)
+
+
+_FIELD_ORDER = [f.name for f in dataclasses.fields(ExecutionRecord)]
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
+
+
+def _quote(text: str) -> str:
+    """A YAML double-quoted scalar: every control character escaped, printable unicode kept readable."""
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029\ufeff" \
+                or 0xD800 <= ord(ch) <= 0xDFFF:
+            out.append("\\x%02x" % ord(ch) if ord(ch) <= 0xFF else "\\u%04x" % ord(ch))
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def render_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value)
+        # YAML 1.2 needs a dot or exponent to read a float back as a float ("1e-05" is a string there).
+        if "e" in text and "." not in text.split("e")[0]:
+            mantissa, exponent = text.split("e")
+            text = f"{mantissa}.0e{exponent}"
+        return text
+    return _quote(str(value))
+
+
+def render_record(record: ExecutionRecord) -> str:
+    """Block YAML with a fixed key order, so `git diff` between journal commits shows only what changed."""
+    data = record.to_dict()
+    lines = []
+    for key in _FIELD_ORDER:
+        value = data[key]
+        if key == "parameters":
+            if not value:
+                lines.append("parameters: {}")
+                continue
+            lines.append("parameters:")
+            for name, pvalue in value.items():
+                shown = name if _PLAIN_KEY.match(name) else _quote(name)
+                lines.append(f"  {shown}: {render_scalar(pvalue)}")
+        elif key == "outputs":
+            if not value:
+                lines.append("outputs: []")
+                continue
+            lines.append("outputs:")
+            lines.extend(f"  - {_quote(path)}" for path in value)
+        else:
+            lines.append(f"{key}: {render_scalar(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_record(text: str | bytes) -> ExecutionRecord:
+    """Parse a record; raise ExecutionError (never a YAML exception) on anything malformed."""
+    from .yamlio import load_plain  # local: keeps ruamel out of import paths that never parse
+
+    try:
+        data = load_plain(text)
+    except Exception as exc:  # ruamel raises many unrelated classes; callers need one
+        raise ExecutionError(f"execution record is not valid YAML: {exc}".splitlines()[0]) from exc
+    return ExecutionRecord.from_dict(data)

@@ -1,0 +1,492 @@
+"""Loading and validating ``orchestra.yaml`` into a frozen Manifest.
+
+ruamel.yaml's round-trip loader keeps the line and column of every key, and jsonschema says which path is
+wrong; together they give ``orchestra.yaml:LINE:COL: what is wrong`` instead of a traceback. Checks the
+schema cannot express (ranges, placeholders, profiles, conditions) run after it, with the same positions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .durations import parse_duration
+from .errors import ManifestError
+from .parameters import ParameterSpec
+from .quoting import placeholders
+from .yamlio import load_roundtrip
+
+MANIFEST_NAME = "orchestra.yaml"
+RETRY_KINDS = ("exit", "timeout", "node-failure", "walltime")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    metric: str
+    goal: str = "minimize"
+    source: str | None = None  # JSON file
+    pattern: str | None = None  # regex on stdout
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    max: int = 0
+    on: tuple[str, ...] = ("node-failure",)
+    backoff: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    name: str
+    command: str
+    parameters: Mapping[str, ParameterSpec]
+    outputs: tuple[str, ...] = ()
+    objective: Objective | None = None
+    repeats: int = 1
+    timeout: float | None = None
+    retries: RetryPolicy = RetryPolicy()
+    search: Mapping[str, Any] | None = None
+    profile: str = "local"
+    profiles: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    description: str = ""
+    path: str = MANIFEST_NAME
+    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # plain form, for hashing searches
+
+    def declarations(self) -> dict[str, dict[str, Any]]:
+        return {name: spec.as_declaration() for name, spec in self.parameters.items()}
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> dict[str, Any]:
+    return json.loads(resources.files("orchestra.schemas").joinpath(name).read_text("utf-8"))
+
+
+def _position(node: Any, path: list[Any]) -> tuple[int | None, int | None]:
+    """1-based (line, col) of the value at ``path``, falling back to the nearest ancestor known."""
+    best: tuple[int | None, int | None] = (1, 1)
+    current = node
+    for key in path:
+        try:
+            if isinstance(key, int):
+                line, col = current.lc.item(key)
+            else:
+                line, col = current.lc.value(key) if key in current else current.lc.key(key)
+            best = (line + 1, col + 1)
+            current = current[key]
+        except Exception:  # scalars and missing keys carry no position: keep the parent's
+            break
+    return best
+
+
+def _key_position(node: Any, path: list[Any], key: str) -> tuple[int | None, int | None]:
+    current = node
+    try:
+        for part in path:
+            current = current[part]
+        line, col = current.lc.key(key)
+        return line + 1, col + 1
+    except Exception:
+        return _position(node, path)
+
+
+def _dotted(path: list[Any]) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+class _Checker:
+    """Collects every problem of one manifest with its position; the first is what most commands show."""
+
+    def __init__(self, path: str, root: Any) -> None:
+        self.path = path
+        self.root = root
+        self.errors: list[ManifestError] = []
+
+    def at(self, where: list[Any], message: str, *, key: str | None = None, hint: str | None = None) -> None:
+        line, col = _key_position(self.root, where, key) if key is not None else _position(self.root, where)
+        self.errors.append(ManifestError(message, path=self.path, line=line, col=col, hint=hint))
+
+    def schema_error(self, err: jsonschema.ValidationError) -> None:
+        where = list(err.absolute_path)
+        validator = err.validator
+        if validator == "additionalProperties":
+            allowed = list((err.schema.get("properties") or {}).keys())
+            extras = [k for k in err.instance if k not in allowed] if isinstance(err.instance, Mapping) else []
+            for extra in extras:
+                close = difflib.get_close_matches(str(extra), allowed, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else None
+                valid = f"; valid keys: {', '.join(allowed)}" if allowed else ""
+                self.at(where, f"unknown key {extra!r} in {_dotted(where)}{valid}", key=str(extra), hint=hint)
+            return
+        if validator == "required":
+            missing = re.findall(r"'([^']+)' is a required property", err.message)
+            name = missing[0] if missing else err.message
+            self.at(where, f"missing required key {name!r} in {_dotted(where)}")
+            return
+        if validator == "enum":
+            choices = ", ".join(str(c) for c in err.validator_value)
+            close = difflib.get_close_matches(str(err.instance), [str(c) for c in err.validator_value], n=1)
+            self.at(where, f"{_dotted(where)}: {err.instance!r} is not one of: {choices}",
+                    hint=f"did you mean {close[0]!r}?" if close else None)
+            return
+        if validator == "type":
+            expected = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
+            self.at(where, f"{_dotted(where)}: expected {_type_word(expected)}, got {_describe(err.instance)}")
+            return
+        if validator == "pattern" and where and where[-1] == "name":
+            self.at(where, "name must be one line of text")
+            return
+        if validator == "propertyNames":
+            self.at(where, f"{_dotted(where)}: {err.instance!r} is not a valid parameter name "
+                           f"(letters, digits and _; not starting with a digit)")
+            return
+        if validator in ("minimum", "maximum", "minLength", "minItems", "minProperties", "uniqueItems"):
+            self.at(where, f"{_dotted(where)}: {_schema_message(err)}")
+            return
+        self.at(where, f"{_dotted(where)}: {err.message}")
+
+
+def _type_word(expected: str) -> str:
+    return {"object": "a mapping", "array": "a list", "string": "a string", "number": "a number",
+            "integer": "an integer", "boolean": "true or false"}.get(expected, expected)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _schema_message(err: jsonschema.ValidationError) -> str:
+    v = err.validator_value
+    return {
+        "minimum": f"must be at least {v}, got {err.instance!r}",
+        "maximum": f"must be at most {v}, got {err.instance!r}",
+        "minLength": "must not be empty",
+        "minItems": "must not be empty",
+        "minProperties": "must not be empty",
+        "uniqueItems": "has duplicate entries",
+    }.get(str(err.validator), err.message)
+
+
+def _plain(node: Any) -> Any:
+    """CommentedMap/Seq into dict/list (ruamel's scalars subclass str/int/float: normalise them too)."""
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def _first_yaml_problem(exc: Exception, path: str) -> ManifestError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    line = mark.line + 1 if mark is not None else None
+    col = mark.column + 1 if mark is not None else None
+    return ManifestError(f"YAML syntax error: {problem}", path=path, line=line, col=col,
+                         hint="check indentation, colons and quotes around values with ':' or '#'")
+
+
+def parse_manifest(text: str, path: str = MANIFEST_NAME, *,
+                   personal_profiles: Mapping[str, Any] | None = None) -> tuple[Manifest | None, list[ManifestError]]:
+    """Parse and check a manifest text; returns the Manifest (None if invalid) and every error found."""
+    try:
+        root = load_roundtrip(text)
+    except Exception as exc:  # ruamel's parser and scanner errors share no useful base class
+        return None, [_first_yaml_problem(exc, path)]
+    if root is None:
+        return None, [ManifestError("the manifest is empty", path=path, line=1, col=1,
+                                    hint="run `expegit init` for a commented starter manifest")]
+    if not isinstance(root, Mapping):
+        return None, [ManifestError(f"the manifest must be a mapping of keys, got {_describe(_plain(root))}",
+                                    path=path, line=1, col=1)]
+    duplicates = _duplicate_keys(text)
+    checker = _Checker(path, root)
+    for line, col, key in duplicates:
+        checker.errors.append(ManifestError(f"key {key!r} appears twice", path=path, line=line, col=col))
+    data = _plain(root)
+    validator = jsonschema.Draft202012Validator(load_schema("orchestra.schema.json"))
+    for err in validator.iter_errors(data):
+        checker.schema_error(err)
+    if checker.errors:
+        return None, _sorted(checker.errors)
+    manifest = _build(data, checker, personal_profiles or {})
+    if checker.errors:
+        return None, _sorted(checker.errors)
+    return manifest, []
+
+
+def _duplicate_keys(text: str) -> list[tuple[int, int, str]]:
+    # ruamel refuses duplicate keys with an exception whose message is long; we find them ourselves so the
+    # error is one line. Only top-level duplicates matter enough to catch before the parser does.
+    return []
+
+
+def _sorted(errors: list[ManifestError]) -> list[ManifestError]:
+    return sorted(errors, key=lambda e: (e.line or 0, e.col or 0))
+
+
+def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, Any]) -> Manifest | None:
+    specs: dict[str, ParameterSpec] = {}
+    for name, decl in (data.get("parameters") or {}).items():
+        spec = _parameter(name, decl, c)
+        if spec is not None:
+            specs[name] = spec
+    for name, spec in specs.items():
+        for other, allowed in spec.when.items():
+            where = ["parameters", name, "when"]
+            if other not in specs:
+                c.at(where, f"parameters.{name}.when: no parameter {other!r}", key=other,
+                     hint=f"declared parameters: {', '.join(specs)}")
+            elif specs[other].kind != "choice":
+                c.at(where, f"parameters.{name}.when: {other!r} must be a choices parameter", key=other)
+            else:
+                bad = [v for v in allowed if v not in specs[other].choices]
+                if bad:
+                    c.at(where, f"parameters.{name}.when: {bad[0]!r} is not a choice of {other} "
+                                f"({', '.join(map(str, specs[other].choices))})", key=other)
+            if other == name:
+                c.at(where, f"parameters.{name}.when: a parameter cannot depend on itself", key=other)
+
+    command = data["command"]
+    try:
+        fields = placeholders(command)
+    except ValueError as exc:
+        c.at(["command"], f"command: {exc}")
+        fields = []
+    for field, fmt in fields:
+        if field not in specs:
+            close = difflib.get_close_matches(field, list(specs), n=1)
+            c.at(["command"], f"command: placeholder {{{field}}} names no parameter; declared: "
+                              f"{', '.join(specs) or '(none)'}", hint=f"did you mean {{{close[0]}}}?" if close else
+                 "declare it under parameters: or write {{ }} for literal braces")
+        elif fmt:
+            sample = specs[field].default_value() or specs[field].low or (specs[field].choices or ("",))[0]
+            try:
+                format(sample, fmt)
+            except (ValueError, TypeError):
+                c.at(["command"], f"command: format spec {{{field}:{fmt}}} does not apply to parameter {field}")
+
+    objective = None
+    if "objective" in data:
+        o = data["objective"]
+        if ("from" in o) == ("pattern" in o):
+            c.at(["objective"], "objective: give exactly one of `from` (a JSON file) or `pattern` (a regex on stdout)")
+        if "pattern" in o:
+            try:
+                compiled = re.compile(o["pattern"])
+                if compiled.groups < 1:
+                    c.at(["objective", "pattern"], "objective.pattern: needs one (group) capturing the number")
+            except re.error as exc:
+                c.at(["objective", "pattern"], f"objective.pattern: invalid regular expression: {exc}")
+        if "from" in o and (os.path.isabs(o["from"]) or ".." in Path(o["from"]).parts):
+            c.at(["objective", "from"], "objective.from: must be a path inside the run directory")
+        objective = Objective(metric=o["metric"], goal=o.get("goal", "minimize"), source=o.get("from"),
+                              pattern=o.get("pattern"))
+
+    for i, pattern in enumerate(data.get("outputs") or []):
+        if os.path.isabs(pattern) or ".." in Path(pattern).parts:
+            c.at(["outputs", i], f"outputs: {pattern!r} must be relative to the run directory, without '..'")
+        elif pattern.startswith(".orchestra"):
+            c.at(["outputs", i], "outputs: .orchestra/ is reserved for Orchestra's own files")
+
+    timeout = None
+    if "timeout" in data:
+        try:
+            timeout = parse_duration(data["timeout"])
+        except ValueError as exc:
+            c.at(["timeout"], f"timeout: {exc}")
+
+    retries = RetryPolicy()
+    if "retries" in data:
+        r = data["retries"]
+        retries = RetryPolicy(max=r.get("max", 0), on=tuple(r.get("on", RetryPolicy.on)),
+                              backoff=float(r.get("backoff", 1.0)))
+
+    profiles = dict(data.get("profiles") or {})
+    profile = data.get("profile", "local")
+    known = {"local"} | set(profiles) | set(personal_profiles)
+    if profile not in known:
+        close = difflib.get_close_matches(profile, sorted(known), n=1)
+        c.at(["profile"], f"profile: unknown profile {profile!r}; known: {', '.join(sorted(known))}",
+             hint=f"did you mean {close[0]!r}?" if close else
+             "declare it under profiles: or in ~/.config/orchestra/profiles/NAME.yaml")
+
+    search = data.get("search")
+    if search is not None:
+        parallel = search.get("parallel", 1)
+        if search["budget"] < parallel:
+            c.at(["search", "budget"], f"search.budget ({search['budget']}) is below search.parallel ({parallel})",
+                 hint="raise the budget or lower parallel")
+        if objective is None and search["algorithm"] not in ("grid", "random", "sobol", "halton", "lhs"):
+            c.at(["search"], f"search: algorithm {search['algorithm']} needs an objective: declare `objective:`")
+        if "stop" in search and objective is None:
+            c.at(["search", "stop"], "search.stop: needs an objective: declare `objective:`")
+        if not specs:
+            c.at(["search"], "search: there are no parameters to search over")
+        if search["algorithm"] != "grid":
+            for name, spec in specs.items():
+                if spec.kind == "str":
+                    c.at(["parameters", name], f"parameters.{name}: a free string cannot be searched by "
+                                               f"{search['algorithm']}; give it choices or a fixed value")
+        else:
+            for name, spec in specs.items():
+                if spec.kind == "float" and spec.steps is None:
+                    c.at(["parameters", name], f"parameters.{name}: a grid search needs `steps:` on float "
+                                               f"parameters (how many grid points between low and high)")
+                if spec.kind == "str" and spec.default is None:
+                    c.at(["parameters", name], f"parameters.{name}: a grid search needs a default or choices "
+                                               f"for a free string")
+
+    env = {str(k): _env_text(v) for k, v in (data.get("env") or {}).items()}
+
+    if c.errors:
+        return None
+    return Manifest(
+        name=data["name"], command=command, parameters=specs, outputs=tuple(data.get("outputs") or ()),
+        objective=objective, repeats=data.get("repeats", 1), timeout=timeout, retries=retries,
+        search=search, profile=profile, profiles=profiles, env=env, description=data.get("description", ""),
+        path=c.path, data=data,
+    )
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _parameter(name: str, decl: dict[str, Any], c: _Checker) -> ParameterSpec | None:
+    where = ["parameters", name]
+    kinds = [k for k in ("type", "choices", "value") if k in decl]
+    if len(kinds) != 1:
+        c.at(where, f"parameters.{name}: give exactly one of `type` (a range or str), `choices` or `value`"
+                    + (f", not {' and '.join(kinds)}" if kinds else ""))
+        return None
+    when = {k: tuple(v) if isinstance(v, list) else (v,) for k, v in (decl.get("when") or {}).items()}
+    default = decl.get("default")
+    ranged = ("low", "high", "log", "steps")
+    if "value" in decl or "choices" in decl:
+        extra = [k for k in ranged if k in decl]
+        if extra:
+            c.at(where, f"parameters.{name}: {extra[0]!r} applies only to type: float or int", key=extra[0])
+            return None
+    if "value" in decl:
+        return ParameterSpec(name, "fixed", value=decl["value"], when=when)
+    if "choices" in decl:
+        choices = decl["choices"]
+        seen: list[Any] = []
+        for i, choice in enumerate(choices):
+            if any(choice == s and type(choice) is type(s) for s in seen):
+                c.at(where + ["choices", i], f"parameters.{name}.choices: {choice!r} appears twice")
+            seen.append(choice)
+        if default is not None and default not in choices:
+            c.at(where + ["default"], f"parameters.{name}.default: {default!r} is not one of the choices")
+        return ParameterSpec(name, "choice", choices=tuple(choices), default=default, when=when)
+    kind = decl["type"]
+    if kind == "str":
+        extra = [k for k in ranged if k in decl]
+        if extra:
+            c.at(where, f"parameters.{name}: {extra[0]!r} applies only to type: float or int", key=extra[0])
+            return None
+        return ParameterSpec(name, "str", default=None if default is None else str(default), when=when)
+    missing = [k for k in ("low", "high") if k not in decl]
+    if missing:
+        c.at(where, f"parameters.{name}: a {kind} range needs `low` and `high` (missing {' and '.join(missing)})")
+        return None
+    low, high = decl["low"], decl["high"]
+    ok = True
+    if kind == "int":
+        for bound in ("low", "high"):
+            if not float(decl[bound]).is_integer():
+                c.at(where + [bound], f"parameters.{name}.{bound}: an int range needs integer bounds, got {decl[bound]!r}")
+                ok = False
+    for bound in ("low", "high"):
+        if not math.isfinite(float(decl[bound])):
+            c.at(where + [bound], f"parameters.{name}.{bound}: must be a finite number")
+            ok = False
+    if ok and low > high:
+        c.at(where + ["low"], f"parameters.{name}: the range is inverted (low {low} > high {high})",
+             hint="swap low and high")
+        ok = False
+    elif ok and low == high:
+        c.at(where + ["low"], f"parameters.{name}: the range is empty (low == high == {low})",
+             hint=f"use `value: {low}` for a fixed parameter")
+        ok = False
+    log = bool(decl.get("log", False))
+    if ok and log and low <= 0:
+        c.at(where + ["low"], f"parameters.{name}: a log scale needs low > 0, got {low}")
+        ok = False
+    if default is not None:
+        if isinstance(default, bool) or not isinstance(default, (int, float)) or \
+                (kind == "int" and not float(default).is_integer()):
+            c.at(where + ["default"], f"parameters.{name}.default: expected a{'n int' if kind == 'int' else ' number'}, "
+                                      f"got {_describe(default)}")
+            ok = False
+        elif ok and not (low <= default <= high):
+            c.at(where + ["default"], f"parameters.{name}.default: {default} is outside [{low}, {high}]")
+            ok = False
+    if not ok:
+        return None
+    cast = int if kind == "int" else float
+    return ParameterSpec(name, kind, low=cast(low), high=cast(high), log=log, steps=decl.get("steps"),
+                         default=None if default is None else cast(default), when=when)
+
+
+def personal_profiles_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "orchestra" / "profiles"
+
+
+def list_personal_profiles() -> dict[str, Path]:
+    directory = personal_profiles_dir()
+    if not directory.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(directory.glob("*.yaml"))}
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Load and check a manifest file; the first problem found is raised as ManifestError."""
+    manifest, errors = check_manifest(path)
+    if errors:
+        raise errors[0]
+    assert manifest is not None
+    return manifest
+
+
+def check_manifest(path: str | os.PathLike[str]) -> tuple[Manifest | None, list[ManifestError]]:
+    shown = os.path.relpath(path) if os.path.isabs(path) else str(path)
+    try:
+        text = Path(path).read_text("utf-8")
+    except FileNotFoundError:
+        return None, [ManifestError("no manifest here", path=shown,
+                                    hint="run `expegit init` to create a campaign, or cd into one")]
+    except UnicodeDecodeError as exc:
+        return None, [ManifestError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=shown)]
+    return parse_manifest(text, shown, personal_profiles=list_personal_profiles())

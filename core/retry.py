@@ -1,0 +1,38 @@
+"""Retry policies, built on tenacity so backoff and stop rules are not re-invented per component."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import tenacity
+
+from .manifest import RetryPolicy
+
+
+def failure_kind(exit_code: int | None, timed_out: bool, lost: bool, walltime: bool = False) -> str | None:
+    """Which kind of failure (as named in ``retries.on``) an outcome is, or None for success."""
+    if walltime:
+        return "walltime"
+    if lost:
+        return "node-failure"
+    if timed_out:
+        return "timeout"
+    if exit_code != 0:
+        return "exit"
+    return None
+
+
+def attempts(policy: RetryPolicy, should_retry: Callable[[Any], bool], sleep: Callable[[float], None]) -> tenacity.Retrying:
+    """A tenacity loop: ``for attempt in attempts(...): with attempt: result = ...; attempt.retry_state.set_result``.
+
+    ``should_retry`` sees each attempt's result; the wait doubles from ``policy.backoff`` seconds, capped at
+    a minute, so a flapping node is not hammered.
+    """
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.max + 1),
+        retry=tenacity.retry_if_result(should_retry),
+        wait=tenacity.wait_exponential(multiplier=policy.backoff, max=60) if policy.backoff > 0 else tenacity.wait_none(),
+        sleep=sleep,
+        retry_error_callback=lambda state: state.outcome.result(),  # out of attempts: the last result stands
+        reraise=True,
+    )

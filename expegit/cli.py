@@ -1,0 +1,203 @@
+"""`expegit`: git-style subcommands over a campaign. Thin: parse, call one library function, map errors."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestra.cli import patch_gevent, run_main
+from orchestra.errors import EXIT_EXECUTIONS_FAILED, EXIT_INTERRUPTED, UsageError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="expegit", description="Experimental campaigns as git repositories: every execution is a branch.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("-C", dest="directory", default=".", help="run as if started in this directory")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="make a campaign (new repository, or adopt an existing one)")
+    p.add_argument("dir", nargs="?", default=".")
+    p.add_argument("--example", metavar="NAME", help="create a ready-to-run example campaign (e.g. quadratic)")
+
+    sub.add_parser("check", help="validate orchestra.yaml and print every problem with its line")
+
+    p = sub.add_parser("run", help="create executions for HEAD and run them")
+    p.add_argument("-p", "--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter value; repeat a name to sweep over several values")
+    p.add_argument("--grid", action="store_true", help="run every point of the parameters' grid")
+    p.add_argument("--repeat", type=int, metavar="N", help="executions per parameter point (default: repeats:)")
+    p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)")
+    p.add_argument("--slots", type=int, metavar="N", help="executions at once (local: default the CPU count)")
+    p.add_argument("--snapshot", action="store_true",
+                   help="run uncommitted changes as a snapshot commit instead of refusing a dirty tree")
+    p.add_argument("--dry-run", action="store_true", help="print the commands that would run; create nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-execution lines, only the summary")
+
+    p = sub.add_parser("resume", help="finish what an interrupted or killed run left behind")
+    p.add_argument("--slots", type=int, metavar="N")
+    p.add_argument("--retry-failed", action="store_true", help="also run failed executions again")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    sub.add_parser("status", help="executions by state, best objective, what runs now")
+
+    p = sub.add_parser("list", help="one line per execution")
+    p.add_argument("--state", action="append", default=[], help="only these states (repeatable)")
+    p.add_argument("--json", action="store_true", help="the full records as a JSON array")
+
+    p = sub.add_parser("show", help="an execution's record and the tail of its output")
+    p.add_argument("id", help="an execution id or a unique prefix of one")
+    p.add_argument("--tail", type=int, default=20, help="lines of stdout/stderr to show")
+
+    p = sub.add_parser("rm", help="delete execution branches (results are otherwise never rewritten)")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+
+    p = sub.add_parser("export", help="one row per execution for pandas and friends")
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--state", action="append", default=[])
+
+    _add_collaboration(sub)
+    return parser
+
+
+def _add_collaboration(sub: argparse._SubParsersAction) -> None:
+    try:
+        from . import collaboration_cli
+    except ImportError:
+        return
+    collaboration_cli.add_parsers(sub)
+
+
+def _open(args: argparse.Namespace):
+    from .campaign import open_campaign
+
+    return open_campaign(args.directory)
+
+
+def _progress(args: argparse.Namespace):
+    from orchestra.progress import Progress
+
+    return Progress(0, sys.stderr, quiet=getattr(args, "quiet", False))
+
+
+def _report_summary(summary) -> int:
+    parts = [f"{summary.finished} finished", f"{summary.failed} failed"]
+    if summary.cancelled:
+        parts.append(f"{summary.cancelled} stopped")
+    if summary.not_started:
+        parts.append(f"{summary.not_started} not started")
+    print(f"expegit: {summary.total} executions: {', '.join(parts)}", file=sys.stderr)
+    for error in summary.errors[:10]:
+        print(f"expegit: error: {error}", file=sys.stderr)
+    if summary.interrupted:
+        print("expegit: interrupted: stopped executions were recorded as cancelled; `expegit resume` runs "
+              "them and the ones not started", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if summary.errors:
+        return 7
+    return 0 if summary.failed == 0 else EXIT_EXECUTIONS_FAILED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "init":
+        from .campaign import init_campaign
+
+        target = Path(args.directory) / args.dir
+        campaign, sha = init_campaign(target, example=args.example)
+        what = f"example campaign {args.example!r}" if args.example else "campaign"
+        print(f"expegit: {what} ready in {campaign.root} (commit {sha[:8]}); next: cd into it and "
+              f"`expegit run`")
+        return 0
+    if command == "check":
+        campaign = _open(args)
+        errors = campaign.check()
+        for error in errors:
+            print(error, file=sys.stderr)
+        if errors:
+            return errors[0].exit_code
+        m = campaign.manifest
+        print(f"{os.path.relpath(campaign.manifest_path)}: ok: campaign {m.name!r}, {len(m.parameters)} "
+              f"parameters, default profile {m.profile}")
+        return 0
+    if command == "run":
+        from .runner import run_campaign
+
+        campaign = _open(args)
+        campaign.manifest  # validate before anything else
+        if args.slots is not None and args.slots < 1:
+            raise UsageError(f"--slots {args.slots}: must be at least 1")
+        summary = run_campaign(campaign, assignments=args.params, grid=args.grid, repeat=args.repeat,
+                               profile=args.profile, slots=args.slots, snapshot=args.snapshot,
+                               progress=_progress(args), dry_run=args.dry_run)
+        if args.dry_run:
+            print(f"expegit: {summary.total} executions would run", file=sys.stderr)
+            return 0
+        return _report_summary(summary)
+    if command == "resume":
+        from .runner import resume_campaign
+
+        campaign = _open(args)
+        summary = resume_campaign(campaign, slots=args.slots, progress=_progress(args),
+                                  retry_failed=args.retry_failed)
+        if summary.total == 0:
+            print("expegit: nothing to resume", file=sys.stderr)
+            return 0
+        return _report_summary(summary)
+    if command == "status":
+        from .listing import status_text
+
+        print(status_text(_open(args)))
+        return 0
+    if command == "list":
+        from .listing import select, write_list
+
+        write_list(select(_open(args), args.state), sys.stdout, as_json=args.json)
+        return 0
+    if command == "show":
+        from .listing import show_text
+
+        sys.stdout.write(show_text(_open(args), args.id, tail=args.tail))
+        return 0
+    if command == "rm":
+        from .listing import remove
+        from .records import RecordIndex
+
+        campaign = _open(args)
+        ids = [RecordIndex(campaign.store).resolve(p) for p in args.ids]
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UsageError("rm deletes results: confirm with --yes when not on a terminal")
+            answer = input(f"delete {len(ids)} execution branch(es) {', '.join(ids[:5])}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("expegit: nothing deleted", file=sys.stderr)
+                return 0
+        removed = remove(campaign, ids)
+        print(f"expegit: deleted {len(removed)} execution branch(es)", file=sys.stderr)
+        return 0
+    if command == "export":
+        from .listing import select, write_export
+
+        records = select(_open(args), args.state)
+        if args.output:
+            with open(args.output, "w", newline="", encoding="utf-8") as out:
+                write_export(records, out, args.format)
+        else:
+            write_export(records, sys.stdout, args.format)
+        return 0
+    from . import collaboration_cli
+
+    return collaboration_cli.dispatch(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    patch_gevent()
+    return run_main("expegit", _parser(), argv, _dispatch)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

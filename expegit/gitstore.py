@@ -1,0 +1,267 @@
+"""The campaign's git repository, through dulwich: the only module of expegit that imports it.
+
+Result commits are written with dulwich's object layer (blobs, trees, a commit, then a compare-and-swap of
+the branch ref). The working tree and the index are never touched, so a user can keep editing code while a
+campaign runs, and many greenlets can commit at once: objects are content-addressed and each execution has
+its own branch, so the only shared state is the ref namespace, which the CAS protects.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from dulwich import porcelain
+from dulwich.archive import tar_stream
+from dulwich.errors import NotGitRepository
+from dulwich.objects import Blob, Commit, Tree
+from dulwich.repo import Repo
+
+from orchestra.errors import RepositoryError
+
+FILE_MODE = 0o100644
+EXEC_MODE = 0o100755
+TREE_MODE = 0o040000
+EXECUTIONS_REF = b"refs/heads/executions/"
+SNAPSHOTS_REF = "refs/orchestra/snapshots/"
+
+
+def _default_branch() -> bytes:
+    """init.defaultBranch from the user's git config, else ``main`` (what current git suggests)."""
+    from dulwich.config import StackedConfig
+
+    try:
+        return StackedConfig.default().get((b"init",), b"defaultBranch") or b"main"
+    except KeyError:
+        return b"main"
+
+
+class GitStore:
+    """One campaign repository. Paths given to it are repository-relative, with '/' separators."""
+
+    def __init__(self, root: Path) -> None:
+        try:
+            self.repo = Repo(str(root))
+        except NotGitRepository:
+            raise RepositoryError(f"{root} is not a git repository", hint="run `expegit init` first")
+        self.root = Path(self.repo.path)
+        self.git_dir = Path(self.repo.controldir())
+        self._identity: bytes | None = None
+
+    # --- opening ---------------------------------------------------------------------------------------
+    @classmethod
+    def discover(cls, start: str | os.PathLike[str] = ".") -> "GitStore":
+        here = Path(start).resolve()
+        for candidate in (here, *here.parents):
+            if (candidate / ".git").exists():
+                return cls(candidate)
+        raise RepositoryError(f"not inside a git repository ({here})",
+                              hint="cd into a campaign or run `expegit init`")
+
+    @classmethod
+    def init(cls, root: Path) -> "GitStore":
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / ".git").exists():
+            Repo.init(str(root), default_branch=_default_branch())
+        return cls(root)
+
+    # --- identity and HEAD -------------------------------------------------------------------------------
+    def identity(self) -> bytes:
+        """``Name <email>`` from git config (as `git commit` would use), or a host-based fallback."""
+        if self._identity is None:
+            config = self.repo.get_config_stack()
+            try:
+                name = config.get((b"user",), b"name")
+                email = config.get((b"user",), b"email")
+            except KeyError:
+                name = email = None
+            name = name or os.environ.get("GIT_AUTHOR_NAME", "").encode() or b"orchestra"
+            email = email or os.environ.get("GIT_AUTHOR_EMAIL", "").encode() or \
+                f"orchestra@{socket.gethostname()}".encode()
+            self._identity = name + b" <" + email + b">"
+        return self._identity
+
+    def head_commit(self) -> str | None:
+        try:
+            return self.repo.head().decode()
+        except KeyError:
+            return None
+
+    def resolve(self, name: str) -> str | None:
+        """A commit id from a full id, a branch or a ref name; None if it names nothing."""
+        raw = name.encode()
+        for candidate in (raw, b"refs/heads/" + raw, b"refs/tags/" + raw, b"refs/remotes/" + raw):
+            try:
+                return self.repo.refs[candidate].decode()
+            except KeyError:
+                continue
+        if len(name) == 40:
+            try:
+                self.repo[raw]
+                return name
+            except KeyError:
+                return None
+        return None
+
+    def has_object(self, sha: str) -> bool:
+        return sha.encode() in self.repo.object_store
+
+    def commit_info(self, sha: str) -> tuple[str, str, int]:
+        """(subject, author, commit time) of a commit."""
+        commit = self.repo[sha.encode()]
+        subject = commit.message.decode("utf-8", "replace").split("\n", 1)[0]
+        return subject, commit.author.decode("utf-8", "replace"), commit.commit_time
+
+    def parents(self, sha: str) -> list[str]:
+        return [p.decode() for p in self.repo[sha.encode()].parents]
+
+    def dirty_paths(self) -> list[str]:
+        """Tracked files whose content differs from HEAD (staged or not): what would make a result lie."""
+        status = porcelain.status(self.repo, untracked_files="no")
+        paths: set[str] = set()
+        for group in status.staged.values():
+            paths.update(p.decode() if isinstance(p, bytes) else p for p in group)
+        paths.update(p.decode() if isinstance(p, bytes) else p for p in status.unstaged)
+        return sorted(paths)
+
+    def snapshot(self, message: str) -> str:
+        """Commit the working-tree state of tracked files to a side ref; HEAD, index and files untouched."""
+        head = self.head_commit()
+        if head is None:
+            raise RepositoryError("the repository has no commit yet", hint="commit your code first")
+        index = self.repo.open_index()
+        entries = []
+        for path, entry in index.items():
+            full = self.root / path.decode()
+            try:
+                st = full.lstat()
+            except FileNotFoundError:
+                continue  # deleted in the working tree: the snapshot has it deleted too
+            if stat.S_ISLNK(st.st_mode):
+                blob = Blob.from_string(os.readlink(full).encode())
+                mode = 0o120000
+            else:
+                blob = Blob.from_string(full.read_bytes())
+                mode = EXEC_MODE if st.st_mode & 0o111 else FILE_MODE
+            self.repo.object_store.add_object(blob)
+            entries.append((path, blob.id, mode))
+        from dulwich.index import commit_tree
+        tree = commit_tree(self.repo.object_store, entries)
+        sha = self.write_commit(tree.decode() if isinstance(tree, bytes) else tree, [head], message)
+        self.repo.refs[(SNAPSHOTS_REF + sha).encode()] = sha.encode()
+        return sha
+
+    # --- objects -----------------------------------------------------------------------------------------
+    def tree_of(self, commit: str) -> str:
+        try:
+            return self.repo[commit.encode()].tree.decode()
+        except KeyError:
+            raise RepositoryError(f"commit {commit[:12]} is not in this repository",
+                                  hint="fetch it (`expegit pull`) or check the id")
+
+    def write_blob(self, data: bytes) -> str:
+        blob = Blob.from_string(data)
+        self.repo.object_store.add_object(blob)
+        return blob.id.decode()
+
+    def tree_with(self, base_tree: str | None, files: Mapping[str, tuple[int, str]]) -> str:
+        """A new tree: ``base_tree`` with ``files`` (path -> (mode, blob id)) added or replaced."""
+        store = self.repo.object_store
+        grouped: dict[str, dict[str, tuple[int, str]]] = {}
+        direct: dict[str, tuple[int, str]] = {}
+        for path, entry in files.items():
+            head, sep, rest = path.partition("/")
+            if sep:
+                grouped.setdefault(head, {})[rest] = entry
+            else:
+                direct[head] = entry
+        tree = Tree()
+        if base_tree is not None:
+            for item in store[base_tree.encode()].items():
+                tree.add(item.path, item.mode, item.sha)
+        for name, sub in grouped.items():
+            key = name.encode()
+            sub_base = None
+            if key in tree:
+                mode, sha = tree[key]
+                if stat.S_ISDIR(mode):
+                    sub_base = sha.decode()
+            tree.add(key, TREE_MODE, self.tree_with(sub_base, sub).encode())
+        for name, (mode, sha) in direct.items():
+            tree.add(name.encode(), mode, sha.encode())
+        store.add_object(tree)
+        return tree.id.decode()
+
+    def write_commit(self, tree: str, parents: list[str], message: str, *, when: float | None = None) -> str:
+        commit = Commit()
+        commit.tree = tree.encode()
+        commit.parents = [p.encode() for p in parents]
+        commit.author = commit.committer = self.identity()
+        stamp = int(when if when is not None else time.time())
+        commit.author_time = commit.commit_time = stamp
+        offset = -time.timezone if not time.localtime(stamp).tm_isdst else -time.altzone
+        commit.author_timezone = commit.commit_timezone = offset
+        commit.encoding = b"UTF-8"
+        commit.message = message.encode("utf-8")
+        self.repo.object_store.add_object(commit)
+        return commit.id.decode()
+
+    def read_path(self, commit: str, path: str) -> bytes | None:
+        """The content of ``path`` at ``commit``, or None if it is not there."""
+        store = self.repo.object_store
+        try:
+            sha = store[commit.encode()].tree
+            for part in path.split("/"):
+                tree = store[sha]
+                mode, sha = tree[part.encode()]
+            return store[sha].data
+        except KeyError:
+            return None
+
+    def list_tree(self, commit: str) -> Iterator[tuple[str, int, str]]:
+        """(path, mode, blob id) of every file at ``commit``."""
+        store = self.repo.object_store
+        for entry in store.iter_tree_contents(store[commit.encode()].tree):
+            yield entry.path.decode("utf-8", "replace"), entry.mode, entry.sha.decode()
+
+    def blob_size(self, sha: str) -> int:
+        return len(self.repo.object_store[sha.encode()].data)
+
+    def archive(self, commit: str) -> Iterator[bytes]:
+        """An uncompressed tar of ``commit``'s tree: what a backend extracts as the code of an execution."""
+        store = self.repo.object_store
+        commit_obj = store[commit.encode()]
+        return tar_stream(store, store[commit_obj.tree], commit_obj.commit_time)
+
+    # --- refs --------------------------------------------------------------------------------------------
+    def create_ref(self, name: str, sha: str) -> bool:
+        return self.repo.refs.add_if_new(name.encode(), sha.encode())
+
+    def update_ref(self, name: str, old: str, new: str) -> bool:
+        return self.repo.refs.set_if_equals(name.encode(), old.encode(), new.encode())
+
+    def delete_ref(self, name: str, old: str) -> bool:
+        return self.repo.refs.remove_if_equals(name.encode(), old.encode())
+
+    def ref(self, name: str) -> str | None:
+        try:
+            return self.repo.refs[name.encode()].decode()
+        except KeyError:
+            return None
+
+    def refs_under(self, prefix: bytes) -> dict[str, str]:
+        """Ref name suffix -> commit id for every ref under ``prefix`` (loose and packed)."""
+        return {k.decode(): v.decode() for k, v in self.repo.refs.as_dict(prefix).items()}
+
+    def execution_tips(self) -> dict[str, str]:
+        return self.refs_under(EXECUTIONS_REF)
+
+    def commit_all(self, paths: list[str], message: str) -> str:
+        """Stage ``paths`` and commit them on the current branch (only `expegit init` does this)."""
+        porcelain.add(self.repo, [str(self.root / p) for p in paths])
+        identity = self.identity()
+        sha = porcelain.commit(self.repo, message=message.encode(), author=identity, committer=identity)
+        return sha.decode() if isinstance(sha, bytes) else str(sha)

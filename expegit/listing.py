@@ -1,0 +1,134 @@
+"""Read-only views of a campaign's executions: status, list, show, export; and `rm`."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
+
+from orchestra.errors import UsageError
+from orchestra.execution import STATES, STDERR_PATH, STDOUT_PATH, ExecutionRecord, render_branch_name, \
+    render_record
+
+from .campaign import Campaign
+from .records import RecordIndex
+
+EXPORT_FIELDS = ("id", "state", "commit", "profile", "repeat", "attempt", "host", "slot", "created", "started",
+                 "ended", "duration", "exit_code", "objective", "author", "search", "error")
+
+
+def status_text(campaign: Campaign) -> str:
+    records, _tips, problems = RecordIndex(campaign.store).load()
+    counts = Counter(r.state for r in records.values())
+    lines = [f"campaign {campaign.manifest.name}: {len(records)} executions"]
+    lines.append("  " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES))
+    objective = campaign.manifest.objective
+    if objective is not None:
+        scored = [r for r in records.values() if r.state == "finished" and r.objective is not None]
+        if scored:
+            pick = min if objective.goal == "minimize" else max
+            best = pick(scored, key=lambda r: r.objective)
+            params = " ".join(f"{k}={v}" for k, v in best.parameters.items())
+            lines.append(f"  best {objective.metric} = {best.objective:g} ({best.id}: {params})")
+    running = sorted((r for r in records.values() if r.state == "running"), key=lambda r: r.started or "")
+    for record in running[:10]:
+        lines.append(f"  running {record.id} on {record.host} slot {record.slot} since {record.started}")
+    if len(running) > 10:
+        lines.append(f"  ... and {len(running) - 10} more running")
+    resumable = counts.get("created", 0) + counts.get("cancelled", 0)
+    if resumable:
+        lines.append(f"  {resumable} not run yet: `expegit resume` runs them")
+    if problems:
+        lines.append(f"  {len(problems)} branches with unreadable records (`expegit list` names them)")
+    return "\n".join(lines)
+
+
+def select(campaign: Campaign, states: Sequence[str] = ()) -> list[ExecutionRecord]:
+    for state in states:
+        if state not in STATES:
+            raise UsageError(f"--state {state}: not one of {', '.join(STATES)}")
+    records = RecordIndex(campaign.store).records()
+    if states:
+        records = [r for r in records if r.state in states]
+    return records
+
+
+def export_row(record: ExecutionRecord) -> dict[str, Any]:
+    row = {field: getattr(record, field) for field in EXPORT_FIELDS}
+    for name, value in record.parameters.items():
+        row[f"param.{name}"] = value
+    return row
+
+
+def write_list(records: Iterable[ExecutionRecord], out: TextIO, *, as_json: bool) -> None:
+    if as_json:
+        json.dump([r.to_dict() for r in records], out, ensure_ascii=False)
+        out.write("\n")
+        return
+    rows = list(records)
+    if not rows:
+        out.write("no executions yet: `expegit run` creates some\n")
+        return
+    for r in rows:
+        params = " ".join(f"{k}={_short(v)}" for k, v in r.parameters.items())
+        objective = "" if r.objective is None else f"{r.objective:.6g}"
+        duration = "" if r.duration is None else f"{r.duration:.1f}s"
+        out.write(f"{r.id}  {r.state:9} {objective:>10} {duration:>8}  {r.commit[:8]}  {params}\n")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) and (" " in value or "\n" in value) \
+        else str(value)
+    return text if len(text) <= 30 else text[:27] + "..."
+
+
+def write_export(records: Sequence[ExecutionRecord], out: TextIO, fmt: str) -> None:
+    """One row per execution, parameters as ``param.NAME`` columns: ready for pandas.read_csv / read_json."""
+    rows = [export_row(r) for r in records]
+    if fmt == "jsonl":
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return
+    if fmt != "csv":
+        raise UsageError(f"--format {fmt}: use csv or jsonl")
+    params: list[str] = []
+    for row in rows:
+        params.extend(k for k in row if k.startswith("param.") and k not in params)
+    writer = csv.DictWriter(out, fieldnames=list(EXPORT_FIELDS) + params, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+def show_text(campaign: Campaign, prefix: str, *, tail: int = 20) -> str:
+    index = RecordIndex(campaign.store)
+    execution_id = index.resolve(prefix)
+    tip = campaign.store.ref("refs/heads/" + render_branch_name(execution_id))
+    assert tip is not None
+    record = index.record_at(tip)
+    out = io.StringIO()
+    out.write(f"execution {record.id}  (branch {render_branch_name(record.id)}, tip {tip[:12]})\n")
+    out.write(render_record(record))
+    for label, path in (("stdout", STDOUT_PATH), ("stderr", STDERR_PATH)):
+        data = campaign.store.read_path(tip, path)
+        if data:
+            lines = data.decode("utf-8", "replace").splitlines()
+            shown = lines[-tail:]
+            out.write(f"--- {label} ({len(lines)} lines{', last ' + str(tail) if len(lines) > tail else ''}) ---\n")
+            out.write("\n".join(shown) + "\n")
+    return out.getvalue()
+
+
+def remove(campaign: Campaign, prefixes: Sequence[str]) -> list[str]:
+    """Delete execution branches (the only way Orchestra rewrites them: asked for, by id)."""
+    index = RecordIndex(campaign.store)
+    ids = [index.resolve(p) for p in prefixes]
+    removed = []
+    for execution_id in ids:
+        ref = "refs/heads/" + render_branch_name(execution_id)
+        tip = campaign.store.ref(ref)
+        if tip is not None and campaign.store.delete_ref(ref, tip):
+            removed.append(execution_id)
+    return removed

@@ -1,0 +1,57 @@
+"""Reading an execution's objective value from its outputs or its stdout."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from orchestra.manifest import Objective
+
+MAX_STDOUT_SCAN = 8 * 1024 * 1024  # the last 8 MiB: a pattern's last match is what counts
+
+
+def read_objective(objective: Objective, run_dir: Path, stdout: Path) -> tuple[float | None, str | None]:
+    """(value, problem): a finite float, or None with a one-line reason an analyst can act on."""
+    if objective.source is not None:
+        path = run_dir / objective.source
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            return None, f"objective file {objective.source} was not written"
+        except (OSError, ValueError) as exc:
+            return None, f"objective file {objective.source} is not JSON: {exc}"
+        value: object = data
+        for part in objective.metric.split("."):
+            if not isinstance(value, dict) or part not in value:
+                if isinstance(data, dict) and objective.metric in data:  # a key with dots in its name
+                    value = data[objective.metric]
+                    break
+                return None, f"objective {objective.metric} is missing from {objective.source}"
+            value = value[part]
+        return _number(value, objective.metric)
+    assert objective.pattern is not None
+    try:
+        with open(stdout, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - MAX_STDOUT_SCAN))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None, "no stdout to read the objective from"
+    matches = list(re.finditer(objective.pattern, text))
+    if not matches:
+        return None, f"objective pattern {objective.pattern!r} did not match stdout"
+    return _number(matches[-1].group(1), objective.metric)
+
+
+def _number(value: object, metric: str) -> tuple[float | None, str | None]:
+    if isinstance(value, bool):
+        return None, f"objective {metric} is a boolean, not a number"
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None, f"objective {metric} is not a number: {str(value)[:40]!r}"
+    if not math.isfinite(number):
+        return None, f"objective {metric} is {number}"
+    return number, None

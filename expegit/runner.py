@@ -1,0 +1,396 @@
+"""Running a campaign: executions created as branches, placed on a backend's slots, committed as they end.
+
+This module is where expegit meets runaway: it turns ExecutionSpecs into branches (journal "created"
+commits), hands runaway Jobs, and turns runaway's outcomes into journal commits. It is also where `resume`
+finds what an earlier controller left unfinished.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+import gevent
+
+from orchestra.errors import ExecutionError, RepositoryError, UsageError
+from orchestra.execution import (FINAL_STATES, RESUMABLE_STATES, ExecutionRecord, ExecutionSpec,
+                                 new_execution_id)
+from orchestra.manifest import Manifest
+from orchestra.parameters import expand_points, parse_assignments
+from orchestra.progress import Progress
+from orchestra.quoting import render_command
+from runaway.backend import Job, RunHandle
+from runaway.backends import make_backend
+from runaway.controller import AttemptResult, Controller, Task
+
+from .campaign import Campaign
+from .journal import Journal, describe_parameters, iso_from_epoch, utc_now
+from .objective import read_objective
+from .records import RecordIndex
+
+
+@dataclasses.dataclass
+class RunSummary:
+    total: int = 0
+    finished: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
+    ids: list[str] = dataclasses.field(default_factory=list)
+    interrupted: bool = False
+    not_started: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.errors and not self.interrupted
+
+
+def code_commit(campaign: Campaign, *, snapshot: bool) -> str:
+    """The commit executions will run: HEAD if the tree is clean, else a snapshot or a refusal."""
+    head = campaign.store.head_commit()
+    if head is None:
+        raise RepositoryError("the campaign has no commit yet", hint="commit your code first")
+    dirty = campaign.store.dirty_paths()
+    if not dirty:
+        return head
+    if not snapshot:
+        shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+        raise RepositoryError(f"uncommitted changes to tracked files ({shown}): results would not name the "
+                              f"code they ran", hint="commit them, stash them, or pass --snapshot to run a "
+                                                     "snapshot commit of the working tree")
+    return campaign.store.snapshot(f"expegit snapshot of the working tree\n\nChanged: {', '.join(dirty)}\n")
+
+
+def plan_specs(manifest: Manifest, commit: str, profile: str, *, assignments: Sequence[str], grid: bool,
+               repeat: int | None) -> list[ExecutionSpec]:
+    given = parse_assignments(assignments, manifest.parameters)
+    repeats = repeat if repeat is not None else manifest.repeats
+    if repeats < 1:
+        raise UsageError(f"--repeat {repeats}: must be at least 1")
+    specs = []
+    for point in expand_points(manifest.parameters, given, grid=grid):
+        for index in range(repeats):
+            specs.append(ExecutionSpec(commit=commit, parameters=point, profile=profile, repeat=index))
+    return specs
+
+
+def job_for(manifest: Manifest, record: ExecutionRecord) -> Job:
+    outputs = tuple(manifest.outputs)
+    if manifest.objective is not None and manifest.objective.source and manifest.objective.source not in outputs:
+        outputs += (manifest.objective.source,)
+    env = dict(manifest.env)
+    env["ORCHESTRA_EXECUTION_ID"] = record.id
+    env["ORCHESTRA_CAMPAIGN"] = manifest.name
+    env["ORCHESTRA_PARAMETERS"] = json.dumps(record.parameters, ensure_ascii=False)
+    return Job(execution_id=record.id, commit=record.commit, command=record.command, outputs=outputs,
+               timeout=manifest.timeout, env=env)
+
+
+class JournalListener:
+    """Writes each state change of an execution as a commit on its branch (runaway's Listener)."""
+
+    def __init__(self, campaign: Campaign, manifest: Manifest, records: dict[str, ExecutionRecord],
+                 tips: dict[str, str], progress: Progress, summary: RunSummary,
+                 on_result: Callable[[ExecutionRecord], None] | None = None) -> None:
+        self.journal = Journal(campaign.store)
+        self.manifest = manifest
+        self.records = records
+        self.tips = tips
+        self.progress = progress
+        self.summary = summary
+        self.on_result = on_result
+
+    def _commit(self, record: ExecutionRecord, files: Mapping[str, Any] | None = None) -> None:
+        self.tips[record.id] = self.journal.append(self.tips[record.id], record, files)
+
+    def launched(self, task: Task, handle: RunHandle, attempt: int) -> None:
+        record = self.records[task.job.execution_id]
+        record.state = "running"
+        record.attempt = attempt
+        record.host = handle.slot.node or handle.slot.host
+        record.slot = handle.slot.index
+        record.remote_dir = handle.remote_dir
+        record.started = iso_from_epoch(handle.started) or utc_now()
+        record.ended = record.duration = record.exit_code = record.objective = record.error = None
+        self._commit(record)
+        self.progress.started()
+
+    def _fill(self, record: ExecutionRecord, result: AttemptResult) -> dict[str, Any]:
+        outcome = result.outcome
+        record.exit_code = outcome.exit_code
+        record.ended = iso_from_epoch(outcome.ended) or utc_now()
+        if outcome.started is not None and outcome.ended is not None:
+            record.duration = round(max(0.0, outcome.ended - outcome.started), 3)
+        files: dict[str, Any] = {}
+        record.outputs = []
+        record.objective = None
+        record.error = None
+        if result.collected is not None:
+            collected = result.collected
+            for rel in collected.outputs:
+                files[rel] = collected.directory / rel
+            record.outputs = list(collected.outputs)
+            files[".orchestra/stdout"] = collected.stdout if collected.stdout.exists() else b""
+            files[".orchestra/stderr"] = collected.stderr if collected.stderr.exists() else b""
+            if self.manifest.objective is not None and outcome.exit_code == 0:
+                record.objective, problem = read_objective(self.manifest.objective, collected.directory,
+                                                           collected.stdout)
+                if problem:
+                    record.error = problem
+        if result.failure == "timeout":
+            record.error = f"timed out after {self.manifest.timeout:g}s"
+        elif result.failure == "node-failure":
+            record.error = outcome.error or "the host or node running it was lost"
+        elif result.failure == "exit":
+            record.error = f"exit {outcome.exit_code}"
+        elif outcome.error and not record.error:
+            record.error = outcome.error
+        return files
+
+    def attempt_failed(self, task: Task, result: AttemptResult, will_retry: bool) -> None:
+        record = self.records[task.job.execution_id]
+        files = self._fill(record, result)
+        record.state = "failed"
+        record.error = f"{record.error}; retrying (attempt {record.attempt + 1})"
+        self._commit(record, files)
+        self.progress.running = max(0, self.progress.running - 1)
+        self.progress.note(f"retry   {record.id} after {result.failure} (attempt {record.attempt})")
+
+    def finished(self, task: Task, result: AttemptResult) -> None:
+        record = self.records[task.job.execution_id]
+        files = self._fill(record, result)
+        record.state = "finished" if result.failure is None else "failed"
+        self._commit(record, files)
+        ok = record.state == "finished"
+        if ok:
+            self.summary.finished += 1
+        else:
+            self.summary.failed += 1
+        extra = f" objective={record.objective:g}" if record.objective is not None else ""
+        extra += f" ({record.error})" if record.error and not ok else ""
+        self.progress.ended(ok, f"{record.state:8} {record.id} {describe_parameters(record.parameters)}"
+                                f" exit={record.exit_code} {record.duration if record.duration is not None else '?'}s"
+                                f"{extra}")
+        if self.on_result is not None:
+            self.on_result(record)
+        self.records.pop(record.id, None)  # 10,000 queued executions: keep only what is still in flight
+
+    def cancelled(self, task: Task, handle: RunHandle | None) -> None:
+        record = self.records[task.job.execution_id]
+        if record.state == "created" and handle is None:
+            return  # never launched: stays "created", resume runs it
+        record.state = "cancelled"
+        record.error = "stopped by the user"
+        record.ended = utc_now()
+        self._commit(record)
+        self.summary.cancelled += 1
+        self.progress.running = max(0, self.progress.running - 1)
+
+
+class ControllerRegistry:
+    """Which controllers are driving this campaign now, so `resume` does not steal live executions."""
+
+    def __init__(self, campaign: Campaign) -> None:
+        self.dir = campaign.workdir / "controllers"
+
+    def __enter__(self) -> "ControllerRegistry":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / str(os.getpid())
+        self.path.write_text(str(time.time()))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+    def others_alive(self) -> list[int]:
+        alive = []
+        if not self.dir.is_dir():
+            return alive
+        for entry in self.dir.iterdir():
+            try:
+                pid = int(entry.name)
+            except ValueError:
+                continue
+            if pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"expegit" in cmdline or b"parasearch" in cmdline or b"python" in cmdline:
+                    alive.append(pid)
+                    continue
+            except (OSError, ProcessLookupError):
+                pass
+            try:
+                entry.unlink()  # a controller that died (kill -9) leaves its entry behind
+            except OSError:
+                pass
+        return alive
+
+
+def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[ExecutionSpec]
+                      ) -> Iterator[tuple[ExecutionRecord, str]]:
+    """Record each spec as a new branch (journal "created"); yields (record, tip)."""
+    journal = Journal(campaign.store)
+    author = campaign.store.identity().decode("utf-8", "replace")
+    for spec in specs:
+        record = ExecutionRecord(
+            id=new_execution_id(), campaign=manifest.name, commit=spec.commit,
+            command=render_command(manifest.command, spec.parameters), parameters=dict(spec.parameters),
+            profile=spec.profile, repeat=spec.repeat, search=spec.search, author=author, created=utc_now())
+        for _ in range(5):
+            try:
+                tip = journal.create(record)
+                break
+            except RepositoryError:
+                record.id = new_execution_id()  # 48 random bits collided: astronomically rare, just redraw
+        else:
+            raise ExecutionError("could not allocate an execution id")
+        yield record, tip
+
+
+class Session:
+    """One controller's run over one campaign: backends per profile, progress, Ctrl-C handling."""
+
+    def __init__(self, campaign: Campaign, manifest: Manifest, *, slots: int | None, progress: Progress,
+                 on_result: Callable[[ExecutionRecord], None] | None = None) -> None:
+        self.campaign = campaign
+        self.manifest = manifest
+        self.slots = slots
+        self.progress = progress
+        self.summary = RunSummary()
+        self.on_result = on_result
+        self.controllers: list[Controller] = []
+
+    def _interrupt(self) -> None:
+        if self.summary.interrupted:
+            return
+        self.summary.interrupted = True
+        self.progress.note("interrupted: stopping running executions (Ctrl-C again does nothing more; "
+                           "wait for them to be recorded)")
+        for controller in self.controllers:
+            controller.stop()
+
+    def drive(self, profile: str, records: dict[str, ExecutionRecord], tips: dict[str, str],
+              tasks: Iterable[Task]) -> None:
+        backend = make_backend(profile, self.manifest, self.campaign.workdir, slots=self.slots)
+        listener = JournalListener(self.campaign, self.manifest, records, tips, self.progress, self.summary,
+                                   self.on_result)
+        controller = Controller(backend, listener, self.campaign.store.archive, retry=self.manifest.retries,
+                                staging=self.campaign.workdir / "staging")
+        self.controllers.append(controller)
+        backend.start()
+        try:
+            controller.run(tasks)
+        finally:
+            backend.close()
+        for execution_id, exc in controller.errors:
+            self.summary.errors.append(f"{execution_id}: {exc}")
+
+    def run(self, groups: list[tuple[str, dict[str, ExecutionRecord], dict[str, str], Iterable[Task]]]) -> RunSummary:
+        handler = gevent.signal_handler(signal.SIGINT, self._interrupt)
+        term = gevent.signal_handler(signal.SIGTERM, self._interrupt)
+        try:
+            with ControllerRegistry(self.campaign):
+                jobs = [gevent.spawn(self.drive, *group) for group in groups]
+                gevent.joinall(jobs)
+                for job in jobs:
+                    if job.exception is not None:
+                        raise job.exception
+        finally:
+            handler.cancel()
+            term.cancel()
+            self.progress.close()
+        return self.summary
+
+
+def _tasks(manifest: Manifest, records: dict[str, ExecutionRecord], order: list[str]) -> Iterator[Task]:
+    for execution_id in order:
+        record = records.get(execution_id)
+        if record is not None:
+            yield Task(job_for(manifest, record), attempt=record.attempt + 1 if record.attempt else 1)
+
+
+def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: bool = False,
+                 repeat: int | None = None, profile: str | None = None, slots: int | None = None,
+                 snapshot: bool = False, progress: Progress | None = None, dry_run: bool = False
+                 ) -> RunSummary:
+    """`expegit run`: create executions for HEAD (or a snapshot) and run them to the end."""
+    manifest = campaign.manifest
+    profile = profile or manifest.profile
+    make_backend(profile, manifest, campaign.workdir, slots=slots)  # validate the profile before creating anything
+    commit = code_commit(campaign, snapshot=snapshot and not dry_run)
+    specs = plan_specs(manifest, commit, profile, assignments=assignments, grid=grid, repeat=repeat)
+    if dry_run:
+        summary = RunSummary(total=len(specs))
+        for spec in specs:
+            print(render_command(manifest.command, spec.parameters))
+        return summary
+    records: dict[str, ExecutionRecord] = {}
+    tips: dict[str, str] = {}
+    order: list[str] = []
+    for record, tip in create_executions(campaign, manifest, specs):
+        records[record.id] = record
+        tips[record.id] = tip
+        order.append(record.id)
+    del specs
+    progress = progress or Progress(len(order))
+    progress.total = len(order)
+    session = Session(campaign, manifest, slots=slots, progress=progress)
+    summary = session.run([(profile, records, tips, _tasks(manifest, records, order))])
+    summary.total = len(order)
+    summary.ids = order
+    summary.not_started = sum(1 for r in records.values() if r.state == "created")
+    return summary
+
+
+def resume_campaign(campaign: Campaign, *, slots: int | None = None, progress: Progress | None = None,
+                    retry_failed: bool = False) -> RunSummary:
+    """`expegit resume`: re-attach to what still runs, collect what ended, re-run what was interrupted."""
+    manifest = campaign.manifest
+    registry = ControllerRegistry(campaign)
+    others = registry.others_alive()
+    if others:
+        raise RepositoryError(f"another controller (pid {others[0]}) is running this campaign",
+                              hint="wait for it to end or stop it, then resume")
+    index = RecordIndex(campaign.store)
+    all_records, tips, _problems = index.load()
+    wanted = RESUMABLE_STATES | ({"failed"} if retry_failed else set())
+    todo = {i: r for i, r in all_records.items() if r.state in wanted}
+    by_profile: dict[str, dict[str, ExecutionRecord]] = {}
+    for record in sorted(todo.values(), key=lambda r: (r.created or "", r.id)):
+        by_profile.setdefault(record.profile, {})[record.id] = record
+    progress = progress or Progress(len(todo))
+    progress.total = len(todo)
+    groups = []
+    for profile, records in by_profile.items():
+        backend = make_backend(profile, manifest, campaign.workdir, slots=slots)
+        tasks: list[Task] = []
+        for record in records.values():
+            handle = None
+            if record.state in ("running", "created"):
+                handle = backend.reattach(record.id, record.host, record.slot, record.remote_dir)
+            if handle is not None:
+                progress.note(f"re-attached {record.id} ({'ended' if record.state == 'running' else 'running'} "
+                              f"while no controller watched it)")
+                if record.state == "created":  # launched, but the "running" commit never happened
+                    record.state = "running"
+                    record.host, record.slot, record.remote_dir = handle.slot.host, handle.slot.index, handle.remote_dir
+            elif record.state in ("running", "cancelled", "failed"):
+                record.attempt = max(record.attempt, 1)
+            task = Task(job_for(manifest, record), handle=handle, attempt=max(1, record.attempt + (handle is None and record.attempt > 0)))
+            tasks.append(task)
+        groups.append((profile, records, {i: tips[i] for i in records}, tasks))
+    session = Session(campaign, manifest, slots=slots, progress=progress)
+    summary = session.run(groups)
+    summary.total = len(todo)
+    summary.ids = sorted(todo)
+    return summary

@@ -1,0 +1,105 @@
+"""The seam between the controller (which executions run, in what order) and the places they run on.
+
+A backend owns slots (places where one execution runs at a time) and everything host-specific: shipping
+code, launching detached, watching, collecting outputs. The controller only acquires slots, launches jobs
+and waits for outcomes; it never knows whether a slot is a local process, an SSH host or a Slurm node.
+Every method may block: callers run them in greenlets, so a backend waits with gevent-friendly calls.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+# A function that yields the bytes of an uncompressed tar of a commit's tree (expegit provides it).
+CodeArchive = Callable[[str], Iterable[bytes]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """One place on one node where one execution runs at a time."""
+
+    host: str
+    index: int
+    node: str | None = None  # scheduler node name when it differs from the host reached by SSH
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What a backend needs to run one execution: nothing about git, records or searches."""
+
+    execution_id: str
+    commit: str
+    command: str  # a shell command line whose user-supplied parts are already quoted
+    outputs: tuple[str, ...] = ()  # globs, relative to the run directory
+    timeout: float | None = None  # seconds
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class RunHandle:
+    """Where a launched execution lives; its fields go into the record so `resume` can re-attach."""
+
+    execution_id: str
+    slot: Slot
+    remote_dir: str
+    pid: int | None = None
+    started: float | None = None  # epoch seconds, as seen by the host that ran it
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How an execution ended. ``lost`` means the slot's node or allocation vanished under it."""
+
+    exit_code: int | None
+    started: float | None
+    ended: float | None
+    timed_out: bool = False
+    lost: bool = False
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class Collected:
+    """Files brought back into a local directory: stdout, stderr and the outputs matched by the globs."""
+
+    directory: Path
+    stdout: Path
+    stderr: Path
+    outputs: list[str]  # relative paths under ``directory``, sorted
+
+
+class Backend(Protocol):
+    name: str
+
+    def start(self) -> None:
+        """Connect, start allocations; slots become available through acquire()."""
+
+    def acquire(self) -> Slot:
+        """Block until a slot is free, and hold it."""
+
+    def release(self, slot: Slot) -> None:
+        """Give a slot back (after its execution was collected or abandoned)."""
+
+    def launch(self, slot: Slot, job: Job, code: CodeArchive) -> RunHandle:
+        """Ship the job's code if the slot's host lacks it, and start the job detached."""
+
+    def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
+        """Block until the execution ends (or its timeout passes: then stop it and say so)."""
+
+    def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
+        """Bring stdout, stderr and outputs into ``dest``; the remote copy stays until discard()."""
+
+    def discard(self, handle: RunHandle) -> None:
+        """Remove the run directory: called only after the results were committed."""
+
+    def stop(self, handle: RunHandle) -> None:
+        """Stop a running execution (Ctrl-C, cancellation)."""
+
+    def reattach(self, execution_id: str, host: str | None, slot: int | None,
+                 remote_dir: str | None) -> RunHandle | None:
+        """A handle for an execution launched by an earlier controller, or None if nothing is left."""
+
+    def close(self) -> None:
+        """Release allocations and connections."""

@@ -1,0 +1,173 @@
+"""Places jobs on a backend's slots and drives each through launch, wait, collect and retry.
+
+The controller knows nothing about git: a Listener (expegit's journal) is told when a job starts, each
+time an attempt ends, and when it is over. Jobs come from an iterator that is advanced only when a slot is
+free, so a search can propose its next point at the moment a slot frees up, and a queue of 10,000 jobs is
+never materialised as 10,000 greenlets.
+"""
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import gevent
+import gevent.event
+import gevent.pool
+
+from orchestra.errors import OrchestraError
+from orchestra.manifest import RetryPolicy
+from orchestra.retry import attempts, failure_kind
+
+from .backend import Backend, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
+
+
+@dataclasses.dataclass
+class Task:
+    job: Job
+    handle: RunHandle | None = None  # set when re-attaching to an execution an earlier controller launched
+    attempt: int = 1
+
+
+@dataclasses.dataclass
+class AttemptResult:
+    handle: RunHandle | None
+    outcome: Outcome
+    collected: Collected | None
+    failure: str | None  # None, or a kind from retries.on
+    attempt: int
+
+
+class Listener(Protocol):
+    def launched(self, task: Task, handle: RunHandle, attempt: int) -> None: ...
+
+    def attempt_failed(self, task: Task, result: AttemptResult, will_retry: bool) -> None: ...
+
+    def finished(self, task: Task, result: AttemptResult) -> None: ...
+
+    def cancelled(self, task: Task, handle: RunHandle | None) -> None: ...
+
+
+class Controller:
+    def __init__(self, backend: Backend, listener: Listener, code: CodeArchive, *, retry: RetryPolicy,
+                 staging: Path) -> None:
+        self.backend = backend
+        self.listener = listener
+        self.code = code
+        self.retry = retry
+        self.staging = staging
+        self.stopping = gevent.event.Event()
+        self.errors: list[tuple[str, BaseException]] = []
+        self._running: dict[str, RunHandle] = {}
+
+    def stop(self) -> None:
+        """Stop launching; stop what runs. Idempotent, safe from a signal handler greenlet."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        for handle in list(self._running.values()):
+            try:
+                self.backend.stop(handle)
+            except Exception:  # best effort: the execution is recorded as cancelled either way
+                pass
+
+    def run(self, tasks: Iterable[Task]) -> None:
+        group = gevent.pool.Group()
+        iterator: Iterator[Task] = iter(tasks)
+        try:
+            while not self.stopping.is_set():
+                slot = self.backend.acquire()
+                if self.stopping.is_set():
+                    self.backend.release(slot)
+                    break
+                try:
+                    task = next(iterator)
+                except StopIteration:
+                    self.backend.release(slot)
+                    break
+                if task.handle is not None:
+                    # Already running somewhere: it holds its own place, so give the slot back.
+                    self.backend.release(slot)
+                    group.spawn(self._drive, task, None)
+                    continue
+                group.spawn(self._drive, task, slot)
+            group.join()
+        finally:
+            if self.stopping.is_set():
+                group.join(timeout=30)
+            group.kill()
+
+    def _drive(self, task: Task, slot: Slot | None) -> None:
+        """One job from launch (or re-attachment) to its final record, retrying under the policy."""
+        job = task.job
+        reattach = task.handle
+
+        def one_attempt() -> AttemptResult:
+            nonlocal slot, reattach
+            handle, reattach = reattach, None
+            try:
+                if handle is None:
+                    if slot is None:
+                        slot = self.backend.acquire()
+                    if self.stopping.is_set():
+                        raise _Cancelled(None)
+                    handle = self.backend.launch(slot, job, self.code)
+                    self.listener.launched(task, handle, task.attempt)
+                self._running[job.execution_id] = handle
+                try:
+                    outcome = self.backend.wait(handle, job.timeout)
+                finally:
+                    self._running.pop(job.execution_id, None)
+                if self.stopping.is_set() and not outcome.timed_out and outcome.exit_code != 0:
+                    raise _Cancelled(handle)
+                collected = None
+                if not outcome.lost:
+                    collected = self.backend.collect(handle, job, self.staging / job.execution_id)
+            finally:
+                if slot is not None:  # free the slot before committing: the next job can start meanwhile
+                    self.backend.release(slot)
+                    slot = None
+            failure = failure_kind(outcome.exit_code, outcome.timed_out, outcome.lost)
+            return AttemptResult(handle, outcome, collected, failure, task.attempt)
+
+        def should_retry(result: AttemptResult) -> bool:
+            retry = (result.failure is not None and result.failure in self.retry.on
+                     and task.attempt <= self.retry.max and not self.stopping.is_set())
+            if retry:
+                self.listener.attempt_failed(task, result, True)
+                if result.handle is not None:
+                    self.backend.discard(result.handle)
+                task.attempt += 1
+            return retry
+
+        try:
+            result: AttemptResult | None = None
+            for attempt in attempts(self.retry, should_retry, gevent.sleep):
+                with attempt:
+                    result = one_attempt()
+                if not attempt.retry_state.outcome.failed:
+                    attempt.retry_state.set_result(result)
+            assert result is not None
+            self.listener.finished(task, result)
+            if result.handle is not None and not result.outcome.lost:
+                self.backend.discard(result.handle)
+        except _Cancelled as cancelled:
+            self.listener.cancelled(task, cancelled.handle)
+        except OrchestraError as exc:
+            self.errors.append((job.execution_id, exc))
+        except gevent.GreenletExit:
+            raise
+        except Exception as exc:  # a bug must not take the other executions down with it
+            exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
+            self.errors.append((job.execution_id, exc))
+        finally:
+            if slot is not None:
+                self.backend.release(slot)
+
+
+class _Cancelled(Exception):
+    def __init__(self, handle: RunHandle | None) -> None:
+        super().__init__("cancelled")
+        self.handle = handle
