@@ -95,7 +95,11 @@ class ExecutionRecord:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Not dataclasses.asdict: its deep copy is a visible cost when thousands of records are written.
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
+        data["parameters"] = dict(self.parameters)
+        data["outputs"] = list(self.outputs)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ExecutionRecord":
@@ -125,12 +129,16 @@ class ExecutionRecord:
 
 
 _FIELD_ORDER = [f.name for f in dataclasses.fields(ExecutionRecord)]
+_FIELD_NAMES = tuple(_FIELD_ORDER)
+_NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]')
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
 
 
 def _quote(text: str) -> str:
     """A YAML double-quoted scalar: every control character escaped, printable unicode kept readable."""
+    if not _NEEDS_ESCAPE.search(text):
+        return '"' + text + '"'
     out = []
     for ch in text:
         if ch in _ESCAPES:

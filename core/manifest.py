@@ -146,9 +146,9 @@ class _Checker:
         if validator == "pattern" and where and where[-1] == "name":
             self.at(where, "name must be one line of text")
             return
-        if validator == "propertyNames":
+        if validator == "propertyNames" or (validator == "pattern" and where == ["parameters"]):
             self.at(where, f"{_dotted(where)}: {err.instance!r} is not a valid parameter name "
-                           f"(letters, digits and _; not starting with a digit)")
+                           f"(letters, digits and _; not starting with a digit)", key=str(err.instance))
             return
         if validator in ("minimum", "maximum", "minLength", "minItems", "minProperties", "uniqueItems"):
             self.at(where, f"{_dotted(where)}: {_schema_message(err)}")
@@ -280,13 +280,14 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
     except ValueError as exc:
         c.at(["command"], f"command: {exc}")
         fields = []
+    declared = set(data.get("parameters") or {})
     for field, fmt in fields:
-        if field not in specs:
+        if field not in declared:
             close = difflib.get_close_matches(field, list(specs), n=1)
             c.at(["command"], f"command: placeholder {{{field}}} names no parameter; declared: "
                               f"{', '.join(specs) or '(none)'}", hint=f"did you mean {{{close[0]}}}?" if close else
                  "declare it under parameters: or write {{ }} for literal braces")
-        elif fmt:
+        elif fmt and field in specs:
             sample = specs[field].default_value() or specs[field].low or (specs[field].choices or ("",))[0]
             try:
                 format(sample, fmt)

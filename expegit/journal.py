@@ -61,17 +61,31 @@ class Journal:
 
     def create(self, record: ExecutionRecord) -> str:
         """The branch's first commit, parented on the code commit. Fails if the id is taken."""
+        sha = self.create_commit(record)
+        self.create_branch(record.id, sha)
+        return sha
+
+    def create_commit(self, record: ExecutionRecord) -> str:
+        """The first commit alone (inside GitStore.batch(), before its branch may exist)."""
         base_tree = self.store.tree_of(record.commit)
         blob = self.store.write_blob(render_record(record).encode("utf-8"))
         tree = self.store.tree_with(base_tree, {RECORD_PATH: (FILE_MODE, blob)})
-        sha = self.store.write_commit(tree, [record.commit], subject_for(record) + "\n")
-        if not self.store.create_ref("refs/heads/" + render_branch_name(record.id), sha):
-            raise RepositoryError(f"execution {record.id} already exists", hint="ids are random: retry")
-        return sha
+        return self.store.write_commit(tree, [record.commit], subject_for(record) + "\n")
+
+    def create_branch(self, execution_id: str, sha: str) -> None:
+        if not self.store.create_ref("refs/heads/" + render_branch_name(execution_id), sha):
+            raise RepositoryError(f"execution {execution_id} already exists", hint="ids are random: retry")
 
     def append(self, tip: str, record: ExecutionRecord, files: Mapping[str, bytes | Path] | None = None,
                *, body: str = "") -> str:
         """A commit on top of ``tip`` with the new record (and result files); CAS of the branch ref."""
+        sha = self.append_commit(tip, record, files, body=body)
+        self.move_branch(record.id, tip, sha)
+        return sha
+
+    def append_commit(self, tip: str, record: ExecutionRecord, files: Mapping[str, bytes | Path] | None = None,
+                      *, body: str = "") -> str:
+        """The commit alone; the branch is moved by move_branch (now, or after a staged flush)."""
         entries = {RECORD_PATH: (FILE_MODE, self.store.write_blob(render_record(record).encode("utf-8")))}
         for path, content in (files or {}).items():
             mode = FILE_MODE
@@ -81,13 +95,14 @@ class Journal:
             entries[path] = (mode, self.store.write_blob(content))
         tree = self.store.tree_with(self.store.tree_of(tip), entries)
         message = subject_for(record) + "\n" + (f"\n{body.rstrip()}\n" if body else "")
-        sha = self.store.write_commit(tree, [tip], message)
-        ref = "refs/heads/" + render_branch_name(record.id)
-        if not self.store.update_ref(ref, tip, sha):
+        return self.store.write_commit(tree, [tip], message)
+
+    def move_branch(self, execution_id: str, old: str, new: str) -> None:
+        ref = "refs/heads/" + render_branch_name(execution_id)
+        if not self.store.update_ref(ref, old, new):
             now = self.store.ref(ref)
-            raise RepositoryError(f"execution {record.id}: its branch moved to {str(now)[:12]} while Orchestra "
-                                  f"was writing it", hint="another controller may be running this campaign")
-        return sha
+            raise RepositoryError(f"execution {execution_id}: its branch moved to {str(now)[:12]} while "
+                                  f"Orchestra was writing it", hint="another controller may be running this campaign")
 
     def finish(self, tip: str, record: ExecutionRecord, stdout: Path, stderr: Path,
                outputs: Mapping[str, Path]) -> str:
@@ -95,3 +110,66 @@ class Journal:
                                           STDERR_PATH: stderr if stderr.exists() else b""}
         files.update(outputs)
         return self.append(tip, record, files)
+
+
+class JournalWriter:
+    """Journal commits from many greenlets, made durable in groups.
+
+    Commits are built at once (so the next state of the same execution can build on them) but their
+    objects are staged in memory and written as one pack per flush, after which the branch refs move in
+    order. ``commit()`` returns the new tip and an event set once it is on disk: a caller that is about to
+    delete the only other copy of the results (a run directory) waits for it.
+    """
+
+    def __init__(self, store: GitStore, *, interval: float = 0.1, max_pending: int = 64) -> None:
+        import gevent
+        import gevent.event
+
+        self._gevent = gevent
+        self.journal = Journal(store)
+        self.store = store
+        self.interval = interval
+        self.max_pending = max_pending
+        self._pending: list[tuple[str, str | None, str, "gevent.event.AsyncResult"]] = []
+        self._wake = gevent.event.Event()
+        self._closed = False
+        store.start_staging()
+        self._flusher = gevent.spawn(self._run)
+
+    def commit(self, tip: str, record: ExecutionRecord, files: Mapping[str, bytes | Path] | None = None):
+        import gevent.event
+
+        sha = self.journal.append_commit(tip, record, files)
+        done = gevent.event.AsyncResult()
+        self._pending.append((record.id, tip, sha, done))
+        if len(self._pending) >= self.max_pending:
+            self._wake.set()
+        return sha, done
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            self.store.flush_staged()
+        except BaseException as exc:
+            for *_rest, done in pending:
+                done.set_exception(exc)
+            raise
+        for execution_id, old, new, done in pending:
+            try:
+                self.journal.move_branch(execution_id, old, new)
+                done.set(new)
+            except Exception as exc:  # reported to the waiter: that execution's greenlet decides
+                done.set_exception(exc)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._flusher.join()
+        self.flush()
+        self.store.stop_staging()

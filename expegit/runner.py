@@ -29,7 +29,7 @@ from runaway.backends import make_backend
 from runaway.controller import AttemptResult, Controller, Task
 
 from .campaign import Campaign
-from .journal import Journal, describe_parameters, iso_from_epoch, utc_now
+from .journal import Journal, JournalWriter, describe_parameters, iso_from_epoch, utc_now
 from .objective import read_objective
 from .records import RecordIndex
 
@@ -94,19 +94,27 @@ def job_for(manifest: Manifest, record: ExecutionRecord) -> Job:
 class JournalListener:
     """Writes each state change of an execution as a commit on its branch (runaway's Listener)."""
 
-    def __init__(self, campaign: Campaign, manifest: Manifest, records: dict[str, ExecutionRecord],
+    def __init__(self, writer: JournalWriter, manifest: Manifest, records: dict[str, ExecutionRecord],
                  tips: dict[str, str], progress: Progress, summary: RunSummary,
-                 on_result: Callable[[ExecutionRecord], None] | None = None) -> None:
-        self.journal = Journal(campaign.store)
+                 on_result: Callable[[ExecutionRecord], None] | None = None, *,
+                 running_commit_delay: float = 0.0) -> None:
+        self.writer = writer
         self.manifest = manifest
         self.records = records
         self.tips = tips
         self.progress = progress
         self.summary = summary
         self.on_result = on_result
+        self.running_commit_delay = running_commit_delay
+        self._delayed: dict[str, gevent.Greenlet] = {}
 
-    def _commit(self, record: ExecutionRecord, files: Mapping[str, Any] | None = None) -> None:
-        self.tips[record.id] = self.journal.append(self.tips[record.id], record, files)
+    def _commit(self, record: ExecutionRecord, files: Mapping[str, Any] | None = None, *,
+                durable: bool = False) -> None:
+        """Journal a state; with ``durable``, return only once it is on disk (results about to be deleted)."""
+        sha, done = self.writer.commit(self.tips[record.id], record, files)
+        self.tips[record.id] = sha
+        if durable:
+            done.get()
 
     def launched(self, task: Task, handle: RunHandle, attempt: int) -> None:
         record = self.records[task.job.execution_id]
@@ -117,8 +125,24 @@ class JournalListener:
         record.remote_dir = handle.remote_dir
         record.started = iso_from_epoch(handle.started) or utc_now()
         record.ended = record.duration = record.exit_code = record.objective = record.error = None
-        self._commit(record)
         self.progress.started()
+        if self.running_commit_delay <= 0:
+            self._commit(record)
+        else:
+            # Short executions go from created to finished directly; the run directory alone lets a resume
+            # find them. Long ones get their "running" commit once they have run for the delay.
+            self._delayed[record.id] = gevent.spawn_later(self.running_commit_delay, self._commit_running, record.id)
+
+    def _commit_running(self, execution_id: str) -> None:
+        self._delayed.pop(execution_id, None)
+        record = self.records.get(execution_id)
+        if record is not None and record.state == "running":
+            self._commit(record)
+
+    def _settle(self, execution_id: str) -> None:
+        pending = self._delayed.pop(execution_id, None)
+        if pending is not None:
+            pending.kill(block=False)
 
     def _fill(self, record: ExecutionRecord, result: AttemptResult) -> dict[str, Any]:
         outcome = result.outcome
@@ -153,19 +177,21 @@ class JournalListener:
         return files
 
     def attempt_failed(self, task: Task, result: AttemptResult, will_retry: bool) -> None:
+        self._settle(task.job.execution_id)
         record = self.records[task.job.execution_id]
         files = self._fill(record, result)
         record.state = "failed"
         record.error = f"{record.error}; retrying (attempt {record.attempt + 1})"
-        self._commit(record, files)
+        self._commit(record, files, durable=True)
         self.progress.running = max(0, self.progress.running - 1)
         self.progress.note(f"retry   {record.id} after {result.failure} (attempt {record.attempt})")
 
     def finished(self, task: Task, result: AttemptResult) -> None:
+        self._settle(task.job.execution_id)
         record = self.records[task.job.execution_id]
         files = self._fill(record, result)
         record.state = "finished" if result.failure is None else "failed"
-        self._commit(record, files)
+        self._commit(record, files, durable=True)
         ok = record.state == "finished"
         if ok:
             self.summary.finished += 1
@@ -181,6 +207,7 @@ class JournalListener:
         self.records.pop(record.id, None)  # 10,000 queued executions: keep only what is still in flight
 
     def cancelled(self, task: Task, handle: RunHandle | None) -> None:
+        self._settle(task.job.execution_id)
         record = self.records[task.job.execution_id]
         if record.state == "created" and handle is None:
             return  # never launched: stays "created", resume runs it
@@ -241,20 +268,36 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
     """Record each spec as a new branch (journal "created"); yields (record, tip)."""
     journal = Journal(campaign.store)
     author = campaign.store.identity().decode("utf-8", "replace")
-    for spec in specs:
-        record = ExecutionRecord(
-            id=new_execution_id(), campaign=manifest.name, commit=spec.commit,
-            command=render_command(manifest.command, spec.parameters), parameters=dict(spec.parameters),
-            profile=spec.profile, repeat=spec.repeat, search=spec.search, author=author, created=utc_now())
-        for _ in range(5):
-            try:
-                tip = journal.create(record)
-                break
-            except RepositoryError:
-                record.id = new_execution_id()  # 48 random bits collided: astronomically rare, just redraw
-        else:
-            raise ExecutionError("could not allocate an execution id")
-        yield record, tip
+    taken = set(campaign.store.execution_tips())
+    chunk: list[tuple[ExecutionRecord, str]] = []
+
+    def flush() -> Iterator[tuple[ExecutionRecord, str]]:
+        for record, sha in chunk:
+            journal.create_branch(record.id, sha)
+            yield record, sha
+        chunk.clear()
+
+    specs = iter(specs)
+    while True:
+        with campaign.store.batch():
+            for spec in specs:
+                record = ExecutionRecord(
+                    id=new_execution_id(), campaign=manifest.name, commit=spec.commit,
+                    command=render_command(manifest.command, spec.parameters), parameters=dict(spec.parameters),
+                    profile=spec.profile, repeat=spec.repeat, search=spec.search, author=author,
+                    created=utc_now())
+                while record.id in taken:  # 48 random bits collided: astronomically rare, just redraw
+                    record.id = new_execution_id()
+                taken.add(record.id)
+                chunk.append((record, journal.create_commit(record)))
+                if len(chunk) >= CREATE_BATCH:
+                    break
+        if not chunk:
+            return
+        yield from flush()
+
+
+CREATE_BATCH = 2000
 
 
 class Session:
@@ -282,8 +325,10 @@ class Session:
     def drive(self, profile: str, records: dict[str, ExecutionRecord], tips: dict[str, str],
               tasks: Iterable[Task]) -> None:
         backend = make_backend(profile, self.manifest, self.campaign.workdir, slots=self.slots)
-        listener = JournalListener(self.campaign, self.manifest, records, tips, self.progress, self.summary,
-                                   self.on_result)
+        writer = JournalWriter(self.campaign.store)
+        listener = JournalListener(writer, self.manifest, records, tips, self.progress, self.summary,
+                                   self.on_result,
+                                   running_commit_delay=getattr(backend, "running_commit_delay", 0.0))
         controller = Controller(backend, listener, self.campaign.store.archive, retry=self.manifest.retries,
                                 staging=self.campaign.workdir / "staging")
         self.controllers.append(controller)
@@ -291,6 +336,7 @@ class Session:
         try:
             controller.run(tasks)
         finally:
+            writer.close()
             backend.close()
         for execution_id, exc in controller.errors:
             self.summary.errors.append(f"{execution_id}: {exc}")

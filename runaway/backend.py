@@ -72,6 +72,10 @@ class Collected:
 
 class Backend(Protocol):
     name: str
+    # Seconds an execution may run before its "running" journal commit is written. Local runs can be found
+    # again from their run directory alone, so short ones skip that commit; a remote backend needs the
+    # record's host and directory to re-attach, so it keeps 0.
+    running_commit_delay: float
 
     def start(self) -> None:
         """Connect, start allocations; slots become available through acquire()."""

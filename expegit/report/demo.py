@@ -1,0 +1,154 @@
+"""Synthetic campaigns for the benchmark, the tests and a quick look at the report without a repository.
+
+Deterministic (seeded) so benchmark figures and screenshots compare across runs. ``hostile=True`` adds
+executions whose every field tries to inject markup: the report must show them as text.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import random
+import struct
+import zlib
+from collections.abc import Mapping
+
+from orchestra.execution import ExecutionRecord
+
+from .model import CommitInfo, ExecutionView, OutputLoader, ReportData
+
+HOSTILE = '<script>alert(1)</script>"\'&<!--</script><img src=x onerror=alert(2)>'
+T0 = _dt.datetime(2024, 5, 1, 8, 0, tzinfo=_dt.timezone.utc)
+
+
+def tiny_png(width: int, height: int, seed: int) -> bytes:
+    """A valid RGB PNG (a gradient) without any imaging library: enough to show images inline."""
+    rows = []
+    for y in range(height):
+        row = bytearray([0])
+        for x in range(width):
+            row += bytes(((x * 255 // max(width - 1, 1) + seed * 37) % 256, y * 255 // max(height - 1, 1),
+                          (seed * 91) % 256))
+        rows.append(bytes(row))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + chunk(b"IEND", b""))
+
+
+def _iso(t: _dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _commits() -> dict[str, CommitInfo]:
+    subjects = ["Baseline MLP trainer", "Add Adam optimizer and LR warmup", "Fix data loader shuffling"]
+    out = {}
+    for k, subject in enumerate(subjects):
+        sha = f"{k + 1:x}" * 40
+        out[sha] = CommitInfo(sha, subject, ["Alice Martin", "Bob Chen", "Alice Martin"][k],
+                              _iso(T0 - _dt.timedelta(days=3 - k)))
+    return out
+
+
+def metrics_outputs(execution_id: str, objective: float | None, with_image: bool) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    if objective is not None:
+        files["metrics.json"] = json.dumps({"val_loss": objective, "id": execution_id}, indent=1).encode()
+    if with_image:
+        files["plots/loss.png"] = tiny_png(48, 32, int(execution_id[:4], 16))
+    return files
+
+
+def synthetic_report(n: int, *, seed: int = 1, hostile: bool = False, slots_per_host: int = 4,
+                     hosts: int = 4, include_outputs: bool = True) -> ReportData:
+    """``n`` executions of a learning-rate search spread over hosts and slots.
+
+    With ``include_outputs=False`` views carry no output files; use ``demo_loader`` to stream them.
+    """
+    rng = random.Random(seed)
+    commits = _commits()
+    shas = list(commits)
+    free_at = {(f"node{h + 1}", s): T0 for h in range(hosts) for s in range(slots_per_host)}
+    views = []
+    for k in range(n):
+        lr = 10 ** rng.uniform(-5, -1)
+        layers = rng.randint(1, 8)
+        opt = rng.choice(["sgd", "adam"])
+        params: dict[str, object] = {"lr": lr, "layers": layers, "opt": opt, "seed": 0}
+        loss = (0.2 + 0.05 * (math.log10(lr) + 3) ** 2 + 0.01 * abs(layers - 4)
+                + (0.0 if opt == "adam" else 0.04) + rng.gauss(0, 0.01))
+        roll = rng.random()
+        state = ("finished" if roll < 0.85 else "failed" if roll < 0.93 else "running" if roll < 0.96
+                 else "cancelled" if roll < 0.98 else "created")
+        lane = min(free_at, key=lambda key: free_at[key])
+        start = free_at[lane] + _dt.timedelta(seconds=rng.uniform(1, 20))
+        duration = rng.uniform(60, 900)
+        ended = start + _dt.timedelta(seconds=duration)
+        if state == "created":
+            host, slot, started, end_text, dur = None, None, None, None, None
+        else:
+            free_at[lane] = ended if state != "running" else ended + _dt.timedelta(days=1)
+            host, slot = lane
+            started = _iso(start)
+            end_text = _iso(ended) if state in ("finished", "failed", "cancelled") else None
+            dur = round(duration, 2) if end_text else None
+        objective = round(loss, 6) if state == "finished" else None
+        exid = f"{rng.getrandbits(48):012x}"
+        record = ExecutionRecord(
+            id=exid, campaign="mnist-lr", commit=shas[min(k * len(shas) // max(n, 1), len(shas) - 1)],
+            command=f"python train.py --lr {lr:.3g} --layers {layers} --opt {opt} --seed 0",
+            parameters=params, profile="cluster" if host and host != "node1" else "local", state=state,
+            author=["alice", "bob"][k % 2], host=host, slot=slot,
+            remote_dir=f"/scratch/orchestra/runs/{exid}" if host else None,
+            created=_iso(start - _dt.timedelta(seconds=30)), started=started, ended=end_text, duration=dur,
+            exit_code=0 if state == "finished" else (1 if state == "failed" else None), objective=objective,
+            outputs=["metrics.json", "plots/*.png"],
+            error="CUDA out of memory at step 1200" if state == "failed" else None)
+        stdout = "".join(f"epoch {e:3d}  loss {loss + 1.0 / (e + 1):.4f}\n" for e in range(1, 21))
+        if state == "finished":
+            stdout += f"\x1b[32mdone\x1b[0m val_loss={objective}\n"
+        stderr = "Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n" if state == "failed" else ""
+        outputs = metrics_outputs(exid, objective, k % 50 == 0) if include_outputs else {}
+        diffstat = ([(p, len(c)) for p, c in outputs.items()] if outputs
+                    else [("metrics.json", 3)] if objective is not None else [])
+        views.append(ExecutionView(record, stdout, stderr, outputs, diffstat))
+    if hostile:
+        views.extend(hostile_views(rng, shas[0]))
+    return ReportData("mnist-lr", {"metric": "val_loss", "goal": "minimize"}, _iso(T0 + _dt.timedelta(hours=30)),
+                      commits, views)
+
+
+def hostile_views(rng: random.Random, sha: str) -> list[ExecutionView]:
+    """Executions with markup in every user-controlled field, including parameter names."""
+    views = []
+    for k in range(2):
+        exid = f"{rng.getrandbits(48):012x}"
+        record = ExecutionRecord(
+            id=exid, campaign=HOSTILE, commit=sha, command=f"echo '{HOSTILE}'",
+            parameters={HOSTILE: HOSTILE, "lr": 0.01 * (k + 1), "opt": HOSTILE if k else "adam"},
+            profile=HOSTILE, state="finished", search=HOSTILE, author=HOSTILE, host=HOSTILE, slot=0,
+            remote_dir=HOSTILE, created=_iso(T0), started=_iso(T0 + _dt.timedelta(minutes=k)),
+            ended=_iso(T0 + _dt.timedelta(minutes=k + 5)), duration=300.0, exit_code=0, objective=0.5 + k,
+            outputs=[HOSTILE], error=HOSTILE)
+        files: Mapping[str, bytes] = {
+            f"{HOSTILE}.txt": HOSTILE.encode(), "../../escape.txt": b"x", "/etc/passwd": b"x",
+            "report.html": HOSTILE.encode(),
+            "plot.svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20" onload="alert(3)">'
+                        b'<script>alert(4)</script><rect width="40" height="20" fill="#4655c4"/></svg>',
+        }
+        views.append(ExecutionView(record, HOSTILE + "\n", HOSTILE, files, [(HOSTILE, 3)]))
+    return views
+
+
+def demo_loader(data: ReportData) -> OutputLoader:
+    """A lazy ``load_outputs`` for a report built with ``include_outputs=False``."""
+    by_id = {v.record.id: (v.record.objective, k) for k, v in enumerate(data.executions)}
+
+    def load(execution_id: str) -> dict[str, bytes]:
+        objective, k = by_id.get(execution_id, (None, 1))
+        return metrics_outputs(execution_id, objective, k % 50 == 0)
+
+    return load

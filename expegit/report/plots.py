@@ -1,0 +1,302 @@
+"""The report's plots as inline SVG strings: search progress, objective per parameter, parallel
+coordinates and the execution timeline.
+
+Every mark carries ``data-i``, the execution's index in ``data.js``: one small script gives all plots
+tooltips and click-through without repeating the data in the markup. Each function takes the records in
+report order and returns a ``Plot`` or None when the plot would say nothing (no objective, one value).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestra.execution import ExecutionRecord
+
+from . import svg
+from .fmt import esc, fmt_num, is_number, parse_time, state_class
+from .svg import BandScale, LinearScale, category_key, f1, numeric_scale
+
+MAX_CATEGORIES = 40
+MAX_AXES = 12
+
+
+@dataclass(frozen=True)
+class Plot:
+    kind: str
+    title: str
+    svg: str
+    points: int
+
+
+def _objective_points(records: Sequence[ExecutionRecord]) -> list[tuple[int, ExecutionRecord]]:
+    return [(i, r) for i, r in enumerate(records) if is_number(r.objective)]
+
+
+def _order_key(item: tuple[int, ExecutionRecord]) -> tuple[float, int]:
+    """Executions in the order they produced their result: end time, else start, else creation."""
+    i, r = item
+    for text in (r.ended, r.started, r.created):
+        t = parse_time(text)
+        if t is not None:
+            return (t.timestamp(), i)
+    return (math.inf, i)
+
+
+def _better(goal: str) -> Any:
+    return max if goal == "maximize" else min
+
+
+def progress_plot(records: Sequence[ExecutionRecord], metric: str, goal: str) -> Plot | None:
+    """Objective of each execution in completion order, with the best value so far as a step line."""
+    points = sorted(_objective_points(records), key=_order_key)
+    if not points:
+        return None
+    w, h = svg.WIDTH, svg.HEIGHT
+    x0, x1 = svg.MARGIN_LEFT, w - svg.MARGIN_RIGHT
+    y0, y1 = h - svg.MARGIN_BOTTOM, svg.MARGIN_TOP
+    xs = LinearScale(0.5, len(points) + 0.5, x0, x1)
+    ys = numeric_scale([float(r.objective) for _, r in points], y0, y1)  # type: ignore[arg-type]
+    better = _better(goal)
+    parts = [svg.open_svg(f"{metric} per execution and best so far", "progress", len(points)),
+             svg.y_axis(ys, x0, y0, y1, metric, grid_to=x1),
+             svg.x_axis(xs, y0, x0, x1, "execution (in completion order)")]
+    best: float | None = None
+    best_i = -1
+    step: list[str] = []
+    circles: list[str] = []
+    for n, (i, r) in enumerate(points, start=1):
+        value = float(r.objective)  # type: ignore[arg-type]
+        cx, cy = xs(n), ys(value)
+        if best is None or better(best, value) != best:
+            best, best_i = value, i
+            step.append(f"H{f1(cx)}V{f1(cy)}" if step else f"M{f1(cx)} {f1(cy)}")
+        circles.append(f'<circle class="pt s-{state_class(r.state)}" cx="{f1(cx)}" cy="{f1(cy)}" r="3" '
+                       f'data-i="{i}"/>')
+    step.append(f"H{f1(x1)}")
+    parts.append(f'<path class="best-line" d="{"".join(step)}"/>')
+    parts.append('<g class="points">' + "".join(circles) + "</g>")
+    bi = next(n for n, (i, _) in enumerate(points, start=1) if i == best_i)
+    parts.append(f'<circle class="best-ring" cx="{f1(xs(bi))}" cy="{f1(ys(best))}" r="7"/>')  # type: ignore[arg-type]
+    parts.append("</svg>")
+    return Plot("progress", "Search progress", "".join(parts), len(points))
+
+
+def varying_parameters(records: Sequence[ExecutionRecord]) -> list[str]:
+    """Parameters (in first-seen order) that take at least two values among executions with an objective."""
+    seen: dict[str, set[str]] = {}
+    for r in records:
+        if not is_number(r.objective) or not isinstance(r.parameters, dict):
+            continue
+        for name, value in r.parameters.items():
+            seen.setdefault(str(name), set()).add(category_key(value) + type(value).__name__)
+    return [name for name, values in seen.items() if len(values) >= 2]
+
+
+def _param(r: ExecutionRecord, name: str) -> Any:
+    return r.parameters.get(name) if isinstance(r.parameters, dict) else None
+
+
+def _axis_scale(values: list[Any], r0: float, r1: float) -> svg.Scale | None:
+    """Numeric scale for numbers, bands for anything else; None when there are too many categories."""
+    if svg.is_numeric_column(values):
+        return numeric_scale([float(v) for v in values if v is not None], r0, r1)
+    categories = list(dict.fromkeys(category_key(v) for v in values))
+    if len(categories) > MAX_CATEGORIES:
+        return None
+    if all(is_number(v) for v in values if v is not None):
+        categories.sort(key=lambda c: float(c) if c not in ("null",) else math.inf)
+    else:
+        categories.sort()
+    return BandScale(categories, r0, r1)
+
+
+def scatter_plots(records: Sequence[ExecutionRecord], metric: str) -> list[Plot]:
+    """Objective against each varying parameter; categorical parameters sit on bands."""
+    plots = []
+    scored = _objective_points(records)
+    if not scored:
+        return plots
+    w, h = svg.WIDTH, svg.HEIGHT
+    x0, x1 = svg.MARGIN_LEFT, w - svg.MARGIN_RIGHT
+    y0, y1 = h - svg.MARGIN_BOTTOM, svg.MARGIN_TOP
+    ys = numeric_scale([float(r.objective) for _, r in scored], y0, y1)  # type: ignore[arg-type]
+    for name in varying_parameters(records):
+        present = [(i, r) for i, r in scored if isinstance(r.parameters, dict) and name in r.parameters]
+        values = [_param(r, name) for _, r in present]
+        numeric = svg.is_numeric_column(values)
+        if numeric:
+            present = [(i, r) for i, r in present if _param(r, name) is not None]
+            values = [v for v in values if v is not None]
+        xs = _axis_scale(values, x0, x1)
+        if xs is None or not present:
+            continue
+        circles = []
+        for i, r in present:
+            v = _param(r, name)
+            cx = xs.jittered(v, i) if isinstance(xs, BandScale) else xs(v)
+            cy = ys(float(r.objective))  # type: ignore[arg-type]
+            circles.append(f'<circle class="pt s-{state_class(r.state)}" cx="{f1(cx)}" cy="{f1(cy)}" r="3" '
+                           f'data-i="{i}"/>')
+        band_lines = ""
+        if isinstance(xs, BandScale):
+            band_lines = "".join(
+                f'<rect class="band" x="{f1(x0 + k * xs.band)}" y="{f1(y1)}" width="{f1(xs.band)}" '
+                f'height="{f1(y0 - y1)}"/>' for k in range(0, len(xs.categories), 2))
+        svg_text = "".join([
+            svg.open_svg(f"{metric} against {name}", "scatter", len(circles)),
+            band_lines,
+            svg.y_axis(ys, x0, y0, y1, metric, grid_to=x1),
+            svg.x_axis(xs, y0, x0, x1, name, rotate=isinstance(xs, BandScale) and len(xs.categories) > 8),
+            '<g class="points">', "".join(circles), "</g></svg>",
+        ])
+        plots.append(Plot("scatter", f"{metric} against {name}", svg_text, len(circles)))
+    return plots
+
+
+def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: str) -> Plot | None:
+    """One line per execution across every varying parameter and the objective, coloured by rank.
+
+    Lines are drawn worst first so the best executions end on top; five colour bands (quintiles of the
+    objective) read better than a continuous ramp at 10,000 lines.
+    """
+    names = varying_parameters(records)[:MAX_AXES]
+    if len(names) < 2:
+        return None
+    scored = _objective_points(records)
+    w, h = svg.WIDTH, 340
+    top, bottom = 34, h - 24
+    scales: list[svg.Scale] = []
+    kept_names: list[str] = []
+    for name in names:
+        values = [_param(r, name) for _, r in scored]
+        scale = _axis_scale(values, bottom, top)
+        if scale is not None:
+            scales.append(scale)
+            kept_names.append(name)
+    if len(kept_names) < 2:
+        return None
+    axes_x = [40 + k * (w - 110) / len(kept_names) for k in range(len(kept_names) + 1)]
+    obj_scale = numeric_scale([float(r.objective) for _, r in scored], bottom, top)  # type: ignore[arg-type]
+    rows = []
+    for i, r in scored:
+        values = [_param(r, n) for n in kept_names]
+        if any(v is None for v, s in zip(values, scales) if not isinstance(s, BandScale)):
+            continue
+        rows.append((i, r, values))
+    ranked = sorted(rows, key=lambda row: float(row[1].objective), reverse=(goal != "maximize"))  # worst first
+    lines = []
+    for rank, (i, r, values) in enumerate(ranked):
+        quintile = 4 - min(4, rank * 5 // max(len(ranked), 1))  # q0 = best fifth
+        ys = [s(v) for s, v in zip(scales, values)] + [obj_scale(float(r.objective))]  # type: ignore[arg-type]
+        d = "M" + " L".join(f"{f1(x)} {f1(y)}" for x, y in zip(axes_x, ys))
+        lines.append(f'<path class="pc q{quintile}" d="{d}" data-i="{i}"/>')
+    parts = [svg.open_svg(f"Parallel coordinates of {len(kept_names)} parameters and {metric}",
+                          "parallel", len(lines), height=h),
+             '<g class="lines">', "".join(lines), "</g>"]
+    for x, name, scale in zip(axes_x, kept_names + [metric], scales + [obj_scale]):
+        parts.append(f'<g class="axis pc-axis"><line x1="{f1(x)}" y1="{top}" x2="{f1(x)}" y2="{bottom}"/>'
+                     f'<text class="label" x="{f1(x)}" y="{top - 14}" text-anchor="middle">'
+                     f'{esc(svg.clip(name, 16))}</text>')
+        ticks = scale.ticks()
+        if len(ticks) > 8:
+            ticks = ticks[:: math.ceil(len(ticks) / 8)]
+        for pos, text in ticks:
+            parts.append(f'<text class="tick" x="{f1(x + 4)}" y="{f1(pos + 3)}">{esc(svg.clip(text, 12))}</text>')
+        parts.append("</g>")
+    parts.append("</svg>")
+    return Plot("parallel", "Parallel coordinates", "".join(parts), len(lines))
+
+
+_TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
+               86400, 172800, 604800, 2592000]
+
+
+def _interval(r: ExecutionRecord, now: _dt.datetime | None) -> tuple[float, float] | None:
+    start = parse_time(r.started)
+    if start is None:
+        return None
+    end = parse_time(r.ended)
+    if end is None and is_number(r.duration):
+        end = start + _dt.timedelta(seconds=float(r.duration))  # type: ignore[arg-type]
+    if end is None and r.state == "running" and now is not None:
+        end = now
+    if end is None or end < start:
+        end = start
+    return start.timestamp(), end.timestamp()
+
+
+def _lane_name(r: ExecutionRecord) -> tuple[str, int, str]:
+    host = str(r.host) if r.host else "unknown host"
+    if isinstance(r.slot, int) and not isinstance(r.slot, bool):
+        return host, r.slot, f"{host} · slot {r.slot}"
+    return host, -1, host
+
+
+def timeline_plot(records: Sequence[ExecutionRecord], generated: str) -> Plot | None:
+    """Each execution as a bar on its host/slot lane: shows packing, idle slots and stragglers."""
+    now = parse_time(generated)
+    bars = [(i, r, iv) for i, r in enumerate(records) if (iv := _interval(r, now)) is not None]
+    if not bars:
+        return None
+    lanes = sorted({_lane_name(r) for _, r, _ in bars}, key=lambda lane: (lane[0], lane[1]))
+    lane_index = {lane: k for k, lane in enumerate(lanes)}
+    lane_h = max(3.0, min(22.0, 520.0 / len(lanes)))
+    left = 150
+    w = svg.WIDTH
+    top = 10
+    h = int(top + lane_h * len(lanes) + 44)
+    t0 = min(iv[0] for _, _, iv in bars)
+    t1 = max(iv[1] for _, _, iv in bars)
+    span = max(t1 - t0, 1.0)
+    xs = LinearScale(t0, t0 + span * 1.02, left, w - svg.MARGIN_RIGHT)
+    step = next((s for s in _TIME_STEPS if span / s <= 8), _TIME_STEPS[-1])
+    fmt = "%H:%M:%S" if step < 60 else ("%H:%M" if step < 86400 else "%m-%d")
+    if step < 86400 and span > 86400:
+        fmt = "%m-%d %H:%M"
+    base = math.ceil(t0 / step) * step
+    tick_parts = []
+    y_bottom = top + lane_h * len(lanes)
+    tick = base
+    while tick <= t0 + span * 1.02:
+        x = xs(tick)
+        label = _dt.datetime.fromtimestamp(tick, _dt.timezone.utc).strftime(fmt)
+        tick_parts.append(f'<line class="grid" x1="{f1(x)}" y1="{top}" x2="{f1(x)}" y2="{f1(y_bottom)}"/>'
+                          f'<text x="{f1(x)}" y="{f1(y_bottom + 16)}" text-anchor="middle">{label}</text>')
+        tick += step
+    day = _dt.datetime.fromtimestamp(t0, _dt.timezone.utc).strftime("%Y-%m-%d")
+    parts = [svg.open_svg("Execution timeline per host and slot", "timeline", len(bars), height=h),
+             '<g class="axis">', "".join(tick_parts),
+             f'<text class="label" x="{f1((left + w) / 2)}" y="{f1(y_bottom + 36)}" text-anchor="middle">'
+             f'time (UTC, from {day})</text></g>']
+    if lane_h >= 9:
+        parts.append('<g class="axis lanes">')
+        for lane, k in lane_index.items():
+            y = top + k * lane_h + lane_h / 2 + 4
+            parts.append(f'<text x="{left - 8}" y="{f1(y)}" text-anchor="end">{esc(svg.clip(lane[2], 24))}</text>')
+        parts.append("</g>")
+    else:
+        parts.append(f'<text class="label" x="14" y="{f1(top + lane_h * len(lanes) / 2)}">'
+                     f'{len(lanes)} lanes</text>')
+    parts.append('<g class="bars">')
+    pad = max(0.5, lane_h * 0.15)
+    for i, r, (a, b) in bars:
+        k = lane_index[_lane_name(r)]
+        x = xs(a)
+        width = max(xs(b) - x, 1.5)
+        parts.append(f'<rect class="bar s-{state_class(r.state)}" x="{f1(x)}" y="{f1(top + k * lane_h + pad)}" '
+                     f'width="{f1(width)}" height="{f1(lane_h - 2 * pad)}" data-i="{i}"/>')
+    parts.append("</g></svg>")
+    return Plot("timeline", "Timeline", "".join(parts), len(bars))
+
+
+def legend_html(states: Sequence[str]) -> str:
+    """State swatches, in HTML so they wrap on narrow screens."""
+    return '<div class="legend">' + "".join(
+        f'<span><i class="sw s-{state_class(s)}"></i>{esc(s)}</span>' for s in states) + "</div>"
+
+
+__all__ = ["Plot", "progress_plot", "scatter_plots", "parallel_coordinates", "timeline_plot",
+           "varying_parameters", "legend_html", "fmt_num"]

@@ -1,0 +1,118 @@
+"""Writing the whole site: ``write_report`` is the one entry point the git layer calls.
+
+Layout: index.html, executions.html, plots.html, execution.html (+ details/<xx>.js shards), data.js,
+assets/, files/<execution>/<output path>.
+
+The site is built in a sibling temporary directory and swapped in with renames, so a reader (or a web
+server behind a post-receive hook) never sees a half-written report, and outputs of executions that no
+longer exist do not linger from a previous render.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from orchestra.errors import UsageError
+
+from .datafile import DATA_FILE, FORMAT, build_payload, render_data_js
+from .execution_page import DETAILS_DIR, detail_entry, execution_shell, page_href, render_shard, shard_key
+from .files import write_outputs
+from .fmt import safe_page_name
+from .model import OutputLoader, ReportData
+from .pages import executions_page, overview_page, plots_page
+from .plots import progress_plot
+
+MARKER = ".orchestra-report"
+ASSETS = ("report.css", "report.js")
+
+
+def _write(path: Path, text: str) -> None:
+    # 'replace': a lone surrogate in some odd record shows as '?' instead of aborting the report.
+    path.write_bytes(text.encode("utf-8", "replace"))
+
+
+def page_names(data: ReportData) -> list[str]:
+    """Unique, filesystem-safe page names, in report order (duplicate ids get a suffix)."""
+    used: set[str] = set()
+    names = []
+    for view in data.executions:
+        base = safe_page_name(view.record.id)
+        name, n = base, 2
+        while name in used:
+            name, n = f"{base}-{n}", n + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def _copy_assets(root: Path) -> None:
+    target = root / "assets"
+    target.mkdir()
+    static = resources.files("expegit.report") / "static"
+    for name in ASSETS:
+        (target / name).write_bytes((static / name).read_bytes())
+
+
+def render_site(data: ReportData, root: Path, load_outputs: OutputLoader | None = None) -> None:
+    """Render into an existing empty directory ``root`` (no swapping; ``write_report`` adds that)."""
+    names = page_names(data)
+    pages = [page_href(name) for name in names]
+    _copy_assets(root)
+    _write(root / DATA_FILE, render_data_js(build_payload(data, pages)))
+    objective = data.objective or {}
+    progress = progress_plot([v.record for v in data.executions], str(objective.get("metric") or "objective"),
+                             str(objective.get("goal") or "minimize"))
+    _write(root / "index.html", overview_page(data, pages, progress))
+    _write(root / "executions.html", executions_page(data))
+    _write(root / "plots.html", plots_page(data, progress))
+    _write(root / "execution.html", execution_shell(data))
+    shards: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    last = len(names) - 1
+    for k, (view, name) in enumerate(zip(data.executions, names)):
+        outputs = dict(view.output_files)
+        if load_outputs is not None:
+            outputs.update(load_outputs(str(view.record.id)))
+        entries = write_outputs(root, name, outputs) if outputs else []
+        shards[shard_key(name)][name] = detail_entry(
+            view, entries, data.commits.get(str(view.record.commit)),
+            pages[k - 1] if k > 0 else None, pages[k + 1] if k < last else None)
+    (root / DETAILS_DIR).mkdir()
+    for key, entries_by_name in shards.items():
+        _write(root / DETAILS_DIR / f"{key}.js", render_shard(entries_by_name))
+    _write(root / MARKER, FORMAT + "\n")
+
+
+def write_report(data: ReportData, out_dir: Path | str, *, load_outputs: OutputLoader | None = None) -> Path:
+    """Render ``data`` as a static site in ``out_dir`` (replaced atomically) and return its index.html.
+
+    ``out_dir`` may be missing, empty, or a previous report; anything else is refused rather than
+    deleted. ``load_outputs(id)`` is called once per execution for output files not already in the view.
+    """
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise UsageError(f"{out_dir} exists and is not a directory", hint="choose another --output")
+        if any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
+            raise UsageError(f"{out_dir} is not empty and holds no Orchestra report; refusing to replace it",
+                             hint="choose an empty or new directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is meant to be served and shared
+        render_site(data, tmp, load_outputs)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.rename(out_dir, old / "site")
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir / "index.html"

@@ -1,0 +1,501 @@
+/* Orchestra report: the executions table (sort, filter, paginate) and plot tooltips.
+ *
+ * Vanilla JavaScript, no framework, no network. Data comes from data.js (window.ORCHESTRA_REPORT).
+ * Campaign data only ever reaches the page through textContent and attribute setters, never innerHTML,
+ * so a parameter named "<script>" is shown as text. */
+(function () {
+  "use strict";
+
+  var DATA = window.ORCHESTRA_REPORT || null;
+  var ROOT = document.body.getAttribute("data-root") || "";
+  var STATES = ["created", "running", "finished", "failed", "cancelled"];
+  var GOAL_MAX = !!(DATA && DATA.objective && DATA.objective.goal === "maximize");
+
+  function stateClass(state) {
+    return STATES.indexOf(state) >= 0 ? state : "unknown";
+  }
+
+  function fmtNum(v) {
+    if (v === null || v === undefined) return "";
+    if (typeof v === "boolean") return v ? "true" : "false";
+    if (typeof v !== "number") return String(v);
+    if (isNaN(v)) return "NaN";
+    if (!isFinite(v)) return v > 0 ? "\u221e" : "-\u221e";
+    if (Number.isInteger(v) && Math.abs(v) < 1e15) return String(v);
+    var a = Math.abs(v);
+    var s = (a !== 0 && (a < 1e-4 || a >= 1e6)) ? v.toExponential(5) : v.toPrecision(6);
+    if (s.indexOf("e") >= 0) {
+      var parts = s.split("e");
+      return parts[0].replace(/\.?0+$/, "") + "e" + parts[1];
+    }
+    return s.indexOf(".") >= 0 ? s.replace(/\.?0+$/, "") : s;
+  }
+
+  function fmtDuration(s) {
+    if (typeof s !== "number" || !isFinite(s)) return "";
+    if (s < 60) return s.toFixed(1) + " s";
+    var total = Math.round(s), m = Math.floor(total / 60), sec = total % 60;
+    if (m < 60) return m + " m " + String(sec).padStart(2, "0") + " s";
+    var h = Math.floor(m / 60); m = m % 60;
+    if (h < 48) return h + " h " + String(m).padStart(2, "0") + " m";
+    return Math.floor(h / 24) + " d " + String(h % 24).padStart(2, "0") + " h";
+  }
+
+  function fmtTime(text) {
+    if (!text) return "";
+    var t = Date.parse(text);
+    if (isNaN(t)) return String(text);
+    return new Date(t).toISOString().slice(0, 16).replace("T", " ");
+  }
+
+  function paramsText(params) {
+    if (!params || typeof params !== "object") return "";
+    return Object.keys(params).map(function (k) { return k + "=" + fmtNum(params[k]); }).join(" ");
+  }
+
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  /* ---------------------------------------------------------------- plot tooltips and click-through */
+  function setupPlots() {
+    var tip = document.getElementById("tooltip");
+    if (!DATA || !tip || !document.querySelector("svg.plot")) return;
+    function target(ev) {
+      var t = ev.target;
+      return (t && t.getAttribute && t.closest && t.closest("svg.plot") && t.getAttribute("data-i") !== null) ? t : null;
+    }
+    document.addEventListener("mouseover", function (ev) {
+      var t = target(ev);
+      if (!t) return;
+      var item = DATA.executions[Number(t.getAttribute("data-i"))];
+      if (!item) return;
+      var r = item.record;
+      tip.textContent = "";
+      var head = el("div");
+      head.appendChild(el("span", "t-id", String(r.id) + " "));
+      head.appendChild(el("span", "badge s-" + stateClass(r.state), String(r.state)));
+      tip.appendChild(head);
+      if (r.objective !== null && r.objective !== undefined) {
+        var metric = (DATA.objective && DATA.objective.metric) || "objective";
+        tip.appendChild(el("div", "t-line", metric + " = " + fmtNum(r.objective)));
+      }
+      Object.keys(r.parameters || {}).slice(0, 12).forEach(function (k) {
+        tip.appendChild(el("div", "t-line", k + " = " + fmtNum(r.parameters[k])));
+      });
+      if (r.host) tip.appendChild(el("div", "t-line", "host " + r.host + (r.slot !== null && r.slot !== undefined ? " · slot " + r.slot : "")));
+      if (typeof r.duration === "number") tip.appendChild(el("div", "t-line", "duration " + fmtDuration(r.duration)));
+      tip.hidden = false;
+    });
+    document.addEventListener("mousemove", function (ev) {
+      if (tip.hidden) return;
+      var x = ev.clientX + 14, y = ev.clientY + 14;
+      var w = tip.offsetWidth, h = tip.offsetHeight;
+      if (x + w > window.innerWidth - 8) x = ev.clientX - w - 14;
+      if (y + h > window.innerHeight - 8) y = ev.clientY - h - 14;
+      tip.style.left = x + "px";
+      tip.style.top = y + "px";
+    });
+    document.addEventListener("mouseout", function (ev) {
+      if (target(ev)) tip.hidden = true;
+    });
+    document.addEventListener("click", function (ev) {
+      var t = target(ev);
+      if (!t) return;
+      var item = DATA.executions[Number(t.getAttribute("data-i"))];
+      if (item) window.location.href = ROOT + item.page;
+    });
+  }
+
+  /* ---------------------------------------------------------------- executions table */
+  var COLUMNS = ["id", "state", "parameters", "objective", "duration", "host", "commit", "started"];
+
+  function numberOrNull(v) {
+    return (typeof v === "number" && !isNaN(v)) ? v : null;
+  }
+
+  function buildRows() {
+    return DATA.executions.map(function (item, i) {
+      var r = item.record;
+      var ptext = paramsText(r.parameters);
+      var commit = DATA.commits[r.commit];
+      var host = r.host ? String(r.host) : "";
+      var started = Date.parse(r.started || r.created || "");
+      return {
+        i: i, r: r, page: item.page, params: ptext, host: host, subject: commit ? String(commit.subject) : "",
+        keys: {
+          id: String(r.id), state: STATES.indexOf(r.state) >= 0 ? STATES.indexOf(r.state) : 99,
+          parameters: ptext.toLowerCase(), objective: numberOrNull(r.objective),
+          duration: numberOrNull(r.duration), host: (host + "\u0000" + String(r.slot === null ? "" : r.slot).padStart(6, "0")).toLowerCase(),
+          commit: String(r.commit), started: isNaN(started) ? null : started
+        },
+        haystack: [r.id, r.state, ptext, host, r.commit, commit ? commit.subject : "", r.author || "", r.profile || "",
+                   r.search || "", r.error || ""].join("\n").toLowerCase()
+      };
+    });
+  }
+
+  function compare(key, dir) {
+    return function (a, b) {
+      var x = a.keys[key], y = b.keys[key];
+      if (x === y) return a.i - b.i;
+      if (x === null) return 1;          /* missing values last, whatever the direction */
+      if (y === null) return -1;
+      var c = (typeof x === "number" && typeof y === "number") ? x - y : (x < y ? -1 : x > y ? 1 : 0);
+      return c === 0 ? a.i - b.i : c * dir;
+    };
+  }
+
+  function readHash() {
+    var out = {};
+    location.hash.replace(/^#/, "").split("&").forEach(function (part) {
+      if (!part) return;
+      var eq = part.indexOf("=");
+      try {
+        out[decodeURIComponent(eq < 0 ? part : part.slice(0, eq))] = eq < 0 ? "" : decodeURIComponent(part.slice(eq + 1));
+      } catch (e) { /* a mangled hash only loses the view state */ }
+    });
+    return out;
+  }
+
+  function setupTable() {
+    var table = document.getElementById("executions");
+    if (!table || !DATA) return;
+    var tbody = table.tBodies[0];
+    var input = document.getElementById("filter");
+    var stateSel = document.getElementById("state-filter");
+    var sizeSel = document.getElementById("page-size");
+    var count = document.getElementById("count");
+    var info = document.getElementById("page-info");
+    var prev = document.getElementById("prev");
+    var next = document.getElementById("next");
+    var none = document.getElementById("no-rows");
+    var rows = buildRows();
+    var hash = readHash();
+    var view = {
+      q: hash.q || "", state: hash.state || "", sort: COLUMNS.indexOf(hash.sort) >= 0 ? hash.sort : "",
+      dir: hash.dir === "desc" ? -1 : 1, page: Math.max(0, (parseInt(hash.page, 10) || 1) - 1),
+      size: [25, 50, 100, 250].indexOf(parseInt(hash.size, 10)) >= 0 ? parseInt(hash.size, 10) : 50
+    };
+    input.value = view.q;
+    if (view.state && !stateSel.querySelector("option[value='" + stateClass(view.state) + "']")) view.state = "";
+    stateSel.value = view.state;
+    sizeSel.value = String(view.size);
+    var shown = rows;
+
+    function saveHash() {
+      var parts = [];
+      if (view.q) parts.push("q=" + encodeURIComponent(view.q));
+      if (view.state) parts.push("state=" + encodeURIComponent(view.state));
+      if (view.sort) parts.push("sort=" + view.sort, "dir=" + (view.dir < 0 ? "desc" : "asc"));
+      if (view.page) parts.push("page=" + (view.page + 1));
+      if (view.size !== 50) parts.push("size=" + view.size);
+      var h = parts.length ? "#" + parts.join("&") : location.pathname + location.search;
+      try { history.replaceState(null, "", parts.length ? h : location.href.split("#")[0]); } catch (e) { /* file:// quirks */ }
+    }
+
+    function recompute() {
+      var tokens = view.q.toLowerCase().split(/\s+/).filter(Boolean);
+      shown = rows.filter(function (row) {
+        if (view.state && stateClass(row.r.state) !== view.state) return false;
+        for (var k = 0; k < tokens.length; k++) if (row.haystack.indexOf(tokens[k]) < 0) return false;
+        return true;
+      });
+      if (view.sort) shown.sort(compare(view.sort, view.dir));
+      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
+        var key = th.getAttribute("data-key");
+        th.setAttribute("aria-sort", key === view.sort ? (view.dir > 0 ? "ascending" : "descending") : "none");
+      });
+    }
+
+    function cell(tr, key, content, title) {
+      var td = el("td", "c-" + key);
+      if (typeof content === "string") td.textContent = content; else if (content) td.appendChild(content);
+      if (title) td.title = title;
+      tr.appendChild(td);
+    }
+
+    function paramsNode(params) {
+      var wrap = el("span", "params");
+      Object.keys(params || {}).forEach(function (k) {
+        var p = el("span", "param");
+        p.appendChild(el("b", null, k));
+        p.appendChild(document.createTextNode("=" + fmtNum(params[k])));
+        p.title = k + "=" + fmtNum(params[k]);
+        wrap.appendChild(p);
+      });
+      return wrap;
+    }
+
+    function render() {
+      var pages = Math.max(1, Math.ceil(shown.length / view.size));
+      if (view.page >= pages) view.page = pages - 1;
+      var start = view.page * view.size, end = Math.min(shown.length, start + view.size);
+      var frag = document.createDocumentFragment();
+      for (var k = start; k < end; k++) {
+        var row = shown[k], r = row.r;
+        var tr = el("tr");
+        tr.setAttribute("data-href", ROOT + row.page);
+        var a = el("a", "mono", String(r.id));
+        a.setAttribute("href", ROOT + row.page);
+        cell(tr, "id", a);
+        cell(tr, "state", el("span", "badge s-" + stateClass(r.state), String(r.state)));
+        cell(tr, "parameters", paramsNode(r.parameters));
+        cell(tr, "objective", fmtNum(r.objective));
+        cell(tr, "duration", fmtDuration(r.duration));
+        cell(tr, "host", row.host + (r.slot !== null && r.slot !== undefined && row.host ? " · " + r.slot : ""));
+        cell(tr, "commit", el("span", "mono", String(r.commit).slice(0, 10)), row.subject);
+        cell(tr, "started", fmtTime(r.started));
+        frag.appendChild(tr);
+      }
+      tbody.textContent = "";
+      tbody.appendChild(frag);
+      none.hidden = shown.length > 0;
+      count.textContent = shown.length === rows.length ? rows.length + " executions"
+        : shown.length + " of " + rows.length + " executions";
+      info.textContent = shown.length ? (start + 1) + "\u2013" + end + " · page " + (view.page + 1) + " of " + pages : "";
+      prev.disabled = view.page <= 0;
+      next.disabled = view.page >= pages - 1;
+      saveHash();
+    }
+
+    var timer = null;
+    input.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () { view.q = input.value.trim(); view.page = 0; recompute(); render(); }, 120);
+    });
+    stateSel.addEventListener("change", function () { view.state = stateSel.value; view.page = 0; recompute(); render(); });
+    sizeSel.addEventListener("change", function () { view.size = parseInt(sizeSel.value, 10); view.page = 0; render(); });
+    prev.addEventListener("click", function () { view.page -= 1; render(); });
+    next.addEventListener("click", function () { view.page += 1; render(); });
+    table.tHead.addEventListener("click", function (ev) {
+      var th = ev.target.closest("th");
+      if (!th) return;
+      var key = th.getAttribute("data-key");
+      if (view.sort === key) view.dir = -view.dir;
+      else { view.sort = key; view.dir = (key === "objective" && GOAL_MAX) ? -1 : 1; }
+      view.page = 0;
+      recompute();
+      render();
+    });
+    tbody.addEventListener("click", function (ev) {
+      if (ev.target.closest("a")) return;
+      var tr = ev.target.closest("tr");
+      if (tr && tr.getAttribute("data-href")) window.location.href = tr.getAttribute("data-href");
+    });
+    recompute();
+    render();
+  }
+
+  /* ---------------------------------------------------------------- execution page (execution.html?id=) */
+  var SAFE_NAME = /^[0-9A-Za-z][0-9A-Za-z_-]{0,63}$/;
+
+  function fmtSize(n) {
+    if (n < 1024) return n + " B";
+    var units = ["KB", "MB", "GB"], v = n, u = -1;
+    do { v /= 1024; u += 1; } while (v >= 1024 && u < units.length - 1);
+    return v.toFixed(1) + " " + units[u];
+  }
+
+  function kvRow(dl, label, node) {
+    if (node === null || node === undefined || node === "") return;
+    dl.appendChild(el("dt", null, label));
+    var dd = el("dd");
+    if (typeof node === "string") dd.textContent = node; else dd.appendChild(node);
+    dl.appendChild(dd);
+  }
+
+  function typeName(v) {
+    if (v === null) return "null";
+    if (typeof v === "number") return Number.isInteger(v) ? "int" : "float";
+    if (typeof v === "boolean") return "bool";
+    return typeof v === "string" ? "str" : typeof v;
+  }
+
+  function fillPre(id, infoId, text) {
+    var pre = document.getElementById(id);
+    var info = document.getElementById(infoId);
+    if (!text || !String(text).trim()) {
+      pre.hidden = true;
+      info.textContent = "empty";
+      return;
+    }
+    pre.textContent = text;
+    var lines = text.split("\n").length - (text.charAt(text.length - 1) === "\n" ? 1 : 0);
+    info.textContent = "last " + lines + " line" + (lines === 1 ? "" : "s");
+  }
+
+  function renderExecution(name, d) {
+    var r = d.record;
+    var id = String(r.id);
+    document.title = "Execution " + id + " · " + document.title.split(" · ").slice(1).join(" · ");
+    document.getElementById("ex-crumb").textContent = id;
+    document.getElementById("ex-id").textContent = id;
+    var st = document.getElementById("ex-state");
+    st.appendChild(el("span", "badge s-" + stateClass(r.state), String(r.state)));
+    document.getElementById("ex-params").textContent = paramsText(r.parameters);
+    [["ex-prev", d.prev], ["ex-next", d.next]].forEach(function (pair) {
+      var a = document.getElementById(pair[0]);
+      if (pair[1]) a.setAttribute("href", pair[1]); else a.className = "muted";
+    });
+    if (r.error) {
+      document.getElementById("ex-error-card").hidden = false;
+      document.getElementById("ex-error").textContent = String(r.error);
+    }
+    var dl = document.getElementById("ex-summary");
+    var metric = (window.ORCHESTRA_METRIC) || "objective";
+    kvRow(dl, "state", el("span", "badge s-" + stateClass(r.state), String(r.state)));
+    if (r.objective !== null && r.objective !== undefined) kvRow(dl, "objective", el("b", "num", fmtNum(r.objective)));
+    kvRow(dl, "exit code", fmtNum(r.exit_code));
+    kvRow(dl, "duration", fmtDuration(r.duration));
+    if (r.host) kvRow(dl, "host", el("span", "mono", String(r.host)));
+    kvRow(dl, "slot", fmtNum(r.slot));
+    kvRow(dl, "profile", r.profile ? String(r.profile) : "");
+    kvRow(dl, "author", r.author ? String(r.author) : "");
+    kvRow(dl, "repeat", fmtNum(r.repeat));
+    kvRow(dl, "attempt", fmtNum(r.attempt));
+    kvRow(dl, "search", r.search ? String(r.search) : "");
+    kvRow(dl, "created", fmtTime(r.created));
+    kvRow(dl, "started", fmtTime(r.started));
+    kvRow(dl, "ended", fmtTime(r.ended));
+    if (r.remote_dir) kvRow(dl, "remote dir", el("span", "mono", String(r.remote_dir)));
+
+    var params = document.getElementById("ex-parameters");
+    var keys = Object.keys(r.parameters || {});
+    if (!keys.length) params.appendChild(el("p", "muted", "No parameters."));
+    else {
+      var table = el("table", "params-table"), tb = el("tbody");
+      keys.forEach(function (k) {
+        var tr = el("tr"), th = el("th", null, k);
+        th.setAttribute("scope", "row");
+        tr.appendChild(th);
+        tr.appendChild(el("td", "mono", fmtNum(r.parameters[k])));
+        tr.appendChild(el("td", "muted", typeName(r.parameters[k])));
+        tb.appendChild(tr);
+      });
+      table.appendChild(tb);
+      params.appendChild(table);
+    }
+
+    var commit = document.getElementById("ex-commit");
+    if (d.commit) {
+      commit.appendChild(el("p", "commit-subject", String(d.commit.subject)));
+      var cdl = el("dl", "kv");
+      kvRow(cdl, "commit", el("span", "mono", String(r.commit)));
+      kvRow(cdl, "author", String(d.commit.author));
+      kvRow(cdl, "time", fmtTime(d.commit.time));
+      commit.appendChild(cdl);
+    } else {
+      var p = el("p");
+      p.appendChild(el("span", "mono", String(r.commit) + " "));
+      p.appendChild(el("span", "muted", "(commit not in this report)"));
+      commit.appendChild(p);
+    }
+    document.getElementById("ex-command").textContent = String(r.command);
+
+    var outs = document.getElementById("ex-outputs");
+    if (r.outputs && r.outputs.length) {
+      var decl = el("p", "muted small", "declared: ");
+      r.outputs.forEach(function (pat, n) {
+        if (n) decl.appendChild(document.createTextNode(", "));
+        decl.appendChild(el("code", null, String(pat)));
+      });
+      outs.appendChild(decl);
+    }
+    if (!d.outputs.length) outs.appendChild(el("p", "muted", "No output files in this report."));
+    else {
+      var ft = el("table", "files"), fh = el("thead"), fhr = el("tr"), fb = el("tbody");
+      ["file", "size", "kind"].forEach(function (h) { fhr.appendChild(el("th", null, h)); });
+      fh.appendChild(fhr); ft.appendChild(fh); ft.appendChild(fb);
+      var images = el("div", "images");
+      d.outputs.forEach(function (o) {
+        var tr = el("tr"), td = el("td");
+        if (o.href) {
+          var a = el("a", "mono", String(o.path));
+          a.setAttribute("href", o.href);
+          if (o.active) a.setAttribute("download", "");
+          td.appendChild(a);
+        } else {
+          td.appendChild(el("span", "mono", String(o.path) + " "));
+          td.appendChild(el("span", "warn", String(o.problem || "")));
+        }
+        tr.appendChild(td);
+        tr.appendChild(el("td", "num", fmtSize(o.size)));
+        tr.appendChild(el("td", "muted", String(o.kind)));
+        fb.appendChild(tr);
+        if (o.kind === "image" && o.href) {
+          var fig = el("figure", "output-image"), link = el("a"), img = el("img");
+          link.setAttribute("href", o.href);
+          img.setAttribute("src", o.href);
+          img.setAttribute("alt", String(o.path));
+          img.setAttribute("loading", "lazy");
+          link.appendChild(img);
+          fig.appendChild(link);
+          fig.appendChild(el("figcaption", "mono", String(o.path)));
+          images.appendChild(fig);
+        }
+      });
+      outs.appendChild(ft);
+      if (images.childNodes.length) outs.appendChild(images);
+      d.outputs.forEach(function (o) {
+        if (o.preview === null || o.preview === undefined) return;
+        var det = el("details");
+        det.open = true;
+        det.appendChild(el("summary", "mono", String(o.path)));
+        det.appendChild(el("pre", "output", String(o.preview)));
+        outs.appendChild(det);
+      });
+    }
+    fillPre("ex-stdout", "ex-stdout-info", d.stdout);
+    fillPre("ex-stderr", "ex-stderr-info", d.stderr);
+
+    var ds = document.getElementById("ex-diffstat");
+    if (!d.diffstat.length) ds.appendChild(el("p", "muted", "No files added by this execution."));
+    else {
+      var top = 1;
+      d.diffstat.forEach(function (row) { if (typeof row[1] === "number") top = Math.max(top, Math.abs(row[1])); });
+      var dt = el("table", "files"), db = el("tbody"), dh = el("thead"), dhr = el("tr");
+      ["path", "added", ""].forEach(function (h) { dhr.appendChild(el("th", null, h)); });
+      dh.appendChild(dhr); dt.appendChild(dh); dt.appendChild(db);
+      d.diffstat.forEach(function (row) {
+        var tr = el("tr");
+        tr.appendChild(el("td", "mono", String(row[0])));
+        tr.appendChild(el("td", "num", String(row[1])));
+        var barCell = el("td"), bar = el("span", "dbar"), fill = el("span");
+        fill.style.width = Math.max(1, 100 * Math.abs(Number(row[1]) || 0) / top) + "%";
+        bar.appendChild(fill);
+        barCell.appendChild(bar);
+        tr.appendChild(barCell);
+        db.appendChild(tr);
+      });
+      ds.appendChild(dt);
+    }
+    document.getElementById("ex-body").hidden = false;
+  }
+
+  function setupExecution() {
+    var body = document.getElementById("ex-body");
+    if (!body) return;
+    var name = new URLSearchParams(location.search).get("id") || location.hash.replace(/^#/, "");
+    function missing() {
+      document.getElementById("ex-missing").hidden = false;
+      document.getElementById("ex-id").textContent = name ? String(name) : "?";
+    }
+    if (!name || !SAFE_NAME.test(name)) { missing(); return; }
+    var script = document.createElement("script");
+    script.src = "details/" + name.slice(0, 2).toLowerCase() + ".js";
+    script.onload = function () {
+      var shard = window.ORCHESTRA_DETAILS || {};
+      if (Object.prototype.hasOwnProperty.call(shard, name)) renderExecution(name, shard[name]); else missing();
+    };
+    script.onerror = missing;
+    document.body.appendChild(script);
+  }
+
+  setupPlots();
+  setupTable();
+  setupExecution();
+})();

@@ -1,0 +1,138 @@
+"""Execution branches written by dulwich, read by the real `git` binary."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import gevent
+import pytest
+
+from expegit.campaign import open_campaign
+from expegit.gitstore import GitStore
+from expegit.journal import Journal, JournalWriter
+from expegit.records import RecordIndex
+from expegit.runner import create_executions
+from orchestra.errors import RepositoryError
+from orchestra.execution import ExecutionRecord, ExecutionSpec, new_execution_id, parse_record
+from tests.helpers import git, make_campaign
+
+MANIFEST = """\
+name: journal
+command: python3 t.py {x}
+parameters:
+  x: {type: int, low: 0, high: 1000}
+"""
+
+
+@pytest.fixture()
+def campaign(tmp_path: Path):
+    make_campaign(tmp_path / "c", MANIFEST, {"t.py": "print('hi')\n"})
+    return open_campaign(tmp_path / "c")
+
+
+def _records(campaign, n: int) -> list[tuple[ExecutionRecord, str]]:
+    head = campaign.store.head_commit()
+    specs = [ExecutionSpec(commit=head, parameters={"x": i}, profile="local") for i in range(n)]
+    return list(create_executions(campaign, campaign.manifest, specs))
+
+
+def test_first_commit_is_parented_on_the_code_commit(campaign) -> None:
+    (record, tip), = _records(campaign, 1)
+    head = campaign.store.head_commit()
+    root = campaign.root
+    assert git(root, "rev-parse", f"executions/{record.id}^").stdout.strip() == head
+    assert git(root, "diff", "--name-only", head, f"executions/{record.id}").stdout.split() == [".orchestra/execution.yaml"]
+    shown = git(root, "show", f"executions/{record.id}:.orchestra/execution.yaml").stdout
+    assert parse_record(shown).parameters == {"x": 0}
+    assert git(root, "fsck", "--strict").returncode == 0
+
+
+def test_fifty_concurrent_commits_lose_nothing(campaign) -> None:
+    """50 greenlets each append 3 journal entries at once through one writer; every one must land."""
+    created = _records(campaign, 50)
+    writer = JournalWriter(campaign.store, interval=0.01, max_pending=7)
+
+    def drive(record: ExecutionRecord, tip: str) -> str:
+        for step in range(3):
+            record.attempt = step + 1
+            record.state = "running" if step < 2 else "finished"
+            tip, done = writer.commit(tip, record, {f"out/{record.id}-{step}.txt": f"{step}".encode()})
+            gevent.sleep(0)
+            done.get(timeout=30)
+        return tip
+
+    greenlets = [gevent.spawn(drive, record, tip) for record, tip in created]
+    gevent.joinall(greenlets, raise_error=True)
+    writer.close()
+    records, tips, problems = RecordIndex(campaign.store).load()
+    assert problems == {}
+    assert len(records) == 50
+    assert all(r.state == "finished" and r.attempt == 3 for r in records.values())
+    for (record, _), greenlet in zip(created, greenlets):
+        assert tips[record.id] == greenlet.value
+        count = git(campaign.root, "rev-list", "--count", f"{campaign.store.head_commit()}..executions/{record.id}")
+        assert count.stdout.strip() == "4"
+        files = git(campaign.root, "ls-tree", "-r", "--name-only", f"executions/{record.id}", "out").stdout.split()
+        assert files == [f"out/{record.id}-{s}.txt" for s in range(3)]
+    assert git(campaign.root, "fsck", "--strict").returncode == 0
+
+
+def test_fifty_processes_commit_into_one_repo(campaign) -> None:
+    """Separate controller processes share the object store and ref namespace safely."""
+    created = _records(campaign, 50)
+    script = (
+        "import sys\n"
+        "from expegit.gitstore import GitStore\n"
+        "from expegit.journal import Journal\n"
+        "from orchestra.execution import parse_record\n"
+        "store = GitStore(sys.argv[1])\n"
+        "tip = sys.argv[3]\n"
+        "record = parse_record(store.read_path(tip, '.orchestra/execution.yaml'))\n"
+        "record.state = 'finished'\n"
+        "Journal(store).append(tip, record, {'result.txt': sys.argv[2].encode()})\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(campaign.root), record.id, tip])
+             for record, tip in created]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    records, _tips, problems = RecordIndex(campaign.store).load()
+    assert problems == {} and len(records) == 50
+    assert all(r.state == "finished" for r in records.values())
+    for record, _ in created:
+        assert git(campaign.root, "show", f"executions/{record.id}:result.txt").stdout == record.id
+
+
+def test_compare_and_swap_refuses_a_moved_branch(campaign) -> None:
+    (record, tip), = _records(campaign, 1)
+    journal = Journal(campaign.store)
+    record.state = "running"
+    journal.append(tip, record)
+    record.state = "finished"
+    with pytest.raises(RepositoryError, match="moved"):
+        journal.append(tip, record)  # stale tip: someone else wrote in between
+
+
+def test_plain_git_push_and_log_of_execution_branches(campaign, tmp_path: Path) -> None:
+    created = _records(campaign, 3)
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(campaign.root, "remote", "add", "origin", str(remote))
+    git(campaign.root, "push", "-q", "origin", "main")
+    git(campaign.root, "push", "-q", "origin", "refs/heads/executions/*:refs/heads/executions/*")
+    remote_refs = git(remote, "for-each-ref", "--format=%(refname)", "refs/heads/executions").stdout.split()
+    assert sorted(remote_refs) == sorted(f"refs/heads/executions/{r.id}" for r, _ in created)
+    log = git(campaign.root, "log", "--format=%s", f"executions/{created[0][0].id}").stdout.splitlines()
+    assert log[0].startswith("created: x=0")
+    assert log[1] == "campaign code"
+
+
+def test_record_cache_never_serves_a_stale_record(campaign) -> None:
+    (record, tip), = _records(campaign, 1)
+    index = RecordIndex(campaign.store)
+    assert index.load()[0][record.id].state == "created"
+    record.state = "finished"
+    Journal(campaign.store).append(tip, record)
+    assert RecordIndex(campaign.store).load()[0][record.id].state == "finished"
+    # a damaged cache is rebuilt, not trusted
+    index.path.write_text("{not json")
+    assert RecordIndex(campaign.store).load()[0][record.id].state == "finished"
