@@ -1,0 +1,72 @@
+"""What every benchmark shares: campaign set-up, timing helpers, and writing figures into BENCHMARKS.md."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.org",
+           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.org"}
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0]
+    return (f"{platform.node() or 'host'}: {os.cpu_count()} cores {cpu}, Python {platform.python_version()}, "
+            f"load average {load:.1f} at start")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def make_campaign(root: Path, manifest: str, files: dict[str, str] | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, **GIT_ENV)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True, env=env)
+    (root / "orchestra.yaml").write_text(manifest)
+    for name, content in (files or {}).items():
+        (root / name).write_text(content)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "bench campaign"], cwd=root, check=True, env=env)
+    return root
+
+
+def timed(command: list[str], cwd: Path, **kwargs) -> tuple[float, subprocess.CompletedProcess]:
+    env = dict(os.environ, **GIT_ENV)
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{command} failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    return elapsed, result
+
+
+def expegit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "expegit", *args]
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Replace (or append) the section ``## name`` of a markdown file, keeping the others."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by the scripts in bench/; " \
+        "quote ratios, absolute times drift on shared machines.\n"
+    section = f"## {name}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section + "\n", text)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text.rstrip() + "\n")
