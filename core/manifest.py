@@ -18,13 +18,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from .durations import parse_duration
 from .errors import ManifestError
 from .parameters import ParameterSpec
 from .quoting import placeholders
-from .yamlio import load_roundtrip
 
 MANIFEST_NAME = "orchestra.yaml"
 RETRY_KINDS = ("exit", "timeout", "node-failure", "walltime")
@@ -116,7 +113,7 @@ class _Checker:
         line, col = _key_position(self.root, where, key) if key is not None else _position(self.root, where)
         self.errors.append(ManifestError(message, path=self.path, line=line, col=col, hint=hint))
 
-    def schema_error(self, err: jsonschema.ValidationError) -> None:
+    def schema_error(self, err: "jsonschema.ValidationError") -> None:
         where = list(err.absolute_path)
         validator = err.validator
         if validator == "additionalProperties":
@@ -175,7 +172,7 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _schema_message(err: jsonschema.ValidationError) -> str:
+def _schema_message(err: "jsonschema.ValidationError") -> str:
     v = err.validator_value
     return {
         "minimum": f"must be at least {v}, got {err.instance!r}",
@@ -216,6 +213,10 @@ def _first_yaml_problem(exc: Exception, path: str) -> ManifestError:
 def parse_manifest(text: str, path: str = MANIFEST_NAME, *,
                    personal_profiles: Mapping[str, Any] | None = None) -> tuple[Manifest | None, list[ManifestError]]:
     """Parse and check a manifest text; returns the Manifest (None if invalid) and every error found."""
+    import jsonschema  # imported here: read-only commands on a known-good manifest never need it
+
+    from .yamlio import load_roundtrip
+
     try:
         root = load_roundtrip(text)
     except Exception as exc:  # ruamel's parser and scanner errors share no useful base class
@@ -479,6 +480,17 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         raise errors[0]
     assert manifest is not None
     return manifest
+
+
+def manifest_from_checked_data(data: Mapping[str, Any], path: str = MANIFEST_NAME) -> Manifest | None:
+    """A Manifest from plain data that parse_manifest() accepted before (cached by content hash).
+
+    Skips the YAML round-trip and the schema; the semantic checks still run, since they depend on the
+    personal profiles too. None if they now fail: the caller then parses the text again for positions.
+    """
+    checker = _Checker(path, data)
+    manifest = _build(json.loads(json.dumps(data)), checker, list_personal_profiles())
+    return None if checker.errors else manifest
 
 
 def check_manifest(path: str | os.PathLike[str]) -> tuple[Manifest | None, list[ManifestError]]:

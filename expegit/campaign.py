@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import shutil
 from importlib import resources
 from pathlib import Path
 
 from orchestra.errors import ManifestError, RepositoryError, UsageError
-from orchestra.manifest import MANIFEST_NAME, Manifest, check_manifest, load_manifest
+from orchestra import __version__
+from orchestra.manifest import MANIFEST_NAME, Manifest, check_manifest, load_manifest, manifest_from_checked_data
 
 from .gitstore import GitStore
 
@@ -62,8 +65,35 @@ class Campaign:
     @property
     def manifest(self) -> Manifest:
         if self._manifest is None:
-            self._manifest = load_manifest(self._shown_path())
+            self._manifest = self._cached_manifest() or self._load_and_cache_manifest()
         return self._manifest
+
+    # The last manifest that passed every check, keyed by a hash of its text and Orchestra's version: a
+    # read-only command on an unchanged manifest needs neither the YAML round-trip nor the schema.
+    def _manifest_key(self, text: bytes) -> str:
+        return hashlib.sha256(text + b"\0" + __version__.encode()).hexdigest()
+
+    def _cached_manifest(self) -> Manifest | None:
+        try:
+            text = self.manifest_path.read_bytes()
+            cached = json.loads((self.workdir / "manifest.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(cached, dict) or cached.get("key") != self._manifest_key(text):
+            return None
+        return manifest_from_checked_data(cached["data"], self._shown_path())
+
+    def _load_and_cache_manifest(self) -> Manifest:
+        manifest = load_manifest(self._shown_path())
+        try:
+            text = self.manifest_path.read_bytes()
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            tmp = self.workdir / f"manifest.json.{os.getpid()}"
+            tmp.write_text(json.dumps({"key": self._manifest_key(text), "data": manifest.data}), "utf-8")
+            os.replace(tmp, self.workdir / "manifest.json")
+        except OSError:
+            pass  # a read-only repository: every command validates from scratch
+        return manifest
 
     def _shown_path(self) -> str:
         try:

@@ -15,8 +15,6 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from dulwich import porcelain
-from dulwich.archive import tar_stream
 from dulwich.errors import NotGitRepository
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
@@ -28,6 +26,18 @@ EXEC_MODE = 0o100755
 TREE_MODE = 0o040000
 EXECUTIONS_REF = b"refs/heads/executions/"
 SNAPSHOTS_REF = "refs/orchestra/snapshots/"
+
+
+def parse_packed_refs(text: str) -> dict[str, str]:
+    """Ref name -> object id from a ``packed-refs`` file (comment and peeled ``^`` lines skipped)."""
+    refs: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line or line[0] in "#^":
+            continue
+        sha, _, name = line.partition(" ")
+        if len(sha) == 40 and name:
+            refs[name] = sha
+    return refs
 
 
 def _default_branch() -> bytes:
@@ -122,6 +132,8 @@ class GitStore:
 
     def dirty_paths(self) -> list[str]:
         """Tracked files whose content differs from HEAD (staged or not): what would make a result lie."""
+        from dulwich import porcelain  # heavy import, needed only by commands that run or init
+
         status = porcelain.status(self.repo, untracked_files="no")
         paths: set[str] = set()
         for group in status.staged.values():
@@ -281,6 +293,8 @@ class GitStore:
 
     def archive(self, commit: str) -> Iterator[bytes]:
         """An uncompressed tar of ``commit``'s tree: what a backend extracts as the code of an execution."""
+        from dulwich.archive import tar_stream
+
         store = self.repo.object_store
         commit_obj = store[commit.encode()]
         return tar_stream(store, store[commit_obj.tree], commit_obj.commit_time)
@@ -354,14 +368,49 @@ class GitStore:
             return None
 
     def refs_under(self, prefix: bytes) -> dict[str, str]:
-        """Ref name suffix -> commit id for every ref under ``prefix`` (loose and packed)."""
-        return {k.decode(): v.decode() for k, v in self.repo.refs.as_dict(prefix).items()}
+        """Ref name suffix -> commit id for every ref under ``prefix`` (loose refs override packed ones).
+
+        Read directly rather than through dulwich's RefsContainer, which validates every name on the way
+        (0.75 s for 10,000 execution branches; `expegit status` has 0.5 s in all).
+        """
+        text_prefix = prefix.decode()
+        refs: dict[str, str] = {}
+        try:
+            packed = (self.git_dir / "packed-refs").read_text("utf-8")
+        except FileNotFoundError:
+            packed = ""
+        for name, sha in parse_packed_refs(packed).items():
+            if name.startswith(text_prefix):
+                refs[name[len(text_prefix):]] = sha
+        base = self.git_dir / text_prefix
+        stack = [(str(base), "")]
+        while stack:
+            directory, rel = stack.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                name = rel + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, name + "/"))
+                elif not entry.name.endswith(".lock"):
+                    try:
+                        with open(entry.path, "rb") as f:
+                            value = f.read(64).strip()
+                    except OSError:
+                        continue
+                    if len(value) == 40 and not value.startswith(b"ref:"):
+                        refs[name] = value.decode()
+        return refs
 
     def execution_tips(self) -> dict[str, str]:
         return self.refs_under(EXECUTIONS_REF)
 
     def commit_all(self, paths: list[str], message: str) -> str:
         """Stage ``paths`` and commit them on the current branch (only `expegit init` does this)."""
+        from dulwich import porcelain
+
         porcelain.add(self.repo, [str(self.root / p) for p in paths])
         identity = self.identity()
         sha = porcelain.commit(self.repo, message=message.encode(), author=identity, committer=identity)

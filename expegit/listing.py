@@ -64,7 +64,8 @@ def export_row(record: ExecutionRecord) -> dict[str, Any]:
 
 def write_list(records: Iterable[ExecutionRecord], out: TextIO, *, as_json: bool) -> None:
     if as_json:
-        json.dump([r.to_dict() for r in records], out, ensure_ascii=False)
+        # dumps, not dump: json.dump streams through the pure-Python encoder, dumps uses the C one (5x).
+        out.write(json.dumps([r.to_dict() for r in records], ensure_ascii=False))
         out.write("\n")
         return
     rows = list(records)

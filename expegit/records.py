@@ -48,23 +48,27 @@ class RecordIndex:
         changed = len(cache) != len(tips)
         for execution_id, tip in tips.items():
             cached = cache.get(execution_id)
+            record = None
             if cached is not None and cached[0] == tip:
-                data = cached[1]
-            else:
+                try:  # validated when it was cached; a cache from another version fails here and is re-read
+                    record = ExecutionRecord.from_checked_dict(cached[1])
+                    fresh[execution_id] = cached
+                    records[execution_id] = record
+                    continue
+                except TypeError:
+                    record = None
+            if record is None:
                 changed = True
                 raw = self.store.read_path(tip, RECORD_PATH)
                 try:
                     if raw is None:
                         raise ExecutionError(f"no {RECORD_PATH}")
-                    data = parse_record(raw).to_dict()
+                    record = parse_record(raw)
                 except ExecutionError as exc:
                     problems[execution_id] = str(exc)
                     continue
-            fresh[execution_id] = [tip, data]
-            try:
-                records[execution_id] = ExecutionRecord.from_dict(data)
-            except ExecutionError as exc:
-                problems[execution_id] = str(exc)
+            fresh[execution_id] = [tip, record.to_dict()]
+            records[execution_id] = record
         if changed:
             try:
                 self._save_cache(fresh)

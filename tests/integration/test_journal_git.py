@@ -136,3 +136,16 @@ def test_record_cache_never_serves_a_stale_record(campaign) -> None:
     # a damaged cache is rebuilt, not trusted
     index.path.write_text("{not json")
     assert RecordIndex(campaign.store).load()[0][record.id].state == "finished"
+
+
+def test_packed_execution_refs_are_read_and_updated(campaign) -> None:
+    """After `git pack-refs --all` (as `git gc` does) branches live in packed-refs: listing and CAS still work."""
+    created = _records(campaign, 3)
+    git(campaign.root, "pack-refs", "--all")
+    assert not list((campaign.root / ".git" / "refs" / "heads" / "executions").glob("*"))
+    assert set(campaign.store.execution_tips()) == {r.id for r, _ in created}
+    record, tip = created[0]
+    record.state = "finished"
+    Journal(campaign.store).append(tip, record)
+    assert RecordIndex(campaign.store).load()[0][record.id].state == "finished"
+    assert git(campaign.root, "fsck", "--strict").returncode == 0

@@ -137,3 +137,35 @@ def test_assignments_are_typed_and_checked() -> None:
 def test_missing_value_is_a_clear_error() -> None:
     with pytest.raises(UsageError, match="parameter lr has no value"):
         list(expand_points(SPECS, {}, grid=False))
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_fast_record_parser_agrees_with_yaml(text: str) -> None:
+    """The fast parser must read everything render_record writes, exactly as a YAML library does."""
+    from orchestra.execution import parse_rendered_record
+    from orchestra.yamlio import load_plain
+
+    record = make_record(parameters={"msg": text, f"k{text}": 1.5e-7, "n": -3, "b": False, "none": None},
+                         error=text, outputs=[text or "x", "b"], objective=float("inf"))
+    rendered = render_record(record)
+    fast = parse_rendered_record(rendered)
+    slow = load_plain(rendered)
+    assert fast == slow
+    assert ExecutionRecord.from_dict(fast) == record
+
+
+def test_hand_edited_record_still_parses() -> None:
+    """Valid YAML in another layout (key order, flow style, comments) falls back to the YAML library."""
+    text = ("# edited by hand\nstate: finished\nid: '0123456789ab'\ncampaign: demo\ncommit: " + "a" * 40 +
+            "\ncommand: python t.py\nprofile: local\nparameters: {lr: 0.1, opt: adam}\nobjective: 1.5\n")
+    record = parse_record(text)
+    assert record.parameters == {"lr": 0.1, "opt": "adam"} and record.objective == 1.5
+
+
+def test_packed_refs_parse() -> None:
+    from expegit.gitstore import parse_packed_refs
+
+    text = ("# pack-refs with: peeled fully-peeled sorted \n"
+            f"{'a' * 40} refs/heads/executions/0123456789ab\n"
+            f"{'b' * 40} refs/tags/v1\n^{'c' * 40}\n")
+    assert parse_packed_refs(text) == {"refs/heads/executions/0123456789ab": "a" * 40, "refs/tags/v1": "b" * 40}
