@@ -81,8 +81,9 @@ def synthetic_report(n: int, *, seed: int = 1, hostile: bool = False, slots_per_
         loss = (0.2 + 0.05 * (math.log10(lr) + 3) ** 2 + 0.01 * abs(layers - 4)
                 + (0.0 if opt == "adam" else 0.04) + rng.gauss(0, 0.01))
         roll = rng.random()
-        state = ("finished" if roll < 0.85 else "failed" if roll < 0.93 else "running" if roll < 0.96
-                 else "cancelled" if roll < 0.98 else "created")
+        # The tail of the campaign is still in flight: running, then not yet launched.
+        state = ("created" if k >= n - n // 100 else "running" if k >= n - n // 100 - n * 3 // 100
+                 else "finished" if roll < 0.90 else "failed" if roll < 0.97 else "cancelled")
         lane = min(free_at, key=lambda key: free_at[key])
         start = free_at[lane] + _dt.timedelta(seconds=rng.uniform(1, 20))
         duration = rng.uniform(60, 900)
@@ -90,7 +91,7 @@ def synthetic_report(n: int, *, seed: int = 1, hostile: bool = False, slots_per_
         if state == "created":
             host, slot, started, end_text, dur = None, None, None, None, None
         else:
-            free_at[lane] = ended if state != "running" else ended + _dt.timedelta(days=1)
+            free_at[lane] = ended if state != "running" else ended + _dt.timedelta(days=365)
             host, slot = lane
             started = _iso(start)
             end_text = _iso(ended) if state in ("finished", "failed", "cancelled") else None
@@ -117,8 +118,9 @@ def synthetic_report(n: int, *, seed: int = 1, hostile: bool = False, slots_per_
         views.append(ExecutionView(record, stdout, stderr, outputs, diffstat))
     if hostile:
         views.extend(hostile_views(rng, shas[0]))
-    return ReportData("mnist-lr", {"metric": "val_loss", "goal": "minimize"}, _iso(T0 + _dt.timedelta(hours=30)),
-                      commits, views)
+    busy = [t for t in free_at.values() if t < T0 + _dt.timedelta(days=300)]
+    generated = max(busy, default=T0) + _dt.timedelta(minutes=10)
+    return ReportData("mnist-lr", {"metric": "val_loss", "goal": "minimize"}, _iso(generated), commits, views)
 
 
 def hostile_views(rng: random.Random, sha: str) -> list[ExecutionView]:

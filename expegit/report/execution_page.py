@@ -14,9 +14,9 @@ from typing import Any
 
 from .datafile import dumps_script_safe, record_dict
 from .files import OutputEntry
-from .fmt import clean_tail
+from .fmt import clean_tail, esc
 from .layout import page
-from .model import CommitInfo, ExecutionView, ReportData
+from .model import CommitInfo, ExecutionView, ReportData, objective_label
 
 DETAILS_DIR = "details"
 DETAILS_GLOBAL = "ORCHESTRA_DETAILS"
@@ -70,6 +70,7 @@ def parse_shard(text: str) -> dict[str, Any]:
 
 def execution_shell(data: ReportData) -> str:
     """The one execution page; report.js fills every element below from the shard."""
+    metric, _ = objective_label(data)
     body = (
         '<div class="crumbs"><a href="index.html">Overview</a> › <a href="executions.html">Executions</a> › '
         '<span class="mono" id="ex-crumb"></span></div>'
@@ -80,7 +81,7 @@ def execution_shell(data: ReportData) -> str:
         '<section class="card empty" id="ex-missing" hidden><h2>Execution not found</h2>'
         '<p>This report has no execution with that id. <a href="executions.html">Browse all executions</a>.</p>'
         "</section>"
-        '<div id="ex-body" hidden>'
+        f'<div id="ex-body" data-metric="{esc(metric)}" hidden>'
         '<section class="card error" id="ex-error-card" hidden><h2>Error</h2><pre class="tail" id="ex-error"></pre>'
         "</section>"
         '<section class="grid2"><div class="card"><h2>Summary</h2><dl class="kv" id="ex-summary"></dl></div>'

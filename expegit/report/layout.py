@@ -27,7 +27,7 @@ def page(title: str, body: str, *, root: str, active: str, campaign: str, genera
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta name="referrer" content="no-referrer">'
+        '<meta name="referrer" content="no-referrer"><link rel="icon" href="data:,">'
         f"<title>{esc(title)} · {esc(campaign)}</title>"
         f'<link rel="stylesheet" href="{root}assets/report.css">'
         "</head>"

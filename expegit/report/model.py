@@ -58,7 +58,14 @@ class ReportData:
     executions: list[ExecutionView]
 
 
+def objective_label(data: ReportData) -> tuple[str, str]:
+    """(metric, goal) with defaults, so a campaign without a declared objective still labels its axes."""
+    if data.objective:
+        return str(data.objective.get("metric") or "objective"), str(data.objective.get("goal") or "minimize")
+    return "objective", "minimize"
+
+
 # Called once per execution id while writing the site, so outputs are streamed rather than all in memory.
 OutputLoader = Callable[[str], Mapping[str, bytes]]
 
-__all__ = ["Objective", "CommitInfo", "ExecutionView", "ReportData", "OutputLoader"]
+__all__ = ["Objective", "CommitInfo", "ExecutionView", "ReportData", "OutputLoader", "objective_label"]

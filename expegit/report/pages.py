@@ -12,10 +12,13 @@ from collections.abc import Sequence
 from orchestra.execution import STATES
 
 from . import plots as P
-from .fmt import esc, fmt_duration, fmt_num, fmt_time, params_text, short_sha, state_class
+from .fmt import esc, fmt_duration, fmt_num, fmt_time, short_sha, state_class
 from .layout import page
-from .model import ReportData
+from .model import ReportData, objective_label
 from .summary import Summary, summarize
+
+
+PEOPLE_LIMIT = 50
 
 
 def badge_html(state: object) -> str:
@@ -57,12 +60,6 @@ def _state_counts_html(summary: Summary) -> str:
         for s in summary.state_order) + "</ul>"
 
 
-def _objective_label(data: ReportData) -> tuple[str, str]:
-    if data.objective:
-        return str(data.objective.get("metric") or "objective"), str(data.objective.get("goal") or "minimize")
-    return "objective", "minimize"
-
-
 def _figure_html(plot: P.Plot | None, caption: str, legend: str = "", wide: bool = False) -> str:
     if plot is None:
         return ""
@@ -73,7 +70,7 @@ def _figure_html(plot: P.Plot | None, caption: str, legend: str = "", wide: bool
 def overview_page(data: ReportData, pages: list[str], progress: P.Plot | None = None) -> str:
     """``progress`` may be passed in when the caller already drew it for the plots page."""
     records = [v.record for v in data.executions]
-    metric, goal = _objective_label(data)
+    metric, goal = objective_label(data)
     s = summarize(records, goal, data.generated)
     body: list[str] = [
         '<section class="hero"><div><h1>', esc(data.campaign), "</h1>",
@@ -134,25 +131,28 @@ def overview_page(data: ReportData, pages: list[str], progress: P.Plot | None = 
             esc(info.subject) if info else '<span class="muted">unknown commit</span>',
             esc(info.author) if info else "", esc(fmt_time(info.time)) if info else "",
             f'<span class="num">{group.count}</span>', _mini_states_html(group.states)])
-    body.append('<section class="grid2"><div class="card"><h2>Code commits used</h2>'
+    body.append('<section class="card"><h2>Code commits used</h2>'
                 + table_html(["commit", "subject", "author", "time", "executions", "states"], commit_rows)
-                + "</div>")
+                + "</section>")
     people_rows = []
-    for (author, host), group in sorted(s.people.items(), key=lambda kv: (-kv[1].count, kv[0])):
+    people = sorted(s.people.items(), key=lambda kv: (-kv[1].count, kv[0]))
+    for (author, host), group in people[:PEOPLE_LIMIT]:
         people_rows.append([esc(author), f'<span class="mono">{esc(host)}</span>',
                             f'<span class="num">{group.count}</span>', _mini_states_html(group.states),
                             esc(fmt_duration(group.compute) or "—")])
-    body.append('<div class="card"><h2>Who ran what</h2>'
+    more = (f'<p class="muted small">and {len(people) - PEOPLE_LIMIT} more author/host pairs</p>'
+            if len(people) > PEOPLE_LIMIT else "")
+    body.append('<section class="card"><h2>Who ran what</h2>'
                 + table_html(["author", "host", "executions", "states", "compute"], people_rows)
-                + "</div></section>")
+                + more + "</section>")
     return page("Overview", "".join(body), root="", active="overview", campaign=data.campaign,
                 generated=data.generated)
 
 
 def _mini_states_html(states: object) -> str:
     counts = dict(states) if isinstance(states, dict) else {}
-    return " ".join(f'<span class="mini s-{s}" title="{s}">{counts[s]}</span>'
-                    for s in (*STATES, "unknown") if counts.get(s))
+    return '<span class="minis">' + "".join(f'<span class="mini s-{s}" title="{s}">{counts[s]}</span>'
+                                            for s in (*STATES, "unknown") if counts.get(s)) + "</span>"
 
 
 def executions_page(data: ReportData) -> str:
@@ -160,7 +160,7 @@ def executions_page(data: ReportData) -> str:
     counts = Counter(state_class(v.record.state) for v in data.executions)
     options = "".join(f'<option value="{s}">{s} ({counts[s]})</option>' for s in (*STATES, "unknown")
                       if counts.get(s))
-    metric, _ = _objective_label(data)
+    metric, _ = objective_label(data)
     columns = [("id", "id"), ("state", "state"), ("parameters", "parameters"), ("objective", metric),
                ("duration", "duration"), ("host", "host"), ("commit", "commit"), ("started", "started")]
     head = "".join(
@@ -193,7 +193,7 @@ def executions_page(data: ReportData) -> str:
 
 def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
     records = [v.record for v in data.executions]
-    metric, goal = _objective_label(data)
+    metric, goal = objective_label(data)
     states = [st for st in (*STATES, "unknown") if any(state_class(r.state) == st for r in records)]
     legend = P.legend_html(states)
     parts = ['<section class="hero"><div><h1>Plots</h1><p class="muted">Hover a mark for details, click it '
@@ -220,5 +220,4 @@ def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
                 generated=data.generated)
 
 
-__all__ = ["overview_page", "executions_page", "plots_page", "badge_html", "params_html", "table_html",
-           "params_text"]
+__all__ = ["overview_page", "executions_page", "plots_page", "badge_html", "params_html", "table_html"]

@@ -16,7 +16,7 @@ from typing import Any
 from orchestra.execution import ExecutionRecord
 
 from . import svg
-from .fmt import esc, fmt_num, is_number, parse_time, state_class
+from .fmt import esc, is_number, parse_time, state_class
 from .svg import BandScale, LinearScale, category_key, f1, numeric_scale
 
 MAX_CATEGORIES = 40
@@ -49,18 +49,18 @@ def _better(goal: str) -> Any:
     return max if goal == "maximize" else min
 
 
-def progress_plot(records: Sequence[ExecutionRecord], metric: str, goal: str) -> Plot | None:
+def progress_plot(records: Sequence[ExecutionRecord], metric: str, goal: str, width: int = svg.WIDE) -> Plot | None:
     """Objective of each execution in completion order, with the best value so far as a step line."""
     points = sorted(_objective_points(records), key=_order_key)
     if not points:
         return None
-    w, h = svg.WIDTH, svg.HEIGHT
+    w, h = width, svg.HEIGHT
     x0, x1 = svg.MARGIN_LEFT, w - svg.MARGIN_RIGHT
     y0, y1 = h - svg.MARGIN_BOTTOM, svg.MARGIN_TOP
     xs = LinearScale(0.5, len(points) + 0.5, x0, x1)
     ys = numeric_scale([float(r.objective) for _, r in points], y0, y1)  # type: ignore[arg-type]
     better = _better(goal)
-    parts = [svg.open_svg(f"{metric} per execution and best so far", "progress", len(points)),
+    parts = [svg.open_svg(f"{metric} per execution and best so far", "progress", len(points), width=w),
              svg.y_axis(ys, x0, y0, y1, metric, grid_to=x1),
              svg.x_axis(xs, y0, x0, x1, "execution (in completion order)")]
     best: float | None = None
@@ -113,13 +113,13 @@ def _axis_scale(values: list[Any], r0: float, r1: float) -> svg.Scale | None:
     return BandScale(categories, r0, r1)
 
 
-def scatter_plots(records: Sequence[ExecutionRecord], metric: str) -> list[Plot]:
+def scatter_plots(records: Sequence[ExecutionRecord], metric: str, width: int = svg.HALF) -> list[Plot]:
     """Objective against each varying parameter; categorical parameters sit on bands."""
-    plots = []
+    plots: list[Plot] = []
     scored = _objective_points(records)
     if not scored:
         return plots
-    w, h = svg.WIDTH, svg.HEIGHT
+    w, h = width, 280
     x0, x1 = svg.MARGIN_LEFT, w - svg.MARGIN_RIGHT
     y0, y1 = h - svg.MARGIN_BOTTOM, svg.MARGIN_TOP
     ys = numeric_scale([float(r.objective) for _, r in scored], y0, y1)  # type: ignore[arg-type]
@@ -146,7 +146,7 @@ def scatter_plots(records: Sequence[ExecutionRecord], metric: str) -> list[Plot]
                 f'<rect class="band" x="{f1(x0 + k * xs.band)}" y="{f1(y1)}" width="{f1(xs.band)}" '
                 f'height="{f1(y0 - y1)}"/>' for k in range(0, len(xs.categories), 2))
         svg_text = "".join([
-            svg.open_svg(f"{metric} against {name}", "scatter", len(circles)),
+            svg.open_svg(f"{metric} against {name}", "scatter", len(circles), height=h, width=w),
             band_lines,
             svg.y_axis(ys, x0, y0, y1, metric, grid_to=x1),
             svg.x_axis(xs, y0, x0, x1, name, rotate=isinstance(xs, BandScale) and len(xs.categories) > 8),
@@ -156,7 +156,8 @@ def scatter_plots(records: Sequence[ExecutionRecord], metric: str) -> list[Plot]
     return plots
 
 
-def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: str) -> Plot | None:
+def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: str,
+                         width: int = svg.WIDE) -> Plot | None:
     """One line per execution across every varying parameter and the objective, coloured by rank.
 
     Lines are drawn worst first so the best executions end on top; five colour bands (quintiles of the
@@ -166,7 +167,7 @@ def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: 
     if len(names) < 2:
         return None
     scored = _objective_points(records)
-    w, h = svg.WIDTH, 340
+    w, h = width, 360
     top, bottom = 34, h - 24
     scales: list[svg.Scale] = []
     kept_names: list[str] = []
@@ -178,7 +179,7 @@ def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: 
             kept_names.append(name)
     if len(kept_names) < 2:
         return None
-    axes_x = [40 + k * (w - 110) / len(kept_names) for k in range(len(kept_names) + 1)]
+    axes_x = [50 + k * (w - 130) / len(kept_names) for k in range(len(kept_names) + 1)]
     obj_scale = numeric_scale([float(r.objective) for _, r in scored], bottom, top)  # type: ignore[arg-type]
     rows = []
     for i, r in scored:
@@ -194,7 +195,7 @@ def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: 
         d = "M" + " L".join(f"{f1(x)} {f1(y)}" for x, y in zip(axes_x, ys))
         lines.append(f'<path class="pc q{quintile}" d="{d}" data-i="{i}"/>')
     parts = [svg.open_svg(f"Parallel coordinates of {len(kept_names)} parameters and {metric}",
-                          "parallel", len(lines), height=h),
+                          "parallel", len(lines), height=h, width=w),
              '<g class="lines">', "".join(lines), "</g>"]
     for x, name, scale in zip(axes_x, kept_names + [metric], scales + [obj_scale]):
         parts.append(f'<g class="axis pc-axis"><line x1="{f1(x)}" y1="{top}" x2="{f1(x)}" y2="{bottom}"/>'
@@ -235,7 +236,7 @@ def _lane_name(r: ExecutionRecord) -> tuple[str, int, str]:
     return host, -1, host
 
 
-def timeline_plot(records: Sequence[ExecutionRecord], generated: str) -> Plot | None:
+def timeline_plot(records: Sequence[ExecutionRecord], generated: str, width: int = svg.WIDE) -> Plot | None:
     """Each execution as a bar on its host/slot lane: shows packing, idle slots and stragglers."""
     now = parse_time(generated)
     bars = [(i, r, iv) for i, r in enumerate(records) if (iv := _interval(r, now)) is not None]
@@ -245,7 +246,7 @@ def timeline_plot(records: Sequence[ExecutionRecord], generated: str) -> Plot | 
     lane_index = {lane: k for k, lane in enumerate(lanes)}
     lane_h = max(3.0, min(22.0, 520.0 / len(lanes)))
     left = 150
-    w = svg.WIDTH
+    w = width
     top = 10
     h = int(top + lane_h * len(lanes) + 44)
     t0 = min(iv[0] for _, _, iv in bars)
@@ -267,7 +268,7 @@ def timeline_plot(records: Sequence[ExecutionRecord], generated: str) -> Plot | 
                           f'<text x="{f1(x)}" y="{f1(y_bottom + 16)}" text-anchor="middle">{label}</text>')
         tick += step
     day = _dt.datetime.fromtimestamp(t0, _dt.timezone.utc).strftime("%Y-%m-%d")
-    parts = [svg.open_svg("Execution timeline per host and slot", "timeline", len(bars), height=h),
+    parts = [svg.open_svg("Execution timeline per host and slot", "timeline", len(bars), height=h, width=w),
              '<g class="axis">', "".join(tick_parts),
              f'<text class="label" x="{f1((left + w) / 2)}" y="{f1(y_bottom + 36)}" text-anchor="middle">'
              f'time (UTC, from {day})</text></g>']
@@ -285,9 +286,9 @@ def timeline_plot(records: Sequence[ExecutionRecord], generated: str) -> Plot | 
     for i, r, (a, b) in bars:
         k = lane_index[_lane_name(r)]
         x = xs(a)
-        width = max(xs(b) - x, 1.5)
+        bar_w = max(xs(b) - x, 1.5)
         parts.append(f'<rect class="bar s-{state_class(r.state)}" x="{f1(x)}" y="{f1(top + k * lane_h + pad)}" '
-                     f'width="{f1(width)}" height="{f1(lane_h - 2 * pad)}" data-i="{i}"/>')
+                     f'width="{f1(bar_w)}" height="{f1(lane_h - 2 * pad)}" data-i="{i}"/>')
     parts.append("</g></svg>")
     return Plot("timeline", "Timeline", "".join(parts), len(bars))
 
@@ -299,4 +300,4 @@ def legend_html(states: Sequence[str]) -> str:
 
 
 __all__ = ["Plot", "progress_plot", "scatter_plots", "parallel_coordinates", "timeline_plot",
-           "varying_parameters", "legend_html", "fmt_num"]
+           "varying_parameters", "legend_html"]

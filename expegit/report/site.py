@@ -21,11 +21,12 @@ from orchestra.errors import UsageError
 
 from .datafile import DATA_FILE, FORMAT, build_payload, render_data_js
 from .execution_page import DETAILS_DIR, detail_entry, execution_shell, page_href, render_shard, shard_key
-from .files import write_outputs
+from .files import OutputEntry, write_outputs
 from .fmt import safe_page_name
-from .model import OutputLoader, ReportData
+from .model import OutputLoader, ReportData, objective_label
 from .pages import executions_page, overview_page, plots_page
 from .plots import progress_plot
+from .reuse import previous_details, reuse_outputs
 
 MARKER = ".orchestra-report"
 ASSETS = ("report.css", "report.js")
@@ -58,26 +59,36 @@ def _copy_assets(root: Path) -> None:
         (target / name).write_bytes((static / name).read_bytes())
 
 
-def render_site(data: ReportData, root: Path, load_outputs: OutputLoader | None = None) -> None:
-    """Render into an existing empty directory ``root`` (no swapping; ``write_report`` adds that)."""
+def render_site(data: ReportData, root: Path, load_outputs: OutputLoader | None = None,
+                previous: Path | None = None) -> None:
+    """Render into an existing empty directory ``root`` (no swapping; ``write_report`` adds that).
+
+    With ``previous`` (the report being replaced) and ``load_outputs``, outputs of unchanged final
+    executions are hard-linked from it instead of loaded again (see reuse.py).
+    """
     names = page_names(data)
     pages = [page_href(name) for name in names]
     _copy_assets(root)
     _write(root / DATA_FILE, render_data_js(build_payload(data, pages)))
-    objective = data.objective or {}
-    progress = progress_plot([v.record for v in data.executions], str(objective.get("metric") or "objective"),
-                             str(objective.get("goal") or "minimize"))
+    metric, goal = objective_label(data)
+    progress = progress_plot([v.record for v in data.executions], metric, goal)
     _write(root / "index.html", overview_page(data, pages, progress))
     _write(root / "executions.html", executions_page(data))
     _write(root / "plots.html", plots_page(data, progress))
     _write(root / "execution.html", execution_shell(data))
     shards: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     last = len(names) - 1
+    old_details = previous_details(previous) if load_outputs is not None else {}
     for k, (view, name) in enumerate(zip(data.executions, names)):
         outputs = dict(view.output_files)
+        entries: list[OutputEntry] | None = None
         if load_outputs is not None:
-            outputs.update(load_outputs(str(view.record.id)))
-        entries = write_outputs(root, name, outputs) if outputs else []
+            if not outputs and previous is not None and name in old_details:
+                entries = reuse_outputs(previous, root, name, view.record, old_details[name])
+            if entries is None:
+                outputs.update(load_outputs(str(view.record.id)))
+        if entries is None:
+            entries = write_outputs(root, name, outputs) if outputs else []
         shards[shard_key(name)][name] = detail_entry(
             view, entries, data.commits.get(str(view.record.commit)),
             pages[k - 1] if k > 0 else None, pages[k + 1] if k < last else None)
@@ -91,7 +102,8 @@ def write_report(data: ReportData, out_dir: Path | str, *, load_outputs: OutputL
     """Render ``data`` as a static site in ``out_dir`` (replaced atomically) and return its index.html.
 
     ``out_dir`` may be missing, empty, or a previous report; anything else is refused rather than
-    deleted. ``load_outputs(id)`` is called once per execution for output files not already in the view.
+    deleted. ``load_outputs(id)`` is called once per execution for output files not already in the view,
+    except for finished executions unchanged since the report being replaced: their files are reused.
     """
     out_dir = Path(out_dir).absolute()
     if out_dir.exists():
@@ -104,7 +116,8 @@ def write_report(data: ReportData, out_dir: Path | str, *, load_outputs: OutputL
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is meant to be served and shared
-        render_site(data, tmp, load_outputs)
+        previous = out_dir if (out_dir / MARKER).is_file() else None
+        render_site(data, tmp, load_outputs, previous)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
             os.rename(out_dir, old / "site")

@@ -13,7 +13,10 @@ from typing import Any, Protocol
 
 from .fmt import esc, fmt_num, is_number
 
-WIDTH = 760
+# viewBox widths matched to the card they sit in, so 11px text renders at about 11px on a desktop screen.
+WIDE = 1150
+HALF = 560
+WIDTH = HALF
 HEIGHT = 300
 MARGIN_LEFT = 70
 MARGIN_RIGHT = 20

@@ -246,7 +246,8 @@
         cell(tr, "parameters", paramsNode(r.parameters));
         cell(tr, "objective", fmtNum(r.objective));
         cell(tr, "duration", fmtDuration(r.duration));
-        cell(tr, "host", row.host + (r.slot !== null && r.slot !== undefined && row.host ? " · " + r.slot : ""));
+        var where = row.host + (r.slot !== null && r.slot !== undefined && row.host ? " · " + r.slot : "");
+        cell(tr, "host", where, where);
         cell(tr, "commit", el("span", "mono", String(r.commit).slice(0, 10)), row.subject);
         cell(tr, "started", fmtTime(r.started));
         frag.appendChild(tr);
@@ -346,9 +347,9 @@
       document.getElementById("ex-error").textContent = String(r.error);
     }
     var dl = document.getElementById("ex-summary");
-    var metric = (window.ORCHESTRA_METRIC) || "objective";
+    var metric = document.getElementById("ex-body").getAttribute("data-metric") || "objective";
     kvRow(dl, "state", el("span", "badge s-" + stateClass(r.state), String(r.state)));
-    if (r.objective !== null && r.objective !== undefined) kvRow(dl, "objective", el("b", "num", fmtNum(r.objective)));
+    if (r.objective !== null && r.objective !== undefined) kvRow(dl, metric, el("b", "num", fmtNum(r.objective)));
     kvRow(dl, "exit code", fmtNum(r.exit_code));
     kvRow(dl, "duration", fmtDuration(r.duration));
     if (r.host) kvRow(dl, "host", el("span", "mono", String(r.host)));

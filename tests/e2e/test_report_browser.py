@@ -1,0 +1,258 @@
+"""The report in a real browser: headless Chromium opens the site from file://, as a user would.
+
+What only a browser can tell: the scripts run under the page's content security policy without console
+errors, the table sorts and filters, plots render, and hostile text from executions stays text (no alert
+ever opens). Screenshots go to $ORCHESTRA_ARTIFACTS (default tests/artifacts) for a human to look at.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from expegit.report import parse_report_data, write_report
+from expegit.report.demo import HOSTILE, synthetic_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1400,1000"]
+
+
+def _browser_missing() -> str | None:
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            return f"{path} not found or not executable"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install selenium)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    path = Path(os.environ.get("ORCHESTRA_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    ignore = path / ".gitignore"
+    if not ignore.exists():  # screenshots are build products: keep them out of commits
+        ignore.write_text("*\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    missing = _browser_missing()
+    if missing:
+        if IN_CI:
+            pytest.fail(f"CI=true and the browser test cannot run: {missing}")
+        pytest.skip(f"headless Chromium unavailable: {missing}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="orchestra-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    browser.set_page_load_timeout(60)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = synthetic_report(300, hostile=True)
+    return write_report(data, tmp_path_factory.mktemp("report") / "site").parent
+
+
+def _errors(driver: Any) -> list[dict[str, Any]]:
+    return [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+
+
+def _assert_no_alert(driver: Any) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        alert = driver.switch_to.alert
+    except NoAlertPresentException:
+        return
+    text = alert.text
+    alert.dismiss()
+    pytest.fail(f"hostile text ran as script: alert({text!r}) opened")
+
+
+def _shot(driver: Any, artifacts: Path, name: str, full: bool = True) -> None:
+    driver.execute_script("window.scrollTo(0, 0)")
+    if full:  # grow the window to the page so the screenshot shows all of it
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1400, min(max(int(height) + 40, 600), 6000))
+    driver.save_screenshot(str(artifacts / f"report_{name}.png"))
+    driver.set_window_size(1400, 1000)
+
+
+def _wait(driver: Any, condition: Any, timeout: float = 10) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def test_overview_loads_without_console_errors(driver: Any, site: Path, artifacts: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get((site / "index.html").as_uri())
+    assert "mnist-lr" in driver.title
+    assert driver.find_element(By.CSS_SELECTOR, ".hero h1").text == "mnist-lr"
+    plot = driver.find_element(By.CSS_SELECTOR, 'svg.plot[data-plot="progress"]')
+    circles = plot.find_elements(By.CSS_SELECTOR, "circle.pt")
+    assert len(circles) == int(plot.get_attribute("data-points")) > 0
+    assert plot.size["width"] > 300 and plot.size["height"] > 100
+    cards = driver.find_elements(By.CSS_SELECTOR, ".cards .card")
+    assert len(cards) == 3
+    assert "Add Adam optimizer" in driver.page_source  # commit subjects are listed
+    _assert_no_alert(driver)
+    assert _errors(driver) == []
+    _shot(driver, artifacts, "overview")
+
+
+def _column(driver: Any, key: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [td.text for td in driver.find_elements(By.CSS_SELECTOR, f"#executions tbody td.c-{key}")]
+
+
+def test_table_sorts_filters_and_paginates(driver: Any, site: Path, artifacts: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get((site / "executions.html").as_uri())
+    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#executions tbody tr")) == 50)
+    assert "302 executions" in driver.find_element(By.ID, "count").text
+
+    header = driver.find_element(By.CSS_SELECTOR, 'th[data-key="objective"] button')
+    header.click()
+    values = [float(v) for v in _column(driver, "objective") if v]
+    assert values and values == sorted(values)
+    assert driver.find_element(By.CSS_SELECTOR, 'th[data-key="objective"]').get_attribute("aria-sort") == "ascending"
+    header.click()
+    values = [float(v) for v in _column(driver, "objective") if v]
+    assert values == sorted(values, reverse=True)
+
+    box = driver.find_element(By.ID, "filter")
+    box.send_keys("opt=adam")
+    _wait(driver, lambda d: "of 302" in d.find_element(By.ID, "count").text)
+    params = _column(driver, "parameters")
+    assert params and all("opt=adam" in p for p in params)
+
+    box.clear()
+    box.send_keys(" ")  # clear() sends no input event; a blank filter shows everything again
+    _wait(driver, lambda d: d.find_element(By.ID, "count").text == "302 executions")
+    Select(driver.find_element(By.ID, "state-filter")).select_by_value("failed")
+    _wait(driver, lambda d: "of 302" in d.find_element(By.ID, "count").text)
+    states = _column(driver, "state")
+    assert states and set(states) == {"failed"}
+    assert "state=failed" in driver.current_url  # the view survives back-navigation
+
+    Select(driver.find_element(By.ID, "state-filter")).select_by_value("")
+    driver.find_element(By.ID, "next").click()
+    assert driver.find_element(By.ID, "page-info").text.startswith("51–100")
+    _assert_no_alert(driver)
+    assert _errors(driver) == []
+    driver.find_element(By.ID, "prev").click()
+    _shot(driver, artifacts, "executions")
+
+
+def test_plots_render_with_tooltips(driver: Any, site: Path, artifacts: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    driver.get((site / "plots.html").as_uri())
+    kinds = {svg.get_attribute("data-plot") for svg in driver.find_elements(By.CSS_SELECTOR, "svg.plot")}
+    assert {"progress", "scatter", "parallel", "timeline"} <= kinds
+    for svg in driver.find_elements(By.CSS_SELECTOR, 'svg.plot[data-plot="scatter"]'):
+        assert len(svg.find_elements(By.CSS_SELECTOR, "circle.pt")) == int(svg.get_attribute("data-points"))
+    parallel = driver.find_element(By.CSS_SELECTOR, 'svg.plot[data-plot="parallel"]')
+    assert len(parallel.find_elements(By.CSS_SELECTOR, "path.pc")) == int(parallel.get_attribute("data-points"))
+    timeline = driver.find_element(By.CSS_SELECTOR, 'svg.plot[data-plot="timeline"]')
+    assert len(timeline.find_elements(By.CSS_SELECTOR, "rect.bar")) == int(timeline.get_attribute("data-points"))
+
+    point = driver.find_element(By.CSS_SELECTOR, 'svg.plot[data-plot="progress"] circle.pt')
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", point)
+    ActionChains(driver).move_to_element(point).perform()
+    tip = driver.find_element(By.ID, "tooltip")
+    _wait(driver, lambda d: tip.is_displayed())
+    assert "val_loss = " in tip.text
+    _shot(driver, artifacts, "plots")
+    assert _errors(driver) == []
+
+
+def test_hostile_execution_shows_text_from_table_to_page(driver: Any, site: Path, artifacts: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get((site / "executions.html").as_uri())
+    box = driver.find_element(By.ID, "filter")
+    box.send_keys("alert(1)")
+    _wait(driver, lambda d: "2 of 302" in d.find_element(By.ID, "count").text)
+    _assert_no_alert(driver)
+    assert driver.find_elements(By.CSS_SELECTOR, "#executions tbody script, #executions tbody img") == []
+    assert "<script>alert(1)</script>" in _column(driver, "parameters")[0]
+    assert _errors(driver) == []
+
+    driver.find_element(By.CSS_SELECTOR, "#executions tbody td.c-host").click()  # a row opens its page
+    _wait(driver, lambda d: "execution.html?id=" in d.current_url)
+    body = driver.find_element(By.ID, "ex-body")
+    _wait(driver, lambda d: body.is_displayed())
+    _assert_no_alert(driver)
+    hostile_id = driver.find_element(By.ID, "ex-id").text
+    assert hostile_id in {r["id"] for r in parse_report_data(site / "index.html") if r["author"] == HOSTILE}
+    assert driver.find_element(By.ID, "ex-stdout").text.strip() == HOSTILE
+    assert driver.find_element(By.ID, "ex-command").text == f"echo '{HOSTILE}'"
+    names = [th.text for th in driver.find_elements(By.CSS_SELECTOR, ".params-table th")]
+    assert HOSTILE in names
+    assert driver.find_element(By.ID, "ex-error").text == HOSTILE
+    outputs = driver.find_element(By.ID, "ex-outputs").text
+    assert "unsafe path, not copied" in outputs and "../../escape.txt" in outputs
+    assert driver.find_elements(By.CSS_SELECTOR, "main script, main iframe, main object") == []
+    # The SVG output is shown as an image (its script cannot run there) and offered as a download.
+    images = driver.find_elements(By.CSS_SELECTOR, ".output-image img")
+    assert images and all(img.get_attribute("naturalWidth") != "0" for img in images)
+    svg_link = driver.find_element(By.XPATH, "//a[text()='plot.svg']")
+    assert svg_link.get_attribute("download") is not None
+    _assert_no_alert(driver)
+    assert _errors(driver) == []
+    _shot(driver, artifacts, "execution_hostile")
+
+
+def test_execution_page_shows_images_and_navigates(driver: Any, site: Path, artifacts: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    first = parse_report_data(site)[0]  # index 0 of the synthetic campaign carries a PNG
+    page = (site / "execution.html").as_uri()
+    driver.get(f"{page}?id={first['id']}")
+    _wait(driver, lambda d: d.find_element(By.ID, "ex-body").is_displayed())
+    img = driver.find_element(By.CSS_SELECTOR, ".output-image img")
+    _wait(driver, lambda d: img.get_attribute("complete") == "true")
+    assert int(img.get_attribute("naturalWidth")) == 48
+    assert driver.find_element(By.ID, "ex-id").text == first["id"]
+    driver.find_element(By.ID, "ex-next").click()
+    _wait(driver, lambda d: d.find_element(By.ID, "ex-id").text not in ("…", first["id"]))
+    assert _errors(driver) == []
+    driver.get(f"{page}?id={first['id']}")
+    _wait(driver, lambda d: d.find_element(By.ID, "ex-body").is_displayed())
+    _shot(driver, artifacts, "execution")
+    driver.get(f"{page}?id=zz0000000000")  # no such shard: the page says so instead of staying blank
+    _wait(driver, lambda d: d.find_element(By.ID, "ex-missing").is_displayed())
+    driver.get_log("browser")  # the missing shard logs a failed load by design
