@@ -1,0 +1,283 @@
+"""Profiles: where executions run, loaded from the manifest and ~/.config/orchestra/profiles/NAME.yaml.
+
+Why a schema plus dataclasses: the schema (``schemas/profile.schema.json``) gives every mistake a path
+and the list of valid keys; the frozen dataclasses give the backends typed, defaulted values so no
+backend re-validates. A personal profile file with the same name as a shared one is merged over it, so a
+campaign can share ``cluster: {kind: slurm, ...}`` while each user adds their own ``account``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from orchestra.durations import parse_duration
+from orchestra.errors import ProfileError
+
+KINDS = ("local", "ssh", "slurm", "command")
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "profile.schema.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SSHHostConfig:
+    destination: str
+    slots: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class AllocationSpec:
+    """What one allocation asks the scheduler for."""
+
+    nodes: int = 1
+    walltime: float = 3600.0  # seconds
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    extra: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class _RemoteCommon:
+    name: str
+    workdir: str = "~/.orchestra"
+    setup: tuple[str, ...] = ()
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    ssh_config: str | None = None
+    connections: int = 2
+    channels_per_connection: int = 8
+    poll_interval: float = 1.0
+    accept_new_host_keys: bool = False
+    python: str = "python3"
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalProfile:
+    name: str
+    slots: int | None = None
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    workdir: str | None = None
+    kind: str = "local"
+
+
+@dataclasses.dataclass(frozen=True)
+class SSHProfile(_RemoteCommon):
+    hosts: tuple[SSHHostConfig, ...] = ()
+    kind: str = "ssh"
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmProfile(_RemoteCommon):
+    host: str = ""
+    slots_per_node: int = 1
+    allocation: AllocationSpec = AllocationSpec()
+    max_allocations: int = 1
+    idle_release: float = 30.0
+    walltime_margin: float | None = None  # default: min(120 s, 10% of the walltime)
+    squeue_interval: float = 2.0
+    launcher: str = "srun"  # srun: one step per execution; agent: one step per node (runaway/agent.py)
+    kind: str = "slurm"
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandProfile(SlurmProfile):
+    """A scheduler driven through command templates (OAR, PBS, ...): see runaway/examples/."""
+
+    start: str = ""
+    job_id_regex: str | None = None
+    list_nodes: str = ""
+    cancel: str = ""
+    launch: str = ""
+    kind: str = "command"
+
+
+Profile = LocalProfile | SSHProfile | SlurmProfile | CommandProfile
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema
+
+    try:  # installed: schemas/ is package data of orchestra (setup.py maps it to orchestra.schemas)
+        from importlib import resources
+
+        text = resources.files("orchestra.schemas").joinpath("profile.schema.json").read_text("utf-8")
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        text = SCHEMA_PATH.read_text("utf-8")  # a source checkout
+    return jsonschema.Draft202012Validator(json.loads(text))
+
+
+def _schema_props(kind: str) -> list[str]:
+    schema = _validator().schema
+    return sorted(schema["$defs"][kind]["properties"])
+
+
+def validate(name: str, data: Any, source: str = "profile") -> None:
+    """Raise ProfileError naming the profile, the key path and what is valid there."""
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{source}: profile {name!r} must be a mapping, not {type(data).__name__}")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        close = difflib.get_close_matches(str(kind), KINDS, n=1)
+        raise ProfileError(f"{source}: profile {name!r}: kind {kind!r} is not one of {', '.join(KINDS)}",
+                           hint=f"did you mean {close[0]!r}?" if close else None)
+    valid = _schema_props(kind)
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        raise ProfileError(f"{source}: profile {name!r}: unknown key {unknown[0]!r} for kind {kind}; valid keys: "
+                           f"{', '.join(valid)}", hint=f"did you mean {close[0]!r}?" if close else None)
+    if kind == "ssh" and "host" not in data and "hosts" not in data:
+        raise ProfileError(f"{source}: profile {name!r}: kind ssh needs `host: ALIAS` or `hosts: [ALIAS, ...]`")
+    errors = sorted(_validator().iter_errors(dict(data)), key=lambda e: (len(e.absolute_path), e.message))
+    if errors:
+        err = max(errors, key=lambda e: len(e.absolute_path))  # the most specific one
+        where = ".".join(str(p) for p in err.absolute_path) or "(top)"
+        raise ProfileError(f"{source}: profile {name!r}: {where}: {err.message}")
+
+
+def _duration(value: Any, what: str, name: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ProfileError(f"profile {name!r}: {what}: {exc}") from None
+
+
+def _setup(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _env(value: Any) -> dict[str, str]:
+    out = {}
+    for key, val in (value or {}).items():
+        out[key] = ("true" if val else "false") if isinstance(val, bool) else str(val)
+    return out
+
+
+def _common(name: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "setup": _setup(data.get("setup")), "env": _env(data.get("env"))}
+    for key in ("workdir", "ssh_config", "connections", "channels_per_connection", "accept_new_host_keys", "python"):
+        if key in data:
+            out[key] = os.path.expanduser(data[key]) if key == "ssh_config" else data[key]
+    if "poll_interval" in data:
+        out["poll_interval"] = _duration(data["poll_interval"], "poll_interval", name)
+    return out
+
+
+def _allocation(name: str, data: Mapping[str, Any] | None) -> AllocationSpec:
+    data = data or {}
+    extra = data.get("extra") or ()
+    return AllocationSpec(nodes=int(data.get("nodes", 1)),
+                          walltime=_duration(data.get("walltime", 3600), "allocation.walltime", name),
+                          partition=data.get("partition"), account=data.get("account"), qos=data.get("qos"),
+                          extra=(extra,) if isinstance(extra, str) else tuple(extra))
+
+
+def build_profile(name: str, data: Mapping[str, Any], source: str = "profile") -> Profile:
+    """Validate ``data`` and return the typed profile."""
+    validate(name, data, source)
+    kind = data["kind"]
+    if kind == "local":
+        return LocalProfile(name, slots=data.get("slots"), env=_env(data.get("env")), workdir=data.get("workdir"))
+    if kind == "ssh":
+        per_host = int(data.get("slots", 1))
+        entries = list(data.get("hosts") or []) + ([data["host"]] if "host" in data else [])
+        hosts = tuple(SSHHostConfig(e, per_host) if isinstance(e, str) else
+                      SSHHostConfig(e["host"], int(e.get("slots", per_host))) for e in entries)
+        if len({h.destination for h in hosts}) != len(hosts):
+            raise ProfileError(f"{source}: profile {name!r}: a host is listed twice")
+        return SSHProfile(**_common(name, data), hosts=hosts)
+    values = _common(name, data)
+    values.update(host=data["host"], slots_per_node=int(data.get("slots_per_node", 1)),
+                  allocation=_allocation(name, data.get("allocation")),
+                  max_allocations=int(data.get("max_allocations", 1)))
+    for key in ("idle_release", "walltime_margin", "squeue_interval"):
+        if key in data:
+            values[key] = _duration(data[key], key, name)
+    margin = values.get("walltime_margin")
+    if margin is not None and margin >= values["allocation"].walltime:
+        raise ProfileError(f"{source}: profile {name!r}: walltime_margin ({margin:g}s) must be shorter than "
+                           f"allocation.walltime ({values['allocation'].walltime:g}s)")
+    if kind == "slurm":
+        return SlurmProfile(**values, launcher=data.get("launcher", "srun"))
+    for key in ("start", "job_id_regex", "list_nodes", "cancel", "launch"):
+        if key in data:
+            values[key] = data[key]
+    for key, needed in (("list_nodes", "job_id"), ("cancel", "job_id"), ("launch", "node")):
+        if "{" + needed + "}" not in data[key]:
+            raise ProfileError(f"{source}: profile {name!r}: {key} must use {{{needed}}}: {data[key]!r}")
+    return CommandProfile(**values)
+
+
+def merge(shared: Mapping[str, Any] | None, personal: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Personal values over shared ones, recursively for mappings (allocation, env)."""
+    out: dict[str, Any] = dict(shared or {})
+    for key, value in (personal or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def personal_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "orchestra" / "profiles"
+
+
+def load_profile_file(path: Path) -> dict[str, Any]:
+    from orchestra.yamlio import load_plain
+
+    try:
+        data = load_plain(path.read_text("utf-8"))
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
+    except Exception as exc:  # ruamel raises many classes
+        raise ProfileError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{path}: a profile file holds one mapping (kind: ..., ...)")
+    return dict(data)
+
+
+def resolve_profile(name: str, shared: Mapping[str, Mapping[str, Any]] | None = None,
+                    directory: Path | None = None) -> Profile:
+    """The profile ``name``: the manifest's shared one, with ``<dir>/<name>.yaml`` merged over it."""
+    shared = shared or {}
+    directory = directory or personal_dir()
+    path = directory / f"{name}.yaml"
+    personal = load_profile_file(path) if path.is_file() else None
+    if name not in shared and personal is None:
+        if name == "local":
+            return LocalProfile("local")
+        known = sorted({"local", *shared, *(p.stem for p in directory.glob("*.yaml"))} if directory.is_dir()
+                       else {"local", *shared})
+        close = difflib.get_close_matches(name, known, n=1)
+        raise ProfileError(f"unknown profile {name!r}; known: {', '.join(known)}",
+                           hint=f"did you mean {close[0]!r}?" if close else
+                           f"declare it under profiles: or in {directory}/{name}.yaml")
+    source = str(path) if personal is not None else "orchestra.yaml"
+    return build_profile(name, merge(shared.get(name), personal), source)
+
+
+def make_backend(profile: Profile) -> Any:
+    """The backend for a remote profile (``local`` is built by the controller's own code)."""
+    if isinstance(profile, CommandProfile):
+        from .slurm import AllocationBackend, CommandProvider
+        return AllocationBackend(profile, CommandProvider(profile))
+    if isinstance(profile, SlurmProfile):
+        from .slurm import AllocationBackend, SlurmProvider
+        return AllocationBackend(profile, SlurmProvider())
+    if isinstance(profile, SSHProfile):
+        from .ssh_backend import SSHBackend
+        return SSHBackend(profile)
+    raise ProfileError(f"profile {profile.name!r}: kind {profile.kind} has no remote backend")
+
+
+__all__ = ["AllocationSpec", "CommandProfile", "LocalProfile", "Profile", "SSHHostConfig", "SSHProfile",
+           "SlurmProfile", "build_profile", "make_backend", "merge", "resolve_profile", "validate"]

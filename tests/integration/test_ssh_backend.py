@@ -1,0 +1,179 @@
+"""The ssh backend against the dev cluster's sshd: detached launch, batched watching, collect, reattach."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+
+from runaway.backend import Job
+from runaway.profiles import build_profile
+from runaway.ssh_backend import SSHBackend
+
+COMMIT = "c0ffee" + "0" * 34
+HOSTILE = "we ird;$(touch PWNED)'\"`x`\n\u00e9.txt"
+
+TRAIN = """\
+import json, os, sys
+os.makedirs("plots", exist_ok=True)
+json.dump({"lr": float(sys.argv[1])}, open("metrics.json", "w"))
+open(os.path.join("plots", sys.argv[2]), "w").write("png")
+open("not-an-output.tmp", "w").write("x")
+print("trained", sys.argv[1])
+print("warn", file=sys.stderr)
+"""
+
+
+def _backend(devcluster, tmp_path: Path, **extra) -> SSHBackend:
+    data = {"kind": "ssh", "host": "devcluster", "slots": 4, "ssh_config": devcluster.ssh_config,
+            "workdir": f"~/.orchestra-test-{tmp_path.name}", "poll_interval": 0.3, **extra}
+    backend = SSHBackend(build_profile("dev", data))
+    backend.start()
+    return backend
+
+
+def _id(n: int) -> str:
+    return f"{n:012x}"
+
+
+def test_outputs_round_trip_with_hostile_file_name(devcluster, tmp_path, archive):
+    backend = _backend(devcluster, tmp_path, env={"GREETING": "hi there"})
+    try:
+        slot = backend.acquire()
+        from orchestra.quoting import render_command
+        command = render_command("python3 train.py {lr} {name} && echo \"$GREETING\" >&2",
+                                 {"lr": 0.5, "name": HOSTILE})
+        job = Job(_id(1), COMMIT, command, outputs=("metrics.json", "plots/*"))
+        handle = backend.launch(slot, job, archive({"train.py": TRAIN}))
+        outcome = backend.wait(handle, 60)
+        assert outcome.exit_code == 0, outcome
+        collected = backend.collect(handle, job, tmp_path / "out")
+        assert collected.outputs == sorted(["metrics.json", f"plots/{HOSTILE}"])
+        assert (tmp_path / "out" / "plots" / HOSTILE).read_text() == "png"
+        assert collected.stdout.read_text() == "trained 0.5\n"
+        assert collected.stderr.read_text() == "warn\nhi there\n"
+        assert not (tmp_path / "out" / "not-an-output.tmp").exists()
+        host = backend.hosts["devcluster"]
+        assert host.run(f"ls {handle.remote_dir}/PWNED", warn=True).exit_code != 0
+        backend.discard(handle)
+        assert host.run(f"test -e {handle.remote_dir}", warn=True).exit_code == 1
+        backend.release(slot)
+    finally:
+        backend.close()
+
+
+def test_detached_execution_survives_closing_the_connection(devcluster, tmp_path, archive):
+    backend = _backend(devcluster, tmp_path)
+    try:
+        slot = backend.acquire()
+        job = Job(_id(2), COMMIT, "sleep 2; echo survived > result.txt", outputs=("result.txt",))
+        handle = backend.launch(slot, job, archive({"README": "x"}))
+        for host in backend.hosts.values():
+            host.close()  # every SSH connection goes away while it runs
+        outcome = backend.wait(handle, 60)
+        assert outcome.exit_code == 0 and not outcome.lost
+        collected = backend.collect(handle, job, tmp_path / "out")
+        assert (collected.directory / "result.txt").read_text() == "survived\n"
+    finally:
+        backend.close()
+
+
+def test_one_poll_per_host_for_many_executions(devcluster, tmp_path, archive):
+    backend = _backend(devcluster, tmp_path, slots=12)
+    code = archive({"README": "x"})
+    try:
+        def one(n: int) -> int | None:
+            slot = backend.acquire()
+            try:
+                handle = backend.launch(slot, Job(_id(100 + n), COMMIT, f"sleep 1.5; exit {n % 3}"), code)
+                return backend.wait(handle, 60).exit_code
+            finally:
+                backend.release(slot)
+
+        start = time.monotonic()
+        jobs = [gevent.spawn(one, n) for n in range(12)]
+        gevent.joinall(jobs, raise_error=True)
+        elapsed = time.monotonic() - start
+        assert [j.value for j in jobs] == [n % 3 for n in range(12)]
+        polls = backend.runs["devcluster"].polls
+        # One poll per interval for all 12 executions, not one per execution.
+        assert polls <= elapsed / 0.3 + 3, (polls, elapsed)
+    finally:
+        backend.close()
+
+
+def test_timeout_kills_the_whole_process_group(devcluster, tmp_path, archive):
+    backend = _backend(devcluster, tmp_path)
+    try:
+        slot = backend.acquire()
+        job = Job(_id(3), COMMIT, "sleep 300 & sleep 301; wait")
+        handle = backend.launch(slot, job, archive({"README": "x"}))
+        start = time.monotonic()
+        outcome = backend.wait(handle, 1.5)
+        assert outcome.timed_out and time.monotonic() - start < 15
+        gevent.sleep(0.5)
+        host = backend.hosts["devcluster"]
+        left = host.run("pgrep -u orchestra -f 'sleep 30[01]' || true").stdout.split()
+        assert left == []
+    finally:
+        backend.close()
+
+
+def test_reattach_after_controller_restart(devcluster, tmp_path, archive):
+    first = _backend(devcluster, tmp_path)
+    slot = first.acquire()
+    job = Job(_id(4), COMMIT, "sleep 1.5; echo late > late.txt", outputs=("late.txt",))
+    handle = first.launch(slot, job, archive({"README": "x"}))
+    first.close()  # the controller dies
+
+    second = _backend(devcluster, tmp_path)
+    try:
+        again = second.reattach(job.execution_id, "devcluster", slot.index, handle.remote_dir)
+        assert again is not None and again.pid == handle.pid
+        assert second.wait(again, 60).exit_code == 0
+        assert second.reattach(job.execution_id, "devcluster", slot.index, handle.remote_dir) is not None
+        collected = second.collect(again, job, tmp_path / "out")
+        assert collected.outputs == ["late.txt"]
+        second.discard(again)
+        assert second.reattach(job.execution_id, "devcluster", slot.index, handle.remote_dir) is None
+        # the re-attached slot is held: only 3 of 4 are free until it is released
+        assert second.pool.free_count() == 4
+        got = [second.acquire() for _ in range(3)]
+        assert slot not in got
+    finally:
+        second.close()
+
+
+def test_code_is_shipped_once_per_commit(devcluster, tmp_path, archive):
+    backend = _backend(devcluster, tmp_path)
+    calls = []
+    base = archive({"run.sh": "echo shipped"})
+
+    def code(commit: str):
+        calls.append(commit)
+        return base(commit)
+
+    try:
+        def one(n: int) -> int | None:
+            slot = backend.acquire()
+            try:
+                return backend.wait(backend.launch(slot, Job(_id(200 + n), COMMIT, "sh run.sh"), code), 60).exit_code
+            finally:
+                backend.release(slot)
+
+        jobs = [gevent.spawn(one, n) for n in range(4)]
+        gevent.joinall(jobs, raise_error=True)
+        assert [j.value for j in jobs] == [0] * 4
+        assert calls == [COMMIT]
+    finally:
+        backend.close()
+
+
+@pytest.fixture(autouse=True)
+def _cleanup_workdir(devcluster, tmp_path):
+    yield
+    from runaway.hosts import Host
+
+    with Host("devcluster", ssh_config=devcluster.ssh_config) as host:
+        host.run(f"rm -rf ~/.orchestra-test-{tmp_path.name}", warn=True)

@@ -1,0 +1,113 @@
+"""Pure render/parse functions of runaway.slurm: no cluster, no network."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestra.errors import ProfileError, SchedulerError
+from runaway.profiles import AllocationSpec
+from runaway.slurm import (JobState, parse_list_nodes_output, parse_nodelist, parse_sbatch_output,
+                           parse_slurm_time, parse_squeue_output, render_sbatch_script, render_template,
+                           srun_prefix)
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize("text, nodes", [
+    ("node1", ["node1"]),
+    ("node[1-3,5]", ["node1", "node2", "node3", "node5"]),
+    ("gpu[01-03]", ["gpu01", "gpu02", "gpu03"]),
+    ("node[8-11]", ["node8", "node9", "node10", "node11"]),
+    ("a[1-2],b,c[07,10]", ["a1", "a2", "b", "c07", "c10"]),
+    ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]),
+    ("node[1-6:2]", ["node1", "node3", "node5"]),
+    ("login-1.cluster", ["login-1.cluster"]),
+    ("", []),
+    ("(null)", []),
+])
+def test_parse_nodelist(text, nodes):
+    assert parse_nodelist(text) == nodes
+
+
+@pytest.mark.parametrize("bad", ["node[1-3", "node1-3]", "node[3-1]", "node[a-b]", "node[]"])
+def test_parse_nodelist_rejects_garbage(bad):
+    with pytest.raises(SchedulerError):
+        parse_nodelist(bad)
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("1-02:03:04", 93784.0), ("02:03:04", 7384.0), ("03:04", 184.0), ("5", 300.0), ("2-03", 183600.0),
+    ("1-02:03", 93780.0), ("UNLIMITED", None), ("NOT_SET", None), ("INVALID", None), ("", None),
+])
+def test_parse_slurm_time(text, seconds):
+    assert parse_slurm_time(text) == seconds
+
+
+def test_parse_slurm_time_rejects_garbage():
+    with pytest.raises(SchedulerError):
+        parse_slurm_time("soon")
+
+
+def test_parse_squeue_output():
+    text = ("101|RUNNING|3:58:12|node[1-2]|None\n"
+            "102|PENDING|4:00:00||Resources\n"
+            "103_4|COMPLETING|0:00|node3|None\n")
+    jobs = parse_squeue_output(text)
+    assert jobs["101"] == JobState("101", "RUNNING", 14292.0, ("node1", "node2"), "None")
+    assert jobs["101"].running and jobs["102"].pending and jobs["102"].nodes == ()
+    assert jobs["103_4"].state == "COMPLETING"
+    assert parse_squeue_output("") == {}
+    with pytest.raises(SchedulerError):
+        parse_squeue_output("slurm_load_jobs error: Unable to contact slurm controller")
+
+
+@pytest.mark.parametrize("text, job", [
+    ("12345\n", "12345"), ("12345;cluster2\n", "12345"), ("Submitted batch job 77\n", "77"),
+    ("sbatch: warning: something\n88\n", "88"),
+])
+def test_parse_sbatch_output(text, job):
+    assert parse_sbatch_output(text) == job
+
+
+def test_parse_sbatch_output_without_id():
+    with pytest.raises(SchedulerError):
+        parse_sbatch_output("sbatch: error: Batch job submission failed: Invalid account")
+
+
+def test_render_sbatch_script_golden():
+    full = AllocationSpec(nodes=2, walltime=4 * 3600, partition="cpu", account="proj-42", qos="normal",
+                          extra=("--constraint=haswell", "--mem=0"))
+    assert render_sbatch_script(full, job_name="orchestra-cluster") == (GOLDEN / "sbatch_full.sh").read_text()
+    minimal = AllocationSpec(nodes=1, walltime=90)
+    assert render_sbatch_script(minimal, job_name="orchestra") == (GOLDEN / "sbatch_minimal.sh").read_text()
+
+
+@pytest.mark.parametrize("spec", [
+    AllocationSpec(partition="cpu\n#SBATCH --uid=0"),
+    AllocationSpec(account="a b"),
+    AllocationSpec(extra=("--mem=1\n#SBATCH --x",)),
+    AllocationSpec(extra=("constraint=x",)),
+])
+def test_render_sbatch_script_refuses_injection(spec):
+    with pytest.raises(ProfileError):
+        render_sbatch_script(spec)
+
+
+def test_render_template_quotes_values_and_keeps_other_braces():
+    out = render_template("qstat -f {job_id} | awk '{print $1}' {missing}", {"job_id": "1; rm -rf /"})
+    assert out == "qstat -f '1; rm -rf /' | awk '{print $1}' {missing}"
+
+
+def test_srun_prefix():
+    assert srun_prefix("12", "node[1]") == \
+        "srun --jobid=12 --nodelist='node[1]' -N1 -n1 --overlap --quiet --kill-on-bad-exit=0 "
+
+
+def test_parse_list_nodes_output():
+    text = ("@@orchestra-job 5\nnode1\nnode2 node3\n@@orchestra-job-rc 0\n"
+            "@@orchestra-job 6\n@@orchestra-job-rc 0\n"
+            "@@orchestra-job 7\n@@orchestra-job-rc 1\n"
+            "@@orchestra-job 8\nn[1-2],n4\n@@orchestra-job-rc 0\n")
+    assert parse_list_nodes_output(text) == {
+        "5": (0, ["node1", "node2", "node3"]), "6": (0, []), "7": (1, []), "8": (0, ["n1", "n2", "n4"])}
