@@ -64,12 +64,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Subcommands that live beside their library code: each module offers add_parsers(sub) and
+# dispatch(args) -> int, and marks its parsers with set_defaults(extension=MODULE_NAME).
+EXTENSIONS = ("collaboration_cli", "report_cli")
+
+
 def _add_collaboration(sub: argparse._SubParsersAction) -> None:
-    try:
-        from . import collaboration_cli
-    except ImportError:
-        return
-    collaboration_cli.add_parsers(sub)
+    import importlib
+
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(f"expegit.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"expegit.{name}":
+                raise
+            continue
+        module.add_parsers(sub)
 
 
 def _open(args: argparse.Namespace):
@@ -189,9 +199,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             write_export(records, sys.stdout, args.format)
         return 0
-    from . import collaboration_cli
+    import importlib
 
-    return collaboration_cli.dispatch(args)
+    extension = getattr(args, "extension", None)
+    if extension not in EXTENSIONS:
+        raise UsageError(f"unknown command {command!r}")
+    return importlib.import_module(f"expegit.{extension}").dispatch(args)
 
 
 # Commands that drive executions concurrently. Read-only commands skip gevent's monkey-patching: it costs

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import weakref
 import socket
 import stat
 import time
@@ -26,6 +28,59 @@ EXEC_MODE = 0o100755
 TREE_MODE = 0o040000
 EXECUTIONS_REF = b"refs/heads/executions/"
 SNAPSHOTS_REF = "refs/orchestra/snapshots/"
+
+
+LOCK_TIMEOUT = 10.0  # git waits 1 s for packed-refs.lock by default; many controllers may share a campaign
+
+
+def _acquire_lock(lock: Path, what: str) -> int:
+    """Create ``lock`` exclusively (git's protocol), waiting a bounded time while another writer holds it."""
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    delay = 0.001
+    while True:
+        try:
+            return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                raise RepositoryError(f"{what} stayed locked for {LOCK_TIMEOUT:g}s ({lock} exists)",
+                                      hint="another git process is updating them; if none is, delete the lock file")
+            time.sleep(delay * (1 + random.random()))  # cooperative under gevent; jitter avoids lockstep
+            delay = min(delay * 2, 0.05)
+
+
+PACKED_REFS_HEADER = "# pack-refs with: peeled fully-peeled sorted "
+
+
+def split_packed_refs(text: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
+    """(header line, name -> (object id, peeled id or None)) of a ``packed-refs`` file."""
+    header = PACKED_REFS_HEADER
+    entries: dict[str, tuple[str, str | None]] = {}
+    last: str | None = None
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("#"):
+            header = line
+            continue
+        if line.startswith("^") and last is not None:
+            entries[last] = (entries[last][0], line[1:])
+            continue
+        sha, _, name = line.partition(" ")
+        if len(sha) == 40 and name:
+            entries[name] = (sha, None)
+            last = name
+    return header, entries
+
+
+def render_packed_refs(header: str, entries: dict[str, tuple[str, str | None]]) -> str:
+    """A ``packed-refs`` file git reads: sorted by name, peeled tag lines kept under their ref."""
+    lines = [header]
+    for name in sorted(entries):
+        sha, peeled = entries[name]
+        lines.append(f"{sha} {name}")
+        if peeled:
+            lines.append(f"^{peeled}")
+    return "\n".join(lines) + "\n"
 
 
 def parse_packed_refs(text: str) -> dict[str, str]:
@@ -58,6 +113,9 @@ class GitStore:
             self.repo = Repo(str(root))
         except NotGitRepository:
             raise RepositoryError(f"{root} is not a git repository", hint="run `expegit init` first")
+        # dulwich's packs close themselves in __del__, which at interpreter exit prints tracebacks; close
+        # them while the interpreter is still whole.
+        weakref.finalize(self, self.repo.close)
         self.root = Path(self.repo.path)
         self.git_dir = Path(self.repo.controldir())
         self._identity: bytes | None = None
@@ -322,11 +380,7 @@ class GitStore:
         lock = path.with_name(path.name + ".lock")
         if not path.parent.is_dir():  # mkdir on an existing directory still takes its lock: stat first
             path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            raise RepositoryError(f"ref {name} is locked ({lock} exists)",
-                                  hint="another git process is updating it; if none is, delete the lock file")
+        fd = _acquire_lock(lock, f"ref {name}")
         try:
             current = self._read_ref_value(name)
             if current != old:
@@ -347,6 +401,57 @@ class GitStore:
             except OSError:
                 pass
             raise
+
+    def swap_refs(self, updates: list[tuple[str, str | None, str]]) -> list[bool]:
+        """Many compare-and-swaps at once, written as one rewrite of ``packed-refs``.
+
+        A journal flush moves dozens of branches; as loose refs that is a file creation, a write, a close
+        and a rename each, which on a busy disk costs milliseconds apiece. packed-refs takes them all in one
+        file under git's own ``packed-refs.lock``. A ref that also exists as a loose file (written by git
+        itself, say by a fetch) is swapped as a loose ref, since the loose file is the one git reads.
+        Updates apply in order, so old values may be earlier updates' new values.
+        """
+        results: list[bool] = []
+        lock = self.git_dir / "packed-refs.lock"
+        fd = _acquire_lock(lock, "packed refs")
+        try:
+            try:
+                text = (self.git_dir / "packed-refs").read_text("utf-8")
+            except FileNotFoundError:
+                text = ""
+            header, entries = split_packed_refs(text)
+            changed = False
+            for name, old, new in updates:
+                if not name.startswith("refs/") or ".." in name or name.endswith(".lock"):
+                    raise RepositoryError(f"refusing to write ref {name!r}")
+                if (self.git_dir / name).exists():
+                    results.append(self._swap_ref(name, old, new))
+                    continue
+                current = entries.get(name)
+                if (current[0] if current else None) != old:
+                    results.append(False)
+                    continue
+                entries[name] = (new, None)
+                changed = True
+                results.append(True)
+            if changed:
+                os.write(fd, render_packed_refs(header, entries).encode("utf-8"))
+                os.close(fd)
+                fd = -1
+                os.replace(lock, self.git_dir / "packed-refs")
+            else:
+                os.close(fd)
+                fd = -1
+                os.unlink(lock)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            try:
+                os.unlink(lock)
+            except OSError:
+                pass
+            raise
+        return results
 
     def _read_ref_value(self, name: str) -> str | None:
         try:

@@ -73,8 +73,14 @@ class Journal:
         return self.store.write_commit(tree, [record.commit], subject_for(record) + "\n")
 
     def create_branch(self, execution_id: str, sha: str) -> None:
-        if not self.store.create_ref("refs/heads/" + render_branch_name(execution_id), sha):
-            raise RepositoryError(f"execution {execution_id} already exists", hint="ids are random: retry")
+        self.create_branches([(execution_id, sha)])
+
+    def create_branches(self, created: list[tuple[str, str]]) -> None:
+        """New branches in one packed-refs write; fails on an id that is taken."""
+        results = self.store.swap_refs([("refs/heads/" + render_branch_name(i), None, sha) for i, sha in created])
+        for (execution_id, _sha), ok in zip(created, results):
+            if not ok:
+                raise RepositoryError(f"execution {execution_id} already exists", hint="ids are random: retry")
 
     def append(self, tip: str, record: ExecutionRecord, files: Mapping[str, bytes | Path] | None = None,
                *, body: str = "") -> str:
@@ -99,7 +105,7 @@ class Journal:
 
     def move_branch(self, execution_id: str, old: str, new: str) -> None:
         ref = "refs/heads/" + render_branch_name(execution_id)
-        if not self.store.update_ref(ref, old, new):
+        if not self.store.swap_refs([(ref, old, new)])[0]:
             now = self.store.ref(ref)
             raise RepositoryError(f"execution {execution_id}: its branch moved to {str(now)[:12]} while "
                                   f"Orchestra was writing it", hint="another controller may be running this campaign")
@@ -160,12 +166,22 @@ class JournalWriter:
             for *_rest, done in pending:
                 done.set_exception(exc)
             raise
-        for execution_id, old, new, done in pending:
-            try:
-                self.journal.move_branch(execution_id, old, new)
-                done.set(new)
-            except Exception as exc:  # reported to the waiter: that execution's greenlet decides
+        if not pending:
+            return
+        try:
+            moved = self.store.swap_refs([("refs/heads/" + render_branch_name(execution_id), old, new)
+                                          for execution_id, old, new, _done in pending])
+        except Exception as exc:
+            for *_rest, done in pending:
                 done.set_exception(exc)
+            return
+        for (execution_id, _old, new, done), ok in zip(pending, moved):
+            if ok:
+                done.set(new)
+            else:  # reported to the waiter: that execution's greenlet decides
+                done.set_exception(RepositoryError(
+                    f"execution {execution_id}: its branch moved while Orchestra was writing it",
+                    hint="another controller may be running this campaign"))
 
     def close(self) -> None:
         self._closed = True

@@ -272,9 +272,8 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
     chunk: list[tuple[ExecutionRecord, str]] = []
 
     def flush() -> Iterator[tuple[ExecutionRecord, str]]:
-        for record, sha in chunk:
-            journal.create_branch(record.id, sha)
-            yield record, sha
+        journal.create_branches([(record.id, sha) for record, sha in chunk])
+        yield from list(chunk)
         chunk.clear()
 
     specs = iter(specs)
