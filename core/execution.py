@@ -83,6 +83,7 @@ class ExecutionRecord:
     search: str | None = None
     author: str | None = None
     host: str | None = None
+    node: str | None = None  # the scheduler's node, when the host reached by SSH is a cluster's frontend
     slot: int | None = None
     remote_dir: str | None = None
     created: str | None = None

@@ -30,6 +30,7 @@ EXECUTIONS_REF = b"refs/heads/executions/"
 SNAPSHOTS_REF = "refs/orchestra/snapshots/"
 
 
+RECENT_OBJECTS = 8192
 LOCK_TIMEOUT = 10.0  # git waits 1 s for packed-refs.lock by default; many controllers may share a campaign
 
 
@@ -120,6 +121,9 @@ class GitStore:
         self.git_dir = Path(self.repo.controldir())
         self._identity: bytes | None = None
         self._staged: dict[bytes, object] | None = None
+        # Objects of recent flushes: the next journal commit of an execution builds on its previous tip's
+        # trees, and finding them again among many small packs costs more than the whole commit.
+        self._recent: dict[bytes, object] = {}
 
     # --- opening ---------------------------------------------------------------------------------------
     @classmethod
@@ -238,7 +242,18 @@ class GitStore:
             obj = self._staged.get(sha)
             if obj is not None:
                 return obj
-        return self.repo.object_store[sha]
+        obj = self._recent.get(sha)
+        if obj is None:
+            obj = self.repo.object_store[sha]
+            if obj.type_name in (b"tree", b"commit"):
+                self._remember(sha, obj)
+        return obj
+
+    def _remember(self, sha: bytes, obj) -> None:
+        self._recent[sha] = obj
+        if len(self._recent) > RECENT_OBJECTS:
+            for old in list(self._recent)[: RECENT_OBJECTS // 4]:  # dicts keep insertion order: oldest first
+                del self._recent[old]
 
     def start_staging(self) -> None:
         """From now on new objects are held in memory until flush_staged() writes them as one pack.
@@ -256,6 +271,9 @@ class GitStore:
             return 0
         objects = [(obj, None) for obj in self._staged.values()]
         self.repo.object_store.add_objects(objects)
+        for sha, obj in self._staged.items():
+            if obj.type_name in (b"tree", b"commit"):
+                self._remember(sha, obj)
         self._staged.clear()
         return len(objects)
 
@@ -520,3 +538,35 @@ class GitStore:
         identity = self.identity()
         sha = porcelain.commit(self.repo, message=message.encode(), author=identity, committer=identity)
         return sha.decode() if isinstance(sha, bytes) else str(sha)
+
+    # --- added for the report (report_build.py) ---------------------------------------------------------
+    def changed_files(self, base: str, commit: str) -> list[tuple[str, int, str]]:
+        """(path, mode, blob id) of files at ``commit`` that are new or differ from ``base``.
+
+        Compares trees top-down and skips identical subtrees, so an execution's diffstat costs what it
+        added, not the size of the code it ran (a report of 10,000 executions does this 10,000 times).
+        """
+        store = self.repo.object_store
+        changed: list[tuple[str, int, str]] = []
+
+        def walk(old_tree: bytes | None, new_tree: bytes, prefix: str) -> None:
+            if old_tree == new_tree:
+                return
+            old = {item.path: (item.mode, item.sha) for item in store[old_tree].items()} if old_tree else {}
+            for item in store[new_tree].items():
+                before = old.get(item.path)
+                if before is not None and before[1] == item.sha:
+                    continue
+                path = prefix + item.path.decode("utf-8", "replace")
+                if stat.S_ISDIR(item.mode):
+                    walk(before[1] if before is not None and stat.S_ISDIR(before[0]) else None, item.sha,
+                         path + "/")
+                else:
+                    changed.append((path, item.mode, item.sha.decode()))
+
+        try:
+            base_tree = store[base.encode()].tree if base else None
+        except KeyError:
+            base_tree = None
+        walk(base_tree, store[commit.encode()].tree, "")
+        return changed

@@ -42,7 +42,7 @@ def subject_for(record: ExecutionRecord) -> str:
     if record.state == "created":
         return f"created: {describe_parameters(record.parameters) or '(no parameters)'}"
     if record.state == "running":
-        where = record.host or "?"
+        where = record.node or record.host or "?"
         return f"running on {where} slot {record.slot}" + (f" (attempt {record.attempt})" if record.attempt > 1 else "")
     if record.state == "finished":
         objective = f", objective={render_scalar(record.objective)}" if record.objective is not None else ""

@@ -34,7 +34,7 @@ def status_text(campaign: Campaign) -> str:
             lines.append(f"  best {objective.metric} = {best.objective:g} ({best.id}: {params})")
     running = sorted((r for r in records.values() if r.state == "running"), key=lambda r: r.started or "")
     for record in running[:10]:
-        lines.append(f"  running {record.id} on {record.host} slot {record.slot} since {record.started}")
+        lines.append(f"  running {record.id} on {record.node or record.host} slot {record.slot} since {record.started}")
     if len(running) > 10:
         lines.append(f"  ... and {len(running) - 10} more running")
     resumable = counts.get("created", 0) + counts.get("cancelled", 0)

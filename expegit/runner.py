@@ -120,7 +120,8 @@ class JournalListener:
         record = self.records[task.job.execution_id]
         record.state = "running"
         record.attempt = attempt
-        record.host = handle.slot.node or handle.slot.host
+        record.host = handle.slot.host
+        record.node = handle.slot.node
         record.slot = handle.slot.index
         record.remote_dir = handle.remote_dir
         record.started = iso_from_epoch(handle.started) or utc_now()

@@ -20,11 +20,13 @@ MARKER = "orchestra-run"
 
 # $1: the command line (already quoted by Orchestra). Run with cwd = the run directory.
 # Only shell builtins besides the command itself: every extra process costs throughput on short runs.
-# The caller creates .orchestra/ first.
+# The caller creates .orchestra/ first. The user's command is eval'ed in the wrapper shell itself (no
+# subshell fork); the EXIT trap writes the exit code even when the command calls `exit` or `cd`s away,
+# which is why the directory is captured as an absolute path first.
 WRAPPER = (
-    'echo $$ > .orchestra/pid; '
-    '( eval "$1" ) > .orchestra/stdout 2> .orchestra/stderr < /dev/null; '
-    'code=$?; echo $code > .orchestra/exit_code; exit $code'
+    '__orchestra="$PWD/.orchestra"; echo $$ > "$__orchestra/pid"; '
+    'trap \'echo $? > "$__orchestra/exit_code"\' EXIT; '
+    'eval "$1" > "$__orchestra/stdout" 2> "$__orchestra/stderr" < /dev/null'
 )
 
 
