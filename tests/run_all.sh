@@ -29,8 +29,12 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 if [ -x tests/cluster/devcluster.sh ] || [ -f tests/cluster/devcluster.sh ]; then
   if [ "$(id -u)" = 0 ]; then
+    # Take the cluster down afterwards only if this script brought it up: a developer's running cluster
+    # (or another test run's) is left as it was.
+    if ! bash tests/cluster/devcluster.sh status >/dev/null 2>&1; then
+      trap 'bash tests/cluster/devcluster.sh down >/dev/null 2>&1 || true' EXIT
+    fi
     bash tests/cluster/devcluster.sh up
-    trap 'bash tests/cluster/devcluster.sh down >/dev/null 2>&1 || true' EXIT
   else
     echo "run_all: not root: the SSH/Slurm integration tests will skip (see tests/cluster/README.md)"
   fi
