@@ -192,17 +192,20 @@ class JournalListener:
         record = self.records[task.job.execution_id]
         files = self._fill(record, result)
         record.state = "finished" if result.failure is None else "failed"
-        self._commit(record, files, durable=True)
+        sha, durable = self.writer.commit(self.tips[record.id], record, files)
+        self.tips[record.id] = sha
         ok = record.state == "finished"
+        extra = f" objective={record.objective:g}" if record.objective is not None else ""
+        extra += f" ({record.error})" if record.error and not ok else ""
+        # Shown as ended now (its slot is already free), counted as done once it is on disk.
+        self.progress.ended(ok, f"{record.state:8} {record.id} {describe_parameters(record.parameters)}"
+                                f" exit={record.exit_code} {record.duration if record.duration is not None else '?'}s"
+                                f"{extra}")
+        durable.get()  # the run directory is deleted next: the results must be committed first
         if ok:
             self.summary.finished += 1
         else:
             self.summary.failed += 1
-        extra = f" objective={record.objective:g}" if record.objective is not None else ""
-        extra += f" ({record.error})" if record.error and not ok else ""
-        self.progress.ended(ok, f"{record.state:8} {record.id} {describe_parameters(record.parameters)}"
-                                f" exit={record.exit_code} {record.duration if record.duration is not None else '?'}s"
-                                f"{extra}")
         if self.on_result is not None:
             self.on_result(record)
         self.records.pop(record.id, None)  # 10,000 queued executions: keep only what is still in flight
@@ -273,6 +276,9 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
     chunk: list[tuple[ExecutionRecord, str]] = []
 
     def flush() -> Iterator[tuple[ExecutionRecord, str]]:
+        # Inside a running Session (a search creating as it goes) the store is already staging, so batch()
+        # did not write the commits: they must be on disk before the branches name them.
+        campaign.store.flush_staged()
         journal.create_branches([(record.id, sha) for record, sha in chunk])
         yield from list(chunk)
         chunk.clear()
