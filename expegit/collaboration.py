@@ -1,0 +1,357 @@
+"""Sharing a campaign: clone, push and pull the code branch and every execution branch.
+
+Transport is the real `git` binary, not dulwich's client: git honours everything users already set up
+for their remotes (``~/.ssh/config`` aliases and ProxyJump, credential helpers, ``insteadOf`` URL
+rewrites, http proxies, ``GIT_SSH_COMMAND``) and speaks every URL kind (paths, file://, ssh://, scp-like,
+https), and it runs the campaign's hooks (pre-push) exactly as a plain `git push` would. Local ref moves
+stay with GitStore (compare-and-swap under git's own lock protocol), so a pull never races a running
+campaign's journal writes unnoticed.
+
+Why pushes never conflict: execution ids are random 48-bit values, so two people's execution branches
+are disjoint, and each execution branch is only ever appended to by the controller that created it.
+A pull therefore only creates branches or fast-forwards them; a local branch that diverged from the
+remote's is reported by name and left alone, never overwritten.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from orchestra.errors import RepositoryError, UsageError
+from orchestra.execution import is_execution_id
+
+from .gitstore import GitStore
+
+BATCH_SIZE = 500
+EXECUTIONS = "refs/heads/executions/"
+Progress = Callable[[int, int], None]
+
+
+# --- running git -----------------------------------------------------------------------------------------
+def run_git(cwd: Path | None, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    """`git args...` in ``cwd``; RepositoryError with git's own last lines when it fails."""
+    try:
+        result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, input=input,
+                                stdin=None if input is not None else subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise RepositoryError("the `git` program is not installed", hint="install git (apt install git)")
+    if check and result.returncode != 0:
+        raise RepositoryError(f"git {args[0]} failed: {_last_lines(result.stderr)}")
+    return result
+
+
+def _last_lines(text: str, n: int = 3) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-n:]) if lines else "(no message)"
+
+
+def is_ancestor(cwd: Path, ancestor: str, descendant: str) -> bool:
+    return run_git(cwd, "merge-base", "--is-ancestor", ancestor, descendant, check=False).returncode == 0
+
+
+def current_branch(cwd: Path) -> str | None:
+    result = run_git(cwd, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def remote_names(cwd: Path) -> list[str]:
+    return run_git(cwd, "remote").stdout.split()
+
+
+# --- pure parsing ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PushStatus:
+    """One ref line of `git push --porcelain`: ``<flag>\\t<from>:<to>\\t<summary>``."""
+
+    flag: str
+    source: str
+    destination: str
+    summary: str
+
+    @property
+    def rejected(self) -> bool:
+        return self.flag == "!"
+
+
+_PORCELAIN = re.compile(r"^([ +\-*!=])\t([^\t]*)\t(.*)$")
+
+
+def parse_push_porcelain(text: str) -> list[PushStatus]:
+    """The per-ref lines of `git push --porcelain` output (``To ...`` and ``Done`` lines skipped)."""
+    statuses = []
+    for line in text.splitlines():
+        match = _PORCELAIN.match(line)
+        if not match:
+            continue
+        flag, refs, summary = match.groups()
+        source, _, destination = refs.rpartition(":")
+        statuses.append(PushStatus(flag, source, destination, summary))
+    return statuses
+
+
+def parse_ls_remote(text: str, prefix: str = EXECUTIONS) -> dict[str, str]:
+    """Ref name suffix -> object id for the refs under ``prefix`` in `git ls-remote` output."""
+    refs = {}
+    for line in text.splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref.startswith(prefix) and len(sha) == 40:
+            refs[ref[len(prefix):]] = sha
+    return refs
+
+
+def batches(items: list[str], size: int) -> list[list[str]]:
+    if size < 1:
+        raise UsageError(f"batch size {size}: must be at least 1")
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def default_clone_directory(url: str) -> str:
+    """What `git clone URL` would name the directory: the last path part without ``.git``."""
+    tail = re.split(r"[/:]", url.rstrip("/").rstrip("\\"))[-1] or "campaign"
+    return tail[:-4] if tail.endswith(".git") and len(tail) > 4 else tail
+
+
+# --- clone -----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class CloneResult:
+    root: Path
+    executions: int
+    is_campaign: bool
+
+
+def clone(url: str, directory: str | os.PathLike[str] | None = None) -> CloneResult:
+    """`git clone`, then a local branch for every execution branch of the remote."""
+    target = Path(directory if directory is not None else default_clone_directory(url)).absolute()
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"{target} exists and is not empty", hint="give a new directory")
+    run_git(None, "clone", "--quiet", url, str(target))
+    store = GitStore(target)
+    if store.head_commit() is None:
+        _checkout_code_branch(store)
+    tracking = store.refs_under(b"refs/remotes/origin/executions/")
+    created = _create_local(store, {i: sha for i, sha in tracking.items() if is_execution_id(i)})
+    return CloneResult(target, created, (target / "orchestra.yaml").exists())
+
+
+def _checkout_code_branch(store: GitStore) -> None:
+    """A bare remote made with `git init --bare` may have HEAD naming a branch nobody pushed (master while
+    the campaign uses main): git then checks out nothing. Pick the code branch ourselves."""
+    branches = [name for name in store.refs_under(b"refs/remotes/origin/")
+                if not name.startswith("executions/") and name != "HEAD"]
+    for name in ("main", "master", *sorted(branches)):
+        if name in branches:
+            run_git(store.root, "checkout", "--quiet", "-b", name, "--track", f"origin/{name}")
+            return
+
+
+def _create_local(store: GitStore, tips: dict[str, str]) -> int:
+    updates = [(EXECUTIONS + i, None, sha) for i, sha in sorted(tips.items())]
+    if not updates:
+        return 0
+    results = store.swap_refs(updates)
+    failed = [name for (name, _old, _new), ok in zip(updates, results) if not ok]
+    if failed:
+        raise RepositoryError(f"{len(failed)} execution branches appeared locally meanwhile "
+                              f"({', '.join(failed[:3])}); nothing was overwritten", hint="run the pull again")
+    return len(updates)
+
+
+# --- pull ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class PullResult:
+    new: int = 0
+    updated: int = 0
+    ahead: list[str] = dataclasses.field(default_factory=list)
+    diverged: list[str] = dataclasses.field(default_factory=list)
+    code: str = ""
+
+
+def _require_remote(store: GitStore, remote: str) -> None:
+    if remote not in remote_names(store.root):
+        raise UsageError(f"no remote named {remote!r}",
+                         hint=f"add it with `git remote add {remote} URL` (or clone with `expegit clone`)")
+
+
+def pull(store: GitStore, remote: str = "origin") -> PullResult:
+    """Fetch the remote's branches, then create or fast-forward local execution branches and the code branch.
+
+    Raises RepositoryError naming every local execution branch that diverged from the remote's (after
+    syncing all the others), and when the code branch cannot be fast-forwarded.
+    """
+    _require_remote(store, remote)
+    run_git(store.root, "fetch", "--quiet", remote, f"+refs/heads/*:refs/remotes/{remote}/*")
+    theirs = store.refs_under(f"refs/remotes/{remote}/executions/".encode())
+    ours = store.execution_tips()
+    result = PullResult()
+    updates: list[tuple[str, str | None, str]] = []
+    for execution_id, tip in sorted(theirs.items()):
+        if not is_execution_id(execution_id):
+            continue
+        mine = ours.get(execution_id)
+        if mine == tip:
+            continue
+        if mine is None:
+            updates.append((EXECUTIONS + execution_id, None, tip))
+            result.new += 1
+        elif is_ancestor(store.root, mine, tip):
+            updates.append((EXECUTIONS + execution_id, mine, tip))
+            result.updated += 1
+        elif is_ancestor(store.root, tip, mine):
+            result.ahead.append(execution_id)
+        else:
+            result.diverged.append(execution_id)
+    if updates:
+        moved = store.swap_refs(updates)
+        raced = [name for (name, _o, _n), ok in zip(updates, moved) if not ok]
+        if raced:
+            raise RepositoryError(f"{len(raced)} execution branches moved while pulling ({', '.join(raced[:3])})",
+                                  hint="a campaign is running here; pull again when it has written them")
+    result.code = _pull_code(store, remote)
+    if result.diverged:
+        shown = ", ".join(EXECUTIONS.removeprefix("refs/heads/") + i for i in result.diverged[:5])
+        raise RepositoryError(
+            f"{len(result.diverged)} execution branches diverged from {remote} and were left as they are: {shown}"
+            f"{' ...' if len(result.diverged) > 5 else ''}",
+            hint="compare with `git log --oneline --graph BRANCH " + remote + "/BRANCH`; results are never "
+                 "overwritten by a pull")
+    return result
+
+
+def _pull_code(store: GitStore, remote: str) -> str:
+    """Fast-forward the current branch to the remote's; a short description of what happened."""
+    branch = current_branch(store.root)
+    if branch is None or branch.startswith("executions/"):
+        return "HEAD is detached: code branch not updated"
+    theirs = store.ref(f"refs/remotes/{remote}/{branch}")
+    mine = store.head_commit()
+    if theirs is None:
+        return f"{remote} has no branch {branch}"
+    if mine == theirs:
+        return f"{branch} up to date"
+    if mine is None or is_ancestor(store.root, mine, theirs):
+        merged = run_git(store.root, "merge", "--ff-only", "--quiet", f"refs/remotes/{remote}/{branch}", check=False)
+        if merged.returncode != 0:
+            raise RepositoryError(f"executions were pulled, but {branch} could not be fast-forwarded to "
+                                  f"{remote}/{branch}: {_last_lines(merged.stderr, 2)}",
+                                  hint="commit or stash your changes, then `git merge --ff-only`")
+        return f"{branch} fast-forwarded to {theirs[:8]}"
+    if is_ancestor(store.root, theirs, mine):
+        return f"{branch} is ahead of {remote}/{branch}: `expegit push` shares it"
+    raise RepositoryError(f"executions were pulled, but {branch} has diverged from {remote}/{branch}",
+                          hint=f"merge or rebase it with git (`git pull --rebase {remote} {branch}`)")
+
+
+# --- push ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class PushResult:
+    total: int = 0            # local execution branches
+    pushed: int = 0           # sent in this run
+    up_to_date: int = 0       # already on the remote as they are here (skipped)
+    batches: int = 0
+    code: str = ""
+
+
+def remote_execution_tips(store: GitStore, remote: str) -> dict[str, str]:
+    """What the remote holds, as far as we know: its tracking refs (updated by every push and fetch) for
+    a named remote, or a `git ls-remote` for a URL."""
+    if remote in remote_names(store.root):
+        return store.refs_under(f"refs/remotes/{remote}/executions/".encode())
+    out = run_git(store.root, "ls-remote", "--heads", remote, "refs/heads/executions/*").stdout
+    return parse_ls_remote(out)
+
+
+def _push_refspecs(store: GitStore, remote: str, refspecs: list[str]) -> list[PushStatus]:
+    result = run_git(store.root, "push", "--porcelain", remote, *refspecs, check=False)
+    statuses = parse_push_porcelain(result.stdout)
+    rejected = [s for s in statuses if s.rejected]
+    if result.returncode != 0 or rejected:
+        remote_lines = [line.strip() for line in result.stderr.splitlines()
+                        if line.startswith("remote:") or "orchestra:" in line or "error:" in line]
+        names = ", ".join(s.destination.removeprefix("refs/heads/") + f" ({s.summary})" for s in rejected[:3])
+        detail = names or _last_lines(result.stderr)
+        hint = " | ".join(remote_lines[:4]) or None
+        raise RepositoryError(f"git push to {remote} was refused: {detail}", hint=hint)
+    return statuses
+
+
+def push(store: GitStore, remote: str = "origin", *, batch_size: int = BATCH_SIZE,
+         progress: Progress | None = None) -> PushResult:
+    """Push the current branch, then every execution branch the remote lacks or holds at another tip.
+
+    Execution branches go in batches of ``batch_size`` refspecs per `git push` (one command line and one
+    pack each, so thousands of branches neither hit the argument limit nor lose everything to one dropped
+    connection). Resuming needs no state of its own: git updates the remote-tracking ref of every branch
+    it pushed, so a push run again after an interruption sends only the branches whose tracking ref
+    still differs. Updates are never forced: the remote refuses non-fast-forwards.
+    """
+    result = PushResult()
+    branch = current_branch(store.root)
+    if branch is None or branch.startswith("executions/"):
+        result.code = "HEAD is detached: no code branch pushed"
+    else:
+        _push_refspecs(store, remote, [f"refs/heads/{branch}:refs/heads/{branch}"])
+        result.code = f"{branch} pushed"
+    ours = store.execution_tips()
+    theirs = remote_execution_tips(store, remote)
+    pending = sorted(i for i, tip in ours.items() if theirs.get(i) != tip)
+    result.total = len(ours)
+    result.up_to_date = len(ours) - len(pending)
+    done = 0
+    if progress:
+        progress(done, len(pending))
+    for batch in batches(pending, batch_size):
+        _push_refspecs(store, remote, [f"{EXECUTIONS}{i}:{EXECUTIONS}{i}" for i in batch])
+        done += len(batch)
+        result.pushed = done
+        result.batches += 1
+        if progress:
+            progress(done, len(pending))
+    return result
+
+
+def print_progress(stream=None) -> Progress:
+    """A progress callback: one line per batch (pushes of thousands of branches take minutes)."""
+    out = stream or sys.stderr
+
+    def report(done: int, total: int) -> None:
+        if total and done:
+            print(f"expegit: pushed {done}/{total} execution branches", file=out, flush=True)
+
+    return report
+
+
+# --- hooks -----------------------------------------------------------------------------------------------
+def install_client_hooks(store: GitStore, *, force: bool = False, interpreter: str | None = None) -> list[Path]:
+    from orchestra.hooks import install as hook_install
+
+    try:
+        return hook_install.install(store.root, hook_install.CLIENT_HOOKS, interpreter=interpreter, force=force)
+    except FileExistsError as exc:
+        raise UsageError(f"{exc} exists and is not Orchestra's", hint="move it aside or pass --force")
+
+
+def install_server_hooks(repository: Path, *, report_dir: Path | None = None, force: bool = False,
+                         interpreter: str | None = None) -> list[Path]:
+    """pre-receive + post-receive into a shared bare repository, with the config they read."""
+    from orchestra.hooks import install as hook_install
+
+    repository = repository.absolute()
+    bare = run_git(repository, "rev-parse", "--is-bare-repository", check=False)
+    if bare.returncode != 0:
+        raise RepositoryError(f"{repository} is not a git repository")
+    if bare.stdout.strip() != "true":
+        raise UsageError(f"{repository} is not a bare repository",
+                         hint="server hooks go into the shared remote (`git init --bare`)")
+    try:
+        paths = hook_install.install(repository, hook_install.SERVER_HOOKS, interpreter=interpreter, force=force)
+    except FileExistsError as exc:
+        raise UsageError(f"{exc} exists and is not Orchestra's", hint="move it aside or pass --force")
+    run_git(repository, "config", "receive.advertisePushOptions", "true")
+    if report_dir is not None:
+        run_git(repository, "config", "orchestra.reportDir", str(report_dir.resolve()))
+    return paths

@@ -1,0 +1,144 @@
+"""From a campaign's execution branches to the report's ``ReportData`` (the renderer itself never reads git).
+
+Records come through ``RecordIndex`` (its tip-keyed cache makes a re-render after a pull or a push cost
+only the branches that moved). stdout/stderr tails, diffstats and output files are read from each
+branch's tip commit, never from a working tree, so the same code renders a bare repository on a server
+(the post-receive hook) and a user's campaign. Output files are loaded lazily, one execution at a time,
+through ``load_outputs``: a campaign's outputs need not fit in memory.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from orchestra.execution import RECORD_PATH, STDERR_PATH, STDOUT_PATH, ExecutionRecord
+
+from .gitstore import GitStore
+from .journal import iso_from_epoch, utc_now
+from .records import RecordIndex
+from .report import CommitInfo, ExecutionView, Objective, OutputLoader, ReportData, write_report
+
+MANIFEST_NAME = "orchestra.yaml"
+TAIL_LINES = 40
+TAIL_BYTES = 8192
+
+
+def tail(data: bytes | None, lines: int = TAIL_LINES, limit: int = TAIL_BYTES) -> str:
+    """The last ``lines`` lines (at most ``limit`` bytes) of an output, decoded leniently."""
+    if not data:
+        return ""
+    chunk = data[-limit:]
+    text = chunk.decode("utf-8", "replace")
+    parts = text.splitlines()
+    return "\n".join(parts[-lines:])
+
+
+def manifest_summary(text: bytes | str | None) -> tuple[str | None, Objective | None]:
+    """(campaign name, objective) from a manifest's text, leniently: a report renders even a broken one."""
+    if text is None:
+        return None, None
+    try:
+        from orchestra.yamlio import load_plain
+
+        data = load_plain(text)
+    except Exception:  # ruamel's many error classes: a bad manifest only loses the labels
+        return None, None
+    if not isinstance(data, Mapping):
+        return None, None
+    name = data.get("name")
+    objective = data.get("objective")
+    parsed: Objective | None = None
+    if isinstance(objective, Mapping) and objective.get("metric"):
+        goal = objective.get("goal", "minimize")
+        parsed = Objective(metric=str(objective["metric"]),
+                           goal="maximize" if goal == "maximize" else "minimize")
+    return (str(name) if name is not None else None), parsed
+
+
+def _manifest_text(store: GitStore) -> bytes | None:
+    working = store.root / MANIFEST_NAME
+    if working != store.git_dir / MANIFEST_NAME and working.is_file():  # a working tree: what the user sees
+        try:
+            return working.read_bytes()
+        except OSError:
+            pass
+    head = store.head_commit()
+    return store.read_path(head, MANIFEST_NAME) if head else None
+
+
+def _view(store: GitStore, record: ExecutionRecord, tip: str) -> ExecutionView:
+    diffstat: list[tuple[str, int]] = []
+    try:
+        for path, mode, sha in store.changed_files(record.commit, tip):
+            if path == RECORD_PATH or mode == 0o160000:  # gitlinks are no files
+                continue
+            diffstat.append((path, store.blob_size(sha)))
+    except KeyError:  # the code commit is missing (a shallow clone): no diffstat rather than no report
+        diffstat = []
+    return ExecutionView(record=record, stdout_tail=tail(store.read_path(tip, STDOUT_PATH)),
+                         stderr_tail=tail(store.read_path(tip, STDERR_PATH)), diffstat=sorted(diffstat))
+
+
+def build_report_data(store: GitStore, *, campaign: str | None = None,
+                      objective: Objective | None = None) -> tuple[ReportData, OutputLoader, dict[str, str]]:
+    """(data, load_outputs, problems by id) for every execution branch of ``store``.
+
+    Branches whose record does not parse are left out of the report and returned in ``problems``.
+    """
+    records, tips, problems = RecordIndex(store).load()
+    name, declared = manifest_summary(_manifest_text(store))
+    ordered = sorted(records.values(), key=lambda r: (r.created or "", r.id))
+    commits: dict[str, CommitInfo] = {}
+    for record in ordered:
+        if record.commit in commits or not store.has_object(record.commit):
+            continue
+        subject, author, when = store.commit_info(record.commit)
+        commits[record.commit] = CommitInfo(sha=record.commit, subject=subject, author=author,
+                                            time=iso_from_epoch(when) or "")
+    views = [_view(store, record, tips[record.id]) for record in ordered]
+    if campaign is None:
+        campaign = name or (ordered[0].campaign if ordered else None) or _repository_name(store)
+    data = ReportData(campaign=campaign, objective=objective if objective is not None else declared,
+                      generated=utc_now(), commits=commits, executions=views)
+
+    def load_outputs(execution_id: str) -> Mapping[str, bytes]:
+        record = records.get(execution_id)
+        if record is None:
+            return {}
+        files: dict[str, bytes] = {}
+        for path in record.outputs:
+            content = store.read_path(tips[execution_id], path)
+            if content is not None:
+                files[path] = content
+        return files
+
+    return data, load_outputs, problems
+
+
+def _repository_name(store: GitStore) -> str:
+    name = store.root.name
+    return name[:-4] if name.endswith(".git") else name or "campaign"
+
+
+def default_report_dir(store: GitStore) -> Path:
+    """``<git dir>/orchestra/report``: private to this clone, never committed, never in the way."""
+    return store.git_dir / "orchestra" / "report"
+
+
+def render_report(store: GitStore, out_dir: Path | str | None = None) -> tuple[Path, ReportData, dict[str, str]]:
+    """Build and write the report; (index.html, the data rendered, problems by id)."""
+    data, load_outputs, problems = build_report_data(store)
+    index = write_report(data, Path(out_dir) if out_dir is not None else default_report_dir(store),
+                         load_outputs=load_outputs)
+    return index, data, problems
+
+
+def render_repository_report(repository: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """For the post-receive hook: render a (bare) repository given by path."""
+    index, _data, _problems = render_report(GitStore(Path(repository)), out_dir)
+    return index
+
+
+__all__ = ["build_report_data", "render_report", "render_repository_report", "default_report_dir", "tail",
+           "manifest_summary"]

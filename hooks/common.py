@@ -1,0 +1,199 @@
+"""What Orchestra's git hooks share: the hook input protocols, and reading records through `git` itself.
+
+Standard library only, on purpose. A hook runs as whoever owns the repository (on a shared server, the
+git or ssh user) with whatever ``python3`` that user has, which usually cannot import Orchestra's
+dependencies. ``expegit hooks install`` therefore copies this package, with ``orchestra/execution.py`` and
+``orchestra/errors.py`` (both stdlib-only on their fast path), next to the hook shims; the shim uses the
+installed package when its interpreter has one and this copy otherwise. Objects are read with the `git`
+binary (``git cat-file --batch``), which git always provides to its own hooks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+
+ZERO = "0" * 40
+RECORD_PATH = ".orchestra/execution.yaml"
+EXECUTION_REF = re.compile(r"^refs/heads/executions/([0-9a-f]{12})$")
+EXECUTION_PREFIX = "refs/heads/executions/"
+# `git push -o orchestra-allow-rewrite` (needs receive.advertisePushOptions on the server).
+OVERRIDE_OPTION = "orchestra-allow-rewrite"
+OVERRIDE_ENV = "ORCHESTRA_ALLOW_REWRITE"
+OVERRIDE_CONFIG = "orchestra.allowRewrite"
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class RefUpdate:
+    """One line of pre-receive / post-receive input: ``<old> <new> <ref>``."""
+
+    old: str
+    new: str
+    ref: str
+
+    @property
+    def is_deletion(self) -> bool:
+        return self.new == ZERO
+
+    @property
+    def is_creation(self) -> bool:
+        return self.old == ZERO
+
+    @property
+    def is_execution(self) -> bool:
+        return bool(EXECUTION_REF.match(self.ref))
+
+
+@dataclasses.dataclass(frozen=True)
+class PushedRef:
+    """One line of pre-push input: ``<local ref> <local sha> <remote ref> <remote sha>``."""
+
+    local_ref: str
+    local_sha: str
+    remote_ref: str
+    remote_sha: str
+
+    @property
+    def is_deletion(self) -> bool:
+        return self.local_sha == ZERO
+
+    @property
+    def is_execution(self) -> bool:
+        return bool(EXECUTION_REF.match(self.remote_ref))
+
+
+def _sha(text: str, line: str) -> str:
+    # git sends 40 hex digits, or 64 with SHA-256 repositories: accept both, refuse anything else.
+    if not re.match(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$", text):
+        raise ValueError(f"not an object id in hook input line {line!r}")
+    return text
+
+
+def parse_ref_update(line: str) -> RefUpdate:
+    """Parse a pre-receive/post-receive line; ValueError on anything else."""
+    parts = line.rstrip("\n").split(" ")
+    if len(parts) != 3 or not parts[2]:
+        raise ValueError(f"expected '<old> <new> <ref>', got {line!r}")
+    return RefUpdate(_sha(parts[0], line), _sha(parts[1], line), parts[2])
+
+
+def parse_pushed_ref(line: str) -> PushedRef:
+    """Parse a pre-push line; ValueError on anything else."""
+    parts = line.rstrip("\n").split(" ")
+    if len(parts) != 4:
+        raise ValueError(f"expected '<local ref> <local sha> <remote ref> <remote sha>', got {line!r}")
+    return PushedRef(parts[0], _sha(parts[1], line), parts[2], _sha(parts[3], line))
+
+
+def parse_ref_updates(lines: Iterable[str]) -> list[RefUpdate]:
+    return [parse_ref_update(line) for line in lines if line.strip()]
+
+
+def parse_pushed_refs(lines: Iterable[str]) -> list[PushedRef]:
+    return [parse_pushed_ref(line) for line in lines if line.strip()]
+
+
+def push_options(environ: dict[str, str] | os._Environ) -> list[str]:
+    """The ``git push -o`` options git hands to pre-receive (GIT_PUSH_OPTION_COUNT / _0, _1, ...)."""
+    try:
+        count = int(environ.get("GIT_PUSH_OPTION_COUNT", "0"))
+    except ValueError:
+        return []
+    return [environ.get(f"GIT_PUSH_OPTION_{i}", "") for i in range(count)]
+
+
+def git(*args: str, input: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(["git", *args], input=input, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def git_config(key: str) -> str | None:
+    result = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def config_true(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def read_blobs(specs: list[str]) -> Iterator[tuple[str, bytes | None]]:
+    """(spec, content or None if missing) for ``<commit>:<path>`` specs, through one `git cat-file --batch`.
+
+    One process for any number of records: a push of thousands of execution branches must not fork
+    thousands of `git show`.
+    """
+    if not specs:
+        return
+    proc = subprocess.run(["git", "cat-file", "--batch"], input=("\n".join(specs) + "\n").encode(),
+                          capture_output=True, check=True)
+    data = proc.stdout
+    pos = 0
+    for spec in specs:
+        end = data.index(b"\n", pos)
+        header = data[pos:end].decode("utf-8", "replace")
+        pos = end + 1
+        if header.endswith(" missing") or header.endswith(" ambiguous"):
+            yield spec, None
+            continue
+        _sha_, kind, size_text = header.rsplit(" ", 2)
+        size = int(size_text)
+        content = data[pos:pos + size]
+        pos += size + 1
+        yield spec, content if kind == "blob" else None
+
+
+def record_problem(content: bytes | None) -> tuple[str | None, str | None]:
+    """(problem or None, the record's code commit or None) for the content of an execution record."""
+    if content is None:
+        return f"it has no {RECORD_PATH}", None
+    try:
+        from orchestra import execution
+        from orchestra.errors import OrchestraError
+    except ImportError as exc:  # the copy next to the shims always has them; be explicit if not
+        return f"cannot check records here ({exc})", None
+    try:
+        # The fast path first, by hand: parse_record() imports the YAML library before trying it, and a
+        # bare server's python may have none. Every record Orchestra writes takes this path.
+        try:
+            data = execution.parse_rendered_record(content.decode("utf-8"))
+        except (getattr(execution, "_NotOurs", ValueError), UnicodeDecodeError):
+            record = execution.parse_record(content)
+        else:
+            record = execution.ExecutionRecord.from_dict(data)
+    except OrchestraError as exc:
+        return str(exc), None
+    except ImportError:
+        # Valid records written by hand in free-form YAML need ruamel, which a bare server may lack.
+        return ("its record is not in Orchestra's canonical form and this server cannot parse free-form "
+                "YAML (install orchestra-campaigns for the hook's python)"), None
+    return None, record.commit
+
+
+def check_records(tips: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """For ref -> tip commit: (ref -> problem, ref -> the record's code commit)."""
+    problems: dict[str, str] = {}
+    commits: dict[str, str] = {}
+    refs = list(tips)
+    contents = dict(read_blobs([f"{tips[ref]}:{RECORD_PATH}" for ref in refs]))
+    for ref in refs:
+        problem, commit = record_problem(contents.get(f"{tips[ref]}:{RECORD_PATH}"))
+        if problem:
+            problems[ref] = problem
+        else:
+            commits[ref] = commit or ""
+    return problems, commits
+
+
+def is_sha(text: str) -> bool:
+    return bool(_SHA.match(text))
+
+
+def say(message: str) -> None:
+    """Hook output: git shows it to the pusher (prefixed ``remote:`` for server hooks)."""
+    print(message, file=sys.stderr)
