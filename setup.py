@@ -28,8 +28,9 @@ setup(
     },
     install_requires=[
         "dulwich>=0.22",
-        "fabric>=3.2",
-        "invoke>=2.2",
+        # SSH goes through paramiko directly (fabric's transport): see runaway/hosts.py for the
+        # measurement that ruled out fabric's per-command Runner.
+        "paramiko>=3.2",
         "ruamel.yaml>=0.18",
         "ruamel.yaml.clib>=0.2.8; platform_python_implementation=='CPython'",
         "jsonschema>=4.18",
