@@ -87,11 +87,6 @@ def extract_tar_stream(chunks, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
-def _prepare_run_dir(source: Path, run_dir: Path) -> None:
-    shutil.copytree(source, run_dir, symlinks=True)
-    (run_dir / META_DIR).mkdir(exist_ok=True)
-
-
 class LocalBackend:
     name = "local"
     running_commit_delay = 1.0
@@ -103,7 +98,6 @@ class LocalBackend:
         self._free: gevent.queue.Queue[Slot] = gevent.queue.Queue()
         self._code_locks: dict[str, gevent.lock.Semaphore] = {}
         self._procs: dict[str, _ChildWatch] = {}
-        self._discards: list = []
 
     # --- slots -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -142,9 +136,8 @@ class LocalBackend:
         run_dir = self.run_dir(job.execution_id)
         if run_dir.exists():
             shutil.rmtree(run_dir)  # a previous attempt: its results were recorded or are being re-run
-        # Filesystem work goes to gevent's thread pool: it is all system calls (the GIL is released), so
-        # it overlaps with the controller's own Python work instead of stalling every greenlet.
-        gevent.get_hub().threadpool.apply(_prepare_run_dir, (source, run_dir))
+        shutil.copytree(source, run_dir, symlinks=True)
+        (run_dir / META_DIR).mkdir(exist_ok=True)
         env = dict(os.environ)
         env.update(self.env)
         env.update(job.env)
@@ -233,9 +226,7 @@ class LocalBackend:
                          match_outputs(run_dir, job.outputs))
 
     def discard(self, handle: RunHandle) -> None:
-        self._discards.append(gevent.get_hub().threadpool.spawn(shutil.rmtree, handle.remote_dir, True))
-        if len(self._discards) > 256:
-            self._discards = [d for d in self._discards if not d.ready()]
+        shutil.rmtree(handle.remote_dir, ignore_errors=True)
 
     def stop(self, handle: RunHandle) -> None:
         if handle.pid is not None:
@@ -272,5 +263,4 @@ class LocalBackend:
         return MARKER.encode() in cmdline and Path(cwd) == run_dir.resolve()
 
     def close(self) -> None:
-        gevent.joinall(self._discards)  # do not leave deletions half done behind the process
-        self._discards.clear()
+        pass
