@@ -96,13 +96,18 @@ class Campaign:
         return manifest
 
     def _shown_path(self) -> str:
+        """The manifest's path as the user sees it: relative to where they are, when it can be."""
         try:
             return os.path.relpath(self.manifest_path)
-        except ValueError:
+        except (ValueError, OSError):  # another drive, or the current directory was deleted
             return str(self.manifest_path)
 
     def check(self) -> list[ManifestError]:
-        _manifest, errors = check_manifest(self._shown_path())
+        manifest, errors = check_manifest(self._shown_path())
+        if manifest is not None and manifest.search is not None:
+            from parasearch.study import search_problems  # late: only manifests with a search need it
+
+            errors = search_problems(manifest, self.manifest_path.read_text("utf-8"))  # type: ignore[assignment]
         return errors
 
 

@@ -3,8 +3,24 @@
 This package is the pure algorithm layer: no git, no processes. The study that reads its history from
 the campaign's execution branches builds on :func:`make_sampler` and calls ``ask`` with everything
 finished so far plus what is still running.
+
+Exports are resolved lazily (PEP 562) so that importing ``parasearch.cli`` does not import numpy before
+the CLI has set ``OPENBLAS_NUM_THREADS``.
 """
-from parasearch.samplers import ALGORITHMS, Sampler, make_sampler
-from parasearch.space import Space, Trial
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["ALGORITHMS", "Sampler", "Space", "Trial", "make_sampler"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ALGORITHMS", "Sampler", "make_sampler"):
+        from parasearch import samplers
+
+        return getattr(samplers, name)
+    if name in ("Space", "Trial"):
+        from parasearch import space
+
+        return getattr(space, name)
+    raise AttributeError(f"module 'parasearch' has no attribute {name!r}")

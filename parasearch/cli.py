@@ -1,0 +1,119 @@
+"""`parasearch`: run, inspect and rank the study declared in ``orchestra.yaml``. Thin: parse, call one
+function of :mod:`parasearch.study`, map errors to exit codes (shared with expegit)."""
+from __future__ import annotations
+
+import os
+
+# The GP's matrices are small: threaded BLAS only doubles the time of an ask. OpenBLAS reads this when
+# numpy is first imported, so it is set before anything imports numpy (parasearch/__init__ imports lazily).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from orchestra.cli import patch_gevent, run_main  # noqa: E402
+from orchestra.errors import EXIT_EXECUTIONS_FAILED, EXIT_INTERRUPTED, UsageError  # noqa: E402
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parasearch", description="Hyper-parameter search over a campaign; its history is the campaign's "
+                                       "execution branches.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("-C", dest="directory", default=".", help="run as if started in this directory")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run (or continue) the study declared under search: in orchestra.yaml")
+    p.add_argument("--budget", type=int, metavar="N", help="total executions of the study (default: search.budget)")
+    p.add_argument("--algorithm", metavar="A", help="grid, random, sobol, halton, lhs or bayes (default: "
+                                                    "search.algorithm; another algorithm is another study)")
+    p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)")
+    p.add_argument("--parallel", type=int, metavar="K", help="executions in flight (default: search.parallel)")
+    p.add_argument("--slots", type=int, metavar="N", help="backend slots (local: default the CPU count)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-execution lines, only the summary")
+
+    for name, text in (("status", "the study's id, executions done/failed/running against the budget, best"),
+                       ("best", "the best points, objective aggregated over repeats, with their executions")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--algorithm", metavar="A", help="the study of this algorithm (default: search.algorithm)")
+        p.add_argument("--budget", type=int, metavar="N", help=argparse.SUPPRESS)
+        if name == "best":
+            p.add_argument("--top", type=int, default=1, metavar="K", help="how many points (default 1)")
+            p.add_argument("--json", action="store_true", help="a JSON array of points")
+    return parser
+
+
+def _open(args: argparse.Namespace):
+    from expegit.campaign import open_campaign
+
+    return open_campaign(args.directory)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from orchestra.progress import Progress
+
+    from parasearch.study import describe_best, run_study
+
+    for flag in ("budget", "parallel", "slots"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag} {value}: must be at least 1")
+    progress = Progress(0, sys.stderr, quiet=args.quiet)
+    result = run_study(_open(args), algorithm=args.algorithm, budget=args.budget, parallel=args.parallel,
+                       profile=args.profile, slots=args.slots, progress=progress)
+    summary, study = result.summary, result.study
+    state, config = study.state, study.config
+    parts = [f"{summary.finished} finished", f"{summary.failed} failed"]
+    if summary.cancelled:
+        parts.append(f"{summary.cancelled} stopped")
+    if summary.not_started:
+        parts.append(f"{summary.not_started} not started")
+    print(f"parasearch: study {study.id} ({config.algorithm}): {summary.total} executions this run: "
+          f"{', '.join(parts)}; {state.executions}/{config.budget} of the budget used", file=sys.stderr)
+    best = describe_best(state.best())
+    if best:
+        print(f"parasearch: best {config.metric} = {best}", file=sys.stderr)
+    if result.stop_reason:
+        print(f"parasearch: stopped asking: {result.stop_reason}", file=sys.stderr)
+    elif result.exhausted:
+        print("parasearch: the space is exhausted: every point was tried", file=sys.stderr)
+    for error in summary.errors[:10]:
+        print(f"parasearch: error: {error}", file=sys.stderr)
+    if summary.interrupted:
+        print("parasearch: interrupted: stopped executions were recorded as cancelled; `parasearch run` "
+              "continues the study", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if summary.errors:
+        return 7
+    return 0 if summary.failed == 0 else EXIT_EXECUTIONS_FAILED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        patch_gevent()
+        return _run(args)
+    from parasearch.study import best_rows, best_text, load_study, status_text
+
+    study = load_study(_open(args), algorithm=args.algorithm, budget=args.budget)
+    if args.command == "status":
+        print(status_text(study))
+        return 0
+    if args.top < 1:
+        raise UsageError(f"--top {args.top}: must be at least 1")
+    rows = best_rows(study, args.top)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(best_text(rows))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main("parasearch", _parser(), argv, _dispatch)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
