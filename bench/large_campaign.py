@@ -53,8 +53,8 @@ def generate(root: Path, n: int) -> None:
             files = {"metrics.json": f'{{"loss": {record.objective}}}'.encode(), ".orchestra/stdout": b"ok\n",
                      ".orchestra/stderr": b""}
             moves.append((record.id, tip, journal.append_commit(tip, record, files)))
-    for execution_id, old, new in moves:
-        journal.move_branch(execution_id, old, new)
+    moved = campaign.store.swap_refs([(f"refs/heads/executions/{i}", old, new) for i, old, new in moves])
+    assert all(moved)
 
 
 def best_of(command: list[str], cwd: Path, runs: int = 5) -> tuple[float, float]:
