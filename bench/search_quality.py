@@ -7,7 +7,7 @@ known minimum) at a fixed budget: median and quartiles over seeds, plus the mean
 
     python bench/search_quality.py              # full: budgets 30 and 80, 20 seeds
     python bench/search_quality.py --quick      # 5 seeds, budget 30, for a smoke check
-    python bench/search_quality.py --write bench/search_quality_results.md
+    python bench/search_quality.py --write BENCHMARKS.md
 
 Parallel mode is synchronous batches of 4: parasearch asks 4 points at once (each later one sees the
 earlier ones as pending); Optuna calls ``study.ask()`` 4 times, then tells the 4 results. The last
@@ -50,6 +50,9 @@ except ImportError:
     _spec.loader.exec_module(sys.modules["orchestra"])
 
 from parasearch import Space, Trial, make_sampler  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_section  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------
 # Test functions: (parameters as a manifest would declare them, objective, known minimum)
@@ -242,18 +245,6 @@ def machine_info() -> str:
             f"optuna {optuna.__version__}; single-threaded BLAS per process")
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) the section between our markers, so the file can hold other text too."""
-    start, end = "<!-- search_quality:start -->", "<!-- search_quality:end -->"
-    section = f"{start}\n{body}\n{end}"
-    text = path.read_text() if path.exists() else ""
-    if start in text and end in text:
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S)
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + section + "\n"
-    path.write_text(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="5 seeds, budget 30 only")
@@ -282,11 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {i}/{len(jobs)} runs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     table = render(results, args.methods, args.problems, budgets, args.modes, seeds)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
-    body = (f"## Search quality (bench/search_quality.py{' --quick' if args.quick else ''})\n\n"
+    title = f"Search quality (bench/search_quality.py{' --quick' if args.quick else ''})"
+    body = (
             f"Run {stamp} on {machine_info()}; wall time {time.time() - t0:.0f} s.\n\n{table}\n")
     print(body)
     for path in args.write:
-        write_section(path, body)
+        write_section(path, title, body)
     return 0
 
 
