@@ -26,6 +26,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# The console scripts (expegit, git-expegit, ...) land in this interpreter's scripts directory, which a
+# version manager's shims may not know about yet: put it first so `git expegit` finds them.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
 
 if [ -x tests/cluster/devcluster.sh ] || [ -f tests/cluster/devcluster.sh ]; then
   if [ "$(id -u)" = 0 ]; then
