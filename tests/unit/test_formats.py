@@ -73,10 +73,8 @@ def test_branch_names() -> None:
         assert parse_branch_name(bad) is None
 
 
-@pytest.mark.parametrize("text", HOSTILE)
+@pytest.mark.parametrize("text", [t for t in HOSTILE if "\x00" not in t])  # NUL cannot be in an argv
 def test_command_quotes_every_value(text: str) -> None:
-    if "\x00" in text:
-        pytest.skip("a NUL byte cannot be an argv element")
     rendered = render_command("prog --msg {msg} --n {n}", {"msg": text, "n": 3})
     assert shlex.split(rendered) == ["prog", "--msg", text, "--n", "3"]
 
