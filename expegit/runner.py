@@ -329,8 +329,9 @@ class Session:
             controller.stop()
 
     def drive(self, profile: str, records: dict[str, ExecutionRecord], tips: dict[str, str],
-              tasks: Iterable[Task]) -> None:
-        backend = make_backend(profile, self.manifest, self.campaign.workdir, slots=self.slots)
+              tasks: Iterable[Task], backend: Any = None) -> None:
+        # `resume` passes the backend its re-attached handles came from: it holds their slots.
+        backend = backend or make_backend(profile, self.manifest, self.campaign.workdir, slots=self.slots)
         writer = JournalWriter(self.campaign.store)
         listener = JournalListener(writer, self.manifest, records, tips, self.progress, self.summary,
                                    self.on_result,
@@ -347,7 +348,7 @@ class Session:
         for execution_id, exc in controller.errors:
             self.summary.errors.append(f"{execution_id}: {exc}")
 
-    def run(self, groups: list[tuple[str, dict[str, ExecutionRecord], dict[str, str], Iterable[Task]]]) -> RunSummary:
+    def run(self, groups: list[tuple[Any, ...]]) -> RunSummary:
         handler = gevent.signal_handler(signal.SIGINT, self._interrupt)
         term = gevent.signal_handler(signal.SIGTERM, self._interrupt)
         try:
@@ -440,7 +441,7 @@ def resume_campaign(campaign: Campaign, *, slots: int | None = None, progress: P
                 record.attempt = max(record.attempt, 1)
             task = Task(job_for(manifest, record), handle=handle, attempt=max(1, record.attempt + (handle is None and record.attempt > 0)))
             tasks.append(task)
-        groups.append((profile, records, {i: tips[i] for i in records}, tasks))
+        groups.append((profile, records, {i: tips[i] for i in records}, tasks, backend))
     session = Session(campaign, manifest, slots=slots, progress=progress)
     summary = session.run(groups)
     summary.total = len(todo)

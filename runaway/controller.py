@@ -75,6 +75,13 @@ class Controller:
 
     def run(self, tasks: Iterable[Task]) -> None:
         group = gevent.pool.Group()
+        if isinstance(tasks, (list, tuple)):
+            # Re-attached executions already hold their slots (the backend claimed them): drive them now,
+            # not behind an acquire() that would wait for those very slots to free up.
+            for task in tasks:
+                if task.handle is not None:
+                    group.spawn(self._drive, task, None)
+            tasks = [task for task in tasks if task.handle is None]
         iterator: Iterator[Task] = iter(tasks)
         try:
             while not self.stopping.is_set():

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import tarfile
 import tempfile
 import time
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 LAUNCHER_PID_FILE = f"{META_DIR}/launcher_pid"
 STARTED_FILE = f"{META_DIR}/started"
+SLOT_FILE = f"{META_DIR}/slot"  # the slot index a launch used, so a resume can hold that very slot
 STOP_GRACE = 5.0
 _TRAILER_RE = re.compile(rb"\nORCHESTRA-SHA256 ([0-9a-f]{64}) (\d{20})\n$")
 _TRAILER_LEN = len(b"\nORCHESTRA-SHA256 ") + 64 + 1 + 20 + 1
@@ -94,30 +96,162 @@ sys.stdout.buffer.write(b"\nORCHESTRA-SHA256 %s %020d\n" % (out.h.hexdigest().en
 sys.stdout.buffer.flush()
 '''
 
+# Several run directories in ONE python3 process and ONE stream (argv[1]: JSON [[dir, [globs]], ...]):
+# members are "<index>/<path>"; a missing directory is an empty member "<index>.missing". Same trailer.
+_COLLECT_MANY_PY = r'''
+import glob, hashlib, json, os, sys, tarfile
+class Out:
+    def __init__(self):
+        self.h = hashlib.sha256(); self.n = 0; self.o = sys.stdout.buffer
+    def write(self, b):
+        self.h.update(b); self.n += len(b); self.o.write(b); return len(b)
+    def flush(self):
+        self.o.flush()
+def linked(path):
+    parts = path.split(os.sep)
+    return any(os.path.islink(os.sep.join(parts[:i])) for i in range(1, len(parts) + 1))
+out = Out()
+tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
+for index, (run_dir, patterns) in enumerate(json.loads(sys.argv[1])):
+    prefix = "%d/" % index
+    try:
+        os.chdir(run_dir)
+    except OSError:
+        tar.addfile(tarfile.TarInfo("%d.missing" % index))
+        continue
+    for name in (".orchestra/stdout", ".orchestra/stderr"):
+        if os.path.isfile(name) and not os.path.islink(name):
+            tar.add(name, arcname=prefix + name, recursive=False)
+    seen = set()
+    def add(path):
+        if path in seen or linked(path):
+            return
+        seen.add(path)
+        if os.path.isfile(path):
+            tar.add(path, arcname=prefix + path, recursive=False)
+        elif os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(root, d)))
+                for f in sorted(files):
+                    add(os.path.normpath(os.path.join(root, f)))
+    for pattern in patterns:
+        for match in sorted(glob.glob(pattern, recursive=True)):
+            match = os.path.normpath(match)
+            if match.startswith("..") or os.path.isabs(match) or match.split(os.sep)[0] == ".orchestra":
+                continue
+            add(match)
+tar.close()
+out.flush()
+sys.stdout.buffer.write(b"\nORCHESTRA-SHA256 %s %020d\n" % (out.h.hexdigest().encode(), out.n))
+sys.stdout.buffer.flush()
+'''
+
+
+class _Batcher:
+    """Requests that arrive together go to the host as ONE command (launches, collects, removals).
+
+    Why: on a host every command costs an sshd session fork and a shell; for short executions those
+    dominate. A request waits for no timer: the first one of a wave starts a flush after one yield, so
+    everything queued meanwhile rides along; up to ``parallel`` flushes run at once.
+    """
+
+    def __init__(self, flush: Callable[[list], list], *, max_items: int = 32, parallel: int = 4) -> None:
+        self.flush = flush
+        self.max_items = max_items
+        self.parallel = parallel
+        self.pending: list[tuple[object, gevent.event.AsyncResult]] = []
+        self.active = 0
+
+    def submit(self, item: object) -> object:
+        result = gevent.event.AsyncResult()
+        self.pending.append((item, result))
+        if self.active < self.parallel:
+            self.active += 1
+            gevent.spawn(self._run)
+        return result.get()
+
+    def _run(self) -> None:
+        try:
+            gevent.sleep(0)  # let the rest of this wave queue up
+            while self.pending:
+                batch, self.pending = self.pending[:self.max_items], self.pending[self.max_items:]
+                try:
+                    outcomes = self.flush([item for item, _ in batch])
+                except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+                    for _, result in batch:
+                        result.set_exception(exc)
+                    continue
+                for (_, result), outcome in zip(batch, outcomes):
+                    if isinstance(outcome, BaseException):
+                        result.set_exception(outcome)
+                    else:
+                        result.set(outcome)
+        finally:
+            self.active -= 1
+
+
 # One poll for all of a host's watched run directories (given on stdin, one per line).
 # done<TAB>dir<TAB>code<TAB>ended | gone<TAB>dir | dead<TAB>dir   (nothing: still running)
 _POLL_SH = r'''
-pidfile=$1; marker=$2
+pidfile=$1; marker=$2; verify=$3; ended=""
 while IFS= read -r d; do
   [ -n "$d" ] || continue
   if [ -s "$d/.orchestra/exit_code" ]; then
-    printf 'done\t%s\t%s\t%s\n' "$d" "$(cat "$d/.orchestra/exit_code")" "$(date -r "$d/.orchestra/exit_code" +%s.%N 2>/dev/null)"
+    c=; read -r c < "$d/.orchestra/exit_code"
+    printf 'done\t%s\t%s\t\n' "$d" "$c"
+    ended="$ended
+$d/.orchestra/exit_code"
   elif [ ! -d "$d" ]; then
     printf 'gone\t%s\n' "$d"
   else
-    p=$(cat "$d/$pidfile" 2>/dev/null)
+    p=; read -r p < "$d/$pidfile" 2>/dev/null
     if [ -n "$p" ]; then
-      if ! kill -0 "$p" 2>/dev/null || { [ -r /proc/$p/cmdline ] && ! grep -qa -- "$marker" /proc/$p/cmdline; }; then
+      # kill -0 is a builtin; the marker check forks grep, so it runs only on polls asked to verify.
+      if ! kill -0 "$p" 2>/dev/null || { [ "$verify" = 1 ] && [ -r /proc/$p/cmdline ] && ! grep -qa -- "$marker" /proc/$p/cmdline; }; then
         [ -s "$d/.orchestra/exit_code" ] || printf 'dead\t%s\n' "$d"
       fi
     fi
   fi
 done
+# One stat for every execution that ended (their end times), not one date per execution.
+if [ -n "$ended" ]; then
+  printf '%s\n' "$ended" | sed '/^$/d' | tr '\n' '\0' | xargs -0 stat -c 'ended	%.9Y	%n' 2>/dev/null
+fi
 '''
+
+VERIFY_EVERY = 8  # polls between marker checks of live pids (each costs a grep per running execution)
 
 
 def q(text: str) -> str:
     return shlex.quote(text)
+
+
+MIN_POLL_INTERVAL = 0.05  # seconds between polls while executions end in bursts (see _watch_loop)
+RECONNECT_FOR = 120.0  # seconds an idempotent step keeps retrying a dropped link before giving up
+
+
+def _link_dropped(exc: BaseException) -> bool:
+    """A dropped connection (not a command that failed): safe to retry an idempotent step."""
+    if isinstance(exc, ConnectionError_):
+        return exc.hint is None or "is the host up" in exc.hint
+    return isinstance(exc, RemoteCommandError) and exc.result.exit_code is None and not exc.timed_out
+
+
+def retry_link(what: str, action: Callable[[], object], host_name: str, budget: float = RECONNECT_FOR) -> object:
+    """Run an idempotent remote step, again after a dropped link (sshd restart, network cut), for ``budget``
+    seconds. Why: an execution whose results are safe on the remote must not fail because one collect or
+    discard met a connection reset; the Host reconnects on the next channel."""
+    deadline = time.monotonic() + budget
+    delay = 0.2
+    while True:
+        try:
+            return action()
+        except (ConnectionError_, RemoteCommandError) as exc:
+            if not _link_dropped(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: %s: link dropped (%s); retrying in %.1fs", host_name, what, exc, delay)
+            gevent.sleep(delay)
+            delay = min(5.0, delay * 2)
 
 
 # ----------------------------------------------------------------------------------------- extraction
@@ -190,6 +324,13 @@ class SlotPool:
     def claim(self, slot: Slot) -> None:
         self._claimed.add(slot)
 
+    def unclaim(self, slot: Slot) -> None:
+        """A claimed slot's execution ended: the slot is free again (whether or not its claim was consumed)."""
+        if slot in self._claimed:
+            self._claimed.discard(slot)  # still queued: it simply stops being skipped
+        elif slot not in self._retired:
+            self._free.put(slot)
+
     def acquire(self, timeout: float | None = None) -> Slot:
         while True:
             slot = self._free.get(timeout=timeout)
@@ -239,6 +380,10 @@ class RemoteRuns:
         self._watches: dict[str, _Watch] = {}
         self._wake = gevent.event.Event()
         self._watcher: gevent.Greenlet | None = None
+        self._launcher = _Batcher(self._launch_many)
+        self._collector = _Batcher(self._collect_many, max_items=16)
+        self._remover = _Batcher(self._remove_many, max_items=64, parallel=2)
+        self.settled = 0
         self.polls = 0  # observable: tests check that polls do not scale with executions
 
     def prepare(self) -> None:
@@ -266,7 +411,9 @@ class RemoteRuns:
         with lock:
             if commit in self._shipped:
                 return target
-            if not self.host.run(f"test -d {q(target)}", warn=True, timeout=60).ok:
+            exists = retry_link("code check", lambda: self.host.run(f"test -d {q(target)}", warn=True, timeout=60),
+                                self.host.name)
+            if not exists.ok:  # type: ignore[attr-defined]
                 t0 = time.monotonic()
                 # Extract into a temporary directory and rename: a half-shipped tree is never used, and
                 # two controllers shipping the same commit both end with one complete copy.
@@ -274,7 +421,8 @@ class RemoteRuns:
                        f"{{ tar -x -f - -C \"$T\" || {{ rm -rf \"$T\"; exit 1; }}; }} && "
                        f"{{ mv -T \"$T\" {q(target)} 2>/dev/null || rm -rf \"$T\"; }} && test -d {q(target)}")
                 try:
-                    self.host.put_stream(code(commit), cmd, timeout=3600)
+                    retry_link(f"shipping {commit[:12]}", lambda: self.host.put_stream(code(commit), cmd, timeout=3600),
+                               self.host.name)
                 except RemoteCommandError as exc:
                     raise ExecutionError(f"{self.host.name}: shipping code {commit[:12]} failed: "
                                          f"{exc.result.tail(3)}") from exc
@@ -302,29 +450,78 @@ class RemoteRuns:
         env_words = " ".join(q(f"{k}={v}") for k, v in env.items())
         env_prefix = f"env -- {env_words} " if env_words else ""
         loops = max(1, int(wait_pid / 0.01))
-        cmd = (
+        body = (
             f"set -e; R={q(run)}; "
             'if [ -e "$R" ]; then mv "$R" "$R.old.$(date +%s%N)"; fi; '
             f'cp -a {q(code_dir)} "$R.partial"; mkdir -p "$R.partial/{META_DIR}"; mv "$R.partial" "$R"; cd "$R"; '
-            f"date +%s.%N > {STARTED_FILE}; "
+            f'echo "$now" > {STARTED_FILE}; '
+            + (f"echo {q(env['ORCHESTRA_SLOT'])} > {SLOT_FILE}; " if "ORCHESTRA_SLOT" in env else "")
             + (starter(run, command, env) if starter is not None else
                f"{env_prefix}setsid nohup {launcher}/bin/sh -c {q(WRAPPER)} {MARKER} {q(command)} "
                f"</dev/null >/dev/null 2>&1 & echo $! > {LAUNCHER_PID_FILE}; ")
-            + "set +e; "
-            f"i=0; while [ ! -s {PID_FILE} ] && [ ! -s {EXIT_FILE} ] && [ $i -lt {loops} ]; do sleep 0.01; i=$((i+1)); done; "
-            f"echo \"pid=$(cat {PID_FILE} 2>/dev/null)\"; echo \"started=$(cat {STARTED_FILE})\""
         )
+        return self._launcher.submit((job.execution_id, run, body, loops))  # type: ignore[return-value]
+
+    @staticmethod
+    def _launch_script(items: list[tuple[str, str, str, int]]) -> str:
+        """Start every item, THEN wait for their pid files: one round trip, and the waits overlap."""
+        parts = ["now=$(date +%s.%N); "]  # one clock read for the whole batch
+        for k, (_eid, _run, body, _loops) in enumerate(items):
+            parts.append(f"e=$( ( {body} ) 2>&1 >/dev/null ) && ok{k}=1 || "
+                         f"printf 'fail\\t{k}\\t%s\\n' \"$(printf %s \"$e\" | tr '\\n\\t' '  ' | tail -c 500)\"; ")
+        for k, (_eid, run, _body, loops) in enumerate(items):
+            r = q(run)
+            parts.append(f"if [ -n \"$ok{k}\" ]; then i=0; while [ ! -s {r}/{PID_FILE} ] && [ ! -s {r}/{EXIT_FILE} ] "
+                         f"&& [ $i -lt {loops} ]; do sleep 0.01; i=$((i+1)); done; "
+                         f"p=; read -r p < {r}/{PID_FILE} 2>/dev/null; printf 'ok\\t{k}\\t%s\\t%s\\n' \"$p\" \"$now\"; fi; ")
+        return "".join(parts)
+
+    def _launch_many(self, items: list[tuple[str, str, str, int]]) -> list[object]:
         try:
-            result = self.host.run(cmd, timeout=120)
-        except RemoteCommandError as exc:
-            raise ExecutionError(f"{self.host.name}: launching {job.execution_id} failed: {exc.result.tail(3)}") from exc
-        values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
-        pid = int(values["pid"]) if values.get("pid", "").isdigit() else None
-        try:
-            started: float | None = float(values.get("started", ""))
-        except ValueError:
-            started = None
-        return run, pid, started
+            result = self.host.run(self._launch_script(items), timeout=120, warn=True)
+            if result.exit_code is None:
+                raise RemoteCommandError(self.host.name, result)
+        except (ConnectionError_, RemoteCommandError) as exc:
+            if not _link_dropped(exc):
+                raise
+            # The link dropped under the launch: each may or may not have started. Never start one twice:
+            # look first (once the host answers again), relaunch only what is not there.
+            log.warning("%s: link dropped while launching %d execution(s) (%s); checking", self.host.name,
+                        len(items), exc)
+            return [self._relaunch_after_drop(item) for item in items]
+        outcomes: list[object] = [ExecutionError(f"{self.host.name}: launching {eid} printed nothing")
+                                  for eid, *_ in items]
+        for line in result.stdout.splitlines():
+            fields = line.split("\t")
+            if len(fields) < 2 or not fields[1].isdigit() or int(fields[1]) >= len(items):
+                continue
+            k = int(fields[1])
+            eid, run = items[k][0], items[k][1]
+            if fields[0] == "fail":
+                outcomes[k] = ExecutionError(f"{self.host.name}: launching {eid} failed: "
+                                             f"{fields[2] if len(fields) > 2 else ''}".rstrip())
+            elif fields[0] == "ok":
+                pid = int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else None
+                try:
+                    started: float | None = float(fields[3]) if len(fields) > 3 else None
+                except ValueError:
+                    started = None
+                outcomes[k] = (run, pid, started)
+        return outcomes
+
+    def _relaunch_after_drop(self, item: tuple[str, str, str, int]) -> object:
+        eid, run, _body, _loops = item
+        deadline = time.monotonic() + RECONNECT_FOR
+        while True:
+            try:
+                state, pid, started = retry_link("probe", lambda: self.probe(run), self.host.name)  # type: ignore[misc]
+                if state != "none":
+                    return run, pid, started
+                return self._launch_many([item])[0]
+            except (ConnectionError_, RemoteCommandError) as exc:
+                if not _link_dropped(exc) or time.monotonic() > deadline:
+                    return exc
+                gevent.sleep(0.5)
 
     # -- watching
     def watch(self, execution_id: str, remote_dir: str) -> gevent.event.AsyncResult:
@@ -347,12 +544,22 @@ class RemoteRuns:
         by_dir = {w.remote_dir: (eid, w) for eid, w in list(self._watches.items())}
         stdin = ("\n".join(by_dir) + "\n").encode()
         self.polls += 1
-        result = self.host.run(f"sh -c {q(_POLL_SH)} poll {q(self.pid_file)} {q(self.marker)}",
+        verify = "1" if self.polls % VERIFY_EVERY == 1 else "0"
+        result = self.host.run(f"sh -c {q(_POLL_SH)} poll {q(self.pid_file)} {q(self.marker)} {verify}",
                                stdin=stdin, timeout=120, warn=True)
         if result.exit_code is None:
             raise ConnectionError_(f"{self.host.name}: poll failed: {result.tail(2)}")
-        for line in result.stdout.splitlines():
+        lines = result.stdout.splitlines()
+        ended_at: dict[str, str] = {}
+        for line in lines:
+            if line.startswith("ended\t"):
+                parts = line.split("\t", 2)
+                if len(parts) == 3 and parts[2].endswith("/.orchestra/exit_code"):
+                    ended_at[parts[2][:-len("/.orchestra/exit_code")]] = parts[1]
+        for line in lines:
             parts = line.split("\t")
+            if parts[0] == "done" and len(parts) >= 4 and not parts[3]:
+                parts[3] = ended_at.get(parts[1], "")
             if len(parts) < 2 or parts[1] not in by_dir:
                 continue
             eid, watch = by_dir[parts[1]]
@@ -375,6 +582,7 @@ class RemoteRuns:
     def _settle(self, execution_id: str, outcome: Outcome) -> None:
         watch = self._watches.pop(execution_id, None)
         if watch is not None and not watch.result.ready():
+            self.settled += 1
             watch.result.set(outcome)
 
     def fail_all(self, error: str) -> None:
@@ -383,11 +591,14 @@ class RemoteRuns:
 
     def _watch_loop(self) -> None:
         failing_since: float | None = None
+        quiet = 0
         while True:
             if not self._watches:
                 self._wake.clear()
                 self._wake.wait()
                 continue
+            settled_before = self.settled
+            self._wake.clear()
             try:
                 self.poll_once()
                 failing_since = None
@@ -396,7 +607,19 @@ class RemoteRuns:
                 log.warning("%s: poll failed (%s); retrying", self.host.name, exc)
                 if time.monotonic() - failing_since > self.lost_after:
                     self.fail_all(f"{self.host.name} unreachable for {self.lost_after:.0f}s: {exc}")
-            gevent.sleep(self.poll_interval)
+            # Adaptive interval: right after an execution ended or a new one started, poll again soon
+            # (short executions end in a burst); each quiet poll doubles the wait, up to poll_interval.
+            # Still ONE command per host per poll, whatever the number of executions.
+            if self.settled != settled_before:
+                quiet = 0
+            else:
+                quiet += 1
+            delay = min(self.poll_interval, MIN_POLL_INTERVAL * (2 ** min(quiet, 16)))
+            if failing_since is not None:
+                delay = self.poll_interval
+            if self._wake.wait(timeout=delay) and failing_since is None:
+                quiet = 0  # a new execution to watch: look at it soon
+                gevent.sleep(MIN_POLL_INTERVAL)
 
     def stop_watching(self) -> None:
         if self._watcher is not None:
@@ -414,8 +637,13 @@ class RemoteRuns:
 
     def probe(self, remote_dir: str) -> tuple[str, int | None, float | None]:
         """("done"|"running"|"none", pid, started) for a run dir left by an earlier controller."""
+        return self.probe_full(remote_dir)[:3]  # type: ignore[return-value]
+
+    def probe_full(self, remote_dir: str) -> tuple[str, int | None, float | None, int | None]:
+        """probe() plus the slot the launch recorded (None if unknown)."""
         cmd = (f"d={q(remote_dir)}; [ -d \"$d\" ] || {{ echo none; exit 0; }}; "
                f"echo \"pid=$(cat \"$d/{PID_FILE}\" 2>/dev/null)\"; echo \"started=$(cat \"$d/{STARTED_FILE}\" 2>/dev/null)\"; "
+               f"echo \"slot=$(cat \"$d/{SLOT_FILE}\" 2>/dev/null)\"; "
                f"if [ -s \"$d/{EXIT_FILE}\" ]; then echo done; exit 0; fi; "
                f"p=$(cat \"$d/{self.pid_file}\" 2>/dev/null); "
                f"if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && {{ [ ! -r /proc/$p/cmdline ] || grep -qa -- {q(self.marker)} /proc/$p/cmdline; }}; "
@@ -428,15 +656,64 @@ class RemoteRuns:
             started = float(values.get("started", ""))
         except ValueError:
             started = None
-        return state, pid, started
+        slot = int(values["slot"]) if values.get("slot", "").isdigit() else None
+        return state, pid, started, slot
 
     def collect(self, remote_dir: str, outputs: tuple[str, ...], dest: Path) -> Collected:
         for pattern in outputs:
             if pattern.startswith("/") or ".." in PurePosixPath(pattern).parts:
                 raise ExecutionError(f"output pattern {pattern!r} must be relative and stay in the run directory")
-        cmd = " ".join([q(self.python), "-c", q(_COLLECT_PY), q(remote_dir), *map(q, outputs)])
-        dest.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".collect-", suffix=".tar", dir=dest.parent)
+        return self._collector.submit((remote_dir, tuple(outputs), dest))  # type: ignore[return-value]
+
+    def _collect_many(self, items: list[tuple[str, tuple[str, ...], Path]]) -> list[object]:
+        """One python3 and one checksummed tar stream for several run directories."""
+        import json
+
+        spec = json.dumps([[remote_dir, list(outputs)] for remote_dir, outputs, _dest in items])
+        cmd = " ".join([q(self.python), "-c", q(_COLLECT_MANY_PY), q(spec)])
+        staging_parent = items[0][2].parent
+        staging_parent.mkdir(parents=True, exist_ok=True)
+
+        def fetch() -> Path:
+            where = Path(tempfile.mkdtemp(prefix=".collect-", dir=staging_parent))
+            try:
+                self._fetch_stream(cmd, where, ", ".join(r for r, _o, _d in items))
+            except BaseException:
+                shutil.rmtree(where, ignore_errors=True)
+                raise
+            return where
+
+        try:
+            where: Path = retry_link("collecting", fetch, self.host.name)  # type: ignore[assignment]
+        except RemoteCommandError as exc:
+            raise ExecutionError(f"{self.host.name}: collecting failed: {exc.result.tail(3)}") from exc
+        outcomes: list[object] = []
+        try:
+            for k, (remote_dir, _outputs, dest) in enumerate(items):
+                if (where / f"{k}.missing").exists():
+                    outcomes.append(ExecutionError(f"{self.host.name}: run directory {remote_dir} is gone"))
+                    continue
+                src = where / str(k)
+                src.mkdir(exist_ok=True)
+                files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file() and not p.is_symlink())
+                if dest.exists():
+                    shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+                else:
+                    os.replace(src, dest)
+                stdout, stderr = dest / STDOUT_FILE, dest / STDERR_FILE
+                for path in (stdout, stderr):
+                    if not path.exists():
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.touch()
+                outcomes.append(Collected(dest, stdout, stderr,
+                                          [f for f in files if PurePosixPath(f).parts[0] != META_DIR]))
+        finally:
+            shutil.rmtree(where, ignore_errors=True)
+        return outcomes
+
+    def _fetch_stream(self, cmd: str, where: Path, what: str) -> None:
+        """Run ``cmd`` (a collect script), verify its trailer, extract it safely under ``where``."""
+        fd, tmp_name = tempfile.mkstemp(prefix=".collect-", suffix=".tar", dir=where.parent)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -448,26 +725,22 @@ class RemoteRuns:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     sha.update(block)
             if tmp.stat().st_size != size or sha.hexdigest() != digest:
-                raise ExecutionError(f"{self.host.name}: outputs of {remote_dir} arrived corrupted "
+                raise ExecutionError(f"{self.host.name}: outputs of {what} arrived corrupted "
                                      f"({tmp.stat().st_size} bytes, expected {size})")
             with tmp.open("rb") as handle:
-                files = safe_extract(handle, dest)
-        except RemoteCommandError as exc:
-            raise ExecutionError(f"{self.host.name}: collecting {remote_dir} failed: {exc.result.tail(3)}") from exc
+                safe_extract(handle, where)
         finally:
             tmp.unlink(missing_ok=True)
-        stdout, stderr = dest / STDOUT_FILE, dest / STDERR_FILE
-        for path in (stdout, stderr):
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch()
-        outputs_found = [f for f in files if PurePosixPath(f).parts[0] != META_DIR]
-        return Collected(dest, stdout, stderr, outputs_found)
 
     def discard(self, remote_dir: str) -> None:
         if not remote_dir.startswith(f"{self.workdir}/runs/"):
             raise ExecutionError(f"refusing to remove {remote_dir}: not under {self.workdir}/runs")
-        self.host.run(f"rm -rf -- {q(remote_dir)}", timeout=300)
+        self._remover.submit(remote_dir)
+
+    def _remove_many(self, dirs: list[str]) -> list[object]:
+        cmd = "rm -rf -- " + " ".join(q(d) for d in dirs)
+        retry_link("removing run directories", lambda: self.host.run(cmd, timeout=300), self.host.name)
+        return [None] * len(dirs)
 
     def cleanup_code(self, keep: Iterable[str] = ()) -> None:
         """Remove cached code trees not in ``keep`` (not called automatically: other controllers share them)."""
@@ -515,6 +788,7 @@ class SSHBackend:
         self.runs: dict[str, RemoteRuns] = {}
         self.pool = SlotPool()
         self._launched_at: dict[str, float] = {}
+        self._reattached: dict[str, Slot] = {}
         for cfg in profile.hosts:
             host = Host(cfg.destination, ssh_config=profile.ssh_config, connections=profile.connections,
                         channels_per_connection=profile.channels_per_connection,
@@ -558,7 +832,12 @@ class SSHBackend:
         return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started)
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
-        return _handle_wait(self._runs(handle.slot.host), handle, timeout, self._launched_at)
+        try:
+            return _handle_wait(self._runs(handle.slot.host), handle, timeout, self._launched_at)
+        finally:
+            if self._reattached.pop(handle.execution_id, None) is not None:
+                # The controller holds no slot for a re-attached execution: give its slot back here.
+                self.pool.unclaim(handle.slot)
 
     def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
         return self._runs(handle.slot.host).collect(handle.remote_dir, job.outputs, dest)
@@ -577,11 +856,15 @@ class SSHBackend:
         if not runs.workdir:
             runs.prepare()
         remote_dir = remote_dir or runs.run_dir(execution_id)
-        state, pid, started = runs.probe(remote_dir)
+        state, pid, started, launched_slot = runs.probe_full(remote_dir)
         if state == "none":
             return None
-        the_slot = Slot(host, slot if slot is not None else 0)
-        self.pool.claim(the_slot)
+        index = slot if slot is not None else launched_slot
+        the_slot = Slot(host, index if index is not None else 0)
+        known = next((c.slots for c in self.profile.hosts if c.destination == host), 0)
+        if index is not None and index < known and the_slot not in self._reattached.values():
+            self.pool.claim(the_slot)  # held until the re-attached execution ends (see wait)
+            self._reattached[execution_id] = the_slot
         return RunHandle(execution_id, the_slot, remote_dir, pid=pid, started=started)
 
     def close(self) -> None:

@@ -12,6 +12,8 @@
 #   status  one line per component; exit 0 only when everything is up.
 #   env     print the exports a test needs (also written to $DIR/env).
 #   clean   down, then remove $DIR (keys included: the next `up` makes new ones).
+#   restart-sshd  stop sshd and every session it serves (connections drop, as on a server restart
+#           or a network cut), then start it again; detached executions keep running. Fault tests use it.
 #
 # Overrides: ORCHESTRA_DEVCLUSTER_DIR (/tmp/orchestra-devcluster), ORCHESTRA_DEVCLUSTER_SSH_PORT (2222),
 # ORCHESTRA_DEVCLUSTER_SLURM_PORT (16817; slurmds use the 4 ports after 17000 + offset),
@@ -222,6 +224,8 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 ReturnToService=2
 KillWait=5
+# A dead slurmd is noticed in seconds, not the default 5 minutes (fault tests kill one).
+SlurmdTimeout=10
 MinJobAge=30
 InactiveLimit=0
 StateSaveLocation=$SLURM_DIR/state
@@ -238,6 +242,11 @@ EOF
 start_slurm() {
     if ! alive "$SLURM_DIR/slurmctld.pid" slurmctld; then
         /usr/sbin/slurmctld -c -f "$SLURM_CONF_FILE"
+        cp "$SLURM_CONF_FILE" "$SLURM_CONF_FILE.applied"
+    elif ! cmp -s "$SLURM_CONF_FILE" "$SLURM_CONF_FILE.applied"; then
+        # A newer devcluster.sh changed slurm.conf: the running daemons re-read it.
+        scontrol reconfigure >/dev/null 2>&1 || log "scontrol reconfigure failed"
+        cp "$SLURM_CONF_FILE" "$SLURM_CONF_FILE.applied"
     fi
     local n
     for n in $(node_names); do
@@ -263,9 +272,10 @@ wait_ready() {
         sleep 0.2
     done
     while :; do
-        # A node that is not idle after a restart (e.g. DOWN from an earlier run) is resumed once.
+        # Ready = every node answering (idle, or running jobs of a concurrent test session); a node DOWN
+        # after a restart (e.g. a slurmd killed by a fault test) is resumed.
         states=$(sinfo -h -N -o '%N %t' 2>/dev/null | sort -u)
-        if [ "$(printf '%s\n' "$states" | grep -c ' idle$' || true)" -ge "$NODES" ]; then break; fi
+        if [ "$(printf '%s\n' "$states" | grep -cE ' (idle|alloc|mix|comp)$' || true)" -ge "$NODES" ]; then break; fi
         if printf '%s\n' "$states" | grep -qE ' (down|drain|drng|fail)\*?$'; then
             scontrol update nodename="node[1-$NODES]" state=resume >/dev/null 2>&1 || true
         fi
@@ -330,6 +340,23 @@ cmd_down() {
     log "down"
 }
 
+cmd_restart_sshd() {
+    [ "$(id -u)" = 0 ] || die "'restart-sshd' must run as root"
+    local pid; pid=$(pid_of "$SSHD_DIR/sshd.pid")
+    alive "$SSHD_DIR/sshd.pid" sshd || die "sshd is not running"
+    # The per-connection sshd processes are the listener's children: kill them too, or a restart
+    # would leave established connections up and test nothing.
+    local children; children=$(ps -o pid= --ppid "$pid" 2>/dev/null | tr -s ' \n' ' ' || true)
+    kill -TERM "$pid" 2>/dev/null || true
+    [ -n "${children// /}" ] && kill -KILL $children 2>/dev/null || true
+    for _ in $(seq 1 50); do alive "$SSHD_DIR/sshd.pid" sshd || break; sleep 0.1; done
+    rm -f "$SSHD_DIR/sshd.pid"
+    sleep "${ORCHESTRA_DEVCLUSTER_SSHD_DOWN:-1}"
+    start_sshd
+    for _ in $(seq 1 50); do alive "$SSHD_DIR/sshd.pid" sshd && break; sleep 0.1; done
+    log "sshd restarted (dropped $(echo $children | wc -w) session(s))"
+}
+
 cmd_status() {
     local rc=0 n
     report() { if alive "$1" "$2"; then echo "$3: up (pid $(pid_of "$1"))"; else echo "$3: down"; rc=1; fi; }
@@ -351,5 +378,6 @@ case "${1:-}" in
     status) cmd_status ;;
     env) print_env ;;
     clean) cmd_down; rm -rf "$DIR"; log "removed $DIR" ;;
-    *) echo "usage: $0 up|down|status|env|clean" >&2; exit 2 ;;
+    restart-sshd) cmd_restart_sshd ;;
+    *) echo "usage: $0 up|down|status|env|clean|restart-sshd" >&2; exit 2 ;;
 esac
