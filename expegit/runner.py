@@ -432,15 +432,16 @@ def resume_campaign(campaign: Campaign, *, slots: int | None = None, progress: P
             if record.state in ("running", "created"):
                 handle = backend.reattach(record.id, record.host, record.slot, record.remote_dir)
             if handle is not None:
-                progress.note(f"re-attached {record.id} ({'ended' if record.state == 'running' else 'running'} "
-                              f"while no controller watched it)")
+                progress.note(f"re-attached {record.id}: it went on while no controller watched it")
                 if record.state == "created":  # launched, but the "running" commit never happened
                     record.state = "running"
                     record.host, record.slot, record.remote_dir = handle.slot.host, handle.slot.index, handle.remote_dir
-            elif record.state in ("running", "cancelled", "failed"):
-                record.attempt = max(record.attempt, 1)
-            task = Task(job_for(manifest, record), handle=handle, attempt=max(1, record.attempt + (handle is None and record.attempt > 0)))
-            tasks.append(task)
+                attempt = max(1, record.attempt)  # the same attempt, watched again
+            elif record.state == "created" and record.attempt == 0:
+                attempt = 1  # never launched
+            else:
+                attempt = max(1, record.attempt) + 1  # launched before and lost, stopped or failed: a new attempt
+            tasks.append(Task(job_for(manifest, record), handle=handle, attempt=attempt))
         groups.append((profile, records, {i: tips[i] for i in records}, tasks, backend))
     session = Session(campaign, manifest, slots=slots, progress=progress)
     summary = session.run(groups)
