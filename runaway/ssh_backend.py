@@ -54,48 +54,6 @@ _COMMIT_RE = re.compile(r"^[0-9a-f]{4,64}$")
 
 # Runs on the remote host with its python3: globbing there means user globs never reach a shell, and the
 # sha256 of the exact bytes sent lets the receiver detect a truncated or corrupted stream.
-_COLLECT_PY = r'''
-import glob, hashlib, os, sys, tarfile
-os.chdir(sys.argv[1])
-class Out:
-    def __init__(self):
-        self.h = hashlib.sha256(); self.n = 0; self.o = sys.stdout.buffer
-    def write(self, b):
-        self.h.update(b); self.n += len(b); self.o.write(b); return len(b)
-    def flush(self):
-        self.o.flush()
-def linked(path):
-    parts = path.split(os.sep)
-    return any(os.path.islink(os.sep.join(parts[:i])) for i in range(1, len(parts) + 1))
-out = Out()
-tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
-for name in (".orchestra/stdout", ".orchestra/stderr"):
-    if os.path.isfile(name) and not os.path.islink(name):
-        tar.add(name, recursive=False)
-seen = set()
-def add(path):
-    if path in seen or linked(path):
-        return
-    seen.add(path)
-    if os.path.isfile(path):
-        tar.add(path, recursive=False)
-    elif os.path.isdir(path):
-        for root, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(root, d)))
-            for f in sorted(files):
-                add(os.path.normpath(os.path.join(root, f)))
-for pattern in sys.argv[2:]:
-    for match in sorted(glob.glob(pattern, recursive=True)):
-        match = os.path.normpath(match)
-        if match.startswith("..") or os.path.isabs(match) or match.split(os.sep)[0] == ".orchestra":
-            continue
-        add(match)
-tar.close()
-out.flush()
-sys.stdout.buffer.write(b"\nORCHESTRA-SHA256 %s %020d\n" % (out.h.hexdigest().encode(), out.n))
-sys.stdout.buffer.flush()
-'''
-
 # Several run directories in ONE python3 process and ONE stream (argv[1]: JSON [[dir, [globs]], ...]):
 # members are "<index>/<path>"; a missing directory is an empty member "<index>.missing". Same trailer.
 _COLLECT_MANY_PY = r'''
