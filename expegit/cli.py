@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestra.cli import patch_gevent, run_main
-from orchestra.errors import EXIT_EXECUTIONS_FAILED, EXIT_INTERRUPTED, UsageError
+from orchestra.errors import UsageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,10 +106,7 @@ def _report_summary(summary) -> int:
     if summary.interrupted:
         print("expegit: interrupted: stopped executions were recorded as cancelled; `expegit resume` runs "
               "them and the ones not started", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if summary.errors:
-        return 7
-    return 0 if summary.failed == 0 else EXIT_EXECUTIONS_FAILED
+    return summary.exit_code()
 
 
 def _dispatch(args: argparse.Namespace) -> int:

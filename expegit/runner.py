@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 import gevent
 
-from orchestra.errors import ExecutionError, RepositoryError, UsageError
-from orchestra.execution import (FINAL_STATES, RESUMABLE_STATES, ExecutionRecord, ExecutionSpec,
+from orchestra.errors import (EXIT_EXECUTIONS_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExecutionError,
+                              RepositoryError, UsageError)
+from orchestra.execution import (RESUMABLE_STATES, ExecutionRecord, ExecutionSpec,
                                  new_execution_id)
 from orchestra.manifest import Manifest
 from orchestra.parameters import expand_points, parse_assignments
@@ -48,6 +49,14 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return self.failed == 0 and not self.errors and not self.interrupted
+
+    def exit_code(self) -> int:
+        """What `expegit run`, `resume` and `parasearch run` exit with after this run."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.errors:
+            return ExecutionError.exit_code
+        return EXIT_OK if self.failed == 0 else EXIT_EXECUTIONS_FAILED
 
 
 def code_commit(campaign: Campaign, *, snapshot: bool) -> str:

@@ -14,7 +14,7 @@ import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from orchestra.cli import patch_gevent, run_main  # noqa: E402
-from orchestra.errors import EXIT_EXECUTIONS_FAILED, EXIT_INTERRUPTED, UsageError  # noqa: E402
+from orchestra.errors import UsageError  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,10 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     if summary.interrupted:
         print("parasearch: interrupted: stopped executions were recorded as cancelled; `parasearch run` "
               "continues the study", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if summary.errors:
-        return 7
-    return 0 if summary.failed == 0 else EXIT_EXECUTIONS_FAILED
+    return summary.exit_code()
 
 
 def _dispatch(args: argparse.Namespace) -> int:
