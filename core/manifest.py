@@ -16,12 +16,15 @@ from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .durations import parse_duration
 from .errors import ManifestError
 from .parameters import ParameterSpec
 from .quoting import placeholders
+
+if TYPE_CHECKING:  # jsonschema is imported where it validates: read-only commands never load it
+    import jsonschema
 
 MANIFEST_NAME = "orchestra.yaml"
 RETRY_KINDS = ("exit", "timeout", "node-failure", "walltime")

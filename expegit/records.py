@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from orchestra.errors import ExecutionError, UsageError
 from orchestra.execution import RECORD_PATH, ExecutionRecord, parse_record
