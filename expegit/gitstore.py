@@ -13,6 +13,7 @@ import random
 import weakref
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -529,6 +530,19 @@ class GitStore:
 
     def execution_tips(self) -> dict[str, str]:
         return self.refs_under(EXECUTIONS_REF)
+
+    def maintain(self) -> None:
+        """Let git consolidate what a run left: one small pack per journal flush, packed refs.
+
+        ``git gc --auto`` does nothing until git's own thresholds are passed (50 packs by default) and then
+        detaches, so a run never waits for it; dulwich and git both slow down with hundreds of packs. A
+        machine without the git binary simply skips it.
+        """
+        try:
+            subprocess.run(["git", "gc", "--auto", "--quiet"], cwd=self.root, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
 
     def commit_all(self, paths: list[str], message: str) -> str:
         """Stage ``paths`` and commit them on the current branch (only `expegit init` does this)."""

@@ -371,6 +371,7 @@ class Session:
             handler.cancel()
             term.cancel()
             self.progress.close()
+        self.campaign.store.maintain()
         return self.summary
 
 

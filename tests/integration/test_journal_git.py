@@ -149,3 +149,20 @@ def test_packed_execution_refs_are_read_and_updated(campaign) -> None:
     Journal(campaign.store).append(tip, record)
     assert RecordIndex(campaign.store).load()[0][record.id].state == "finished"
     assert git(campaign.root, "fsck", "--strict").returncode == 0
+
+
+def test_runs_let_git_consolidate_their_packs(tmp_path: Path) -> None:
+    """Each journal flush writes a small pack; past git's gc.autoPackLimit, git gc --auto merges them."""
+    from tests.helpers import cli
+
+    root = make_campaign(tmp_path / "c", MANIFEST.replace("python3 t.py {x}", "true {x}"), {"t.py": ""})
+    git(root, "config", "gc.autoPackLimit", "4")
+    git(root, "config", "gc.autoDetach", "false")  # finish before the command returns, for the test
+    cli(root, "expegit", "run", "-p", "x=1", "-p", "x=2", "-p", "x=3", check=True)
+    cli(root, "expegit", "run", "-p", "x=4", "-p", "x=5", "-p", "x=6", check=True)
+    cli(root, "expegit", "run", "-p", "x=7", "-p", "x=8", "-p", "x=9", check=True)
+    packs = list((root / ".git" / "objects" / "pack").glob("*.pack"))
+    assert len(packs) <= 4, packs
+    assert git(root, "fsck", "--strict").returncode == 0
+    states = [r.state for r in RecordIndex(GitStore(root)).records()]
+    assert states == ["finished"] * 9
