@@ -164,10 +164,10 @@ class LocalBackend:
                 timed_out = True
                 self._kill_group(proc.pid)
                 status = proc.wait(None)
-            code = self._read_exit(run_dir)
-            if code is None:
-                code = os.waitstatus_to_exitcode(status)
-                code = code if code >= 0 else 128 - code
+            # Our own child: its wait status is the command's (an EXIT trap keeps $?), no file to read.
+            code = os.waitstatus_to_exitcode(status)
+            code = code if code >= 0 else 128 - code
+            return Outcome(code, handle.started, time.time(), timed_out=timed_out)
         else:  # re-attached after a controller restart: not our child, so watch its files
             while True:
                 code = self._read_exit(run_dir)
