@@ -18,18 +18,22 @@ from pathlib import Path
 from _common import ROOT, expegit, machine, make_campaign, now, timed, write_section
 
 
-def run_once(n: int, jobs: int, workdir: Path, round_index: int) -> tuple[float, float]:
+def expegit_rate(n: int, jobs: int, workdir: Path, name: str) -> float:
     manifest = f'name: throughput\ncommand: "true {{i}}"\nparameters:\n  i: {{type: int, low: 1, high: {n}}}\n'
-    campaign = make_campaign(workdir / f"campaign{round_index}", manifest)
+    campaign = make_campaign(workdir / name, manifest)
     orchestra, result = timed(expegit("run", "--grid", "-q", "--slots", str(jobs)), campaign)
     if f"{n} finished" not in result.stderr:
         raise SystemExit(f"expegit did not finish {n} executions:\n{result.stderr[-1000:]}")
     branches = subprocess.run(["git", "for-each-ref", "--count", str(n + 1), "refs/heads/executions"],
                               cwd=campaign, capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(branches) == n, f"{len(branches)} branches for {n} executions"
+    return n / orchestra
+
+
+def parallel_rate(n: int, jobs: int, workdir: Path) -> float:
     inputs = "\n".join(str(i) for i in range(1, n + 1)) + "\n"
-    parallel, _ = timed(["parallel", "-j", str(jobs), "true", "{}"], workdir, input=inputs)
-    return n / orchestra, n / parallel
+    elapsed, _ = timed(["parallel", "-j", str(jobs), "true", "{}"], workdir, input=inputs)
+    return n / elapsed
 
 
 def main() -> None:
@@ -43,12 +47,20 @@ def main() -> None:
         raise SystemExit("GNU parallel is not installed (Debian package `parallel`)")
     header = machine()
     rates = []
-    with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp:
+    # The same campaign on a RAM filesystem too: every execution creates and deletes a run directory and
+    # writes packs, so the disk's state moves expegit's figure while GNU parallel touches no disk.
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="orchestra-bench-", dir=shm) as ram:
         for index in range(args.rounds):
-            ours, theirs = run_once(args.n, args.jobs, Path(tmp), index)
-            rates.append((ours, theirs))
-            print(f"round {index + 1}: expegit {ours:.0f}/s, GNU parallel {theirs:.0f}/s, ratio {ours / theirs:.2f}x")
-    ratios = [o / t for o, t in rates]
+            ours = expegit_rate(args.n, args.jobs, Path(tmp), f"campaign{index}")
+            in_ram = expegit_rate(args.n, args.jobs, Path(ram), f"campaign{index}") if shm else float("nan")
+            theirs = parallel_rate(args.n, args.jobs, Path(tmp))
+            rates.append((ours, theirs, in_ram))
+            print(f"round {index + 1}: expegit {ours:.0f}/s (tmpfs {in_ram:.0f}/s), GNU parallel {theirs:.0f}/s, "
+                  f"ratio {ours / theirs:.2f}x (tmpfs {in_ram / theirs:.2f}x)")
+    ratios = [o / t for o, t, _ in rates]
+    ram_ratios = [r / t for _, t, r in rates]
     body = "\n".join([
         f"{now()}, {header}.",
         "",
@@ -56,13 +68,15 @@ def main() -> None:
         "expegit's figure is end to end: process start-up, creating the execution branches, running, committing",
         "every result to its branch. GNU parallel only runs the commands.",
         "",
-        "| round | expegit run (executions/s) | GNU parallel -j (jobs/s) | ratio |",
-        "|---|---|---|---|",
-        *[f"| {i + 1} | {o:.0f} | {t:.0f} | {o / t:.2f}x |" for i, (o, t) in enumerate(rates)],
-        f"| median | {statistics.median(o for o, _ in rates):.0f} | {statistics.median(t for _, t in rates):.0f} | "
-        f"{statistics.median(ratios):.2f}x |",
+        "| round | expegit run (executions/s) | GNU parallel -j (jobs/s) | ratio | expegit, campaign on tmpfs | ratio |",
+        "|---|---|---|---|---|---|",
+        *[f"| {i + 1} | {o:.0f} | {t:.0f} | {o / t:.2f}x | {r:.0f} | {r / t:.2f}x |" for i, (o, t, r) in enumerate(rates)],
+        f"| median | {statistics.median(o for o, _, _ in rates):.0f} | {statistics.median(t for _, t, _ in rates):.0f} | "
+        f"{statistics.median(ratios):.2f}x | {statistics.median(r for _, _, r in rates):.0f} | "
+        f"{statistics.median(ram_ratios):.2f}x |",
         "",
-        "Goal: at least 1.0x GNU parallel's rate at N=1000.",
+        "Goal: at least 1.0x GNU parallel's rate at N=1000 (the disk column is the one that counts: campaigns",
+        "live on disk). The tmpfs column shows how much of the gap is the disk.",
     ])
     print(body)
     if args.write:
