@@ -37,6 +37,12 @@ def _drive(backend, n: int, code, tmp_path: Path, nap: float = 0.3) -> list[tupl
     return [j.value for j in jobs]
 
 
+def _profile(devcluster, tmp_path: Path, settings: dict):
+    """A slurm profile on the dev cluster with its own remote workdir, plus the test's own settings."""
+    return build_profile("dev", {"kind": "slurm", "host": "devcluster", "ssh_config": devcluster.ssh_config,
+                                 "workdir": f"~/.orchestra-test-{tmp_path.name}", **settings})
+
+
 def _our_jobs(devcluster) -> list[str]:
     return devcluster.slurm("squeue -h -u orchestra -o %i").split()
 
@@ -60,9 +66,7 @@ def _no_leftover_jobs(devcluster):
 
 @pytest.mark.parametrize("launcher", ["srun", "agent"])
 def test_allocation_places_on_several_nodes_and_is_released_when_drained(devcluster, tmp_path, archive, launcher):
-    profile = build_profile("dev", {
-        "kind": "slurm", "host": "devcluster", "ssh_config": devcluster.ssh_config,
-        "workdir": f"~/.orchestra-test-{tmp_path.name}", "slots_per_node": 2,
+    profile = _profile(devcluster, tmp_path, {"slots_per_node": 2,
         "allocation": {"nodes": 3, "walltime": "10m"}, "idle_release": 1, "squeue_interval": 0.5,
         "poll_interval": 0.3, "launcher": launcher})
     backend = make_backend(profile)
@@ -86,9 +90,7 @@ def test_allocation_places_on_several_nodes_and_is_released_when_drained(devclus
 
 
 def test_max_allocations_and_close_cancels(devcluster, tmp_path, archive):
-    profile = build_profile("dev", {
-        "kind": "slurm", "host": "devcluster", "ssh_config": devcluster.ssh_config,
-        "workdir": f"~/.orchestra-test-{tmp_path.name}", "slots_per_node": 1,
+    profile = _profile(devcluster, tmp_path, {"slots_per_node": 1,
         "allocation": {"nodes": 1, "walltime": "10m"}, "max_allocations": 2, "idle_release": 60,
         "squeue_interval": 0.5, "poll_interval": 0.3})
     backend = make_backend(profile)
@@ -105,9 +107,7 @@ def test_max_allocations_and_close_cancels(devcluster, tmp_path, archive):
 
 @pytest.mark.parametrize("launcher", ["srun", "agent"])
 def test_execution_lost_when_the_allocation_is_cancelled(devcluster, tmp_path, archive, launcher):
-    profile = build_profile("dev", {
-        "kind": "slurm", "host": "devcluster", "ssh_config": devcluster.ssh_config,
-        "workdir": f"~/.orchestra-test-{tmp_path.name}", "allocation": {"nodes": 1, "walltime": "10m"},
+    profile = _profile(devcluster, tmp_path, {"allocation": {"nodes": 1, "walltime": "10m"},
         "squeue_interval": 0.5, "poll_interval": 0.3, "launcher": launcher})
     backend = make_backend(profile)
     backend.start()
@@ -151,9 +151,7 @@ def _cleanup_workdir(devcluster, tmp_path):
 def test_scheduler_refusal_reaches_the_caller(devcluster, tmp_path):
     from orchestra.errors import SchedulerError
 
-    profile = build_profile("dev", {
-        "kind": "slurm", "host": "devcluster", "ssh_config": devcluster.ssh_config,
-        "workdir": f"~/.orchestra-test-{tmp_path.name}",
+    profile = _profile(devcluster, tmp_path, {
         "allocation": {"nodes": 1, "walltime": "10m", "partition": "nosuchpartition"}, "squeue_interval": 0.5})
     backend = make_backend(profile)
     backend.start()
@@ -168,9 +166,7 @@ def test_scheduler_refusal_reaches_the_caller(devcluster, tmp_path):
 
 def test_allocation_near_its_walltime_takes_no_work(devcluster, tmp_path, archive):
     """A 2-minute allocation with a 3-minute margin is unusable at once: it is given back, none placed."""
-    profile = build_profile("dev", {
-        "kind": "slurm", "host": "devcluster", "ssh_config": devcluster.ssh_config,
-        "workdir": f"~/.orchestra-test-{tmp_path.name}", "allocation": {"nodes": 1, "walltime": "2m"},
+    profile = _profile(devcluster, tmp_path, {"allocation": {"nodes": 1, "walltime": "2m"},
         "squeue_interval": 0.5, "max_allocations": 1})
     import dataclasses
 
@@ -187,9 +183,7 @@ def test_allocation_near_its_walltime_takes_no_work(devcluster, tmp_path, archiv
 
 @pytest.mark.parametrize("launcher", ["srun", "agent"])
 def test_timeout_kills_an_execution_on_its_node(devcluster, tmp_path, archive, launcher):
-    profile = build_profile("dev", {
-        "kind": "slurm", "host": "devcluster", "ssh_config": devcluster.ssh_config,
-        "workdir": f"~/.orchestra-test-{tmp_path.name}", "allocation": {"nodes": 1, "walltime": "10m"},
+    profile = _profile(devcluster, tmp_path, {"allocation": {"nodes": 1, "walltime": "10m"},
         "squeue_interval": 0.5, "poll_interval": 0.3, "launcher": launcher})
     backend = make_backend(profile)
     backend.start()
