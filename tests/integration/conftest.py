@@ -92,5 +92,15 @@ def make_archive(files: dict[str, bytes | str]) -> Callable[[str], Iterable[byte
 
 
 @pytest.fixture
+def remote_workdir_cleanup(devcluster: DevCluster, tmp_path: Path) -> Iterator[None]:
+    """Removes the test's remote workdir (``~/.orchestra-test-<tmp dir name>``) on the dev cluster."""
+    yield
+    from runaway.hosts import Host
+
+    with Host("devcluster", ssh_config=devcluster.ssh_config) as host:
+        host.run(f"rm -rf ~/.orchestra-test-{tmp_path.name}", warn=True)
+
+
+@pytest.fixture
 def archive() -> Callable[[dict[str, bytes | str]], Callable[[str], Iterable[bytes]]]:
     return make_archive

@@ -10,6 +10,8 @@ import pytest
 from runaway.backend import Job
 from runaway.profiles import build_profile, load_profile_file, make_backend
 
+pytestmark = pytest.mark.usefixtures("remote_workdir_cleanup")
+
 COMMIT = "5eed" + "0" * 36
 EXAMPLES = Path(__file__).resolve().parents[2] / "runaway" / "examples"
 PROBE = """\
@@ -137,15 +139,6 @@ def test_pbs_example_profile_with_torque_wrappers(devcluster, tmp_path, archive)
         assert _wait_until(lambda: not _our_jobs(devcluster), 15)
     finally:
         backend.close()
-
-
-@pytest.fixture(autouse=True)
-def _cleanup_workdir(devcluster, tmp_path):
-    yield
-    from runaway.hosts import Host
-
-    with Host("devcluster", ssh_config=devcluster.ssh_config) as host:
-        host.run(f"rm -rf ~/.orchestra-test-{tmp_path.name}", warn=True)
 
 
 def test_scheduler_refusal_reaches_the_caller(devcluster, tmp_path):

@@ -11,6 +11,8 @@ from runaway.backend import Job
 from runaway.profiles import build_profile
 from runaway.ssh_backend import SSHBackend
 
+pytestmark = pytest.mark.usefixtures("remote_workdir_cleanup")
+
 COMMIT = "c0ffee" + "0" * 34
 HOSTILE = "we ird;$(touch PWNED)'\"`x`\n\u00e9.txt"
 
@@ -168,12 +170,3 @@ def test_code_is_shipped_once_per_commit(devcluster, tmp_path, archive):
         assert calls == [COMMIT]
     finally:
         backend.close()
-
-
-@pytest.fixture(autouse=True)
-def _cleanup_workdir(devcluster, tmp_path):
-    yield
-    from runaway.hosts import Host
-
-    with Host("devcluster", ssh_config=devcluster.ssh_config) as host:
-        host.run(f"rm -rf ~/.orchestra-test-{tmp_path.name}", warn=True)
