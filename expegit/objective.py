@@ -4,22 +4,26 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
+from collections.abc import Callable
 
 from orchestra.manifest import Objective
+from runaway.rundir import STDOUT_FILE
 
 MAX_STDOUT_SCAN = 8 * 1024 * 1024  # the last 8 MiB: a pattern's last match is what counts
 
 
-def read_objective(objective: Objective, run_dir: Path, stdout: Path) -> tuple[float | None, str | None]:
-    """(value, problem): a finite float, or None with a one-line reason an analyst can act on."""
+def read_objective(objective: Objective, read: Callable[[str], bytes | None]) -> tuple[float | None, str | None]:
+    """(value, problem): a finite float, or None with a one-line reason an analyst can act on.
+
+    ``read`` gives the bytes of a run-relative path (an output file, or ``.orchestra/stdout``), or None.
+    """
     if objective.source is not None:
-        path = run_dir / objective.source
-        try:
-            data = json.loads(path.read_text("utf-8"))
-        except FileNotFoundError:
+        raw = read(objective.source)
+        if raw is None:
             return None, f"objective file {objective.source} was not written"
-        except (OSError, ValueError) as exc:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
             return None, f"objective file {objective.source} is not JSON: {exc}"
         value: object = data
         for part in objective.metric.split("."):
@@ -31,14 +35,10 @@ def read_objective(objective: Objective, run_dir: Path, stdout: Path) -> tuple[f
             value = value[part]
         return _number(value, objective.metric)
     assert objective.pattern is not None
-    try:
-        with open(stdout, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - MAX_STDOUT_SCAN))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
+    stdout = read(STDOUT_FILE)
+    if stdout is None:
         return None, "no stdout to read the objective from"
+    text = stdout[-MAX_STDOUT_SCAN:].decode("utf-8", "replace")
     matches = list(re.finditer(objective.pattern, text))
     if not matches:
         return None, f"objective pattern {objective.pattern!r} did not match stdout"

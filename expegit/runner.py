@@ -26,6 +26,7 @@ from orchestra.parameters import expand_points, parse_assignments
 from orchestra.progress import Progress
 from orchestra.quoting import render_command
 from runaway.backend import Job, RunHandle
+from runaway.rundir import STDERR_FILE, STDOUT_FILE
 from runaway.backends import make_backend
 from runaway.controller import AttemptResult, Controller, Task
 
@@ -167,13 +168,15 @@ class JournalListener:
         if result.collected is not None:
             collected = result.collected
             for rel in collected.outputs:
-                files[rel] = collected.directory / rel
+                files[rel] = collected.source(rel)
             record.outputs = list(collected.outputs)
-            files[".orchestra/stdout"] = collected.stdout if collected.stdout.exists() else b""
-            files[".orchestra/stderr"] = collected.stderr if collected.stderr.exists() else b""
+            for rel, path in ((STDOUT_FILE, collected.stdout), (STDERR_FILE, collected.stderr)):
+                if collected.contents is not None:
+                    files[rel] = collected.contents.get(rel, b"")
+                else:
+                    files[rel] = path if path.exists() else b""
             if self.manifest.objective is not None and outcome.exit_code == 0:
-                record.objective, problem = read_objective(self.manifest.objective, collected.directory,
-                                                           collected.stdout)
+                record.objective, problem = read_objective(self.manifest.objective, collected.read)
                 if problem:
                     record.error = problem
         if result.failure == "timeout":

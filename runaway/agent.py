@@ -1,126 +1,212 @@
-"""A per-node launcher agent: one ``srun`` per node per allocation instead of one per execution.
+"""Orchestra's execution agent: one long-lived process per SSH host or per allocated Slurm node.
 
-Why: on a real cluster every ``srun --jobid`` is a step-creation RPC to slurmctld; thousands of short
-executions turn into thousands of RPCs. RADICAL-Pilot and Parsl's HTEX start one process per node and
-feed it work; so does this. Why a spool file and not stdin: an agent fed through an SSH channel dies
-with the channel, and on clusters that track processes with cgroups its executions die with it. The
-agent therefore reads launch requests appended to ``<agent_dir>/requests`` (on the shared filesystem,
-re-opened at each read so NFS close-to-open consistency shows new lines) and appends what it did to
-``<agent_dir>/events``. Executions still record their own pid/exit_code through the shared wrapper,
-so the controller's batched poll works unchanged and nothing depends on the agent staying reachable.
+Why an agent: without one, every short execution costs several SSH round trips and remote shells (create
+the run directory, start it, poll it, tar its results, remove it); on 2 cores those forks, not the
+experiments, were the ceiling (1.1x GNU parallel over SSH). With one, the controller writes ONE line per
+execution into a session it keeps open, and the agent answers with ONE frame carrying the exit code and
+the results (RADICAL-Pilot's and Parsl's per-node agents, for the same reason).
 
-This file is shipped to the cluster and run with the remote ``python3``: standard library only, and
-importable locally for its pure protocol functions (tested in tests/unit/test_slurm_agent.py).
+Why a daemon plus ``attach``: executions must survive a dropped connection and a dead controller. The
+``serve`` process is detached (own session, no terminal, SIGHUP ignored) and listens on a unix socket in
+its directory; ``attach`` is what an SSH channel (or an ``srun --overlap`` step on a Slurm node) runs: it
+starts the daemon if asked and none is running, then pipes its stdin/stdout to the socket. A drop kills
+only ``attach``; the controller re-attaches and says ``watch`` for what it still waits on. Nothing the
+daemon knows is needed after a restart either: every execution leaves its story in its run directory
+(the shared wrapper writes pid and exit_code), so a new daemon adopts what an old one started.
 
-Protocol, one line each, fields separated by single spaces, free text base64-encoded::
+This file is shipped to the remote host and run with its ``python3`` (3.6 or later): standard library
+only. Its pure protocol functions are imported by the controller (runaway/agent_link.py) and tested
+locally (tests/unit/test_agent.py).
 
-    request: launch <execution_id> <b64 run_dir> <b64 command> <b64 json env>
-    request: kill <execution_id> <signal number>
-    request: exit
-    event:   ready <pid>
-    event:   started <execution_id> <pid>
-    event:   exited <execution_id> <code>        (negative: killed by that signal)
-    event:   error <execution_id> <b64 message>
+Protocol: lines of space-separated fields; free text as base64 of JSON.
+
+    controller -> agent
+      launch <id> <b64 {"run_dir", "code_dir", "command", "env", "outputs", "slot", "meta"}>
+                                              (meta: extra files for .orchestra/, name -> text)
+      watch <id> <b64 {"run_dir", "outputs"}>
+      kill <id> <signal> <grace seconds>      (TERM the group, KILL it after the grace)
+      remove <id> <b64 "run_dir">             (after the controller committed the results)
+      ping <token>
+    agent -> controller
+      hello <protocol> <pid>
+      started <id> <pid> <epoch>
+      exited <id> <code|-> <started|-> <ended> <size> <sha256>\\n<size bytes: tar of the results>
+      gone <id>                               (no such run directory)
+      error <id> <b64 "message">
+      pong <token>
+
+``exited`` with code ``-`` means the execution died without an exit code (host rebooted, killed -9 with
+its wrapper). The tar holds ``.orchestra/stdout``, ``.orchestra/stderr`` and the files matching the
+output globs (regular files only, never through a symlink).
 """
-from __future__ import annotations
-
 import base64
-import dataclasses
+import collections
+import errno
+import fcntl
+import glob
+import hashlib
+import io
 import json
 import os
 import re
+import selectors
+import shutil
 import signal
-import subprocess
+import socket
 import sys
+import tarfile
+import tempfile
 import time
 
+PROTOCOL = 2
+SOCKET_NAME = "sock"
+META_DIR = ".orchestra"
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+MAX_LINE = 1 << 20  # a request line longer than this is refused (a runaway client, not a command line)
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8", "surrogateescape")).decode("ascii")
+# ------------------------------------------------------------------------------------- pure: lines
+def b64json(value) -> str:
+    return base64.b64encode(json.dumps(value, sort_keys=True).encode("utf-8", "surrogateescape")).decode("ascii")
 
 
-def _unb64(text: str) -> str:
+def unb64json(text: str):
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True).decode("utf-8", "surrogateescape")
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise ValueError(f"bad base64 field {text[:20]!r}") from exc
+        return json.loads(base64.b64decode(text.encode("ascii"), validate=True).decode("utf-8", "surrogateescape"))
+    except (ValueError, UnicodeError) as exc:
+        raise ValueError("bad base64 JSON field %r" % text[:20]) from exc
 
 
-@dataclasses.dataclass(frozen=True)
-class Request:
-    kind: str  # launch | kill | exit
-    execution_id: str = ""
-    run_dir: str = ""
-    command: str = ""
-    env: dict = dataclasses.field(default_factory=dict)
-    signal: int = 0
+def _check_id(value: str) -> str:
+    if not _ID.match(value):
+        raise ValueError("bad execution id %r" % value[:80])
+    return value
 
 
-@dataclasses.dataclass(frozen=True)
-class Event:
-    kind: str  # ready | started | exited | error
-    execution_id: str = ""
-    value: int = 0
-    message: str = ""
+def render_request(kind: str, execution_id: str = "", **fields) -> str:
+    """One request line (no newline). Ids are checked so that a line can never carry a second request."""
+    if kind == "ping":
+        token = str(fields.get("token", "0"))
+        if not _TOKEN.match(token):
+            raise ValueError("bad ping token %r" % token)
+        return "ping " + token
+    _check_id(execution_id)
+    if kind == "launch":
+        body = {"run_dir": str(fields["run_dir"]), "code_dir": str(fields["code_dir"]),
+                "command": str(fields["command"]),
+                "env": dict((str(k), str(v)) for k, v in dict(fields.get("env") or {}).items()),
+                "outputs": [str(p) for p in fields.get("outputs") or ()], "slot": fields.get("slot")}
+        extra = dict((str(k), str(v)) for k, v in dict(fields.get("meta") or {}).items())
+        for name in extra:
+            if not _ID.match(name):
+                raise ValueError("bad meta file name %r" % name)
+        if extra:
+            body["meta"] = extra
+        return "launch %s %s" % (execution_id, b64json(body))
+    if kind == "watch":
+        body = {"run_dir": str(fields["run_dir"]), "outputs": [str(p) for p in fields.get("outputs") or ()]}
+        return "watch %s %s" % (execution_id, b64json(body))
+    if kind == "kill":
+        return "kill %s %d %g" % (execution_id, int(fields["signal"]), float(fields.get("grace", 5.0)))
+    if kind == "remove":
+        return "remove %s %s" % (execution_id, b64json(str(fields["run_dir"])))
+    raise ValueError("unknown request kind %r" % kind)
 
 
-def render_request(request: Request) -> str:
-    """One request line (no newline). Ids are checked so a line can never carry a second request."""
-    if request.kind == "exit":
-        return "exit"
-    if not _ID.match(request.execution_id):
-        raise ValueError(f"bad execution id {request.execution_id!r}")
-    if request.kind == "launch":
-        env = json.dumps({str(k): str(v) for k, v in request.env.items()}, sort_keys=True)
-        return " ".join(["launch", request.execution_id, _b64(request.run_dir), _b64(request.command), _b64(env)])
-    if request.kind == "kill":
-        return f"kill {request.execution_id} {int(request.signal)}"
-    raise ValueError(f"unknown request kind {request.kind!r}")
-
-
-def parse_request(line: str) -> Request:
+def parse_request(line: str) -> tuple:
+    """(kind, execution_id, fields) of a request line; ValueError for anything else."""
     words = line.strip().split(" ")
-    if words == ["exit"]:
-        return Request("exit")
-    if len(words) >= 2 and not _ID.match(words[1]):
-        raise ValueError(f"bad execution id in {line[:80]!r}")
-    if words[0] == "launch" and len(words) == 5:
-        env = json.loads(_unb64(words[4]))
-        if not isinstance(env, dict):
-            raise ValueError("launch env is not a mapping")
-        return Request("launch", words[1], _unb64(words[2]), _unb64(words[3]), {str(k): str(v) for k, v in env.items()})
-    if words[0] == "kill" and len(words) == 3 and re.fullmatch(r"\d{1,2}", words[2]):
-        return Request("kill", words[1], signal=int(words[2]))
-    raise ValueError(f"not a request: {line[:80]!r}")
+    kind = words[0]
+    if kind == "ping" and len(words) == 2 and _TOKEN.match(words[1]):
+        return "ping", "", {"token": words[1]}
+    if len(words) < 2:
+        raise ValueError("not a request: %r" % line[:80])
+    execution_id = _check_id(words[1])
+    if kind in ("launch", "watch") and len(words) == 3:
+        body = unb64json(words[2])
+        if not isinstance(body, dict) or not isinstance(body.get("run_dir"), str):
+            raise ValueError("%s without a run directory" % kind)
+        if kind == "launch" and not (isinstance(body.get("command"), str) and isinstance(body.get("code_dir"), str)
+                                     and isinstance(body.get("env"), dict)):
+            raise ValueError("launch without command, code_dir or env")
+        outputs = body.get("outputs") or []
+        if not isinstance(outputs, list) or not all(isinstance(p, str) for p in outputs):
+            raise ValueError("outputs must be a list of globs")
+        meta = body.get("meta") or {}
+        if not isinstance(meta, dict) or not all(isinstance(k, str) and _ID.match(k) and isinstance(v, str)
+                                                 for k, v in meta.items()):
+            raise ValueError("meta must map plain file names to text")
+        return kind, execution_id, body
+    if kind == "kill" and len(words) == 4 and words[2].isdigit() and _NUMBER.match(words[3]):
+        return "kill", execution_id, {"signal": int(words[2]), "grace": float(words[3])}
+    if kind == "remove" and len(words) == 3:
+        run_dir = unb64json(words[2])
+        if not isinstance(run_dir, str):
+            raise ValueError("remove without a run directory")
+        return "remove", execution_id, {"run_dir": run_dir}
+    raise ValueError("not a request: %r" % line[:80])
 
 
-def render_event(event: Event) -> str:
-    if event.kind == "ready":
-        return f"ready {int(event.value)}"
-    if not _ID.match(event.execution_id):
-        raise ValueError(f"bad execution id {event.execution_id!r}")
-    if event.kind in ("started", "exited"):
-        return f"{event.kind} {event.execution_id} {int(event.value)}"
-    if event.kind == "error":
-        return f"error {event.execution_id} {_b64(event.message)}"
-    raise ValueError(f"unknown event kind {event.kind!r}")
+def _num(value) -> str:
+    return "-" if value is None else ("%d" % value if isinstance(value, int) else "%.6f" % value)
 
 
-def parse_event(line: str) -> Event:
+def render_event(kind: str, execution_id: str = "", **fields) -> str:
+    """One event header line (no newline); an ``exited`` header is followed by ``size`` payload bytes."""
+    if kind == "hello":
+        return "hello %d %d" % (PROTOCOL, int(fields["pid"]))
+    if kind == "pong":
+        return "pong " + fields["token"]
+    _check_id(execution_id)
+    if kind == "started":
+        return "started %s %d %s" % (execution_id, int(fields["pid"]), _num(float(fields["started"])))
+    if kind == "exited":
+        return "exited %s %s %s %s %d %s" % (execution_id, _num(fields["code"]), _num(fields["started"]),
+                                             _num(float(fields["ended"])), int(fields["size"]), fields["sha256"])
+    if kind == "gone":
+        return "gone " + execution_id
+    if kind == "error":
+        return "error %s %s" % (execution_id, b64json(str(fields["message"])))
+    raise ValueError("unknown event kind %r" % kind)
+
+
+def _opt(text: str, convert):
+    return None if text == "-" else convert(text)
+
+
+def parse_event(line: str) -> tuple:
+    """(kind, execution_id, fields) of an event header line; ValueError for anything else."""
     words = line.strip().split(" ")
-    if words[0] == "ready" and len(words) == 2 and words[1].isdigit():
-        return Event("ready", value=int(words[1]))
-    if len(words) == 3 and words[0] in ("started", "exited") and _ID.match(words[1]) \
-            and re.fullmatch(r"-?\d+", words[2]):
-        return Event(words[0], words[1], int(words[2]))
-    if len(words) == 3 and words[0] == "error" and _ID.match(words[1]):
-        return Event("error", words[1], message=_unb64(words[2]))
-    raise ValueError(f"not an event: {line[:80]!r}")
+    kind = words[0]
+    try:
+        if kind == "hello" and len(words) == 3:
+            return "hello", "", {"protocol": int(words[1]), "pid": int(words[2])}
+        if kind == "pong" and len(words) == 2 and _TOKEN.match(words[1]):
+            return "pong", "", {"token": words[1]}
+        if len(words) < 2:
+            raise ValueError("short")
+        execution_id = _check_id(words[1])
+        if kind == "started" and len(words) == 4:
+            return "started", execution_id, {"pid": int(words[2]), "started": float(words[3])}
+        if kind == "exited" and len(words) == 7 and _SHA.match(words[6]):
+            size = int(words[5])
+            if size < 0:
+                raise ValueError("negative size")
+            return "exited", execution_id, {"code": _opt(words[2], int), "started": _opt(words[3], float),
+                                            "ended": float(words[4]), "size": size, "sha256": words[6]}
+        if kind == "gone" and len(words) == 2:
+            return "gone", execution_id, {}
+        if kind == "error" and len(words) == 3:
+            return "error", execution_id, {"message": str(unb64json(words[2]))}
+    except ValueError:
+        pass
+    raise ValueError("not an agent event: %r" % line[:80])
 
 
-def split_lines(buffer: bytes) -> tuple[list[str], bytes]:
+def split_lines(buffer: bytes) -> tuple:
     """Complete lines of a buffer and the unfinished rest (a writer may be mid-line)."""
     head, sep, rest = buffer.rpartition(b"\n")
     if not sep:
@@ -128,97 +214,613 @@ def split_lines(buffer: bytes) -> tuple[list[str], bytes]:
     return [line.decode("utf-8", "replace") for line in head.split(b"\n") if line.strip()], rest
 
 
-# ------------------------------------------------------------------------------------------ the agent
+def exit_code_of(status: int) -> int:
+    """A wait status as a shell would report it (128+N for a signal), without Python 3.9's helper."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+# --------------------------------------------------------------------------------- results packing
+def _linked(root: str, path: str) -> bool:
+    """Whether any directory between ``root`` and ``path`` is a symlink (an output must not leave root)."""
+    current = os.path.dirname(path)
+    while len(current) > len(root):
+        if os.path.islink(current):
+            return True
+        current = os.path.dirname(current)
+    return False
+
+
+def result_files(run_dir: str, patterns) -> list:
+    """Relative paths to send back: stdout, stderr, and regular files matching the globs (never links)."""
+    found = set()
+    for name in ("stdout", "stderr"):
+        if os.path.isfile(os.path.join(run_dir, META_DIR, name)):
+            found.add(META_DIR + "/" + name)
+    for pattern in patterns:
+        if pattern.startswith("/") or ".." in pattern.split("/"):
+            continue
+        for path in glob.glob(os.path.join(glob.escape(run_dir), pattern), recursive=True):
+            rel = os.path.relpath(path, run_dir)
+            if rel.split(os.sep)[0] == META_DIR or _linked(run_dir, path) or os.path.islink(path):
+                continue
+            if os.path.isdir(path):
+                for base, dirs, files in os.walk(path):
+                    dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(base, d))]
+                    for name in files:
+                        full = os.path.join(base, name)
+                        if os.path.isfile(full) and not os.path.islink(full):
+                            found.add(os.path.relpath(full, run_dir).replace(os.sep, "/"))
+            elif os.path.isfile(path):
+                found.add(rel.replace(os.sep, "/"))
+    return sorted(found)
+
+
+class _Hashing:
+    def __init__(self, target) -> None:
+        self.target = target
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def pack_results(run_dir: str, patterns) -> tuple:
+    """(file object positioned at 0, size, sha256) of an uncompressed tar of the results.
+
+    Spooled: small results stay in memory, a multi-gigabyte checkpoint goes through a temporary file.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+    hashing = _Hashing(spool)
+    with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for rel in result_files(run_dir, patterns):
+            path = os.path.join(run_dir, rel)
+            try:
+                info = tar.gettarinfo(path, arcname=rel)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                with open(path, "rb") as handle:
+                    tar.addfile(info, handle)
+            except OSError:
+                continue  # vanished or unreadable: the record lists what arrived
+    spool.seek(0)
+    return spool, hashing.size, hashing.sha.hexdigest()
+
+
+def read_small(path: str) -> str:
+    try:
+        with open(path, "r") as handle:
+            return handle.read(64).strip()
+    except (OSError, UnicodeError):
+        return ""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            return handle.read().split(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+# ------------------------------------------------------------------------------------------ the daemon
+class _Client:
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.inbuf = b""
+        self.out = collections.deque()  # bytes, or (file, remaining) to stream
+        self.closed = False
+
+
+class _Execution:
+    def __init__(self, execution_id: str, run_dir: str, outputs) -> None:
+        self.id = execution_id
+        self.run_dir = run_dir
+        self.outputs = list(outputs)
+        self.pid = None
+        self.child = False
+        self.started = None
+        self.clients = set()
+        self.kill_at = None  # (monotonic deadline, signal) of a pending KILL escalation
+        self.dead_since = None
+
+
 class Agent:
-    """Tail the requests file, start each execution with the shared wrapper, report exits."""
+    """The ``serve`` loop: a unix socket, SIGCHLD through a wakeup pipe, adopted runs polled by file."""
 
-    def __init__(self, directory: str, wrapper: str, marker: str, interval: float = 0.02) -> None:
-        self.dir = directory
-        self.wrapper = wrapper
+    ADOPTED_POLL = 0.25
+
+    def __init__(self, directory: str, root: str, wrapper: str, marker: str, idle_exit: float = 600.0) -> None:
+        self.dir = os.path.abspath(directory)
+        self.root = os.path.realpath(root)
+        self.wrapper = 'cd "$1" || exit 126; shift; ' + wrapper
         self.marker = marker
-        self.interval = interval
-        self.offset = 0
-        self.rest = b""
-        self.children: dict[int, str] = {}
+        self.idle_exit = idle_exit
+        self.sel = selectors.DefaultSelector()
+        self.clients = {}
+        self.runs = {}  # execution id -> _Execution
+        self.by_pid = {}
+        self.idle_since = time.monotonic()
+        self.stopping = False
 
-    def emit(self, event: Event) -> None:
-        with open(os.path.join(self.dir, "events"), "a", encoding="utf-8") as handle:
-            handle.write(render_event(event) + "\n")
-
-    def read_requests(self) -> list[str]:
-        try:
-            with open(os.path.join(self.dir, "requests"), "rb") as handle:  # re-open: NFS
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return []
-        self.offset += len(data)
-        lines, self.rest = split_lines(self.rest + data)
-        return lines
-
-    def launch(self, request: Request) -> None:
-        env = dict(os.environ)
-        env.update(request.env)
-        try:
-            proc = subprocess.Popen(["/bin/sh", "-c", self.wrapper, self.marker, request.command],
-                                    cwd=request.run_dir, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    start_new_session=True, close_fds=True)
-        except OSError as exc:
-            self.emit(Event("error", request.execution_id, message=str(exc)))
+    # -- plumbing
+    def _send(self, client: _Client, data) -> None:
+        if client.closed:
             return
-        self.children[proc.pid] = request.execution_id
-        self.emit(Event("started", request.execution_id, proc.pid))
+        client.out.append(data)
+        self._interest(client)
 
-    def reap(self) -> None:
-        while self.children:
+    def _interest(self, client: _Client) -> None:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.out else 0)
+        self.sel.modify(client.sock, events, client)
+
+    def _event(self, client: _Client, kind: str, execution_id: str = "", **fields) -> None:
+        self._send(client, (render_event(kind, execution_id, **fields) + "\n").encode("ascii"))
+
+    def _drop(self, client: _Client) -> None:
+        if client.closed:
+            return
+        client.closed = True
+        try:
+            self.sel.unregister(client.sock)
+        except (KeyError, ValueError):
+            pass
+        client.sock.close()
+        for item in client.out:
+            if isinstance(item, tuple):
+                item[0].close()
+        client.out.clear()
+        self.clients.pop(id(client), None)
+        for run in self.runs.values():
+            run.clients.discard(client)
+
+    def _flush(self, client: _Client) -> None:
+        while client.out and not client.closed:
+            item = client.out[0]
+            if isinstance(item, tuple):  # a spooled payload: read it as the socket drains
+                handle, remaining = item
+                chunk = handle.read(min(remaining, 1 << 18)) if remaining > 0 else b""
+                if not chunk:  # done (or a truncated spool: the checksum tells the controller)
+                    handle.close()
+                    client.out.popleft()
+                    continue
+                remaining -= len(chunk)
+                client.out[0] = chunk
+                if remaining > 0:
+                    client.out.insert(1, (handle, remaining))
+                else:
+                    handle.close()
+                item = chunk
+            try:
+                sent = client.sock.send(item)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._drop(client)
+                return
+            if sent < len(item):
+                client.out[0] = item[sent:]
+                break
+            client.out.popleft()
+        if not client.closed:
+            self._interest(client)
+
+    # -- requests
+    def _handle(self, client: _Client, line: str) -> None:
+        try:
+            kind, execution_id, fields = parse_request(line)
+        except ValueError as exc:
+            sys.stderr.write("orchestra-agent: %s\n" % exc)
+            return
+        try:
+            if kind == "ping":
+                self._event(client, "pong", token=fields["token"])
+            elif kind == "launch":
+                self._launch(client, execution_id, fields)
+            elif kind == "watch":
+                self._watch(client, execution_id, fields["run_dir"], fields.get("outputs") or [])
+            elif kind == "kill":
+                self._kill(execution_id, fields["signal"], fields["grace"])
+            elif kind == "remove":
+                self._remove(client, execution_id, fields["run_dir"])
+        except Exception as exc:  # one bad request must not take the executions of others down
+            if execution_id:
+                self._event(client, "error", execution_id, message="%s: %s" % (kind, exc))
+            else:
+                sys.stderr.write("orchestra-agent: %s: %s\n" % (kind, exc))
+
+    def _inside_root(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real.startswith(self.root + os.sep)
+
+    def _launch(self, client: _Client, execution_id: str, body: dict) -> None:
+        run_dir = body["run_dir"]
+        if not self._inside_root(run_dir):
+            raise ValueError("run directory %s is not under %s" % (run_dir, self.root))
+        known = self.runs.get(execution_id)
+        if known is not None or os.path.isdir(os.path.join(run_dir, META_DIR)):
+            # A launch repeated after a dropped link: never start an execution twice, watch it instead.
+            self._watch(client, execution_id, run_dir, body.get("outputs") or [])
+            return
+        partial = run_dir + ".partial"
+        if os.path.lexists(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(body["code_dir"], partial, symlinks=True, copy_function=shutil.copy)
+        os.makedirs(os.path.join(partial, META_DIR), exist_ok=True)
+        started = time.time()
+        with open(os.path.join(partial, META_DIR, "started"), "w") as handle:
+            handle.write("%.6f\n" % started)
+        if body.get("slot") is not None:
+            with open(os.path.join(partial, META_DIR, "slot"), "w") as handle:
+                handle.write("%s\n" % body["slot"])
+        for name, text in (body.get("meta") or {}).items():  # e.g. the launcher pid a resume checks
+            with open(os.path.join(partial, META_DIR, name), "w") as handle:
+                handle.write(text + "\n")
+        os.rename(partial, run_dir)
+        env = dict(os.environ)
+        env.update(body["env"])
+        argv = ["/bin/sh", "-c", self.wrapper, self.marker, run_dir, body["command"]]
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            # posix_spawn (vfork) when the remote Python has it: a fork of this process per execution
+            # is what the agent exists to make cheap.
+            if hasattr(os, "posix_spawn"):
+                pid = os.posix_spawn("/bin/sh", argv, env, setsid=True, file_actions=[
+                    (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
+                    (os.POSIX_SPAWN_DUP2, devnull, 2)])
+            else:  # pragma: no cover - Python < 3.8 on the remote
+                import subprocess
+                pid = subprocess.Popen(argv, env=env, stdin=devnull, stdout=devnull, stderr=devnull,
+                                       start_new_session=True).pid
+        finally:
+            os.close(devnull)
+        run = _Execution(execution_id, run_dir, body.get("outputs") or [])
+        run.pid, run.child, run.started = pid, True, started
+        run.clients.add(client)
+        self.runs[execution_id] = run
+        self.by_pid[pid] = run
+        self._event(client, "started", execution_id, pid=pid, started=started)
+
+    def _watch(self, client: _Client, execution_id: str, run_dir: str, outputs) -> None:
+        run = self.runs.get(execution_id)
+        if run is None:
+            if not os.path.isdir(run_dir):
+                self._event(client, "gone", execution_id)
+                return
+            run = _Execution(execution_id, run_dir, outputs)
+            pid_text = read_small(os.path.join(run_dir, META_DIR, "pid"))
+            run.pid = int(pid_text) if pid_text.isdigit() else None
+            started_text = read_small(os.path.join(run_dir, META_DIR, "started"))
+            try:
+                run.started = float(started_text)
+            except ValueError:
+                run.started = None
+            self.runs[execution_id] = run
+        run.clients.add(client)
+        if outputs:
+            run.outputs = list(outputs)
+        if run.pid is not None and (run.child or pid_alive(run.pid)):
+            self._event(client, "started", execution_id, pid=run.pid, started=run.started or time.time())
+        self._check_adopted(run)
+
+    def _kill(self, execution_id: str, sig: int, grace: float) -> None:
+        run = self.runs.get(execution_id)
+        if run is None or run.pid is None:
+            return
+        try:
+            os.killpg(run.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(run.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                return
+        if sig != signal.SIGKILL:
+            run.kill_at = time.monotonic() + max(0.0, grace)
+
+    def _remove(self, client: _Client, execution_id: str, run_dir: str) -> None:
+        if not self._inside_root(run_dir) or os.path.basename(run_dir.rstrip("/")) != execution_id:
+            raise ValueError("refusing to remove %s" % run_dir)
+        run = self.runs.get(execution_id)
+        if run is not None and run.child and run.pid in self.by_pid:
+            raise ValueError("refusing to remove %s: the execution still runs" % run_dir)
+        self.runs.pop(execution_id, None)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    # -- endings
+    def _finish(self, run: _Execution, code, ended: float) -> None:
+        """Send the exit and the results to whoever waits; keep the run until it is removed."""
+        run.kill_at = None
+        if run.pid in self.by_pid:
+            del self.by_pid[run.pid]
+        run.pid = None
+        run.child = False
+        clients = [c for c in run.clients if not c.closed]
+        run.clients.clear()
+        if not clients:
+            return  # nobody listens now; a later `watch` finds the exit code in the run directory
+        spool, size, digest = pack_results(run.run_dir, run.outputs)
+        header = (render_event("exited", run.id, code=code, started=run.started, ended=ended, size=size,
+                               sha256=digest) + "\n").encode("ascii")
+        data = spool.read() if size <= (1 << 20) else None
+        for index, client in enumerate(clients):
+            self._send_frame(client, header, data, spool, size, last=index == len(clients) - 1)
+
+    def _send_frame(self, client: _Client, header: bytes, data, spool, size: int, last: bool) -> None:
+        if data is not None:
+            self._send(client, header + data)
+            if last:
+                spool.close()
+            return
+        handle = spool if last else _reopen(spool)
+        client.out.append(header)
+        client.out.append((handle, size))
+        self._interest(client)
+
+    def _exit_code_file(self, run: _Execution):
+        text = read_small(os.path.join(run.run_dir, META_DIR, "exit_code"))
+        return int(text) if re.match(r"^-?[0-9]+$", text or "") else None
+
+    def _reap(self) -> None:
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                self.children.clear()
                 return
             if pid == 0:
                 return
-            execution_id = self.children.pop(pid, None)
-            if execution_id is not None:
-                code = os.waitstatus_to_exitcode(status)
-                self.emit(Event("exited", execution_id, code))
+            run = self.by_pid.get(pid)
+            if run is None:
+                continue
+            # The wrapper's EXIT trap wrote exit_code before it exited: prefer it (it is what an adopted
+            # run reports too); the wait status covers a wrapper killed before its trap ran.
+            code = self._exit_code_file(run)
+            self._finish(run, exit_code_of(status) if code is None else code, time.time())
 
-    def kill(self, request: Request) -> None:
-        for pid, execution_id in self.children.items():
-            if execution_id == request.execution_id:
+    def _check_adopted(self, run: _Execution) -> None:
+        """A run this process did not start: over when exit_code exists, lost when its pid is gone."""
+        if run.child:
+            return
+        if not os.path.isdir(run.run_dir):
+            for client in list(run.clients):
+                self._event(client, "gone", run.id)
+            run.clients.clear()
+            self.runs.pop(run.id, None)
+            return
+        code = self._exit_code_file(run)
+        if code is not None:
+            try:
+                ended = os.stat(os.path.join(run.run_dir, META_DIR, "exit_code")).st_mtime
+            except OSError:
+                ended = time.time()
+            self._finish(run, code, ended)
+            return
+        if run.pid is not None and pid_alive(run.pid):
+            run.dead_since = None
+            return
+        # No live wrapper and no exit code: give a just-exiting wrapper time to write its file.
+        now = time.monotonic()
+        run.dead_since = run.dead_since or now
+        if now - run.dead_since > 2.0:
+            self._finish(run, None, time.time())
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for run in list(self.runs.values()):
+            if run.kill_at is not None and now >= run.kill_at and run.pid is not None:
+                run.kill_at = None
                 try:
-                    os.killpg(pid, request.signal)
+                    os.killpg(run.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+            if not run.child and run.clients:
+                self._check_adopted(run)
 
-    def run(self) -> int:
+    # -- main loop
+    def serve(self) -> int:
         os.makedirs(self.dir, exist_ok=True)
-        self.emit(Event("ready", value=os.getpid()))
+        lock = open(os.path.join(self.dir, "lock"), "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return 0  # another agent serves this directory
+        os.chdir(self.dir)  # bind a relative name: unix socket paths are limited to ~107 bytes
+        try:
+            os.unlink(SOCKET_NAME)
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o077)
+        try:
+            listener.bind(SOCKET_NAME)
+        finally:
+            os.umask(old_umask)
+        listener.listen(64)
+        listener.setblocking(False)
+        with open("pid", "w") as handle:
+            handle.write("%d\n" % os.getpid())
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        signal.set_wakeup_fd(wake_w)
+        self.sel.register(listener, selectors.EVENT_READ, "listen")
+        self.sel.register(wake_r, selectors.EVENT_READ, "wake")
+        self._reap()  # children of an earlier exec image cannot exist, but be safe
+        try:
+            while not self.stopping:
+                adopted = any(not r.child and r.clients for r in self.runs.values())
+                timers = any(r.kill_at is not None for r in self.runs.values())
+                timeout = self.ADOPTED_POLL if (adopted or timers) else 5.0
+                for key, events in self.sel.select(timeout):
+                    if key.data == "listen":
+                        self._accept(listener)
+                    elif key.data == "wake":
+                        try:
+                            while os.read(wake_r, 4096):
+                                pass
+                        except (BlockingIOError, InterruptedError):
+                            pass
+                        self._reap()
+                    else:
+                        client = key.data
+                        if events & selectors.EVENT_READ:
+                            self._read(client)
+                        if events & selectors.EVENT_WRITE and not client.closed:
+                            self._flush(client)
+                self._reap()
+                self._tick()
+                if self.clients or self.by_pid or any(r.clients for r in self.runs.values()):
+                    self.idle_since = time.monotonic()
+                elif time.monotonic() - self.idle_since > self.idle_exit:
+                    break
+        finally:
+            self.sel.unregister(listener)
+            listener.close()
+            try:
+                os.unlink(SOCKET_NAME)
+            except OSError:
+                pass
+        return 0
+
+    def _accept(self, listener) -> None:
         while True:
-            for line in self.read_requests():
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(False)
+            client = _Client(sock)
+            self.clients[id(client)] = client
+            self.sel.register(sock, selectors.EVENT_READ, client)
+            self._event(client, "hello", pid=os.getpid())
+
+    def _read(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return
+        lines, client.inbuf = split_lines(client.inbuf + data)
+        if len(client.inbuf) > MAX_LINE:
+            self._drop(client)
+            return
+        for line in lines:
+            self._handle(client, line)
+            if client.closed:
+                return
+
+
+def _reopen(spool):
+    """An independent reader over a spooled payload, for a second client waiting on the same run."""
+    spool.seek(0)
+    copy = tempfile.TemporaryFile()
+    shutil.copyfileobj(spool, copy)
+    spool.seek(0)
+    copy.seek(0)
+    return copy
+
+
+# ------------------------------------------------------------------------------------------ attach
+def _connect(directory: str, wait: float):
+    deadline = time.monotonic() + wait
+    path = os.path.join(directory, SOCKET_NAME)
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if len(path.encode()) < 100:
+                sock.connect(path)
+            else:  # long path: connect through a relative name
+                here = os.getcwd()
+                os.chdir(directory)
                 try:
-                    request = parse_request(line)
-                except ValueError as exc:
-                    sys.stderr.write(f"orchestra-agent: {exc}\n")
-                    continue
-                if request.kind == "exit":
-                    return 0
-                if request.kind == "launch":
-                    self.launch(request)
-                elif request.kind == "kill":
-                    self.kill(request)
-            self.reap()
-            time.sleep(self.interval)
+                    sock.connect(SOCKET_NAME)
+                finally:
+                    os.chdir(here)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED) or time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
 
 
-def main(argv: list[str]) -> int:
-    """python3 agent.py AGENT_DIR WRAPPER_B64 MARKER"""
-    if len(argv) != 3:
-        sys.stderr.write("usage: agent.py AGENT_DIR WRAPPER_B64 MARKER\n")
-        return 2
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    return Agent(argv[0], _unb64(argv[1]), argv[2]).run()
+def _spawn_daemon(directory: str, root: str, wrapper_b64: str, marker: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    log = os.open(os.path.join(directory, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.posix_spawn(sys.executable, [sys.executable, os.path.abspath(__file__), "serve", directory, root,
+                                        wrapper_b64, marker], dict(os.environ), setsid=True,
+                       file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, log, 1),
+                                     (os.POSIX_SPAWN_DUP2, log, 2)])
+    finally:
+        os.close(log)
+        os.close(devnull)
+
+
+def attach(directory: str, root: str, wrapper_b64: str, marker: str, spawn: bool) -> int:
+    """Pipe stdin/stdout to the agent's socket; start the agent first when ``spawn`` and none answers."""
+    sock = _connect(directory, 0.0)
+    if sock is None and spawn:
+        _spawn_daemon(directory, root, wrapper_b64, marker)
+        sock = _connect(directory, 15.0)
+    elif sock is None:
+        sock = _connect(directory, 30.0)  # started by someone else (an srun step): give it time
+    if sock is None:
+        sys.stderr.write("orchestra-agent: no agent answers in %s\n" % directory)
+        return 3
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    sel = selectors.DefaultSelector()
+    sel.register(stdin, selectors.EVENT_READ, "in")
+    sel.register(sock, selectors.EVENT_READ, "sock")
+    while True:
+        for key, _ in sel.select():
+            if key.data == "in":
+                data = os.read(stdin, 1 << 16)
+                if not data:
+                    return 0  # the controller went away; the agent and its executions stay
+                sock.sendall(data)
+            else:
+                try:
+                    data = sock.recv(1 << 16)
+                except ConnectionResetError:
+                    data = b""
+                if not data:
+                    return 4  # the agent went away: the controller re-attaches (and so restarts it)
+                view = memoryview(data)
+                while view:
+                    written = os.write(stdout, view)
+                    view = view[written:]
+
+
+def main(argv) -> int:
+    """serve DIR ROOT WRAPPER_B64 MARKER | attach DIR ROOT WRAPPER_B64 MARKER [--spawn]"""
+    if len(argv) >= 5 and argv[0] == "serve":
+        wrapper = base64.b64decode(argv[3]).decode("utf-8")
+        return Agent(argv[1], argv[2], wrapper, argv[4]).serve()
+    if len(argv) >= 5 and argv[0] == "attach":
+        return attach(argv[1], argv[2], argv[3], argv[4], "--spawn" in argv[5:])
+    sys.stderr.write("usage: agent.py serve|attach DIR ROOT WRAPPER_B64 MARKER [--spawn]\n")
+    return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ never materialised as 10,000 greenlets.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -146,6 +147,7 @@ class Controller:
                 self.listener.attempt_failed(task, result, True)
                 if result.handle is not None:
                     self.backend.discard(result.handle)
+                self._drop_staged(result.collected)
                 task.attempt += 1
             return retry
 
@@ -160,6 +162,7 @@ class Controller:
             self.listener.finished(task, result)
             if result.handle is not None and not result.outcome.lost:
                 self.backend.discard(result.handle)
+            self._drop_staged(result.collected)
         except _Cancelled as cancelled:
             self.listener.cancelled(task, cancelled.handle)
         except OrchestraError as exc:
@@ -172,6 +175,12 @@ class Controller:
         finally:
             if slot is not None:
                 self.backend.release(slot)
+
+
+    def _drop_staged(self, collected: Collected | None) -> None:
+        """Results a remote backend brought into the staging area are in git now: delete the copy."""
+        if collected is not None and self.staging in collected.directory.parents:
+            shutil.rmtree(collected.directory, ignore_errors=True)
 
 
 class _Cancelled(Exception):

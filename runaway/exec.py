@@ -359,7 +359,7 @@ class _FilesListener:
     def _finish_tail(self, execution_id: str, result: AttemptResult) -> None:
         tail = self.tails.pop(execution_id, None)
         if tail is not None:
-            collected = result.collected
+            collected = result.collected.materialized() if result.collected else None
             tail.finish(collected.stdout if collected else None, collected.stderr if collected else None)
 
     def attempt_failed(self, task: Task, result: AttemptResult, will_retry: bool) -> None:
@@ -382,7 +382,7 @@ class _FilesListener:
             line.error = outcome.error or "the node running it was lost"
         dest = self.dests[eid]
         dest.mkdir(parents=True, exist_ok=True)
-        collected = result.collected
+        collected = result.collected.materialized() if result.collected else None
         if collected is not None:
             prefix = self.shipment.prefix
             outputs = [o[len(prefix):] if prefix and o.startswith(prefix) else o for o in collected.outputs]
@@ -635,7 +635,7 @@ def test_profile(profile_name: str, *, cwd: Path, timeout: float = 120.0, out: T
                 outcome = backend.wait(handle, timeout)
                 staging = Path(tempfile.mkdtemp(prefix="runaway-test-"))
                 try:
-                    collected = backend.collect(handle, job, staging / "out")
+                    collected = backend.collect(handle, job, staging / "out").materialized()
                     text = collected.stdout.read_text(errors="replace").split()
                     error = collected.stderr.read_text(errors="replace").strip()
                 finally:

@@ -316,6 +316,7 @@ class Host:
         self.channels_per_connection = channels_per_connection
         self._conns = [_Connection(self.spec, connect_attempts) for _ in range(max(1, connections))]
         self._slots = gevent.lock.BoundedSemaphore(len(self._conns) * channels_per_connection)
+        self.commands = 0  # remote commands started: tests check it does not grow with executions
 
     def __repr__(self) -> str:
         return f"Host({self.spec.user}@{self.spec.hostname}:{self.spec.port})"
@@ -403,6 +404,7 @@ class Host:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         conn, chan = self._open_channel()
+        self.commands += 1
         try:
             chan.exec_command(cmd)
             if stdin:
@@ -419,6 +421,7 @@ class Host:
         """Stream ``chunks`` into ``remote_cmd``'s stdin (e.g. a tar archive into ``tar -x``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         conn, chan = self._open_channel()
+        self.commands += 1
         try:
             chan.exec_command(remote_cmd)
             for chunk in chunks:
@@ -439,6 +442,7 @@ class Host:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         conn, chan = self._open_channel()
+        self.commands += 1
         err: list[bytes] = []
         try:
             chan.exec_command(remote_cmd)
@@ -471,6 +475,24 @@ class Host:
         finally:
             self._close_channel(conn, chan)
 
+    def open_session(self, remote_cmd: str) -> "Session":
+        """Start ``remote_cmd`` with stdin and stdout kept open both ways (the agent's ``attach``).
+
+        The session holds one channel slot until closed; it is how one long-lived remote process is
+        fed requests and read for events without a channel (and an sshd fork) per request.
+        """
+        conn, chan = self._open_channel()
+        self.commands += 1
+        try:
+            chan.exec_command(remote_cmd)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self._close_channel(conn, chan)
+            raise ConnectionError_(f"{self.name}: connection lost while starting `{remote_cmd[:80]}`: {exc!r}") from exc
+        except BaseException:
+            self._close_channel(conn, chan)
+            raise
+        return Session(self, conn, chan, remote_cmd)
+
     def check(self) -> None:
         """Connect now (raising ConnectionError_ with the fix) instead of at the first command."""
         self._conns[0].transport()
@@ -486,5 +508,53 @@ class Host:
         self.close()
 
 
-__all__ = ["Host", "HostSpec", "Result", "RemoteCommandError", "resolve",
+__all__ = ["Host", "Session", "HostSpec", "Result", "RemoteCommandError", "resolve",
            "DEFAULT_CHANNELS_PER_CONNECTION", "DEFAULT_CONNECTIONS"]
+
+
+class Session:
+    """A remote command whose stdin and stdout stay open: send() bytes, recv() what comes back."""
+
+    def __init__(self, host: Host, conn: _Connection, chan: paramiko.Channel, cmd: str) -> None:
+        self.host = host
+        self._conn = conn
+        self._chan = chan
+        self.cmd = cmd
+        self._stderr: list[bytes] = []
+        self._closed = False
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._chan.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectionError_(f"{self.host.name}: connection lost while writing to `{self.cmd[:60]}`: "
+                                   f"{exc!r}") from exc
+
+    def recv(self) -> bytes:
+        """The next bytes of stdout; b"" once the command ended or the link dropped."""
+        chan = self._chan
+        fd = chan.fileno()
+        while True:
+            if chan.recv_ready():
+                return chan.recv(_CHUNK)
+            while chan.recv_stderr_ready():
+                self._stderr.append(chan.recv_stderr(_CHUNK))
+                del self._stderr[:-16]
+            if chan.eof_received or chan.closed:
+                return b""
+            select.select([fd], [], [], 5.0)
+            if self._closed:
+                return b""
+
+    def stderr_tail(self) -> str:
+        return b"".join(self._stderr).decode("utf-8", "replace")[-500:]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._chan.shutdown_write()
+        except Exception:  # noqa: BLE001 - closing a dead channel
+            pass
+        self.host._close_channel(self._conn, self._chan)

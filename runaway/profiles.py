@@ -67,6 +67,9 @@ class LocalProfile:
 @dataclasses.dataclass(frozen=True)
 class SSHProfile(_RemoteCommon):
     hosts: tuple[SSHHostConfig, ...] = ()
+    # agent: one resident process per host fed through one session (runaway/agent.py);
+    # shell: a remote shell per batch of launches, polls and collects (hosts whose python3 is < 3.8)
+    launcher: str = "agent"
     kind: str = "ssh"
 
 
@@ -79,7 +82,7 @@ class SlurmProfile(_RemoteCommon):
     idle_release: float = 30.0
     walltime_margin: float | None = None  # default: min(120 s, 10% of the walltime)
     squeue_interval: float = 2.0
-    launcher: str = "srun"  # srun: one step per execution; agent: one step per node (runaway/agent.py)
+    launcher: str = "agent"  # agent: one resident step per node (runaway/agent.py); srun: one step per execution
     kind: str = "slurm"
 
 
@@ -92,6 +95,7 @@ class CommandProfile(SlurmProfile):
     list_nodes: str = ""
     cancel: str = ""
     launch: str = ""
+    launcher: str = "srun"  # the launch template is the launcher: one step per execution
     kind: str = "command"
 
 
@@ -192,7 +196,7 @@ def build_profile(name: str, data: Mapping[str, Any], source: str = "profile") -
                       SSHHostConfig(e["host"], int(e.get("slots", per_host))) for e in entries)
         if len({h.destination for h in hosts}) != len(hosts):
             raise ProfileError(f"{source}: profile {name!r}: a host is listed twice")
-        return SSHProfile(**_common(name, data), hosts=hosts)
+        return SSHProfile(**_common(name, data), hosts=hosts, launcher=data.get("launcher", "agent"))
     values = _common(name, data)
     values.update(host=data["host"], slots_per_node=int(data.get("slots_per_node", 1)),
                   allocation=_allocation(name, data.get("allocation")),
@@ -205,7 +209,7 @@ def build_profile(name: str, data: Mapping[str, Any], source: str = "profile") -
         raise ProfileError(f"{source}: profile {name!r}: walltime_margin ({margin:g}s) must be shorter than "
                            f"allocation.walltime ({values['allocation'].walltime:g}s)")
     if kind == "slurm":
-        return SlurmProfile(**values, launcher=data.get("launcher", "srun"))
+        return SlurmProfile(**values, launcher=data.get("launcher", "agent"))
     for key in ("start", "job_id_regex", "list_nodes", "cancel", "launch"):
         if key in data:
             values[key] = data[key]

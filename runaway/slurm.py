@@ -35,9 +35,8 @@ from orchestra.errors import ProfileError, SchedulerError
 from .backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from .hosts import Host
 from .profiles import AllocationSpec, CommandProfile, SlurmProfile
-from . import agent as agent_protocol
 from .rundir import MARKER, WRAPPER
-from .ssh_backend import LAUNCHER_PID_FILE, RemoteRuns, SlotPool, _handle_wait
+from .ssh_backend import LAUNCHER_PID_FILE, RemoteRuns, SlotPool, _handle_wait, start_agent_runs
 
 log = logging.getLogger(__name__)
 
@@ -385,6 +384,9 @@ class AllocationBackend:
         self._waiting = 0
         self._next_index = 0
         self._launched_at: dict[str, float] = {}
+        self.node_agents: dict[tuple[str, str], object] = {}  # (job id, node) -> AgentRuns
+        self._agent_pids: dict[tuple[str, str], str] = {}  # the frontend pid of each agent's srun step
+        self._files_watched: set[str] = set()  # executions re-attached: watched through their files
         self._wake = gevent.event.Event()
         self._manager: gevent.Greenlet | None = None
         self._closed = False
@@ -403,20 +405,17 @@ class AllocationBackend:
     def start(self) -> None:
         self.runs.prepare()
         if self.uses_agent:
-            self._install_agent()
+            from .agent_link import install_agent  # late: agent_link builds on ssh_backend
+            self.agent_path = install_agent(self.host, self.runs.workdir)
         self._manager = gevent.spawn(self._manage)
 
     # -- the per-node agent (launcher: agent)
-    def _install_agent(self) -> None:
-        """Ship runaway/agent.py once per content version (its name carries its hash)."""
-        source = Path(agent_protocol.__file__).read_bytes()
-        digest = hashlib.sha256(source).hexdigest()[:12]
-        self.agent_path = f"{self.runs.workdir}/bin/orchestra-agent-{digest}.py"
-        target = shlex.quote(self.agent_path)
-        self.host.put_stream([source], f"mkdir -p {shlex.quote(self.runs.workdir)}/bin && "
-                                       f"cat > {target}.tmp.$$ && mv -f {target}.tmp.$$ {target}", timeout=120)
-
     def _forget_agents(self, job_ids: list[str]) -> None:
+        for key in [k for k in self.node_agents if k[0] in job_ids]:
+            agent_runs = self.node_agents.pop(key)
+            agent_runs.link.fail_all(f"allocation {key[0]} ended under the execution")  # type: ignore[attr-defined]
+            agent_runs.link.close()  # type: ignore[attr-defined]
+            self._agent_pids.pop(key, None)
         if self.uses_agent and job_ids:
             globs = " ".join(f"{shlex.quote(self.runs.workdir)}/agents/{shlex.quote(j)}.*" for j in job_ids)
             self.host.run(f"rm -rf -- {globs}", timeout=60, warn=True)
@@ -425,26 +424,39 @@ class AllocationBackend:
         return f"{self.runs.workdir}/agents/{job_id}.{node}"
 
     def _start_agents(self, alloc: Allocation) -> None:
-        """One srun step per node, started detached on the frontend; its pid proves the node alive."""
-        wrapper = agent_protocol._b64(WRAPPER)
+        """One resident agent step per node (started detached on the frontend, so neither a dropped
+        connection nor this controller's death ends it), then one attach session per node."""
+        from .agent_link import serve_command
+
         parts = []
         for node in alloc.nodes:
             d = shlex.quote(self._agent_dir(alloc.job_id, node))
-            # Idempotent: a retried tick must not start a second agent reading the same requests.
+            serve = serve_command(self.profile.python, self.agent_path, self._agent_dir(alloc.job_id, node),
+                                  self.runs.workdir)
+            # Idempotent: a retried tick must not start a second agent step for the node.
             parts.append(
-                f"mkdir -p {d} && touch {d}/requests && "
-                f"{{ {{ [ -s {d}/srun_pid ] && kill -0 \"$(cat {d}/srun_pid)\" 2>/dev/null; }} || {{ "
-                f"setsid nohup {srun_prefix(alloc.job_id, node)}{shlex.quote(self.profile.python)} "
-                f"{shlex.quote(self.agent_path)} {d} {wrapper} {MARKER} </dev/null >{d}/agent.log 2>&1 & "
-                f"echo $! > {d}/srun_pid; }}; }}")
-        self.host.run("; ".join(parts), timeout=120)
+                f"mkdir -p {d} && {{ {{ [ -s {d}/srun_pid ] && kill -0 \"$(cat {d}/srun_pid)\" 2>/dev/null; }} || {{ "
+                f"setsid nohup {srun_prefix(alloc.job_id, node)}{serve} </dev/null >>{d}/agent.log 2>&1 & "
+                f"echo $! > {d}/srun_pid; }}; }} && printf '%s %s\\n' {shlex.quote(node)} \"$(cat {d}/srun_pid)\"")
+        result = self.host.run("; ".join(parts), timeout=120)
+        for line in result.stdout.splitlines():
+            words = line.split()
+            if len(words) == 2 and words[1].isdigit():
+                self._agent_pids[(alloc.job_id, words[0])] = words[1]
+        links = {node: gevent.spawn(self._attach, alloc.job_id, node) for node in alloc.nodes}
+        gevent.joinall(list(links.values()))
+        failed = [f"{node}: {g.exception}" for node, g in links.items() if g.exception is not None]
+        if failed:
+            raise SchedulerError(f"allocation {alloc.job_id}: the node agents did not answer: {'; '.join(failed)}")
 
-    def _agent_starter(self, job_id: str, node: str, execution_id: str) -> Callable[[str, str, Mapping[str, str]], str]:
-        def starter(run: str, command: str, env: Mapping[str, str]) -> str:
-            line = agent_protocol.render_request(agent_protocol.Request("launch", execution_id, run, command, dict(env)))
-            d = shlex.quote(self._agent_dir(job_id, node))
-            return f"cp {d}/srun_pid {LAUNCHER_PID_FILE}; printf '%s\\n' {shlex.quote(line)} >> {d}/requests; "
-        return starter
+    def _attach(self, job_id: str, node: str) -> None:
+        if (job_id, node) in self.node_agents:
+            return
+        # -u: srun line-buffers a task's output by default, and results frames are binary.
+        prefix = srun_prefix(job_id, node).replace("srun ", "srun -u ", 1)
+        self.node_agents[(job_id, node)] = start_agent_runs(
+            self.runs, self.profile.python, spawn=False, agent_dir=self._agent_dir(job_id, node), prefix=prefix,
+            name=f"{self.profile.name}:{job_id}:{node}", reconnect_for=20.0, agent_path=self.agent_path)
 
     def close(self) -> None:
         self._closed = True
@@ -452,6 +464,8 @@ class AllocationBackend:
             self._manager.kill(block=True)
             self._manager = None
         self.runs.stop_watching()
+        for agent_runs in self.node_agents.values():
+            agent_runs.link.drain()  # type: ignore[attr-defined]  # the last removals
         live = [a.job_id for a in self.allocations.values()]
         if live:
             try:
@@ -460,6 +474,9 @@ class AllocationBackend:
             except Exception as exc:  # best effort: say which jobs may be left behind
                 log.warning("cancelling allocations %s failed: %s", live, exc)
         self.allocations.clear()
+        for agent_runs in self.node_agents.values():
+            agent_runs.link.close()  # type: ignore[attr-defined]
+        self.node_agents.clear()
         self.host.close()
 
     # -- slots
@@ -588,6 +605,11 @@ class AllocationBackend:
         for slot in alloc.slots:
             self.pool.retire(slot)
         self.allocations.pop(alloc.job_id, None)
+        for node in alloc.nodes:  # its agents went with it: what they ran is lost now, not after retries
+            agent_runs = self.node_agents.pop((alloc.job_id, node), None)
+            if agent_runs is not None:
+                agent_runs.link.fail_all(f"allocation {alloc.job_id} ended under the execution")  # type: ignore[attr-defined]
+                agent_runs.link.close()  # type: ignore[attr-defined]
 
     # -- executions
     def _alloc_of(self, slot: Slot) -> Allocation:
@@ -602,15 +624,42 @@ class AllocationBackend:
         env = {**self.profile.env, **job.env, "ORCHESTRA_EXECUTION_ID": job.execution_id,
                "ORCHESTRA_SLOT": str(slot.index), "ORCHESTRA_NODE": slot.node,
                "ORCHESTRA_ALLOCATION": alloc.job_id}
-        self._launched_at[job.execution_id] = time.time()
-        starter = self._agent_starter(alloc.job_id, slot.node, job.execution_id) if self.uses_agent else None
+        now = self._launched_at[job.execution_id] = time.time()
+        agent_runs = self.node_agents.get((alloc.job_id, slot.node)) if self.uses_agent else None
+        if agent_runs is not None:
+            # The agent step's srun on the frontend is the launcher a resume checks for liveness.
+            meta = {"launcher_pid": self._agent_pids[(alloc.job_id, slot.node)]} \
+                if (alloc.job_id, slot.node) in self._agent_pids else {}
+            remote_dir, pid, started = agent_runs.launch(job, code, env=env, setup=self.profile.setup,  # type: ignore[attr-defined]
+                                                         slot_index=slot.index, meta=meta)
+            return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started or now)
+        if self.uses_agent:
+            raise SchedulerError(f"no agent on {slot.node} of allocation {alloc.job_id}")
         remote_dir, pid, started = self.runs.launch(
             job, code, env=env, setup=self.profile.setup, launcher=self.provider.launcher(alloc.job_id, slot.node),
-            wait_pid=10.0, starter=starter)
+            wait_pid=10.0)
         return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started)
 
+    def _agent_of(self, handle: RunHandle):
+        """The node agent an execution was launched through, or None (srun launcher, or re-attached)."""
+        if not self.uses_agent or handle.execution_id in self._files_watched:
+            return None
+        alloc = self._slot_alloc.get(handle.slot)
+        if alloc is None or handle.slot.node is None:
+            return None
+        return self.node_agents.get((alloc.job_id, handle.slot.node))
+
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
-        outcome = _handle_wait(self.runs, handle, timeout, self._launched_at, kill_prefix=self._kill_prefix(handle))
+        agent_runs = self._agent_of(handle)
+        if agent_runs is not None:
+            started = self._launched_at.pop(handle.execution_id, handle.started or time.time())
+            outcome = agent_runs.wait(handle.execution_id, timeout, started)  # type: ignore[attr-defined]
+        elif self.uses_agent and handle.execution_id not in self._files_watched:
+            # Its allocation (and agent) went away between launch and wait.
+            return Outcome(None, handle.started, time.time(), lost=True, error="its allocation ended")
+        else:
+            outcome = _handle_wait(self.runs, handle, timeout, self._launched_at,
+                                   kill_prefix=self._kill_prefix(handle))
         alloc = self._slot_alloc.get(handle.slot)
         if alloc is not None and not outcome.timed_out and (outcome.lost or (outcome.exit_code or 0) > 128):
             # Lost, or killed by a signal: if its allocation ended at the same time (walltime, scancel, node
@@ -631,13 +680,25 @@ class AllocationBackend:
         return self.provider.launcher(alloc.job_id, handle.slot.node)
 
     def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
+        agent_runs = self._agent_of(handle)
+        if agent_runs is not None:
+            return agent_runs.collect(handle.execution_id, dest)  # type: ignore[attr-defined]
         return self.runs.collect(handle.remote_dir, job.outputs, dest)
 
     def discard(self, handle: RunHandle) -> None:
-        self.runs.discard(handle.remote_dir)
+        agent_runs = self._agent_of(handle)
+        if agent_runs is not None:
+            agent_runs.discard(handle.execution_id, handle.remote_dir)  # type: ignore[attr-defined]
+        else:
+            self.runs.discard(handle.remote_dir)
+            self._files_watched.discard(handle.execution_id)
 
     def stop(self, handle: RunHandle) -> None:
-        self.runs.kill(handle.remote_dir, self._kill_prefix(handle))
+        agent_runs = self._agent_of(handle)
+        if agent_runs is not None:
+            agent_runs.stop(handle.execution_id)  # type: ignore[attr-defined]
+        else:
+            self.runs.kill(handle.remote_dir, self._kill_prefix(handle))
 
     def reattach(self, execution_id: str, host: str | None, slot: int | None,
                  remote_dir: str | None) -> RunHandle | None:
@@ -651,6 +712,7 @@ class AllocationBackend:
         state, pid, started = self.runs.probe(remote_dir)
         if state == "none":
             return None
+        self._files_watched.add(execution_id)
         return RunHandle(execution_id, Slot(self.profile.host, slot if slot is not None else -1), remote_dir,
                          pid=pid, started=started)
 

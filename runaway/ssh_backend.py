@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import logging
 import os
 import re
@@ -246,6 +247,21 @@ def safe_extract(fileobj: BinaryIO, dest: Path) -> list[str]:
             if member.isfile():
                 files.append(PurePosixPath(member.name).as_posix())
     return sorted(set(files))
+
+
+def read_tar_in_memory(data: bytes, dest: Path) -> dict[str, bytes]:
+    """The regular files of a small tar as {relative path: bytes}, under the same checks as extraction.
+
+    Links are checked and then left out: held in memory there is nothing for them to point at.
+    """
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+        for member in tar:
+            check_member(member, dest)
+            if member.isfile():
+                handle = tar.extractfile(member)
+                files[PurePosixPath(member.name).as_posix()] = handle.read() if handle is not None else b""
+    return files
 
 
 def _split_trailer(path: Path) -> tuple[int, str]:
@@ -736,7 +752,13 @@ def _handle_wait(runs: RemoteRuns, handle: RunHandle, timeout: float | None, lau
 
 
 class SSHBackend:
-    """``kind: ssh``: a fixed list of hosts with a number of slots each."""
+    """``kind: ssh``: a fixed list of hosts with a number of slots each.
+
+    With ``launcher: agent`` (the default) each host runs one resident agent (runaway/agent.py) reached
+    through one long-lived SSH session: a launch is one line written, an exit is one frame read with its
+    results, a removal one line. Executions re-attached after a controller restart are watched through
+    their run-directory files instead (:class:`RemoteRuns`), which needs nothing from any agent.
+    """
 
     name = "ssh"
 
@@ -745,6 +767,13 @@ class SSHBackend:
         self.hosts: dict[str, Host] = {}
         self.runs: dict[str, RemoteRuns] = {}
         self.pool = SlotPool()
+        self.use_agent = profile.launcher == "agent"
+        # With an agent, a resume finds a just-launched execution by its run directory on the hosts, so
+        # short executions need no "running" commit; without one the record must name its host first.
+        self.running_commit_delay = 1.0 if self.use_agent else 0.0
+        self.agents: dict[str, object] = {}  # host -> AgentRuns
+        self._files_watched: set[str] = set()  # executions watched through their files (re-attached)
+        self._run_listing: dict[str, set[str]] | None = None
         self._launched_at: dict[str, float] = {}
         self._reattached: dict[str, Slot] = {}
         for cfg in profile.hosts:
@@ -756,7 +785,7 @@ class SSHBackend:
                                                     poll_interval=profile.poll_interval)
 
     def start(self) -> None:
-        jobs = [gevent.spawn(r.prepare) for r in self.runs.values()]
+        jobs = [gevent.spawn(self._start_host, name) for name in self.runs]
         gevent.joinall(jobs)
         for job in jobs:
             if job.exception is not None:
@@ -767,6 +796,13 @@ class SSHBackend:
             for cfg in self.profile.hosts:
                 if index < cfg.slots:
                     self.pool.add(Slot(cfg.destination, index))
+
+    def _start_host(self, name: str) -> None:
+        runs = self.runs[name]
+        if not runs.workdir:
+            runs.prepare()
+        if self.use_agent and name not in self.agents:
+            self.agents[name] = start_agent_runs(runs, self.profile.python, spawn=True)
 
     def acquire(self) -> Slot:
         return self.pool.acquire()
@@ -785,12 +821,22 @@ class SSHBackend:
         runs = self._runs(slot.host)
         env = {**self.profile.env, **job.env, "ORCHESTRA_EXECUTION_ID": job.execution_id,
                "ORCHESTRA_SLOT": str(slot.index)}
-        self._launched_at[job.execution_id] = time.time()
+        now = self._launched_at[job.execution_id] = time.time()
+        if self.use_agent:
+            remote_dir, pid, started = self.agents[slot.host].launch(
+                job, code, env=env, setup=self.profile.setup, slot_index=slot.index)
+            return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started or now)
         remote_dir, pid, started = runs.launch(job, code, env=env, setup=self.profile.setup)
         return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started)
 
+    def _by_agent(self, handle: RunHandle) -> bool:
+        return self.use_agent and handle.execution_id not in self._files_watched
+
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
         try:
+            if self._by_agent(handle):
+                started = self._launched_at.pop(handle.execution_id, handle.started or time.time())
+                return self.agents[handle.slot.host].wait(handle.execution_id, timeout, started)
             return _handle_wait(self._runs(handle.slot.host), handle, timeout, self._launched_at)
         finally:
             if self._reattached.pop(handle.execution_id, None) is not None:
@@ -798,16 +844,39 @@ class SSHBackend:
                 self.pool.unclaim(handle.slot)
 
     def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
+        if self._by_agent(handle):
+            return self.agents[handle.slot.host].collect(handle.execution_id, dest)
         return self._runs(handle.slot.host).collect(handle.remote_dir, job.outputs, dest)
 
     def discard(self, handle: RunHandle) -> None:
-        self._runs(handle.slot.host).discard(handle.remote_dir)
+        if self._by_agent(handle):
+            self.agents[handle.slot.host].discard(handle.execution_id, handle.remote_dir)
+        else:
+            self._runs(handle.slot.host).discard(handle.remote_dir)
+            self._files_watched.discard(handle.execution_id)
 
     def stop(self, handle: RunHandle) -> None:
-        self._runs(handle.slot.host).kill(handle.remote_dir)
+        if self._by_agent(handle):
+            self.agents[handle.slot.host].stop(handle.execution_id)
+        else:
+            self._runs(handle.slot.host).kill(handle.remote_dir)
+
+    def _host_holding(self, execution_id: str) -> str | None:
+        """The host whose workdir has this execution's run directory (one listing per host per resume)."""
+        if self._run_listing is None:
+            listing: dict[str, set[str]] = {}
+            for name, runs in self.runs.items():
+                if not runs.workdir:
+                    runs.prepare()
+                result = runs.host.run(f"ls -1 {q(runs.workdir)}/runs", warn=True, timeout=120)
+                listing[name] = set(result.stdout.split())
+            self._run_listing = listing
+        return next((name for name, ids in self._run_listing.items() if execution_id in ids), None)
 
     def reattach(self, execution_id: str, host: str | None, slot: int | None,
                  remote_dir: str | None) -> RunHandle | None:
+        if host is None and self.use_agent:
+            host = self._host_holding(execution_id)  # launched within the running-commit delay
         if host is None or host not in self.runs:
             return None
         runs = self.runs[host]
@@ -823,14 +892,35 @@ class SSHBackend:
         if index is not None and index < known and the_slot not in self._reattached.values():
             self.pool.claim(the_slot)  # held until the re-attached execution ends (see wait)
             self._reattached[execution_id] = the_slot
+        self._files_watched.add(execution_id)
         return RunHandle(execution_id, the_slot, remote_dir, pid=pid, started=started)
 
     def close(self) -> None:
+        for agent_runs in self.agents.values():
+            agent_runs.link.drain()  # type: ignore[attr-defined]  # the last removals
+            agent_runs.link.close()  # type: ignore[attr-defined]
         for runs in self.runs.values():
             runs.stop_watching()
         for host in self.hosts.values():
             host.close()
 
 
-__all__ = ["SSHBackend", "SSHProfile", "SSHHostConfig", "RemoteRuns", "SlotPool", "safe_extract",
+def start_agent_runs(runs: RemoteRuns, python: str, *, spawn: bool, agent_dir: str | None = None,
+                     prefix: str = "", name: str | None = None, reconnect_for: float = RECONNECT_FOR,
+                     agent_path: str | None = None):
+    """Install the agent on ``runs``' host, open its session, and return the place's AgentRuns.
+
+    Imported late: agent_link builds on this module's RemoteRuns.
+    """
+    from .agent_link import AgentLink, AgentRuns, attach_command, install_agent
+
+    path = agent_path or install_agent(runs.host, runs.workdir)
+    directory = agent_dir or f"{runs.workdir}/agents/{PurePosixPath(path).stem}"
+    cmd = attach_command(python, path, directory, runs.workdir, spawn=spawn, prefix=prefix)
+    link = AgentLink(lambda: runs.host.open_session(cmd), name or runs.host.name, reconnect_for=reconnect_for)
+    link.start()
+    return AgentRuns(runs, link)
+
+
+__all__ = ["SSHBackend", "start_agent_runs", "SSHProfile", "SSHHostConfig", "RemoteRuns", "SlotPool", "safe_extract",
            "check_member"]

@@ -39,7 +39,7 @@ def _running_at_least(campaign: Path, n: int) -> bool:
 
 
 def test_sshd_restart_mid_campaign(devcluster, tmp_path):
-    campaign, profile = cluster_campaign(tmp_path / "c", devcluster, kind="ssh", n=20, nap=1.0)
+    campaign, profile = cluster_campaign(tmp_path / "c", devcluster, kind="ssh", n=20, nap=2.5)
     proc = start_run(campaign, "run", "--grid", "--profile", profile)
     try:
         assert wait_until(lambda: _running_at_least(campaign, 3), 60), run_log(campaign)

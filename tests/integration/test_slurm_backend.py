@@ -28,7 +28,7 @@ def _drive(backend, n: int, code, tmp_path: Path, nap: float = 0.3) -> list[tupl
             job = Job(f"{i:012x}", COMMIT, "python3 probe.py", env={"NAP": str(nap)})
             handle = backend.launch(slot, job, code)
             outcome = backend.wait(handle, 120)
-            collected = backend.collect(handle, job, tmp_path / f"out{i}")
+            collected = backend.collect(handle, job, tmp_path / f"out{i}").materialized()
             backend.discard(handle)
             return outcome.exit_code, collected.stdout.read_text().strip()
         finally:

@@ -35,12 +35,27 @@ def _backend(devcluster, tmp_path: Path, **extra) -> SSHBackend:
     return backend
 
 
+@pytest.fixture(params=["agent", "shell"])
+def launcher(request) -> str:
+    """Both ways of running on an SSH host: the resident agent (default) and a shell per batch."""
+    return request.param
+
+
+def _eventually(check, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        gevent.sleep(0.05)
+    return True
+
+
 def _id(n: int) -> str:
     return f"{n:012x}"
 
 
-def test_outputs_round_trip_with_hostile_file_name(devcluster, tmp_path, archive):
-    backend = _backend(devcluster, tmp_path, env={"GREETING": "hi there"})
+def test_outputs_round_trip_with_hostile_file_name(devcluster, tmp_path, archive, launcher):
+    backend = _backend(devcluster, tmp_path, env={"GREETING": "hi there"}, launcher=launcher)
     try:
         slot = backend.acquire()
         from orchestra.quoting import render_command
@@ -50,7 +65,7 @@ def test_outputs_round_trip_with_hostile_file_name(devcluster, tmp_path, archive
         handle = backend.launch(slot, job, archive({"train.py": TRAIN}))
         outcome = backend.wait(handle, 60)
         assert outcome.exit_code == 0, outcome
-        collected = backend.collect(handle, job, tmp_path / "out")
+        collected = backend.collect(handle, job, tmp_path / "out").materialized()
         assert collected.outputs == sorted(["metrics.json", f"plots/{HOSTILE}"])
         assert (tmp_path / "out" / "plots" / HOSTILE).read_text() == "png"
         assert collected.stdout.read_text() == "trained 0.5\n"
@@ -58,15 +73,15 @@ def test_outputs_round_trip_with_hostile_file_name(devcluster, tmp_path, archive
         assert not (tmp_path / "out" / "not-an-output.tmp").exists()
         host = backend.hosts["devcluster"]
         assert host.run(f"ls {handle.remote_dir}/PWNED", warn=True).exit_code != 0
-        backend.discard(handle)
-        assert host.run(f"test -e {handle.remote_dir}", warn=True).exit_code == 1
+        backend.discard(handle)  # through the agent it is a line written: the removal follows shortly
+        assert _eventually(lambda: host.run(f"test -e {handle.remote_dir}", warn=True).exit_code == 1)
         backend.release(slot)
     finally:
         backend.close()
 
 
-def test_detached_execution_survives_closing_the_connection(devcluster, tmp_path, archive):
-    backend = _backend(devcluster, tmp_path)
+def test_detached_execution_survives_closing_the_connection(devcluster, tmp_path, archive, launcher):
+    backend = _backend(devcluster, tmp_path, launcher=launcher)
     try:
         slot = backend.acquire()
         job = Job(_id(2), COMMIT, "sleep 2; echo survived > result.txt", outputs=("result.txt",))
@@ -75,14 +90,15 @@ def test_detached_execution_survives_closing_the_connection(devcluster, tmp_path
             host.close()  # every SSH connection goes away while it runs
         outcome = backend.wait(handle, 60)
         assert outcome.exit_code == 0 and not outcome.lost
-        collected = backend.collect(handle, job, tmp_path / "out")
+        collected = backend.collect(handle, job, tmp_path / "out").materialized()
         assert (collected.directory / "result.txt").read_text() == "survived\n"
     finally:
         backend.close()
 
 
 def test_one_poll_per_host_for_many_executions(devcluster, tmp_path, archive):
-    backend = _backend(devcluster, tmp_path, slots=12)
+    """The shell launcher watches with one poll command per host per interval, however many run there."""
+    backend = _backend(devcluster, tmp_path, slots=12, launcher="shell")
     code = archive({"README": "x"})
     try:
         def one(n: int) -> int | None:
@@ -105,8 +121,39 @@ def test_one_poll_per_host_for_many_executions(devcluster, tmp_path, archive):
         backend.close()
 
 
-def test_timeout_kills_the_whole_process_group(devcluster, tmp_path, archive):
-    backend = _backend(devcluster, tmp_path)
+def test_agent_needs_no_command_per_execution(devcluster, tmp_path, archive):
+    """With the agent, 24 executions cost the same few SSH commands as one: launches, exits, results and
+    removals all travel through the one session the agent is reached by."""
+    backend = _backend(devcluster, tmp_path, slots=12)
+    code = archive({"README": "x"})
+    host = backend.hosts["devcluster"]
+    try:
+        def one(n: int) -> bytes | None:
+            slot = backend.acquire()
+            try:
+                job = Job(_id(200 + n), COMMIT, f"echo out-{n}; exit {n % 3}")
+                handle = backend.launch(slot, job, code)
+                outcome = backend.wait(handle, 60)
+                assert outcome.exit_code == n % 3, outcome
+                data = backend.collect(handle, job, tmp_path / f"o{n}").read(".orchestra/stdout")
+                backend.discard(handle)
+                return data
+            finally:
+                backend.release(slot)
+
+        before = host.commands
+        jobs = [gevent.spawn(one, n) for n in range(24)]
+        gevent.joinall(jobs, raise_error=True)
+        assert [j.value for j in jobs] == [f"out-{n}\n".encode() for n in range(24)]
+        assert host.commands - before <= 3, host.commands - before  # the code check and shipping
+        runs_dir = f"{backend.runs['devcluster'].workdir}/runs"
+        assert _eventually(lambda: host.run(f"ls {runs_dir}").stdout.split() == [])  # every removal arrived
+    finally:
+        backend.close()
+
+
+def test_timeout_kills_the_whole_process_group(devcluster, tmp_path, archive, launcher):
+    backend = _backend(devcluster, tmp_path, launcher=launcher)
     try:
         slot = backend.acquire()
         job = Job(_id(3), COMMIT, "sleep 300 & sleep 301; wait")
@@ -122,20 +169,20 @@ def test_timeout_kills_the_whole_process_group(devcluster, tmp_path, archive):
         backend.close()
 
 
-def test_reattach_after_controller_restart(devcluster, tmp_path, archive):
-    first = _backend(devcluster, tmp_path)
+def test_reattach_after_controller_restart(devcluster, tmp_path, archive, launcher):
+    first = _backend(devcluster, tmp_path, launcher=launcher)
     slot = first.acquire()
     job = Job(_id(4), COMMIT, "sleep 1.5; echo late > late.txt", outputs=("late.txt",))
     handle = first.launch(slot, job, archive({"README": "x"}))
     first.close()  # the controller dies
 
-    second = _backend(devcluster, tmp_path)
+    second = _backend(devcluster, tmp_path, launcher=launcher)
     try:
         again = second.reattach(job.execution_id, "devcluster", slot.index, handle.remote_dir)
         assert again is not None and again.pid == handle.pid
         assert second.wait(again, 60).exit_code == 0
         assert second.reattach(job.execution_id, "devcluster", slot.index, handle.remote_dir) is not None
-        collected = second.collect(again, job, tmp_path / "out")
+        collected = second.collect(again, job, tmp_path / "out").materialized()
         assert collected.outputs == ["late.txt"]
         second.discard(again)
         assert second.reattach(job.execution_id, "devcluster", slot.index, handle.remote_dir) is None
@@ -147,8 +194,8 @@ def test_reattach_after_controller_restart(devcluster, tmp_path, archive):
         second.close()
 
 
-def test_code_is_shipped_once_per_commit(devcluster, tmp_path, archive):
-    backend = _backend(devcluster, tmp_path)
+def test_code_is_shipped_once_per_commit(devcluster, tmp_path, archive, launcher):
+    backend = _backend(devcluster, tmp_path, launcher=launcher)
     calls = []
     base = archive({"run.sh": "echo shipped"})
 

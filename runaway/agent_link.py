@@ -1,0 +1,392 @@
+"""The controller's side of runaway/agent.py: one session per agent, kept open, re-opened after a drop.
+
+An :class:`AgentLink` owns one attach session (an SSH channel running ``agent.py attach``, or an
+``srun --overlap`` step doing the same on a Slurm node). Requests from many greenlets are coalesced into
+one write; one reader greenlet parses events and hands each execution's exit (and its results payload) to
+whoever waits for it. When the session drops, the link re-opens it with backoff and tells the agent again
+what it still waits for: launches not yet acknowledged are re-sent (the agent never starts one twice),
+started ones are re-watched. Removals and kills are re-sent until a ``pong`` confirms the agent read them.
+
+:class:`AgentRuns` is what a backend uses for one place (an SSH host, a node): launch, wait, collect,
+discard and stop on top of a link, with the workdir and code cache of :class:`RemoteRuns`.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import itertools
+import logging
+import os
+import shlex
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path, PurePosixPath
+
+import gevent
+import gevent.event
+
+from orchestra.errors import ConnectionError_, ExecutionError
+
+from . import agent as protocol
+from .backend import CodeArchive, Collected, Job, Outcome
+from .hosts import Host, Session
+from .rundir import MARKER, META_DIR, STDERR_FILE, STDOUT_FILE, WRAPPER
+from .ssh_backend import RECONNECT_FOR, STOP_GRACE, RemoteRuns, read_tar_in_memory, safe_extract
+
+log = logging.getLogger(__name__)
+
+SPOOL_OVER = 8 << 20  # results larger than this wait for collect() in a temporary file, not in memory
+
+
+@dataclasses.dataclass
+class AgentExit:
+    """An ``exited`` event with its results payload (bytes, or a temporary file for large ones)."""
+
+    code: int | None
+    started: float | None
+    ended: float
+    payload: bytes | Path
+    error: str | None = None
+
+
+class LinkLost(ConnectionError_):
+    """The agent stayed unreachable for longer than the reconnect budget."""
+
+
+def install_agent(host: Host, workdir: str) -> str:
+    """Ship agent.py into ``<workdir>/bin`` once per content version (its name carries its hash)."""
+    source = Path(protocol.__file__).read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:12]
+    path = f"{workdir}/bin/orchestra-agent-{digest}.py"
+    target = shlex.quote(path)
+    host.put_stream([source], f"mkdir -p {shlex.quote(workdir)}/bin && {{ [ -s {target} ] || "
+                              f"{{ cat > {target}.tmp.$$ && mv -f {target}.tmp.$$ {target}; }}; }}", timeout=120)
+    return path
+
+
+def attach_command(python: str, agent_path: str, agent_dir: str, root: str, *, spawn: bool,
+                   prefix: str = "") -> str:
+    """The shell line a session runs to reach an agent (``prefix``: e.g. an ``srun`` onto a node)."""
+    wrapper = base64.b64encode(WRAPPER.encode()).decode()
+    words = [python, agent_path, "attach", agent_dir, root, wrapper, MARKER] + (["--spawn"] if spawn else [])
+    return prefix + " ".join(shlex.quote(w) for w in words)
+
+
+def serve_command(python: str, agent_path: str, agent_dir: str, root: str) -> str:
+    wrapper = base64.b64encode(WRAPPER.encode()).decode()
+    return " ".join(shlex.quote(w) for w in [python, agent_path, "serve", agent_dir, root, wrapper, MARKER])
+
+
+@dataclasses.dataclass
+class _Pending:
+    line: str  # the launch or watch request, re-sent after a reconnect
+    exited: gevent.event.AsyncResult
+    started: gevent.event.AsyncResult  # (pid, epoch), or None if it ended before we heard it start
+
+
+class AgentLink:
+    """One attach session to one agent, with coalesced writes, a reader greenlet and reconnects."""
+
+    def __init__(self, open_session: Callable[[], Session], name: str, *, reconnect_for: float = RECONNECT_FOR,
+                 spool_dir: Path | None = None) -> None:
+        self.open_session = open_session
+        self.name = name
+        self.reconnect_for = reconnect_for
+        self.spool_dir = spool_dir
+        self.session: Session | None = None
+        self.pending: dict[str, _Pending] = {}
+        self._outbox: list[str] = []
+        self._unconfirmed: list[tuple[int, str]] = []  # (ping token, removal or kill) until its pong
+        self._tokens = itertools.count(1)
+        self._wake = gevent.event.Event()
+        self._up = gevent.event.Event()
+        self._reader: gevent.Greenlet | None = None
+        self._writer: gevent.Greenlet | None = None
+        self._closed = False
+        self.error: Exception | None = None
+        self.reconnects = 0
+
+    # -- lifecycle
+    def start(self) -> None:
+        self._connect()
+        self._reader = gevent.spawn(self._read_loop)
+        self._writer = gevent.spawn(self._write_loop)
+
+    def fail_all(self, error: str) -> None:
+        """The place is gone (its allocation ended): everything still waited for is lost, now."""
+        for execution_id in list(self.pending):
+            self._settle(execution_id, AgentExit(None, None, time.time(), b"", error=error))
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until the agent confirmed every request written so far (removals before a close)."""
+        deadline = time.monotonic() + timeout
+        while (self._outbox or self._unconfirmed) and self.error is None and not self._closed:
+            if time.monotonic() > deadline:
+                return False
+            gevent.sleep(0.02)
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+        for greenlet in (self._reader, self._writer):
+            if greenlet is not None:
+                greenlet.kill(block=False)
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def _connect(self) -> None:
+        session = self.open_session()
+        try:
+            head = b""
+            while b"\n" not in head:
+                data = session.recv()
+                if not data:
+                    raise ConnectionError_(f"{self.name}: the agent did not answer: {session.stderr_tail() or 'no output'}")
+                head += data
+        except BaseException:
+            session.close()
+            raise
+        line, _, rest = head.partition(b"\n")
+        kind, _eid, fields = protocol.parse_event(line.decode("ascii", "replace"))
+        if kind != "hello" or fields["protocol"] != protocol.PROTOCOL:
+            session.close()
+            raise ConnectionError_(f"{self.name}: unexpected agent greeting {line[:80]!r}")
+        self.session = session
+        self._buffer = rest
+        self._up.set()
+
+    # -- requests
+    def _queue(self, line: str) -> None:
+        self._outbox.append(line)
+        self._wake.set()
+
+    def launch(self, execution_id: str, line: str) -> _Pending:
+        """Send a launch; the result's ``started`` and ``exited`` fire as the agent reports."""
+        return self._track(execution_id, line)
+
+    def _track(self, execution_id: str, line: str) -> _Pending:
+        if self.error is not None:
+            raise self.error
+        pending = _Pending(line, gevent.event.AsyncResult(), gevent.event.AsyncResult())
+        self.pending[execution_id] = pending
+        self._queue(line)
+        return pending
+
+    def send(self, line: str) -> None:
+        """A request that needs no answer (kill, remove): re-sent after a drop until confirmed."""
+        if self.error is not None:
+            raise self.error
+        self._queue(line)
+
+    def forget(self, execution_id: str) -> None:
+        self.pending.pop(execution_id, None)
+
+    def _write_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            self._up.wait()
+            if not self._outbox or self.session is None:
+                continue
+            lines, self._outbox = self._outbox, []
+            token = next(self._tokens)
+            for line in lines:
+                if line.startswith(("remove ", "kill ")):
+                    self._unconfirmed.append((token, line))
+            payload = "\n".join(lines) + f"\nping {token}\n"
+            try:
+                self.session.send(payload.encode("utf-8"))
+            except ConnectionError_:
+                # The reader notices the drop and reconnects; everything tracked is re-sent from state.
+                continue
+
+    # -- events
+    def _read_loop(self) -> None:
+        while not self._closed:
+            session = self.session
+            try:
+                while session is not None:
+                    if not self._parse():
+                        data = session.recv()
+                        if not data:
+                            break
+                        self._buffer += data
+            except ConnectionError_:
+                pass
+            except ValueError as exc:  # a garbled stream: drop it and start a clean one
+                log.warning("%s: %s; re-attaching", self.name, exc)
+            if self._closed:
+                return
+            self._reconnect(session)
+
+    def _parse(self) -> bool:
+        """Consume one complete event from the buffer; False when more bytes are needed."""
+        newline = self._buffer.find(b"\n")
+        if newline < 0:
+            if len(self._buffer) > protocol.MAX_LINE:
+                raise ValueError("an event line longer than 1 MiB")
+            return False
+        kind, execution_id, fields = protocol.parse_event(self._buffer[:newline].decode("ascii", "replace"))
+        if kind == "exited":
+            end = newline + 1 + fields["size"]
+            if len(self._buffer) < end:
+                return False
+            payload = self._buffer[newline + 1:end]
+            self._buffer = self._buffer[end:]
+            self._exited(execution_id, fields, payload)
+            return True
+        self._buffer = self._buffer[newline + 1:]
+        if kind == "started":
+            pending = self.pending.get(execution_id)
+            if pending is not None and not pending.started.ready():
+                pending.started.set((fields["pid"], fields["started"]))
+        elif kind == "gone":
+            self._settle(execution_id, AgentExit(None, None, time.time(), b"",
+                                                 error="the run directory is gone"))
+        elif kind == "error":
+            self._settle(execution_id, AgentExit(None, None, time.time(), b"", error=fields["message"]))
+        elif kind == "pong":
+            token = int(fields["token"]) if fields["token"].isdigit() else 0
+            self._unconfirmed = [(t, line) for t, line in self._unconfirmed if t > token]
+        return True
+
+    def _exited(self, execution_id: str, fields: dict, payload: bytes) -> None:
+        if hashlib.sha256(payload).hexdigest() != fields["sha256"]:
+            self._settle(execution_id, AgentExit(fields["code"], fields["started"], fields["ended"], b"",
+                                                 error="results arrived corrupted (checksum mismatch)"))
+            return
+        stored: bytes | Path = payload
+        if len(payload) > SPOOL_OVER:
+            fd, name = tempfile.mkstemp(prefix=".agent-", suffix=".tar", dir=self.spool_dir)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+            stored = Path(name)
+        lost = fields["code"] is None
+        self._settle(execution_id, AgentExit(fields["code"], fields["started"], fields["ended"], stored,
+                                             error="it died without an exit code" if lost else None))
+
+    def _settle(self, execution_id: str, result: AgentExit) -> None:
+        pending = self.pending.pop(execution_id, None)
+        if pending is not None:
+            if not pending.started.ready():
+                pending.started.set(None)
+            pending.exited.set(result)
+
+    def _reconnect(self, dead: Session | None) -> None:
+        self._up.clear()
+        if dead is not None:
+            dead.close()
+        self.session = None
+        give_up = time.monotonic() + self.reconnect_for
+        delay = 0.2
+        while not self._closed:
+            try:
+                self._connect()
+                break
+            except (ConnectionError_, ExecutionError, OSError) as exc:
+                if time.monotonic() > give_up:
+                    self.error = LinkLost(f"{self.name}: agent unreachable for {self.reconnect_for:.0f}s: {exc}")
+                    for execution_id in list(self.pending):
+                        self._settle(execution_id, AgentExit(None, None, time.time(), b"", error=str(self.error)))
+                    self._up.set()
+                    self._closed = True
+                    return
+                log.warning("%s: re-attaching to the agent failed (%s); retrying", self.name, exc)
+                gevent.sleep(delay)
+                delay = min(5.0, delay * 2)
+        self.reconnects += 1
+        # Say again what we wait for. A launch the agent never read is started now; one it read is
+        # recognised by its run directory and watched instead.
+        resend = [p.line for p in self.pending.values()]
+        resend += [line for _t, line in self._unconfirmed]
+        self._unconfirmed = []
+        self._outbox = resend + self._outbox
+        self._wake.set()
+
+
+# ------------------------------------------------------------------------------------ one place
+class AgentRuns:
+    """Executions on one agent: an SSH host, or one node of an allocation (its link goes through srun)."""
+
+    def __init__(self, files: RemoteRuns, link: AgentLink) -> None:
+        self.files = files
+        self.link = link
+        self._exits: dict[str, gevent.event.AsyncResult] = {}
+        self._results: dict[str, AgentExit] = {}
+
+    def launch(self, job: Job, code: CodeArchive, *, env: Mapping[str, str], setup: Iterable[str],
+               slot_index: int | None, meta: Mapping[str, str] | None = None) -> tuple[str, int | None, float | None]:
+        """Start the job through the agent; return (run dir, pid, start time) once the agent started it."""
+        code_dir = self.files.ensure_code(job.commit, code)
+        run_dir = self.files.run_dir(job.execution_id)
+        command = "\n".join([*setup, job.command]) if setup else job.command
+        line = protocol.render_request("launch", job.execution_id, run_dir=run_dir, code_dir=code_dir,
+                                       command=command, env=dict(env), outputs=list(job.outputs),
+                                       slot=slot_index, meta=dict(meta or {}))
+        pending = self.link.launch(job.execution_id, line)
+        self._exits[job.execution_id] = pending.exited
+        started = pending.started.get()
+        if started is None:  # refused or ended at once: wait() reports how
+            return run_dir, None, None
+        return run_dir, started[0], started[1]
+
+    def wait(self, execution_id: str, timeout: float | None, started_local: float) -> Outcome:
+        result = self._exits[execution_id]
+        remaining = None if timeout is None else max(0.0, started_local + timeout - time.time())
+        timed_out = False
+        try:
+            done: AgentExit = result.get(timeout=remaining)
+        except gevent.Timeout:
+            timed_out = True
+            self.stop(execution_id)
+            try:
+                done = result.get(timeout=STOP_GRACE + 30)
+            except gevent.Timeout:
+                self._exits.pop(execution_id, None)
+                self.link.forget(execution_id)
+                return Outcome(None, None, time.time(), timed_out=True, error=f"timed out after {timeout:g}s")
+        self._exits.pop(execution_id, None)
+        self._results[execution_id] = done
+        if timed_out:
+            return Outcome(done.code, done.started, done.ended, timed_out=True,
+                           error=f"timed out after {timeout:g}s")
+        if done.code is None:
+            return Outcome(None, done.started, done.ended, lost=True, error=done.error)
+        return Outcome(done.code, done.started, done.ended, error=done.error)
+
+    def collect(self, execution_id: str, dest: Path) -> Collected:
+        """The results of an ended execution: in memory when small (see Collected), else under ``dest``."""
+        done = self._results.pop(execution_id, None)
+        if done is None:
+            raise ExecutionError(f"{self.link.name}: no results for {execution_id}")
+        if done.error and not done.payload:
+            raise ExecutionError(f"{self.link.name}: {execution_id}: {done.error}")
+        stdout, stderr = dest / STDOUT_FILE, dest / STDERR_FILE
+        if isinstance(done.payload, bytes):
+            contents = read_tar_in_memory(done.payload, dest)
+            outputs = sorted(f for f in contents if PurePosixPath(f).parts[0] != META_DIR)
+            return Collected(dest, stdout, stderr, outputs, contents=contents)
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            with done.payload.open("rb") as handle:
+                files = safe_extract(handle, dest)
+        finally:
+            done.payload.unlink(missing_ok=True)
+        for path in (stdout, stderr):
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+        outputs = sorted(f for f in files if PurePosixPath(f).parts[0] != META_DIR)
+        return Collected(dest, stdout, stderr, outputs)
+
+    def discard(self, execution_id: str, run_dir: str) -> None:
+        self.link.send(protocol.render_request("remove", execution_id, run_dir=run_dir))
+
+    def stop(self, execution_id: str, grace: float = STOP_GRACE) -> None:
+        self.link.send(protocol.render_request("kill", execution_id, signal=15, grace=grace))
+
+
+__all__ = ["AgentExit", "AgentLink", "AgentRuns", "LinkLost", "attach_command", "install_agent", "serve_command"]
