@@ -316,6 +316,163 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+# ------------------------------------------------------------------------------ run directories
+WRAPPER_FILES = ("pid", "exit_code")  # emptied before reuse; stdout/stderr are truncated by the wrapper
+
+
+class RunDirs:
+    """Run directories made from recycled ones instead of new inodes.
+
+    Why: on the disks measured here, creating a file or a directory costs ~1 ms of kernel time while
+    rewriting an existing file costs ~0.08 ms and a rename ~0.02 ms; a fresh run directory (a copy of
+    the code, ``.orchestra/`` and the wrapper's files) was most of an execution's cost. A removed run
+    directory is therefore renamed into a spare (``runs/.spare-<agent pid>-<n>``) and, at the next
+    launch of the same code, brought back to exactly the code tree: files the execution added are
+    deleted, files it changed (size, mtime or mode differ from the code cache's) are copied again, files
+    it deleted are restored, the wrapper's pid and exit_code are emptied. Spares never outnumber the
+    peak of executions running at once, so disk use stays what it was without them.
+    """
+
+    def __init__(self, runs_root: str) -> None:
+        self.runs_root = runs_root
+        self.spares = {}  # code dir -> [spare paths]
+        self.manifests = {}  # code dir -> {relative path: (kind, size, mtime_ns, mode) or ("l", target)}
+        self.limit = 0
+        self.count = 0
+        self.recycled = 0  # observable: tests check that spares are used
+
+    def _manifest(self, code_dir: str) -> dict:
+        found = self.manifests.get(code_dir)
+        if found is None:
+            found = {}
+            for base, dirs, files in os.walk(code_dir):
+                rel_base = os.path.relpath(base, code_dir)
+                for name in dirs + files:
+                    path = os.path.join(base, name)
+                    rel = name if rel_base == "." else rel_base + "/" + name
+                    st = os.lstat(path)
+                    if os.path.islink(path):
+                        found[rel] = ("l", os.readlink(path))
+                    elif os.path.isdir(path):
+                        found[rel] = ("d", 0, 0, st.st_mode & 0o7777)
+                    else:
+                        found[rel] = ("f", st.st_size, st.st_mtime_ns, st.st_mode & 0o7777)
+            self.manifests[code_dir] = found
+        return found
+
+    def create(self, code_dir: str, run_dir: str, write_meta) -> None:
+        """Make ``run_dir`` a fresh copy of ``code_dir`` with ``.orchestra/`` written by ``write_meta``;
+        it appears under its name only once complete (a rename), as a resume expects."""
+        spares = self.spares.get(code_dir) or []
+        while spares:
+            spare = spares.pop()
+            try:
+                self._restore(spare, code_dir)
+                write_meta(os.path.join(spare, META_DIR))
+                os.rename(spare, run_dir)
+                self.recycled += 1
+                return
+            except OSError:
+                shutil.rmtree(spare, ignore_errors=True)
+        partial = run_dir + ".partial"
+        if os.path.lexists(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+        # copy2 keeps mtimes, which is how a later reuse tells a file the execution changed.
+        shutil.copytree(code_dir, partial, symlinks=True, copy_function=shutil.copy2)
+        os.makedirs(os.path.join(partial, META_DIR), exist_ok=True)
+        write_meta(os.path.join(partial, META_DIR))
+        os.rename(partial, run_dir)
+
+    def retire(self, run_dir: str, code_dir) -> None:
+        """A committed run directory becomes a spare for ``code_dir`` (or goes, past the limit)."""
+        total = sum(len(v) for v in self.spares.values())
+        if code_dir and total < self.limit and os.path.isdir(run_dir):
+            self.count += 1
+            spare = os.path.join(self.runs_root, ".spare-%d-%d" % (os.getpid(), self.count))
+            try:
+                os.rename(run_dir, spare)
+                self.spares.setdefault(code_dir, []).append(spare)
+                return
+            except OSError:
+                pass
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _restore(self, spare: str, code_dir: str) -> None:
+        manifest = self._manifest(code_dir)
+        seen = set()
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            with os.scandir(os.path.join(spare, rel_dir) if rel_dir else spare) as entries:
+                listed = list(entries)
+            for entry in listed:
+                rel = rel_dir + "/" + entry.name if rel_dir else entry.name
+                if rel == META_DIR:
+                    continue
+                if entry.is_symlink():
+                    kind = "l"
+                elif entry.is_dir(follow_symlinks=False):
+                    kind = "d"
+                else:
+                    kind = "f"
+                want = manifest.get(rel)
+                if want is None or want[0] != kind:
+                    if kind == "d":
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+                    continue
+                seen.add(rel)
+                if kind == "d":
+                    stack.append(rel)
+                elif kind == "l":
+                    if os.readlink(entry.path) != want[1]:
+                        os.unlink(entry.path)
+                        os.symlink(want[1], entry.path)
+                else:
+                    st = entry.stat(follow_symlinks=False)
+                    if (st.st_size, st.st_mtime_ns, st.st_mode & 0o7777) != want[1:]:
+                        os.unlink(entry.path)
+                        shutil.copy2(os.path.join(code_dir, rel), entry.path)
+        for rel in sorted(manifest):  # sorted: a directory before what it holds
+            if rel in seen:
+                continue
+            want, path = manifest[rel], os.path.join(spare, rel)
+            if want[0] == "d":
+                os.makedirs(path, exist_ok=True)
+            elif want[0] == "l":
+                os.symlink(want[1], path)
+            else:
+                shutil.copy2(os.path.join(code_dir, rel), path)
+        meta = os.path.join(spare, META_DIR)
+        os.makedirs(meta, exist_ok=True)
+        for name in os.listdir(meta):
+            path = os.path.join(meta, name)
+            if name in WRAPPER_FILES:
+                with open(path, "w"):
+                    pass
+            elif name not in ("stdout", "stderr", "started", "slot") and not os.path.isdir(path):
+                os.unlink(path)
+
+    def clear(self) -> None:
+        for spares in self.spares.values():
+            for spare in spares:
+                shutil.rmtree(spare, ignore_errors=True)
+        self.spares.clear()
+
+
+def remove_stale_spares(runs_root: str) -> None:
+    """Spares left by agents that are gone (their pid is in the name)."""
+    try:
+        names = os.listdir(runs_root)
+    except OSError:
+        return
+    for name in names:
+        match = re.match(r"^\.spare-([0-9]+)-[0-9]+$", name)
+        if match and not pid_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(runs_root, name), ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------------------ the daemon
 class _Client:
     def __init__(self, sock) -> None:
@@ -336,6 +493,7 @@ class _Execution:
         self.clients = set()
         self.kill_at = None  # (monotonic deadline, signal) of a pending KILL escalation
         self.dead_since = None
+        self.code_dir = None  # set when this agent created the run directory (so it may recycle it)
 
 
 class Agent:
@@ -355,6 +513,7 @@ class Agent:
         self.by_pid = {}
         self.idle_since = time.monotonic()
         self.stopping = False
+        self.dirs = RunDirs(os.path.join(self.root, "runs"))
 
     # -- plumbing
     def _send(self, client: _Client, data) -> None:
@@ -455,21 +614,21 @@ class Agent:
             # A launch repeated after a dropped link: never start an execution twice, watch it instead.
             self._watch(client, execution_id, run_dir, body.get("outputs") or [])
             return
-        partial = run_dir + ".partial"
-        if os.path.lexists(partial):
-            shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(body["code_dir"], partial, symlinks=True, copy_function=shutil.copy)
-        os.makedirs(os.path.join(partial, META_DIR), exist_ok=True)
         started = time.time()
-        with open(os.path.join(partial, META_DIR, "started"), "w") as handle:
-            handle.write("%.6f\n" % started)
-        if body.get("slot") is not None:
-            with open(os.path.join(partial, META_DIR, "slot"), "w") as handle:
-                handle.write("%s\n" % body["slot"])
-        for name, text in (body.get("meta") or {}).items():  # e.g. the launcher pid a resume checks
-            with open(os.path.join(partial, META_DIR, name), "w") as handle:
-                handle.write(text + "\n")
-        os.rename(partial, run_dir)
+
+        def write_meta(meta: str) -> None:
+            with open(os.path.join(meta, "started"), "w") as handle:
+                handle.write("%.6f\n" % started)
+            if body.get("slot") is not None:
+                with open(os.path.join(meta, "slot"), "w") as handle:
+                    handle.write("%s\n" % body["slot"])
+            for name, text in (body.get("meta") or {}).items():  # e.g. the launcher pid a resume checks
+                with open(os.path.join(meta, name), "w") as handle:
+                    handle.write(text + "\n")
+
+        if not os.path.isdir(body["code_dir"]):
+            raise ValueError("no code directory %s" % body["code_dir"])
+        self.dirs.create(os.path.realpath(body["code_dir"]), run_dir, write_meta)
         env = dict(os.environ)
         env.update(body["env"])
         argv = ["/bin/sh", "-c", self.wrapper, self.marker, run_dir, body["command"]]
@@ -489,9 +648,12 @@ class Agent:
             os.close(devnull)
         run = _Execution(execution_id, run_dir, body.get("outputs") or [])
         run.pid, run.child, run.started = pid, True, started
+        run.code_dir = os.path.realpath(body["code_dir"])
         run.clients.add(client)
         self.runs[execution_id] = run
         self.by_pid[pid] = run
+        # Spares: up to twice the peak running at once (the runs awaiting their commit are as many again).
+        self.dirs.limit = max(self.dirs.limit, 2 * len(self.by_pid))
         self._event(client, "started", execution_id, pid=pid, started=started)
 
     def _watch(self, client: _Client, execution_id: str, run_dir: str, outputs) -> None:
@@ -537,7 +699,9 @@ class Agent:
         if run is not None and run.child and run.pid in self.by_pid:
             raise ValueError("refusing to remove %s: the execution still runs" % run_dir)
         self.runs.pop(execution_id, None)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        code_dir = run.code_dir if run is not None and os.path.realpath(run.run_dir) == os.path.realpath(run_dir) \
+            else None
+        self.dirs.retire(run_dir, code_dir)
 
     # -- endings
     def _finish(self, run: _Execution, code, ended: float) -> None:
@@ -660,6 +824,7 @@ class Agent:
         signal.set_wakeup_fd(wake_w)
         self.sel.register(listener, selectors.EVENT_READ, "listen")
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
+        remove_stale_spares(os.path.join(self.root, "runs"))
         self._reap()  # children of an earlier exec image cannot exist, but be safe
         try:
             while not self.stopping:
@@ -684,11 +849,14 @@ class Agent:
                             self._flush(client)
                 self._reap()
                 self._tick()
+                if not os.path.exists(SOCKET_NAME):
+                    break  # the agent's directory was removed (workdir cleaned up): nothing to serve
                 if self.clients or self.by_pid or any(r.clients for r in self.runs.values()):
                     self.idle_since = time.monotonic()
                 elif time.monotonic() - self.idle_since > self.idle_exit:
                     break
         finally:
+            self.dirs.clear()
             self.sel.unregister(listener)
             listener.close()
             try:
