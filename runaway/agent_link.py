@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import gevent
 import gevent.event
@@ -33,7 +34,7 @@ from . import agent as protocol
 from .backend import CodeArchive, Collected, Job, Outcome
 from .hosts import Host, Session
 from .rundir import MARKER, META_DIR, STDERR_FILE, STDOUT_FILE, WRAPPER
-from .ssh_backend import RECONNECT_FOR, STOP_GRACE, RemoteRuns, read_tar_in_memory, safe_extract
+from .ssh_backend import RECONNECT_FOR, STOP_GRACE, RemoteRuns
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +308,35 @@ class AgentLink:
         self._wake.set()
 
 
+def extract_results(handle: BinaryIO, dest: Path) -> list[str]:
+    """Write a (large) results payload under ``dest``; paths are checked before anything is written,
+    and no file is written through a symlink, so nothing lands outside ``dest``."""
+    files: list[str] = []
+    root = dest.resolve()
+    while True:
+        line = handle.readline(protocol.MAX_LINE)
+        if not line:
+            return sorted(set(files))
+        rel, size, mode = protocol.parse_result_header(line.rstrip(b"\n"))
+        target = dest / rel
+        parent = target.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        if parent.resolve() != root and root not in parent.resolve().parents:
+            raise ValueError(f"results path {rel!r} leaves the directory")
+        if target.is_symlink():
+            target.unlink()
+        with open(target, "wb") as out:
+            left = size
+            while left > 0:
+                chunk = handle.read(min(left, 1 << 20))
+                if not chunk:
+                    raise ValueError(f"results entry {rel!r} is truncated")
+                out.write(chunk)
+                left -= len(chunk)
+        os.chmod(target, (mode & 0o777) | 0o600)
+        files.append(rel)
+
+
 # ------------------------------------------------------------------------------------ one place
 class AgentRuns:
     """Executions on one agent: an SSH host, or one node of an allocation (its link goes through srun)."""
@@ -365,16 +395,18 @@ class AgentRuns:
         if done.error and not done.payload:
             raise ExecutionError(f"{self.link.name}: {execution_id}: {done.error}")
         stdout, stderr = dest / STDOUT_FILE, dest / STDERR_FILE
-        if isinstance(done.payload, bytes):
-            contents = read_tar_in_memory(done.payload, dest)
-            outputs = sorted(f for f in contents if PurePosixPath(f).parts[0] != META_DIR)
-            return Collected(dest, stdout, stderr, outputs, contents=contents)
-        dest.mkdir(parents=True, exist_ok=True)
         try:
-            with done.payload.open("rb") as handle:
-                files = safe_extract(handle, dest)
-        finally:
-            done.payload.unlink(missing_ok=True)
+            if isinstance(done.payload, bytes):
+                contents = protocol.parse_results(done.payload)
+                outputs = sorted(f for f in contents if PurePosixPath(f).parts[0] != META_DIR)
+                return Collected(dest, stdout, stderr, outputs, contents=contents)
+            try:
+                with done.payload.open("rb") as handle:
+                    files = extract_results(handle, dest)
+            finally:
+                done.payload.unlink(missing_ok=True)
+        except ValueError as exc:
+            raise ExecutionError(f"{self.link.name}: results of {execution_id} refused: {exc}") from exc
         for path in (stdout, stderr):
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)

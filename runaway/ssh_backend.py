@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import logging
 import os
 import re
@@ -247,21 +246,6 @@ def safe_extract(fileobj: BinaryIO, dest: Path) -> list[str]:
             if member.isfile():
                 files.append(PurePosixPath(member.name).as_posix())
     return sorted(set(files))
-
-
-def read_tar_in_memory(data: bytes, dest: Path) -> dict[str, bytes]:
-    """The regular files of a small tar as {relative path: bytes}, under the same checks as extraction.
-
-    Links are checked and then left out: held in memory there is nothing for them to point at.
-    """
-    files: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
-        for member in tar:
-            check_member(member, dest)
-            if member.isfile():
-                handle = tar.extractfile(member)
-                files[PurePosixPath(member.name).as_posix()] = handle.read() if handle is not None else b""
-    return files
 
 
 def _split_trailer(path: Path) -> tuple[int, str]:
