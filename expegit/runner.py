@@ -308,6 +308,8 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
                     record.id = new_execution_id()
                 taken.add(record.id)
                 chunk.append((record, journal.create_commit(record)))
+                if len(chunk) % 128 == 0:
+                    gevent.sleep(0)  # a backend warming up meanwhile (connecting, submitting) progresses
                 if len(chunk) >= CREATE_BATCH:
                     break
         if not chunk:
@@ -341,7 +343,7 @@ class Session:
             controller.stop()
 
     def drive(self, profile: str, records: dict[str, ExecutionRecord], tips: dict[str, str],
-              tasks: Iterable[Task], backend: Any = None) -> None:
+              tasks: Iterable[Task], backend: Any = None, started: gevent.Greenlet | None = None) -> None:
         # `resume` passes the backend its re-attached handles came from: it holds their slots.
         backend = backend or make_backend(profile, self.manifest, self.campaign.workdir, slots=self.slots)
         writer = JournalWriter(self.campaign.store)
@@ -351,8 +353,11 @@ class Session:
         controller = Controller(backend, listener, self.campaign.store.archive, retry=self.manifest.retries,
                                 staging=self.campaign.workdir / "staging")
         self.controllers.append(controller)
-        backend.start()
         try:
+            if started is not None:
+                started.get()  # the warm-up begun while the executions were created (raises its error)
+            else:
+                backend.start()
             controller.run(tasks)
         finally:
             writer.close()
@@ -392,7 +397,7 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
     """`expegit run`: create executions for HEAD (or a snapshot) and run them to the end."""
     manifest = campaign.manifest
     profile = profile or manifest.profile
-    make_backend(profile, manifest, campaign.workdir, slots=slots)  # validate the profile before creating anything
+    backend = make_backend(profile, manifest, campaign.workdir, slots=slots)  # validates the profile first
     commit = code_commit(campaign, snapshot=snapshot and not dry_run)
     specs = plan_specs(manifest, commit, profile, assignments=assignments, grid=grid, repeat=repeat)
     if dry_run:
@@ -400,18 +405,26 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
         for spec in specs:
             print(render_command(manifest.command, spec.parameters))
         return summary
+    # Connecting, preparing the remote workdir and starting agents overlap with creating the branches:
+    # both take a few tenths of a second, and the executions wait for both.
+    warmup = gevent.spawn(backend.start, len(specs))
     records: dict[str, ExecutionRecord] = {}
     tips: dict[str, str] = {}
     order: list[str] = []
-    for record, tip in create_executions(campaign, manifest, specs):
-        records[record.id] = record
-        tips[record.id] = tip
-        order.append(record.id)
+    try:
+        for record, tip in create_executions(campaign, manifest, specs):
+            records[record.id] = record
+            tips[record.id] = tip
+            order.append(record.id)
+    except BaseException:
+        warmup.kill()
+        backend.close()
+        raise
     del specs
     progress = progress or Progress(len(order))
     progress.total = len(order)
     session = Session(campaign, manifest, slots=slots, progress=progress)
-    summary = session.run([(profile, records, tips, _tasks(manifest, records, order))])
+    summary = session.run([(profile, records, tips, _tasks(manifest, records, order), backend, warmup)])
     summary.total = len(order)
     summary.ids = order
     summary.not_started = sum(1 for r in records.values() if r.state == "created")

@@ -112,8 +112,12 @@ class Backend(Protocol):
     # record's host and directory to re-attach, so it keeps 0.
     running_commit_delay: float
 
-    def start(self) -> None:
-        """Connect, start allocations; slots become available through acquire()."""
+    def start(self, expected: int = 0) -> None:
+        """Connect, start allocations; slots become available through acquire().
+
+        ``expected``: how many executions are about to come (0: unknown). A scheduler backend asks for
+        its first allocation at once when it knows work is coming, instead of at the first acquire().
+        """
 
     def acquire(self) -> Slot:
         """Block until a slot is free, and hold it."""

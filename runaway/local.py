@@ -100,7 +100,7 @@ class LocalBackend:
         self._procs: dict[str, _ChildWatch] = {}
 
     # --- slots -------------------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, expected: int = 0) -> None:
         (self.workdir / "runs").mkdir(parents=True, exist_ok=True)
         (self.workdir / "code").mkdir(parents=True, exist_ok=True)
         for index in range(self.slot_count):

@@ -146,11 +146,13 @@ def _check_value(what: str, value: str) -> str:
     return value
 
 
-def render_sbatch_script(spec: AllocationSpec, *, job_name: str = "orchestra") -> str:
+def render_sbatch_script(spec: AllocationSpec, *, job_name: str = "orchestra", ready_dir: str | None = None) -> str:
     """The placeholder batch script that holds ``spec.nodes`` nodes until the walltime.
 
     The script only sleeps: executions are placed on its nodes with ``srun --jobid --overlap``. It asks
-    for whole nodes (``--exclusive``) so the slots Orchestra counts are really free.
+    for whole nodes (``--exclusive``) so the slots Orchestra counts are really free. With ``ready_dir``
+    (on the shared filesystem) it first writes ``<ready_dir>/<job id>``: its start time and node list,
+    so the controller learns that the allocation started without asking the scheduler again.
     """
     lines = ["#!/bin/sh",
              f"#SBATCH --job-name={_check_value('job_name', job_name)}",
@@ -169,8 +171,11 @@ def render_sbatch_script(spec: AllocationSpec, *, job_name: str = "orchestra") -
             raise ProfileError(f"allocation.extra {option!r} must be one scheduler option like --constraint=x")
         lines.append(f"#SBATCH {option}")
     lines += ["# Orchestra holds these nodes and places executions on them with srun --overlap;",
-              "# cancelling this job (scancel) ends every execution still running in it.",
-              f"exec sleep {int(spec.walltime) + 60}", ""]
+              "# cancelling this job (scancel) ends every execution still running in it."]
+    if ready_dir is not None:
+        ready = shlex.quote(ready_dir) + '/"$SLURM_JOB_ID"'
+        lines.append(f'echo "$(date +%s) $SLURM_JOB_NODELIST" > {ready}.tmp && mv -f {ready}.tmp {ready}')
+    lines += [f"exec sleep {int(spec.walltime) + 60}", ""]
     return "\n".join(lines)
 
 
@@ -240,9 +245,22 @@ def srun_prefix(job_id: str, node: str) -> str:
             "--quiet --kill-on-bad-exit=0 ")
 
 
+def parse_ready_file(text: str) -> tuple[float, list[str]] | None:
+    """(start epoch, nodes) from the placeholder job's ready file, or None if not (completely) written."""
+    words = text.split()
+    if len(words) != 2:
+        return None
+    try:
+        return float(words[0]), parse_nodelist(words[1])
+    except (ValueError, SchedulerError):
+        return None
+
+
 class SlurmProvider:
+    ready_dir: str | None = None  # set by the backend: where placeholder jobs say they started
+
     def submit(self, host: Host, spec: AllocationSpec, job_name: str) -> str:
-        script = render_sbatch_script(spec, job_name=job_name)
+        script = render_sbatch_script(spec, job_name=job_name, ready_dir=self.ready_dir)
         result = host.run("sbatch --parsable", stdin=script.encode(), timeout=120, warn=True)
         if not result.ok:
             raise SchedulerError(f"{host.name}: sbatch refused the allocation: {result.tail(3)}")
@@ -262,6 +280,16 @@ class SlurmProvider:
 
     def launcher(self, job_id: str, node: str) -> str:
         return srun_prefix(job_id, node)
+
+    def wait_ready(self, host: Host, job_id: str, timeout: float) -> tuple[float, list[str]] | None:
+        """Block (one remote command, no scheduler query) until the job's ready file appears."""
+        if self.ready_dir is None:
+            return None
+        path = shlex.quote(f"{self.ready_dir}/{job_id}")
+        loops = max(1, int(timeout / 0.05))
+        cmd = (f"i=0; while [ ! -s {path} ] && [ $i -lt {loops} ]; do sleep 0.05; i=$((i+1)); done; "
+               f"cat {path} 2>/dev/null || true")
+        return parse_ready_file(host.run(cmd, timeout=timeout + 30, warn=True).stdout)
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -362,6 +390,7 @@ class Allocation:
     expires: float | None = None  # local epoch seconds
     idle_since: float | None = None
     closing: bool = False
+    ready: tuple[float, list[str]] | None = None  # (start epoch, nodes) from the ready file
 
 
 class AllocationBackend:
@@ -391,6 +420,9 @@ class AllocationBackend:
         self._manager: gevent.Greenlet | None = None
         self._closed = False
         self.squeue_calls = 0
+        self._last_squeue = 0.0
+        self._expected = 0
+        self._warming = False  # an allocation asked for ahead of the first acquire() is not idle yet
         self.job_name = f"orchestra-{profile.name}"[:60]
         spec = profile.allocation
         self.margin = profile.walltime_margin if profile.walltime_margin is not None else \
@@ -402,12 +434,36 @@ class AllocationBackend:
     def uses_agent(self) -> bool:
         return getattr(self.profile, "launcher", "srun") == "agent" and isinstance(self.provider, SlurmProvider)
 
-    def start(self) -> None:
+    def start(self, expected: int = 0) -> None:
+        self._expected = expected
+        self._warming = expected > 0
         self.runs.prepare()
         if self.uses_agent:
             from .agent_link import install_agent  # late: agent_link builds on ssh_backend
             self.agent_path = install_agent(self.host, self.runs.workdir)
+        if isinstance(self.provider, SlurmProvider):
+            self.provider.ready_dir = f"{self.runs.workdir}/ready"
+            self.host.run(f"mkdir -p {shlex.quote(self.provider.ready_dir)}", timeout=60)
         self._manager = gevent.spawn(self._manage)
+
+    def _await_ready(self, alloc: Allocation) -> None:
+        """Learn the moment a submitted allocation starts from its ready file (Slurm's placeholder writes
+        it), instead of the next squeue: that saved up to a whole squeue interval per allocation."""
+        wait_ready = getattr(self.provider, "wait_ready", None)
+        if wait_ready is None:
+            return
+        for _ in range(3):  # the first ~90 s; after that the regular squeue interval is good enough
+            if self._closed or alloc.state != "PENDING" or alloc.closing:
+                return
+            try:
+                ready = wait_ready(self.host, alloc.job_id, 30.0)
+            except Exception as exc:  # noqa: BLE001 - an optimisation: squeue still sees the start
+                log.debug("%s: waiting for allocation %s to start: %s", self.profile.name, alloc.job_id, exc)
+                return
+            if ready is not None:
+                alloc.ready = ready
+                self._wake.set()
+                return
 
     # -- the per-node agent (launcher: agent)
     def _forget_agents(self, job_ids: list[str]) -> None:
@@ -416,8 +472,9 @@ class AllocationBackend:
             agent_runs.link.fail_all(f"allocation {key[0]} ended under the execution")  # type: ignore[attr-defined]
             agent_runs.link.close()  # type: ignore[attr-defined]
             self._agent_pids.pop(key, None)
-        if self.uses_agent and job_ids:
-            globs = " ".join(f"{shlex.quote(self.runs.workdir)}/agents/{shlex.quote(j)}.*" for j in job_ids)
+        if job_ids and (self.uses_agent or isinstance(self.provider, SlurmProvider)):
+            globs = " ".join(f"{shlex.quote(self.runs.workdir)}/agents/{shlex.quote(j)}.* "
+                             f"{shlex.quote(self.runs.workdir)}/ready/{shlex.quote(j)}" for j in job_ids)
             self.host.run(f"rm -rf -- {globs}", timeout=60, warn=True)
 
     def _agent_dir(self, job_id: str, node: str) -> str:
@@ -481,6 +538,7 @@ class AllocationBackend:
 
     # -- slots
     def acquire(self) -> Slot:
+        self._warming = False
         self._waiting += 1
         self._wake.set()
         try:
@@ -534,7 +592,14 @@ class AllocationBackend:
 
     def _tick(self) -> None:
         now = time.time()
-        if self.allocations:
+        for alloc in list(self.allocations.values()):
+            if alloc.state == "PENDING" and alloc.ready is not None:
+                start, nodes = alloc.ready
+                left = self.profile.allocation.walltime - max(0.0, now - start)
+                self._update(alloc, JobState(alloc.job_id, "RUNNING", left, tuple(nodes)), now)
+        # squeue at most once per interval, however often the manager is woken.
+        if self.allocations and now - self._last_squeue >= self.profile.squeue_interval:
+            self._last_squeue = now
             self.squeue_calls += 1
             states = self.provider.poll(self.host, list(self.allocations))
             for job_id, alloc in list(self.allocations.items()):
@@ -543,23 +608,25 @@ class AllocationBackend:
         pending = [a for a in self.allocations.values() if a.state != "RUNNING"]
         usable_free = sum(1 for a in self.allocations.values() if self._usable(a) for s in a.slots
                           if s not in self._busy)
-        if self._waiting > usable_free and not pending and len(self.allocations) < self.profile.max_allocations:
+        demand = max(self._waiting, self._expected if not self.allocations else 0)
+        self._expected = 0  # only the first allocation is asked for ahead of the first acquire()
+        if demand > usable_free and not pending and len(self.allocations) < self.profile.max_allocations:
             job_id = self.provider.submit(self.host, self.profile.allocation, self.job_name)
             log.info("%s: submitted allocation %s", self.profile.name, job_id)
-            self.allocations[job_id] = Allocation(job_id, now)
-            self._wake.set()  # look at it again soon rather than after a full interval
+            alloc = self.allocations[job_id] = Allocation(job_id, now)
+            gevent.spawn(self._await_ready, alloc)
         # Drained: no one waiting and nothing running on it for idle_release -> give the nodes back.
         to_cancel = []
         for alloc in list(self.allocations.values()):
             if alloc.state != "RUNNING":
-                if self._waiting == 0 and alloc.state == "PENDING" and not self._busy:
+                if self._waiting == 0 and alloc.state == "PENDING" and not self._busy and not self._warming:
                     to_cancel.append(alloc)
                 continue
             busy = any(s in self._busy for s in alloc.slots)
             if not busy and not self._usable(alloc):
                 to_cancel.append(alloc)  # too close to its walltime to take work: give it back now
                 continue
-            if busy or self._waiting > 0:
+            if busy or self._waiting > 0 or self._warming:
                 alloc.idle_since = None
                 continue
             alloc.idle_since = alloc.idle_since or now
@@ -718,5 +785,5 @@ class AllocationBackend:
 
 
 __all__ = ["Allocation", "AllocationBackend", "CommandProvider", "JobState", "SlurmProvider",
-           "parse_list_nodes_output", "parse_nodelist", "parse_sbatch_output", "parse_slurm_time",
+           "parse_list_nodes_output", "parse_nodelist", "parse_ready_file", "parse_sbatch_output", "parse_slurm_time",
            "parse_squeue_output", "render_nodelist", "render_sbatch_script", "render_template", "srun_prefix"]

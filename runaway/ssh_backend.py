@@ -768,7 +768,7 @@ class SSHBackend:
             self.runs[cfg.destination] = RemoteRuns(host, profile.workdir, python=profile.python,
                                                     poll_interval=profile.poll_interval)
 
-    def start(self) -> None:
+    def start(self, expected: int = 0) -> None:
         jobs = [gevent.spawn(self._start_host, name) for name in self.runs]
         gevent.joinall(jobs)
         for job in jobs:

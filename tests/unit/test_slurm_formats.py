@@ -7,9 +7,9 @@ import pytest
 
 from orchestra.errors import ProfileError, SchedulerError
 from runaway.profiles import AllocationSpec
-from runaway.slurm import (JobState, parse_list_nodes_output, parse_nodelist, parse_sbatch_output,
-                           parse_slurm_time, parse_squeue_output, render_sbatch_script, render_template,
-                           srun_prefix)
+from runaway.slurm import (JobState, parse_list_nodes_output, parse_nodelist, parse_ready_file,
+                           parse_sbatch_output, parse_slurm_time, parse_squeue_output, render_sbatch_script,
+                           render_template, srun_prefix)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -81,6 +81,28 @@ def test_render_sbatch_script_golden():
     assert render_sbatch_script(full, job_name="orchestra-cluster") == (GOLDEN / "sbatch_full.sh").read_text()
     minimal = AllocationSpec(nodes=1, walltime=90)
     assert render_sbatch_script(minimal, job_name="orchestra") == (GOLDEN / "sbatch_minimal.sh").read_text()
+
+
+def test_sbatch_script_with_a_ready_file_runs_and_writes_what_parse_ready_file_reads(tmp_path):
+    """The placeholder job tells the controller it started (time and nodes) through a file: the script
+    is run here by a real sh with the variables Slurm would set, and its file parsed back."""
+    import subprocess
+
+    ready = tmp_path / "it's ready"
+    ready.mkdir()
+    script = render_sbatch_script(AllocationSpec(nodes=2, walltime=60), ready_dir=str(ready))
+    assert "exec sleep 120" in script
+    runnable = script.replace("exec sleep 120", "exit 0")
+    env = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "node[1-2]", "PATH": "/usr/bin:/bin"}
+    subprocess.run(["sh", "-c", runnable], env=env, check=True)
+    start, nodes = parse_ready_file((ready / "4242").read_text())
+    assert nodes == ["node1", "node2"] and start > 1e9
+    assert not (ready / "4242.tmp").exists()
+
+
+@pytest.mark.parametrize("text", ["", "12", "12 node[1-2] extra", "soon node1", "12 node[2-1"])
+def test_parse_ready_file_refuses_partial_or_garbled_content(text):
+    assert parse_ready_file(text) is None
 
 
 @pytest.mark.parametrize("spec", [
