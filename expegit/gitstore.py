@@ -196,14 +196,18 @@ class GitStore:
 
     def dirty_paths(self) -> list[str]:
         """Tracked files whose content differs from HEAD (staged or not): what would make a result lie."""
-        from dulwich import porcelain  # heavy import, needed only by commands that run or init
+        # dulwich.index, not porcelain.status: the same two comparisons without importing porcelain
+        # (and its server, hooks, ...), a tenth of `expegit run`'s start-up.
+        from dulwich.index import get_unstaged_changes
 
-        status = porcelain.status(self.repo, untracked_files="no")
-        paths: set[str] = set()
-        for group in status.staged.values():
-            paths.update(p.decode() if isinstance(p, bytes) else p for p in group)
-        paths.update(p.decode() if isinstance(p, bytes) else p for p in status.unstaged)
-        return sorted(paths)
+        index = self.repo.open_index()
+        head = self.head_commit()
+        tree = self.repo[head.encode()].tree if head is not None else None
+        paths: set[bytes] = set()
+        for (old, new), _modes, _shas in index.changes_from_tree(self.repo.object_store, tree):
+            paths.update(p for p in (old, new) if p is not None)
+        paths.update(get_unstaged_changes(index, str(self.root)))
+        return sorted(p.decode("utf-8", "surrogateescape") for p in paths)
 
     def snapshot(self, message: str) -> str:
         """Commit the working-tree state of tracked files to a side ref; HEAD, index and files untouched."""

@@ -671,10 +671,12 @@ def run_study(campaign: "Campaign", *, algorithm: str | None = None, budget: int
     main_records, main_tips, main_leftovers = leftovers.pop(profile, ({}, {}, []))
     driver.records.update(main_records)
     driver.tips.update(main_tips)
-    groups: list[tuple[str, dict[str, ExecutionRecord], dict[str, str], Iterable[Any]]] = [
-        (profile, driver.records, driver.tips, driver.tasks(main_leftovers))]
+    # Each profile's backend is the one its leftovers were re-attached through: it knows which
+    # executions it watches through their files and which slots they hold.
+    groups: list[tuple[Any, ...]] = [
+        (profile, driver.records, driver.tips, driver.tasks(main_leftovers), backends.get(profile))]
     for other, (records, tips, tasks) in leftovers.items():
-        groups.append((other, records, tips, tasks))
+        groups.append((other, records, tips, tasks, backends.get(other)))
     session = Session(campaign, manifest, slots=slots, progress=progress, on_result=driver.on_result)
     driver.session = session
     summary = session.run(groups)

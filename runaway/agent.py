@@ -21,11 +21,14 @@ locally (tests/unit/test_agent.py).
 Protocol: lines of space-separated fields; free text as base64 of JSON.
 
     controller -> agent
-      launch <id> <b64 {"run_dir", "code_dir", "command", "env", "outputs", "slot", "meta"}>
-                                              (meta: extra files for .orchestra/, name -> text)
+      launch <id> <b64 {"run_dir", "code_dir", "command", "env", "outputs", "slot", "meta", "token"}>
+                                              (meta: extra files for .orchestra/, name -> text;
+                                               token: the same for a line re-sent after a drop, new
+                                               for a new attempt, which replaces an earlier directory)
       watch <id> <b64 {"run_dir", "outputs"}>
       kill <id> <signal> <grace seconds>      (TERM the group, KILL it after the grace)
       remove <id> <b64 "run_dir">             (after the controller committed the results)
+      env <b64 {name: value}>                 (the base environment of this session's launches)
       ping <token>
     agent -> controller
       hello <protocol> <pid>
@@ -93,6 +96,8 @@ def render_request(kind: str, execution_id: str = "", **fields) -> str:
         if not _TOKEN.match(token):
             raise ValueError("bad ping token %r" % token)
         return "ping " + token
+    if kind == "env":
+        return "env " + b64json(dict((str(k), str(v)) for k, v in dict(fields["env"]).items()))
     _check_id(execution_id)
     if kind == "launch":
         body = {"run_dir": str(fields["run_dir"]), "code_dir": str(fields["code_dir"]),
@@ -105,6 +110,10 @@ def render_request(kind: str, execution_id: str = "", **fields) -> str:
                 raise ValueError("bad meta file name %r" % name)
         if extra:
             body["meta"] = extra
+        if fields.get("token"):
+            if not _TOKEN.match(str(fields["token"])):
+                raise ValueError("bad launch token %r" % fields["token"])
+            body["token"] = str(fields["token"])
         return "launch %s %s" % (execution_id, b64json(body))
     if kind == "watch":
         body = {"run_dir": str(fields["run_dir"]), "outputs": [str(p) for p in fields.get("outputs") or ()]}
@@ -122,6 +131,11 @@ def parse_request(line: str) -> tuple:
     kind = words[0]
     if kind == "ping" and len(words) == 2 and _TOKEN.match(words[1]):
         return "ping", "", {"token": words[1]}
+    if kind == "env" and len(words) == 2:
+        env = unb64json(words[1])
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ValueError("env must map names to text")
+        return "env", "", {"env": env}
     if len(words) < 2:
         raise ValueError("not a request: %r" % line[:80])
     execution_id = _check_id(words[1])
@@ -135,6 +149,8 @@ def parse_request(line: str) -> tuple:
         outputs = body.get("outputs") or []
         if not isinstance(outputs, list) or not all(isinstance(p, str) for p in outputs):
             raise ValueError("outputs must be a list of globs")
+        if not isinstance(body.get("token", ""), str) or (body.get("token") and not _TOKEN.match(body["token"])):
+            raise ValueError("bad launch token")
         meta = body.get("meta") or {}
         if not isinstance(meta, dict) or not all(isinstance(k, str) and _ID.match(k) and isinstance(v, str)
                                                  for k, v in meta.items()):
@@ -383,14 +399,16 @@ class RunDirs:
     launch of the same code, brought back to exactly the code tree: files the execution added are
     deleted, files it changed (size, mtime or mode differ from the code cache's) are copied again, files
     it deleted are restored, the wrapper's pid and exit_code are emptied. Spares never outnumber the
-    peak of executions running at once, so disk use stays what it was without them.
+    peak of run directories alive at once (running or awaiting their commit), so disk use stays what it
+    was without them.
     """
 
     def __init__(self, runs_root: str) -> None:
         self.runs_root = runs_root
         self.spares = {}  # code dir -> [spare paths]
         self.manifests = {}  # code dir -> {relative path: (kind, size, mtime_ns, mode) or ("l", target)}
-        self.limit = 0
+        self.limit = 0  # the peak of run directories alive at once: spares never take more disk than that
+        self.live = 0
         self.count = 0
         self.recycled = 0  # observable: tests check that spares are used
 
@@ -416,6 +434,8 @@ class RunDirs:
     def create(self, code_dir: str, run_dir: str, write_meta) -> None:
         """Make ``run_dir`` a fresh copy of ``code_dir`` with ``.orchestra/`` written by ``write_meta``;
         it appears under its name only once complete (a rename), as a resume expects."""
+        self.live += 1
+        self.limit = max(self.limit, self.live)
         spares = self.spares.get(code_dir) or []
         while spares:
             spare = spares.pop()
@@ -438,6 +458,8 @@ class RunDirs:
 
     def retire(self, run_dir: str, code_dir) -> None:
         """A committed run directory becomes a spare for ``code_dir`` (or goes, past the limit)."""
+        if code_dir:
+            self.live = max(0, self.live - 1)
         total = sum(len(v) for v in self.spares.values())
         if code_dir and total < self.limit and os.path.isdir(run_dir):
             self.count += 1
@@ -504,7 +526,7 @@ class RunDirs:
             if name in WRAPPER_FILES:
                 with open(path, "w"):
                     pass
-            elif name not in ("stdout", "stderr", "started", "slot") and not os.path.isdir(path):
+            elif name not in ("stdout", "stderr", "started", "slot", "token", "launcher_pid") and not os.path.isdir(path):
                 os.unlink(path)
 
     def clear(self) -> None:
@@ -533,6 +555,7 @@ class _Client:
         self.inbuf = b""
         self.out = collections.deque()  # bytes, or (file, remaining) to stream
         self.closed = False
+        self.base_env = None  # the environment executions start from (an ``env`` request), else the agent's
 
 
 class _Execution:
@@ -547,6 +570,7 @@ class _Execution:
         self.kill_at = None  # (monotonic deadline, signal) of a pending KILL escalation
         self.dead_since = None
         self.code_dir = None  # set when this agent created the run directory (so it may recycle it)
+        self.token = ""  # which launch started it: a repeated launch line carries the same
 
 
 class Agent:
@@ -640,6 +664,8 @@ class Agent:
         try:
             if kind == "ping":
                 self._event(client, "pong", token=fields["token"])
+            elif kind == "env":
+                client.base_env = fields["env"]
             elif kind == "launch":
                 self._launch(client, execution_id, fields)
             elif kind == "watch":
@@ -662,11 +688,17 @@ class Agent:
         run_dir = body["run_dir"]
         if not self._inside_root(run_dir):
             raise ValueError("run directory %s is not under %s" % (run_dir, self.root))
+        token = body.get("token") or ""
         known = self.runs.get(execution_id)
         if known is not None or os.path.isdir(os.path.join(run_dir, META_DIR)):
-            # A launch repeated after a dropped link: never start an execution twice, watch it instead.
-            self._watch(client, execution_id, run_dir, body.get("outputs") or [])
-            return
+            earlier = known.token if known is not None else read_small(os.path.join(run_dir, META_DIR, "token"))
+            if not token or earlier == token:
+                # The same launch repeated after a dropped link: never start it twice, watch it instead.
+                self._watch(client, execution_id, run_dir, body.get("outputs") or [])
+                return
+            # A new attempt (a retry, a resume) where an earlier one left its directory: that one is over
+            # for the controller, so it goes (stopped if it somehow still runs) and this one starts clean.
+            self._discard_earlier(execution_id, run_dir, known)
         started = time.time()
 
         def write_meta(meta: str) -> None:
@@ -675,6 +707,9 @@ class Agent:
             if body.get("slot") is not None:
                 with open(os.path.join(meta, "slot"), "w") as handle:
                     handle.write("%s\n" % body["slot"])
+            if token:
+                with open(os.path.join(meta, "token"), "w") as handle:
+                    handle.write(token + "\n")
             for name, text in (body.get("meta") or {}).items():  # e.g. the launcher pid a resume checks
                 with open(os.path.join(meta, name), "w") as handle:
                     handle.write(text + "\n")
@@ -682,7 +717,7 @@ class Agent:
         if not os.path.isdir(body["code_dir"]):
             raise ValueError("no code directory %s" % body["code_dir"])
         self.dirs.create(os.path.realpath(body["code_dir"]), run_dir, write_meta)
-        env = dict(os.environ)
+        env = dict(client.base_env if client.base_env is not None else os.environ)
         env.update(body["env"])
         argv = ["/bin/sh", "-c", self.wrapper, self.marker, run_dir, body["command"]]
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -700,14 +735,32 @@ class Agent:
         finally:
             os.close(devnull)
         run = _Execution(execution_id, run_dir, body.get("outputs") or [])
-        run.pid, run.child, run.started = pid, True, started
+        run.pid, run.child, run.started, run.token = pid, True, started, token
         run.code_dir = os.path.realpath(body["code_dir"])
         run.clients.add(client)
         self.runs[execution_id] = run
         self.by_pid[pid] = run
-        # Spares: up to twice the peak running at once (the runs awaiting their commit are as many again).
-        self.dirs.limit = max(self.dirs.limit, 2 * len(self.by_pid))
         self._event(client, "started", execution_id, pid=pid, started=started)
+
+    def _discard_earlier(self, execution_id: str, run_dir: str, known) -> None:
+        pid = known.pid if known is not None else None
+        if pid is None:
+            text = read_small(os.path.join(run_dir, META_DIR, "pid"))
+            pid = int(text) if text.isdigit() else None
+        if pid is not None and pid_alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if known is not None:
+            for client in list(known.clients):
+                self._event(client, "gone", execution_id)
+            known.clients.clear()
+            self.by_pid.pop(known.pid, None)
+            self.runs.pop(execution_id, None)
+        aside = "%s.old.%d" % (run_dir, time.time_ns())
+        os.rename(run_dir, aside)
+        shutil.rmtree(aside, ignore_errors=True)
 
     def _watch(self, client: _Client, execution_id: str, run_dir: str, outputs) -> None:
         run = self.runs.get(execution_id)
@@ -984,13 +1037,14 @@ def _connect(directory: str, wait: float):
             time.sleep(0.02)
 
 
-def _spawn_daemon(directory: str, root: str, wrapper_b64: str, marker: str) -> None:
+def _spawn_daemon(directory: str, root: str, wrapper_b64: str, marker: str, idle_exit: float) -> None:
     os.makedirs(directory, exist_ok=True)
     log = os.open(os.path.join(directory, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     devnull = os.open(os.devnull, os.O_RDONLY)
     try:
         os.posix_spawn(sys.executable, [sys.executable, os.path.abspath(__file__), "serve", directory, root,
-                                        wrapper_b64, marker], dict(os.environ), setsid=True,
+                                        wrapper_b64, marker, "--idle-exit=%g" % idle_exit], dict(os.environ),
+                       setsid=True,
                        file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, log, 1),
                                      (os.POSIX_SPAWN_DUP2, log, 2)])
     finally:
@@ -998,11 +1052,11 @@ def _spawn_daemon(directory: str, root: str, wrapper_b64: str, marker: str) -> N
         os.close(devnull)
 
 
-def attach(directory: str, root: str, wrapper_b64: str, marker: str, spawn: bool) -> int:
+def attach(directory: str, root: str, wrapper_b64: str, marker: str, spawn: bool, idle_exit: float = 600.0) -> int:
     """Pipe stdin/stdout to the agent's socket; start the agent first when ``spawn`` and none answers."""
     sock = _connect(directory, 0.0)
     if sock is None and spawn:
-        _spawn_daemon(directory, root, wrapper_b64, marker)
+        _spawn_daemon(directory, root, wrapper_b64, marker, idle_exit)
         sock = _connect(directory, 15.0)
     elif sock is None:
         sock = _connect(directory, 30.0)  # started by someone else (an srun step): give it time
@@ -1033,14 +1087,37 @@ def attach(directory: str, root: str, wrapper_b64: str, marker: str, spawn: bool
                     view = view[written:]
 
 
+def _idle_exit(options) -> float:
+    for option in options:
+        if option.startswith("--idle-exit="):
+            return max(1.0, float(option.split("=", 1)[1]))
+    return 600.0
+
+
+def ensure(directory: str, root: str, wrapper_b64: str, marker: str, idle_exit: float) -> int:
+    """Start the agent unless one answers; return once it accepts connections (for local controllers,
+    which then talk to its socket directly rather than through ``attach``)."""
+    sock = _connect(directory, 0.0)
+    if sock is None:
+        _spawn_daemon(directory, root, wrapper_b64, marker, idle_exit)
+        sock = _connect(directory, 15.0)
+    if sock is None:
+        sys.stderr.write("orchestra-agent: no agent answers in %s\n" % directory)
+        return 3
+    sock.close()
+    return 0
+
+
 def main(argv) -> int:
-    """serve DIR ROOT WRAPPER_B64 MARKER | attach DIR ROOT WRAPPER_B64 MARKER [--spawn]"""
+    """serve DIR ROOT WRAPPER_B64 MARKER [--idle-exit=S] | attach ... [--spawn] [--idle-exit=S] | ensure ..."""
     if len(argv) >= 5 and argv[0] == "serve":
         wrapper = base64.b64decode(argv[3]).decode("utf-8")
-        return Agent(argv[1], argv[2], wrapper, argv[4]).serve()
+        return Agent(argv[1], argv[2], wrapper, argv[4], idle_exit=_idle_exit(argv[5:])).serve()
+    if len(argv) >= 5 and argv[0] == "ensure":
+        return ensure(argv[1], argv[2], argv[3], argv[4], _idle_exit(argv[5:]))
     if len(argv) >= 5 and argv[0] == "attach":
-        return attach(argv[1], argv[2], argv[3], argv[4], "--spawn" in argv[5:])
-    sys.stderr.write("usage: agent.py serve|attach DIR ROOT WRAPPER_B64 MARKER [--spawn]\n")
+        return attach(argv[1], argv[2], argv[3], argv[4], "--spawn" in argv[5:], _idle_exit(argv[5:]))
+    sys.stderr.write("usage: agent.py serve|attach DIR ROOT WRAPPER_B64 MARKER [--spawn] [--idle-exit=S]\n")
     return 2
 
 

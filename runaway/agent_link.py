@@ -21,9 +21,10 @@ import os
 import shlex
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import gevent
 import gevent.event
@@ -32,9 +33,14 @@ from orchestra.errors import ConnectionError_, ExecutionError
 
 from . import agent as protocol
 from .backend import CodeArchive, Collected, Job, Outcome
-from .hosts import Host, Session
 from .rundir import MARKER, META_DIR, STDERR_FILE, STDOUT_FILE, WRAPPER
-from .ssh_backend import RECONNECT_FOR, STOP_GRACE, RemoteRuns
+
+if TYPE_CHECKING:  # the local backend uses this module without SSH: paramiko is not imported for it
+    from .hosts import Host, Session
+    from .ssh_backend import RemoteRuns
+
+RECONNECT_FOR = 120.0  # seconds a dropped session keeps being re-opened before its executions are lost
+STOP_GRACE = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +73,17 @@ def install_agent(host: Host, workdir: str) -> str:
     return path
 
 
+def attach_argv(python: str, agent_path: str, agent_dir: str, root: str, *, spawn: bool,
+                idle_exit: float | None = None) -> list[str]:
+    wrapper = base64.b64encode(WRAPPER.encode()).decode()
+    return ([python, agent_path, "attach", agent_dir, root, wrapper, MARKER] + (["--spawn"] if spawn else [])
+            + ([f"--idle-exit={idle_exit:g}"] if idle_exit is not None else []))
+
+
 def attach_command(python: str, agent_path: str, agent_dir: str, root: str, *, spawn: bool,
                    prefix: str = "") -> str:
     """The shell line a session runs to reach an agent (``prefix``: e.g. an ``srun`` onto a node)."""
-    wrapper = base64.b64encode(WRAPPER.encode()).decode()
-    words = [python, agent_path, "attach", agent_dir, root, wrapper, MARKER] + (["--spawn"] if spawn else [])
-    return prefix + " ".join(shlex.quote(w) for w in words)
+    return prefix + " ".join(shlex.quote(w) for w in attach_argv(python, agent_path, agent_dir, root, spawn=spawn))
 
 
 def serve_command(python: str, agent_path: str, agent_dir: str, root: str) -> str:
@@ -91,8 +102,9 @@ class AgentLink:
     """One attach session to one agent, with coalesced writes, a reader greenlet and reconnects."""
 
     def __init__(self, open_session: Callable[[], Session], name: str, *, reconnect_for: float = RECONNECT_FOR,
-                 spool_dir: Path | None = None) -> None:
+                 spool_dir: Path | None = None, greeting: Iterable[str] = ()) -> None:
         self.open_session = open_session
+        self.greeting = list(greeting)  # requests sent first on every (re)connection, e.g. ``env``
         self.name = name
         self.reconnect_for = reconnect_for
         self.spool_dir = spool_dir
@@ -157,6 +169,8 @@ class AgentLink:
             raise ConnectionError_(f"{self.name}: unexpected agent greeting {line[:80]!r}")
         self.session = session
         self._buffer = rest
+        if self.greeting:
+            session.send(("\n".join(self.greeting) + "\n").encode("utf-8"))
         self._up.set()
 
     # -- requests
@@ -341,11 +355,16 @@ def extract_results(handle: BinaryIO, dest: Path) -> list[str]:
 class AgentRuns:
     """Executions on one agent: an SSH host, or one node of an allocation (its link goes through srun)."""
 
-    def __init__(self, files: RemoteRuns, link: AgentLink) -> None:
+    def __init__(self, files: "RemoteRuns", link: AgentLink) -> None:
         self.files = files
         self.link = link
         self._exits: dict[str, gevent.event.AsyncResult] = {}
         self._results: dict[str, AgentExit] = {}
+        self._launched: set[str] = set()  # launched here and not discarded yet
+
+    def owns(self, execution_id: str) -> bool:
+        """Whether this place launched the execution (and so is waited on through the agent)."""
+        return execution_id in self._launched
 
     def launch(self, job: Job, code: CodeArchive, *, env: Mapping[str, str], setup: Iterable[str],
                slot_index: int | None, meta: Mapping[str, str] | None = None) -> tuple[str, int | None, float | None]:
@@ -355,9 +374,10 @@ class AgentRuns:
         command = "\n".join([*setup, job.command]) if setup else job.command
         line = protocol.render_request("launch", job.execution_id, run_dir=run_dir, code_dir=code_dir,
                                        command=command, env=dict(env), outputs=list(job.outputs),
-                                       slot=slot_index, meta=dict(meta or {}))
+                                       slot=slot_index, meta=dict(meta or {}), token=uuid.uuid4().hex)
         pending = self.link.launch(job.execution_id, line)
         self._exits[job.execution_id] = pending.exited
+        self._launched.add(job.execution_id)
         started = pending.started.get()
         if started is None:  # refused or ended at once: wait() reports how
             return run_dir, None, None
@@ -415,10 +435,13 @@ class AgentRuns:
         return Collected(dest, stdout, stderr, outputs)
 
     def discard(self, execution_id: str, run_dir: str) -> None:
+        self._launched.discard(execution_id)
+        self._results.pop(execution_id, None)
         self.link.send(protocol.render_request("remove", execution_id, run_dir=run_dir))
 
     def stop(self, execution_id: str, grace: float = STOP_GRACE) -> None:
         self.link.send(protocol.render_request("kill", execution_id, signal=15, grace=grace))
 
 
-__all__ = ["AgentExit", "AgentLink", "AgentRuns", "LinkLost", "attach_command", "install_agent", "serve_command"]
+__all__ = ["AgentExit", "AgentLink", "AgentRuns", "LinkLost", "attach_argv", "attach_command", "install_agent",
+           "serve_command"]

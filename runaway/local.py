@@ -1,14 +1,21 @@
 """The ``local`` backend: executions are processes on this machine, one per slot.
 
-Each execution runs in its own copy of the code (extracted once per commit, copied per run) under the
-campaign's ``.git/orchestra/`` so nothing appears in the user's working tree. It is started in its own
-session by the shared wrapper, so it survives the controller (kill -9 included) and `resume` can re-attach.
+Executions are started by the same agent that runs them on SSH hosts and Slurm nodes
+(runaway/agent.py), here reached through a pipe to its ``attach`` instead of an SSH channel. Why: the
+agent is a second process, so creating run directories, spawning and reaping happen on the other
+core while the controller commits; and it recycles run directories, which on the disks measured
+here cut most of an execution's cost (a new inode costs ~1 ms of kernel time, see agent.RunDirs).
+Each execution still runs in its own copy of the code under the campaign's ``.git/orchestra/``, in its
+own session, so it survives the controller (kill -9 included) and `resume` re-attaches through its
+run directory's files.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -16,49 +23,76 @@ from pathlib import Path
 import gevent
 import gevent.lock
 import gevent.queue
-import gevent.event
+import gevent.socket
+import gevent.subprocess
 
-from orchestra.errors import ExecutionError
+from orchestra.errors import ConnectionError_
 
+from . import agent as agent_protocol
+from .agent_link import AgentLink, AgentRuns, attach_argv
 from .backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
-from .rundir import EXIT_FILE, META_DIR, MARKER, PID_FILE, STDERR_FILE, STDOUT_FILE, WRAPPER, match_outputs, \
-    parse_exit_code, pid_alive
+from .rundir import EXIT_FILE, MARKER, PID_FILE, STDERR_FILE, STDOUT_FILE, match_outputs, parse_exit_code, pid_alive
 
 STOP_GRACE = 5.0
 POLL_INTERVAL = 0.2
+AGENT_IDLE_EXIT = 30.0  # seconds a local agent outlives its last controller and execution
 
 
-_DEVNULL_ACTIONS = [
-    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-    (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
-    (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0),
-]
-# posix_spawn has no cwd: the wrapper enters the run directory ($1) itself, then runs the command ($2).
-SPAWN_WRAPPER = 'cd "$1" || exit 126; shift; ' + WRAPPER
+class LocalSession:
+    """A session straight to the local agent's unix socket: no ``attach`` process in between (one hop
+    less each way, which with few slots is most of an execution's round trip)."""
 
+    def __init__(self, agent_dir: Path, ensure_argv: list[str], log: Path) -> None:
+        self.cmd = f"local agent in {agent_dir}"
+        self.log = log
+        self.sock = self._connect(agent_dir)
+        if self.sock is None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "ab") as err:
+                started = gevent.subprocess.run(ensure_argv, stdin=gevent.subprocess.DEVNULL,
+                                                stdout=err, stderr=err, timeout=30)
+            self.sock = self._connect(agent_dir) if started.returncode == 0 else None
+        if self.sock is None:
+            raise ConnectionError_(f"the local agent in {agent_dir} does not answer: {self.stderr_tail()}")
 
-class _ChildWatch:
-    """Waits for one child cooperatively with the event loop's SIGCHLD watcher (which also reaps it).
-
-    The watcher is started right after the spawn, before the loop runs again, so an exit cannot be missed.
-    """
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._result: gevent.event.AsyncResult = gevent.event.AsyncResult()
-        self._watcher = gevent.get_hub().loop.child(pid, False)
-        self._watcher.start(self._exited)
-
-    def _exited(self) -> None:
-        self._watcher.stop()
-        self._result.set(self._watcher.rstatus)
-
-    def wait(self, timeout: float | None) -> int | None:
-        """The raw wait status, or None if ``timeout`` passed first."""
+    @staticmethod
+    def _connect(agent_dir: Path) -> gevent.socket.socket | None:
+        path = str(agent_dir / agent_protocol.SOCKET_NAME)
+        sock = gevent.socket.socket(gevent.socket.AF_UNIX, gevent.socket.SOCK_STREAM)
         try:
-            return self._result.get(timeout=timeout)
-        except gevent.Timeout:
+            if len(path.encode()) < 100:
+                sock.connect(path)
+            else:  # unix socket paths are limited to ~107 bytes: go through a descriptor of the directory
+                fd = os.open(agent_dir, os.O_PATH)
+                try:
+                    sock.connect(f"/proc/self/fd/{fd}/{agent_protocol.SOCKET_NAME}")
+                finally:
+                    os.close(fd)
+            return sock
+        except OSError:
+            sock.close()
             return None
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ConnectionError_(f"local agent: the connection to it closed: {exc}") from exc
+
+    def recv(self) -> bytes:
+        try:
+            return self.sock.recv(1 << 16)
+        except OSError:
+            return b""
+
+    def stderr_tail(self) -> str:
+        try:
+            return self.log.read_bytes()[-500:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class _IterReader:
@@ -87,6 +121,19 @@ def extract_tar_stream(chunks, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
+class _LocalFiles:
+    """What AgentRuns needs of a place: the code cache and run directory names, here local paths."""
+
+    def __init__(self, backend: "LocalBackend") -> None:
+        self.backend = backend
+
+    def ensure_code(self, commit: str, code: CodeArchive) -> str:
+        return str(self.backend.code_dir(commit, code))
+
+    def run_dir(self, execution_id: str) -> str:
+        return str(self.backend.run_dir(execution_id))
+
+
 class LocalBackend:
     name = "local"
     running_commit_delay = 1.0
@@ -97,14 +144,33 @@ class LocalBackend:
         self.env = env or {}
         self._free: gevent.queue.Queue[Slot] = gevent.queue.Queue()
         self._code_locks: dict[str, gevent.lock.Semaphore] = {}
-        self._procs: dict[str, _ChildWatch] = {}
+        self.agent: AgentRuns | None = None
 
     # --- slots -------------------------------------------------------------------------------------------
     def start(self, expected: int = 0) -> None:
         (self.workdir / "runs").mkdir(parents=True, exist_ok=True)
         (self.workdir / "code").mkdir(parents=True, exist_ok=True)
+        self._start_agent()
         for index in range(self.slot_count):
             self._free.put(Slot("localhost", index))
+
+    def _start_agent(self) -> None:
+        if self.agent is not None:
+            return
+        source = Path(agent_protocol.__file__)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+        agent_dir = self.workdir / "agents" / f"local-{digest}"  # a new version gets its own agent
+        argv = attach_argv(sys.executable, str(source), str(agent_dir), str(self.workdir), spawn=True,
+                           idle_exit=AGENT_IDLE_EXIT)
+        argv[2] = "ensure"  # start it if needed; then this controller talks to its socket directly
+        # The environment executions start from is this controller's, not the agent's (which may have
+        # been started by an earlier run in another shell): sent on every (re)connection.
+        env = agent_protocol.render_request("env", env={**os.environ, **self.env})
+        log = agent_dir.parent / f"local-{digest}.start.log"
+        link = AgentLink(lambda: LocalSession(agent_dir, argv, log), "local agent",
+                         greeting=[env], spool_dir=self.workdir)
+        link.start()
+        self.agent = AgentRuns(_LocalFiles(self), link)  # type: ignore[arg-type]
 
     def acquire(self) -> Slot:
         return self._free.get()
@@ -132,58 +198,33 @@ class LocalBackend:
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def launch(self, slot: Slot, job: Job, code: CodeArchive) -> RunHandle:
-        source = self.code_dir(job.commit, code)
-        run_dir = self.run_dir(job.execution_id)
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # a previous attempt: its results were recorded or are being re-run
-        shutil.copytree(source, run_dir, symlinks=True)
-        (run_dir / META_DIR).mkdir(exist_ok=True)
-        env = dict(os.environ)
-        env.update(self.env)
-        env.update(job.env)
-        started = time.time()
-        try:
-            # posix_spawn (vfork underneath) instead of fork: forking a controller that holds 10,000 queued
-            # executions copies its page tables for every launch; measured 4 ms per fork vs 0.3 ms here.
-            pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", SPAWN_WRAPPER, MARKER, str(run_dir), job.command],
-                                 env, setsid=True, file_actions=_DEVNULL_ACTIONS)
-        except OSError as exc:
-            raise ExecutionError(f"cannot start /bin/sh for execution {job.execution_id}: {exc}")
-        self._procs[job.execution_id] = _ChildWatch(pid)
-        return RunHandle(job.execution_id, slot, str(run_dir), pid=pid, started=started)
+        assert self.agent is not None, "start() first"
+        started_local = time.time()
+        run_dir, pid, started = self.agent.launch(job, code, env=dict(job.env), setup=(), slot_index=slot.index)
+        return RunHandle(job.execution_id, slot, run_dir, pid=pid, started=started or started_local)
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
-        proc = self._procs.pop(handle.execution_id, None)
+        if self.agent is not None and self.agent.owns(handle.execution_id):
+            return self.agent.wait(handle.execution_id, timeout, handle.started or time.time())
         deadline = None if timeout is None else (handle.started or time.time()) + timeout
         run_dir = Path(handle.remote_dir)
         timed_out = False
-        if proc is not None:
-            remaining = None if deadline is None else max(0.0, deadline - time.time())
-            status = proc.wait(remaining)
-            if status is None:
-                timed_out = True
-                self._kill_group(proc.pid)
-                status = proc.wait(None)
-            # Our own child: its wait status is the command's (an EXIT trap keeps $?), no file to read.
-            code = os.waitstatus_to_exitcode(status)
-            code = code if code >= 0 else 128 - code
-            return Outcome(code, handle.started, time.time(), timed_out=timed_out)
-        else:  # re-attached after a controller restart: not our child, so watch its files
-            while True:
+        # Re-attached after a controller restart: not ours to reap, so watch its files.
+        while True:
+            code = self._read_exit(run_dir)
+            if code is not None:
+                break
+            if handle.pid is not None and not pid_alive(handle.pid):
+                gevent.sleep(POLL_INTERVAL)  # it may have just written exit_code
                 code = self._read_exit(run_dir)
-                if code is not None:
-                    break
-                if handle.pid is not None and not pid_alive(handle.pid):
-                    gevent.sleep(POLL_INTERVAL)  # it may have just written exit_code
-                    code = self._read_exit(run_dir)
-                    if code is None:
-                        return Outcome(None, handle.started, time.time(), lost=True,
-                                       error="the process vanished without an exit code")
-                    break
-                if deadline is not None and time.time() > deadline and handle.pid is not None:
-                    timed_out = True
-                    self._kill_group(handle.pid)
-                gevent.sleep(POLL_INTERVAL)
+                if code is None:
+                    return Outcome(None, handle.started, time.time(), lost=True,
+                                   error="the process vanished without an exit code")
+                break
+            if deadline is not None and time.time() > deadline and handle.pid is not None and not timed_out:
+                timed_out = True
+                gevent.spawn(self._kill_group, handle.pid)
+            gevent.sleep(POLL_INTERVAL)
         ended = self._mtime(run_dir / EXIT_FILE) or time.time()
         return Outcome(code, handle.started, ended, timed_out=timed_out)
 
@@ -220,16 +261,23 @@ class LocalBackend:
             pass
 
     def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
-        # Local results are already on this machine: committing reads them in place, nothing is copied.
+        if self.agent is not None and self.agent.owns(handle.execution_id):
+            return self.agent.collect(handle.execution_id, dest)
+        # Re-attached: the results are on this machine already; committing reads them in place.
         run_dir = Path(handle.remote_dir)
         return Collected(run_dir, run_dir / STDOUT_FILE, run_dir / STDERR_FILE,
                          match_outputs(run_dir, job.outputs))
 
     def discard(self, handle: RunHandle) -> None:
-        shutil.rmtree(handle.remote_dir, ignore_errors=True)
+        if self.agent is not None and self.agent.owns(handle.execution_id):
+            self.agent.discard(handle.execution_id, handle.remote_dir)  # recycled by the agent
+        else:
+            shutil.rmtree(handle.remote_dir, ignore_errors=True)
 
     def stop(self, handle: RunHandle) -> None:
-        if handle.pid is not None:
+        if self.agent is not None and self.agent.owns(handle.execution_id):
+            self.agent.stop(handle.execution_id, STOP_GRACE)
+        elif handle.pid is not None:
             try:
                 os.killpg(handle.pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
@@ -247,9 +295,8 @@ class LocalBackend:
             pass
         started = self._mtime(run_dir / PID_FILE)
         handle = RunHandle(execution_id, Slot("localhost", slot or 0), str(run_dir), pid=pid, started=started)
-        if self._read_exit(run_dir) is not None:
-            return handle
-        if pid is not None and pid_alive(pid) and self._is_our_wrapper(pid, run_dir):
+        if self._read_exit(run_dir) is not None or (
+                pid is not None and pid_alive(pid) and self._is_our_wrapper(pid, run_dir)):
             return handle
         return None  # never started, or died with the machine: it must run again
 
@@ -263,4 +310,7 @@ class LocalBackend:
         return MARKER.encode() in cmdline and Path(cwd) == run_dir.resolve()
 
     def close(self) -> None:
-        pass
+        if self.agent is not None:
+            self.agent.link.drain()  # the last removals reach the agent before the pipe closes
+            self.agent.link.close()
+            self.agent = None

@@ -36,6 +36,7 @@ from .backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from .hosts import Host
 from .profiles import AllocationSpec, CommandProfile, SlurmProfile
 from .rundir import MARKER, WRAPPER
+from .agent_link import AgentRuns, install_agent, serve_command
 from .ssh_backend import LAUNCHER_PID_FILE, RemoteRuns, SlotPool, _handle_wait, start_agent_runs
 
 log = logging.getLogger(__name__)
@@ -413,7 +414,7 @@ class AllocationBackend:
         self._waiting = 0
         self._next_index = 0
         self._launched_at: dict[str, float] = {}
-        self.node_agents: dict[tuple[str, str], object] = {}  # (job id, node) -> AgentRuns
+        self.node_agents: dict[tuple[str, str], AgentRuns] = {}
         self._agent_pids: dict[tuple[str, str], str] = {}  # the frontend pid of each agent's srun step
         self._files_watched: set[str] = set()  # executions re-attached: watched through their files
         self._wake = gevent.event.Event()
@@ -439,7 +440,6 @@ class AllocationBackend:
         self._warming = expected > 0
         self.runs.prepare()
         if self.uses_agent:
-            from .agent_link import install_agent  # late: agent_link builds on ssh_backend
             self.agent_path = install_agent(self.host, self.runs.workdir)
         if isinstance(self.provider, SlurmProvider):
             self.provider.ready_dir = f"{self.runs.workdir}/ready"
@@ -469,8 +469,8 @@ class AllocationBackend:
     def _forget_agents(self, job_ids: list[str]) -> None:
         for key in [k for k in self.node_agents if k[0] in job_ids]:
             agent_runs = self.node_agents.pop(key)
-            agent_runs.link.fail_all(f"allocation {key[0]} ended under the execution")  # type: ignore[attr-defined]
-            agent_runs.link.close()  # type: ignore[attr-defined]
+            agent_runs.link.fail_all(f"allocation {key[0]} ended under the execution")
+            agent_runs.link.close()
             self._agent_pids.pop(key, None)
         if job_ids and (self.uses_agent or isinstance(self.provider, SlurmProvider)):
             globs = " ".join(f"{shlex.quote(self.runs.workdir)}/agents/{shlex.quote(j)}.* "
@@ -483,8 +483,6 @@ class AllocationBackend:
     def _start_agents(self, alloc: Allocation) -> None:
         """One resident agent step per node (started detached on the frontend, so neither a dropped
         connection nor this controller's death ends it), then one attach session per node."""
-        from .agent_link import serve_command
-
         parts = []
         for node in alloc.nodes:
             d = shlex.quote(self._agent_dir(alloc.job_id, node))
@@ -522,7 +520,7 @@ class AllocationBackend:
             self._manager = None
         self.runs.stop_watching()
         for agent_runs in self.node_agents.values():
-            agent_runs.link.drain()  # type: ignore[attr-defined]  # the last removals
+            agent_runs.link.drain()  # the last removals
         live = [a.job_id for a in self.allocations.values()]
         if live:
             try:
@@ -532,7 +530,7 @@ class AllocationBackend:
                 log.warning("cancelling allocations %s failed: %s", live, exc)
         self.allocations.clear()
         for agent_runs in self.node_agents.values():
-            agent_runs.link.close()  # type: ignore[attr-defined]
+            agent_runs.link.close()
         self.node_agents.clear()
         self.host.close()
 
@@ -675,8 +673,8 @@ class AllocationBackend:
         for node in alloc.nodes:  # its agents went with it: what they ran is lost now, not after retries
             agent_runs = self.node_agents.pop((alloc.job_id, node), None)
             if agent_runs is not None:
-                agent_runs.link.fail_all(f"allocation {alloc.job_id} ended under the execution")  # type: ignore[attr-defined]
-                agent_runs.link.close()  # type: ignore[attr-defined]
+                agent_runs.link.fail_all(f"allocation {alloc.job_id} ended under the execution")
+                agent_runs.link.close()
 
     # -- executions
     def _alloc_of(self, slot: Slot) -> Allocation:
@@ -697,7 +695,7 @@ class AllocationBackend:
             # The agent step's srun on the frontend is the launcher a resume checks for liveness.
             meta = {"launcher_pid": self._agent_pids[(alloc.job_id, slot.node)]} \
                 if (alloc.job_id, slot.node) in self._agent_pids else {}
-            remote_dir, pid, started = agent_runs.launch(job, code, env=env, setup=self.profile.setup,  # type: ignore[attr-defined]
+            remote_dir, pid, started = agent_runs.launch(job, code, env=env, setup=self.profile.setup,
                                                          slot_index=slot.index, meta=meta)
             return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started or now)
         if self.uses_agent:
@@ -714,13 +712,14 @@ class AllocationBackend:
         alloc = self._slot_alloc.get(handle.slot)
         if alloc is None or handle.slot.node is None:
             return None
-        return self.node_agents.get((alloc.job_id, handle.slot.node))
+        agent_runs = self.node_agents.get((alloc.job_id, handle.slot.node))
+        return agent_runs if agent_runs is not None and agent_runs.owns(handle.execution_id) else None
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
         agent_runs = self._agent_of(handle)
         if agent_runs is not None:
             started = self._launched_at.pop(handle.execution_id, handle.started or time.time())
-            outcome = agent_runs.wait(handle.execution_id, timeout, started)  # type: ignore[attr-defined]
+            outcome = agent_runs.wait(handle.execution_id, timeout, started)
         elif self.uses_agent and handle.execution_id not in self._files_watched:
             # Its allocation (and agent) went away between launch and wait.
             return Outcome(None, handle.started, time.time(), lost=True, error="its allocation ended")
@@ -749,13 +748,13 @@ class AllocationBackend:
     def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
         agent_runs = self._agent_of(handle)
         if agent_runs is not None:
-            return agent_runs.collect(handle.execution_id, dest)  # type: ignore[attr-defined]
+            return agent_runs.collect(handle.execution_id, dest)
         return self.runs.collect(handle.remote_dir, job.outputs, dest)
 
     def discard(self, handle: RunHandle) -> None:
         agent_runs = self._agent_of(handle)
         if agent_runs is not None:
-            agent_runs.discard(handle.execution_id, handle.remote_dir)  # type: ignore[attr-defined]
+            agent_runs.discard(handle.execution_id, handle.remote_dir)
         else:
             self.runs.discard(handle.remote_dir)
             self._files_watched.discard(handle.execution_id)
@@ -763,7 +762,7 @@ class AllocationBackend:
     def stop(self, handle: RunHandle) -> None:
         agent_runs = self._agent_of(handle)
         if agent_runs is not None:
-            agent_runs.stop(handle.execution_id)  # type: ignore[attr-defined]
+            agent_runs.stop(handle.execution_id)
         else:
             self.runs.kill(handle.remote_dir, self._kill_prefix(handle))
 

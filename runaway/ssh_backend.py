@@ -36,6 +36,7 @@ import gevent.queue
 
 from orchestra.errors import ConnectionError_, ExecutionError, ProfileError
 
+from .agent_link import RECONNECT_FOR, STOP_GRACE, AgentLink, AgentRuns, attach_command, install_agent
 from .backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from .hosts import Host, RemoteCommandError
 from .profiles import SSHHostConfig, SSHProfile
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 LAUNCHER_PID_FILE = f"{META_DIR}/launcher_pid"
 STARTED_FILE = f"{META_DIR}/started"
 SLOT_FILE = f"{META_DIR}/slot"  # the slot index a launch used, so a resume can hold that very slot
-STOP_GRACE = 5.0
 _TRAILER_RE = re.compile(rb"\nORCHESTRA-SHA256 ([0-9a-f]{64}) (\d{20})\n$")
 _TRAILER_LEN = len(b"\nORCHESTRA-SHA256 ") + 64 + 1 + 20 + 1
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -185,7 +185,6 @@ def q(text: str) -> str:
 
 
 MIN_POLL_INTERVAL = 0.05  # seconds between polls while executions end in bursts (see _watch_loop)
-RECONNECT_FOR = 120.0  # seconds an idempotent step keeps retrying a dropped link before giving up
 
 
 def _link_dropped(exc: BaseException) -> bool:
@@ -755,8 +754,7 @@ class SSHBackend:
         # With an agent, a resume finds a just-launched execution by its run directory on the hosts, so
         # short executions need no "running" commit; without one the record must name its host first.
         self.running_commit_delay = 1.0 if self.use_agent else 0.0
-        self.agents: dict[str, object] = {}  # host -> AgentRuns
-        self._files_watched: set[str] = set()  # executions watched through their files (re-attached)
+        self.agents: dict[str, AgentRuns] = {}
         self._run_listing: dict[str, set[str]] | None = None
         self._launched_at: dict[str, float] = {}
         self._reattached: dict[str, Slot] = {}
@@ -814,7 +812,8 @@ class SSHBackend:
         return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started)
 
     def _by_agent(self, handle: RunHandle) -> bool:
-        return self.use_agent and handle.execution_id not in self._files_watched
+        agent_runs = self.agents.get(handle.slot.host)
+        return agent_runs is not None and agent_runs.owns(handle.execution_id)
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
         try:
@@ -837,7 +836,6 @@ class SSHBackend:
             self.agents[handle.slot.host].discard(handle.execution_id, handle.remote_dir)
         else:
             self._runs(handle.slot.host).discard(handle.remote_dir)
-            self._files_watched.discard(handle.execution_id)
 
     def stop(self, handle: RunHandle) -> None:
         if self._by_agent(handle):
@@ -876,13 +874,12 @@ class SSHBackend:
         if index is not None and index < known and the_slot not in self._reattached.values():
             self.pool.claim(the_slot)  # held until the re-attached execution ends (see wait)
             self._reattached[execution_id] = the_slot
-        self._files_watched.add(execution_id)
         return RunHandle(execution_id, the_slot, remote_dir, pid=pid, started=started)
 
     def close(self) -> None:
         for agent_runs in self.agents.values():
-            agent_runs.link.drain()  # type: ignore[attr-defined]  # the last removals
-            agent_runs.link.close()  # type: ignore[attr-defined]
+            agent_runs.link.drain()  # the last removals
+            agent_runs.link.close()
         for runs in self.runs.values():
             runs.stop_watching()
         for host in self.hosts.values():
@@ -892,12 +889,7 @@ class SSHBackend:
 def start_agent_runs(runs: RemoteRuns, python: str, *, spawn: bool, agent_dir: str | None = None,
                      prefix: str = "", name: str | None = None, reconnect_for: float = RECONNECT_FOR,
                      agent_path: str | None = None):
-    """Install the agent on ``runs``' host, open its session, and return the place's AgentRuns.
-
-    Imported late: agent_link builds on this module's RemoteRuns.
-    """
-    from .agent_link import AgentLink, AgentRuns, attach_command, install_agent
-
+    """Install the agent on ``runs``' host, open its session, and return the place's AgentRuns."""
     path = agent_path or install_agent(runs.host, runs.workdir)
     directory = agent_dir or f"{runs.workdir}/agents/{PurePosixPath(path).stem}"
     cmd = attach_command(python, path, directory, runs.workdir, spawn=spawn, prefix=prefix)

@@ -60,8 +60,9 @@ def test_example_campaign_end_to_end(tmp_path: Path) -> None:
     assert len(rows) == 4 and {"param.lr", "objective", "duration"} <= set(rows[0])
     jsonl = cli(root, "expegit", "export", "--format", "jsonl", check=True).stdout.splitlines()
     assert len(jsonl) == 4 and json.loads(jsonl[0])["param.opt"] == "adam"
-    # the run directories are gone once committed
-    assert list((root / ".git" / "orchestra" / "runs").iterdir()) == []
+    # the run directories are gone once committed (the agent keeps a few as hidden spares to recycle)
+    left = [p.name for p in (root / ".git" / "orchestra" / "runs").iterdir()]
+    assert [name for name in left if not name.startswith(".spare-")] == []
 
 
 def test_git_expegit_entry_point(tmp_path: Path) -> None:

@@ -164,9 +164,10 @@ def test_campaign_over_ssh(devcluster, tmp_path):
     assert "20 finished, 0 failed" in result.stderr
     recs = check_campaign(campaign, 20, kind="ssh")
     assert len({r["slot"] for r in recs}) == 4  # spread over every slot
-    # Run directories are removed once committed; the code cache stays.
+    # Run directories are removed once committed (the agent keeps a few hidden spares to recycle);
+    # the code cache stays.
     workdir = f"/tmp/orchestra-test-work/{profile}"
-    assert not os.listdir(f"{workdir}/runs")
+    assert [name for name in os.listdir(f"{workdir}/runs") if not name.startswith(".spare-")] == []
 
 
 @pytest.mark.parametrize("launcher", ["srun", "agent"])
