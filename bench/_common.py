@@ -29,6 +29,16 @@ def machine() -> str:
             f"load average {load:.1f} at start")
 
 
+def precompile() -> None:
+    """Byte-compile the project like `pip install .` does: this environment may set
+    PYTHONDONTWRITEBYTECODE, and an editable install would then recompile every module at every start,
+    a cost a user's installation does not pay."""
+    import compileall
+
+    for name in ("core", "expegit", "runaway", "parasearch", "hooks"):
+        compileall.compile_dir(str(ROOT / name), quiet=1)
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 

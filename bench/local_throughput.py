@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, expegit, machine, make_campaign, now, timed, write_section
+from _common import precompile, ROOT, expegit, machine, make_campaign, now, timed, write_section
 
 
 def expegit_rate(n: int, jobs: int, workdir: Path, name: str) -> float:
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--write", type=Path, help="update this markdown file's section")
     args = parser.parse_args()
+    precompile()
     if shutil.which("parallel") is None:
         raise SystemExit("GNU parallel is not installed (Debian package `parallel`)")
     header = machine()

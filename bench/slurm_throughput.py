@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import expegit, machine, make_campaign, now, timed, write_section
+from _common import precompile, expegit, machine, make_campaign, now, timed, write_section
 
 CLUSTER = Path(os.environ.get("ORCHESTRA_DEVCLUSTER_DIR", "/tmp/orchestra-devcluster"))
 SSH_CONFIG = CLUSTER / "ssh" / "ssh_config"
@@ -53,6 +53,7 @@ def main() -> None:
                         help="repeatable; default: agent and srun")
     parser.add_argument("--write", type=Path, help="update this markdown file's section")
     args = parser.parse_args()
+    precompile()
     if not SSH_CONFIG.exists():
         raise SystemExit(f"no dev cluster at {CLUSTER}: run `sudo bash tests/cluster/devcluster.sh up`")
     launchers = args.launcher or ["agent", "srun"]

@@ -19,7 +19,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from _common import expegit, machine, make_campaign, now, timed, write_section
+from _common import precompile, expegit, machine, make_campaign, now, timed, write_section
 
 CLUSTER = Path(os.environ.get("ORCHESTRA_DEVCLUSTER_DIR", "/tmp/orchestra-devcluster"))
 SSH_CONFIG = CLUSTER / "ssh" / "ssh_config"
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--profile-extra", default="", help="extra profile keys, e.g. ', connections: 4'")
     parser.add_argument("--write", type=Path, help="update this markdown file's section")
     args = parser.parse_args()
+    precompile()
     if shutil.which("parallel") is None:
         raise SystemExit("GNU parallel is not installed (Debian package `parallel`)")
     if not SSH_CONFIG.exists():

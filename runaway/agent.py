@@ -591,6 +591,7 @@ class Agent:
         self.idle_since = time.monotonic()
         self.stopping = False
         self.dirs = RunDirs(os.path.join(self.root, "runs"))
+        self.launches = 0
 
     # -- plumbing
     def _send(self, client: _Client, data) -> None:
@@ -737,6 +738,7 @@ class Agent:
         run = _Execution(execution_id, run_dir, body.get("outputs") or [])
         run.pid, run.child, run.started, run.token = pid, True, started, token
         run.code_dir = os.path.realpath(body["code_dir"])
+        self.launches += 1
         run.clients.add(client)
         self.runs[execution_id] = run
         self.by_pid[pid] = run
@@ -962,6 +964,8 @@ class Agent:
                 elif time.monotonic() - self.idle_since > self.idle_exit:
                     break
         finally:
+            sys.stderr.write("orchestra-agent: exiting after %d launches (%d in recycled directories, peak %d "
+                             "directories)\n" % (self.launches, self.dirs.recycled, self.dirs.limit))
             self.dirs.clear()
             self.sel.unregister(listener)
             listener.close()
