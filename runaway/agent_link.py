@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # the local backend uses this module without SSH: paramiko is
 
 RECONNECT_FOR = 120.0  # seconds a dropped session keeps being re-opened before its executions are lost
 STOP_GRACE = 5.0
+LAUNCH_ANSWER_WITHIN = 600.0  # an agent busy copying a very large code tree answers late, a hung one never
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class AgentLink:
         self._reader: gevent.Greenlet | None = None
         self._writer: gevent.Greenlet | None = None
         self._closed = False
+        self._buffer = b""
+        self._pos = 0  # how much of _buffer the parser consumed
         self.error: Exception | None = None
         self.reconnects = 0
 
@@ -154,21 +157,33 @@ class AgentLink:
         session = self.open_session()
         try:
             head = b""
-            while b"\n" not in head:
+            while True:
+                newline = head.find(b"\n")
+                if newline >= 0:
+                    line, head = head[:newline], head[newline + 1:]
+                    if line.startswith(b"hello "):
+                        break
+                    # A login shell may print a banner before the agent speaks: skip it, bounded.
+                    continue
+                if len(head) > 65536:
+                    raise ConnectionError_(f"{self.name}: no agent greeting in the first 64 KiB of output")
                 data = session.recv()
                 if not data:
-                    raise ConnectionError_(f"{self.name}: the agent did not answer: {session.stderr_tail() or 'no output'}")
+                    raise ConnectionError_(f"{self.name}: the agent did not answer: "
+                                           f"{session.stderr_tail() or 'no output'}")
                 head += data
+            kind, _eid, fields = protocol.parse_event(line.decode("ascii", "replace"))
+            if fields["protocol"] != protocol.PROTOCOL:
+                raise ConnectionError_(f"{self.name}: the agent speaks protocol {fields['protocol']}, "
+                                       f"this controller {protocol.PROTOCOL}")
+        except ValueError as exc:
+            session.close()
+            raise ConnectionError_(f"{self.name}: unexpected agent greeting: {exc}") from exc
         except BaseException:
             session.close()
             raise
-        line, _, rest = head.partition(b"\n")
-        kind, _eid, fields = protocol.parse_event(line.decode("ascii", "replace"))
-        if kind != "hello" or fields["protocol"] != protocol.PROTOCOL:
-            session.close()
-            raise ConnectionError_(f"{self.name}: unexpected agent greeting {line[:80]!r}")
         self.session = session
-        self._buffer = rest
+        self._buffer, self._pos = head, 0
         if self.greeting:
             session.send(("\n".join(self.greeting) + "\n").encode("utf-8"))
         self._up.set()
@@ -228,7 +243,9 @@ class AgentLink:
                         data = session.recv()
                         if not data:
                             break
-                        self._buffer += data
+                        # Drop what was consumed before appending: one copy per chunk, not per event.
+                        self._buffer = self._buffer[self._pos:] + data
+                        self._pos = 0
             except ConnectionError_:
                 pass
             except ValueError as exc:  # a garbled stream: drop it and start a clean one
@@ -239,21 +256,21 @@ class AgentLink:
 
     def _parse(self) -> bool:
         """Consume one complete event from the buffer; False when more bytes are needed."""
-        newline = self._buffer.find(b"\n")
+        buffer, pos = self._buffer, self._pos
+        newline = buffer.find(b"\n", pos)
         if newline < 0:
-            if len(self._buffer) > protocol.MAX_LINE:
+            if len(buffer) - pos > protocol.MAX_LINE:
                 raise ValueError("an event line longer than 1 MiB")
             return False
-        kind, execution_id, fields = protocol.parse_event(self._buffer[:newline].decode("ascii", "replace"))
+        kind, execution_id, fields = protocol.parse_event(buffer[pos:newline].decode("ascii", "replace"))
         if kind == "exited":
             end = newline + 1 + fields["size"]
-            if len(self._buffer) < end:
+            if len(buffer) < end:
                 return False
-            payload = self._buffer[newline + 1:end]
-            self._buffer = self._buffer[end:]
-            self._exited(execution_id, fields, payload)
+            self._pos = end
+            self._exited(execution_id, fields, buffer[newline + 1:end])
             return True
-        self._buffer = self._buffer[newline + 1:]
+        self._pos = newline + 1
         if kind == "started":
             pending = self.pending.get(execution_id)
             if pending is not None and not pending.started.ready():
@@ -378,7 +395,14 @@ class AgentRuns:
         pending = self.link.launch(job.execution_id, line)
         self._exits[job.execution_id] = pending.exited
         self._launched.add(job.execution_id)
-        started = pending.started.get()
+        try:
+            started = pending.started.get(timeout=LAUNCH_ANSWER_WITHIN)
+        except gevent.Timeout:
+            self._exits.pop(job.execution_id, None)
+            self._launched.discard(job.execution_id)
+            self.link.forget(job.execution_id)
+            raise ExecutionError(f"{self.link.name}: the agent did not start {job.execution_id} within "
+                                 f"{LAUNCH_ANSWER_WITHIN:.0f}s") from None
         if started is None:  # refused or ended at once: wait() reports how
             return run_dir, None, None
         return run_dir, started[0], started[1]
