@@ -20,7 +20,7 @@ import gevent.pool
 
 from orchestra.errors import OrchestraError
 from orchestra.manifest import RetryPolicy
-from orchestra.retry import attempts, failure_kind
+from orchestra.retry import attempts, failure_kind, first_wait
 
 from .backend import Backend, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 
@@ -152,12 +152,14 @@ class Controller:
             return retry
 
         try:
-            result: AttemptResult | None = None
-            for attempt in attempts(self.retry, should_retry, gevent.sleep):
-                with attempt:
-                    result = one_attempt()
-                if not attempt.retry_state.outcome.failed:
-                    attempt.retry_state.set_result(result)
+            result: AttemptResult | None = one_attempt()
+            if should_retry(result):  # the rare case: the policy's loop takes over from the first attempt
+                gevent.sleep(first_wait(self.retry, 1))
+                for attempt in attempts(self.retry, should_retry, gevent.sleep, done=1):
+                    with attempt:
+                        result = one_attempt()
+                    if not attempt.retry_state.outcome.failed:
+                        attempt.retry_state.set_result(result)
             assert result is not None
             self.listener.finished(task, result)
             if result.handle is not None and not result.outcome.lost:
