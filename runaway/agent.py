@@ -681,14 +681,15 @@ class Agent:
             else:
                 sys.stderr.write("orchestra-agent: %s: %s\n" % (kind, exc))
 
-    def _inside_root(self, path: str) -> bool:
-        real = os.path.realpath(path)
-        return real.startswith(self.root + os.sep)
+    def _is_run_dir(self, execution_id: str, path: str) -> bool:
+        """Only ``<root>/runs/<execution id>`` is ever created, recycled or removed by request."""
+        head, name = os.path.split(path.rstrip("/"))
+        return name == execution_id and os.path.realpath(head) == os.path.join(self.root, "runs")
 
     def _launch(self, client: _Client, execution_id: str, body: dict) -> None:
         run_dir = body["run_dir"]
-        if not self._inside_root(run_dir):
-            raise ValueError("run directory %s is not under %s" % (run_dir, self.root))
+        if not self._is_run_dir(execution_id, run_dir):
+            raise ValueError("run directory %s is not %s/runs/%s" % (run_dir, self.root, execution_id))
         token = body.get("token") or ""
         known = self.runs.get(execution_id)
         if known is not None or os.path.isdir(os.path.join(run_dir, META_DIR)):
@@ -801,8 +802,8 @@ class Agent:
             run.kill_at = time.monotonic() + max(0.0, grace)
 
     def _remove(self, client: _Client, execution_id: str, run_dir: str) -> None:
-        if not self._inside_root(run_dir) or os.path.basename(run_dir.rstrip("/")) != execution_id:
-            raise ValueError("refusing to remove %s" % run_dir)
+        if not self._is_run_dir(execution_id, run_dir):
+            raise ValueError("refusing to remove %s: not a run directory of %s" % (run_dir, self.root))
         run = self.runs.get(execution_id)
         if run is not None and run.child and run.pid in self.by_pid:
             raise ValueError("refusing to remove %s: the execution still runs" % run_dir)
