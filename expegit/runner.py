@@ -308,7 +308,7 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
                     record.id = new_execution_id()
                 taken.add(record.id)
                 chunk.append((record, journal.create_commit(record)))
-                if len(chunk) % 128 == 0:
+                if len(chunk) % 16 == 0:
                     gevent.sleep(0)  # a backend warming up meanwhile (connecting, submitting) progresses
                 if len(chunk) >= CREATE_BATCH:
                     break
@@ -408,6 +408,12 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
     # Connecting, preparing the remote workdir and starting agents overlap with creating the branches:
     # both take a few tenths of a second, and the executions wait for both.
     warmup = gevent.spawn(backend.start, len(specs))
+    submitted = getattr(backend, "submitted", None)
+    if submitted is not None:
+        # A scheduler backend's first allocation waits in the queue for ~1 s at best: ask for it before
+        # creating the branches (which keep this process busy), not after.
+        warmup.link_exception(lambda _greenlet: submitted.set())  # a failed start reports at drive()
+        submitted.wait(timeout=5.0)
     records: dict[str, ExecutionRecord] = {}
     tips: dict[str, str] = {}
     order: list[str] = []

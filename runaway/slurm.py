@@ -424,6 +424,9 @@ class AllocationBackend:
         self._last_squeue = 0.0
         self._expected = 0
         self._warming = False  # an allocation asked for ahead of the first acquire() is not idle yet
+        # Set once the first allocation is asked for (or none was needed): `expegit run` creates its
+        # branches after that, so the allocation queues meanwhile instead of after them.
+        self.submitted = gevent.event.Event()
         self.job_name = f"orchestra-{profile.name}"[:60]
         spec = profile.allocation
         self.margin = profile.walltime_margin if profile.walltime_margin is not None else \
@@ -613,6 +616,7 @@ class AllocationBackend:
             log.info("%s: submitted allocation %s", self.profile.name, job_id)
             alloc = self.allocations[job_id] = Allocation(job_id, now)
             gevent.spawn(self._await_ready, alloc)
+        self.submitted.set()
         # Drained: no one waiting and nothing running on it for idle_release -> give the nodes back.
         to_cancel = []
         for alloc in list(self.allocations.values()):
