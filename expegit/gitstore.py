@@ -31,7 +31,7 @@ EXECUTIONS_REF = b"refs/heads/executions/"
 SNAPSHOTS_REF = "refs/orchestra/snapshots/"
 
 
-RECENT_OBJECTS = 8192
+RECENT_OBJECTS = 32768  # trees and commits: about 3 per execution, so a 10,000-execution run stays cached
 LOCK_TIMEOUT = 10.0  # git waits 1 s for packed-refs.lock by default; many controllers may share a campaign
 
 
@@ -51,6 +51,16 @@ def _acquire_lock(lock: Path, what: str) -> int:
 
 
 PACKED_REFS_HEADER = "# pack-refs with: peeled fully-peeled sorted "
+EXECUTION_REFS = "refs/heads/executions/"
+
+
+def _file_key(path: str) -> tuple[int, int, int] | None:
+    """What identifies a file's version for a cache: inode, size, mtime (a rename-replace changes the inode)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def split_packed_refs(text: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
@@ -126,6 +136,7 @@ class GitStore:
         # Objects of recent flushes: the next journal commit of an execution builds on its previous tip's
         # trees, and finding them again among many small packs costs more than the whole commit.
         self._recent: dict[bytes, object] = {}
+        self._packed_cache: tuple[tuple[int, int, int] | None, str, dict[str, tuple[str, str | None]]] | None = None
 
     # --- opening ---------------------------------------------------------------------------------------
     @classmethod
@@ -451,18 +462,16 @@ class GitStore:
         """
         results: list[bool] = []
         lock = self.git_dir / "packed-refs.lock"
+        packed = str(self.git_dir / "packed-refs")
         fd = _acquire_lock(lock, "packed refs")
         try:
-            try:
-                text = (self.git_dir / "packed-refs").read_text("utf-8")
-            except FileNotFoundError:
-                text = ""
-            header, entries = split_packed_refs(text)
+            header, entries = self._read_packed_refs(packed)
+            loose = self._loose_execution_refs()
             changed = False
             for name, old, new in updates:
                 if not name.startswith("refs/") or ".." in name or name.endswith(".lock"):
                     raise RepositoryError(f"refusing to write ref {name!r}")
-                if (self.git_dir / name).exists():
+                if name in loose if name.startswith(EXECUTION_REFS) else os.path.exists(self.git_dir / name):
                     results.append(self._swap_ref(name, old, new))
                     continue
                 current = entries.get(name)
@@ -476,7 +485,8 @@ class GitStore:
                 os.write(fd, render_packed_refs(header, entries).encode("utf-8"))
                 os.close(fd)
                 fd = -1
-                os.replace(lock, self.git_dir / "packed-refs")
+                os.replace(lock, packed)
+                self._packed_cache = (_file_key(packed), header, entries)
             else:
                 os.close(fd)
                 fd = -1
@@ -490,6 +500,32 @@ class GitStore:
                 pass
             raise
         return results
+
+    def _read_packed_refs(self, path: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
+        """packed-refs parsed, from memory when the file is still the one this store last wrote.
+
+        Why: a journal flush moves a few dozen refs but the file holds every execution's; parsing it
+        again at each flush was O(executions) per flush. Any other writer (git itself) changes the
+        file's inode, size or mtime, and then it is read again. The caller holds packed-refs.lock.
+        """
+        key = _file_key(path)
+        cached = self._packed_cache
+        if cached is not None and key is not None and cached[0] == key:
+            return cached[1], dict(cached[2])
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            text = ""
+        return split_packed_refs(text)
+
+    def _loose_execution_refs(self) -> set[str]:
+        """Execution refs git wrote as loose files (a fetch, say): one directory listing, not a stat each."""
+        base = self.git_dir / EXECUTION_REFS
+        try:
+            return {EXECUTION_REFS + entry.name for entry in os.scandir(base) if entry.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
 
     def _read_ref_value(self, name: str) -> str | None:
         try:

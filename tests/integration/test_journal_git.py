@@ -112,6 +112,27 @@ def test_compare_and_swap_refuses_a_moved_branch(campaign) -> None:
         journal.append(tip, record)  # stale tip: someone else wrote in between
 
 
+def test_refs_written_by_git_meanwhile_are_seen_despite_the_packed_refs_cache(campaign) -> None:
+    """The store keeps packed-refs parsed between its own writes; git rewriting the file in between
+    (pack-refs, a branch deletion, a fetch) must be seen, or a compare-and-swap would lie."""
+    (first, tip1), (second, tip2) = _records(campaign, 2)
+    journal = Journal(campaign.store)
+    first.state = "running"
+    moved = journal.append(tip1, first)  # packed-refs written (and cached) by the store
+    root = campaign.store.root
+    git(root, "branch", "-D", f"executions/{second.id}")  # git rewrites packed-refs
+    second.state = "running"
+    with pytest.raises(RepositoryError, match="moved"):
+        journal.append(tip2, second)  # its branch is gone: the CAS must fail, not resurrect it
+    git(root, "update-ref", f"refs/heads/executions/{first.id}", tip1, moved)  # git moves one back
+    git(root, "pack-refs", "--all")
+    first.state = "finished"
+    with pytest.raises(RepositoryError, match="moved"):
+        journal.append(moved, first)  # our cached view (tip = moved) is stale: refused
+    assert journal.append(tip1, first)  # from what git left, it works
+    assert git(root, "rev-parse", f"executions/{first.id}").stdout.strip() != tip1
+
+
 def test_plain_git_push_and_log_of_execution_branches(campaign, tmp_path: Path) -> None:
     created = _records(campaign, 3)
     remote = tmp_path / "remote.git"
