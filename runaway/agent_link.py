@@ -223,10 +223,10 @@ class AgentLink:
                 continue
             lines, self._outbox = self._outbox, []
             token = next(self._tokens)
-            for line in lines:
-                if line.startswith(("remove ", "kill ")):
-                    self._unconfirmed.append((token, line))
-            payload = "\n".join(lines) + f"\nping {token}\n"
+            confirm = [line for line in lines if line.startswith(("remove ", "kill "))]
+            self._unconfirmed.extend((token, line) for line in confirm)
+            # Only removals and kills need to know they arrived (launches are answered by `started`).
+            payload = "\n".join(lines) + (f"\nping {token}\n" if confirm else "\n")
             try:
                 self.session.send(payload.encode("utf-8"))
             except ConnectionError_:
