@@ -14,8 +14,8 @@ only ``attach``; the controller re-attaches and says ``watch`` for what it still
 daemon knows is needed after a restart either: every execution leaves its story in its run directory
 (the shared wrapper writes pid and exit_code), so a new daemon adopts what an old one started.
 
-This file is shipped to the remote host and run with its ``python3`` (3.6 or later): standard library
-only. Its pure protocol functions are imported by the controller (runaway/agent_link.py) and tested
+This file is shipped to the remote host and run with its ``python3`` (3.6 or later; posix_spawn from
+3.8, a fork before): standard library only. Its pure protocol functions are imported by the controller (runaway/agent_link.py) and tested
 locally (tests/unit/test_agent.py).
 
 Protocol: lines of space-separated fields; free text as base64 of JSON.
@@ -761,7 +761,7 @@ class Agent:
             known.clients.clear()
             self.by_pid.pop(known.pid, None)
             self.runs.pop(execution_id, None)
-        aside = "%s.old.%d" % (run_dir, time.time_ns())
+        aside = "%s.old.%d" % (run_dir, int(time.time() * 1e9))
         os.rename(run_dir, aside)
         shutil.rmtree(aside, ignore_errors=True)
 
@@ -1046,12 +1046,16 @@ def _spawn_daemon(directory: str, root: str, wrapper_b64: str, marker: str, idle
     os.makedirs(directory, exist_ok=True)
     log = os.open(os.path.join(directory, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     devnull = os.open(os.devnull, os.O_RDONLY)
+    argv = [sys.executable, os.path.abspath(__file__), "serve", directory, root, wrapper_b64, marker,
+            "--idle-exit=%g" % idle_exit]
     try:
-        os.posix_spawn(sys.executable, [sys.executable, os.path.abspath(__file__), "serve", directory, root,
-                                        wrapper_b64, marker, "--idle-exit=%g" % idle_exit], dict(os.environ),
-                       setsid=True,
-                       file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, log, 1),
-                                     (os.POSIX_SPAWN_DUP2, log, 2)])
+        if hasattr(os, "posix_spawn"):
+            os.posix_spawn(sys.executable, argv, dict(os.environ), setsid=True,
+                           file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, log, 1),
+                                         (os.POSIX_SPAWN_DUP2, log, 2)])
+        else:  # pragma: no cover - Python < 3.8 on the remote
+            import subprocess
+            subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True)
     finally:
         os.close(log)
         os.close(devnull)

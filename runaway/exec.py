@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import gevent
 
@@ -41,6 +41,9 @@ from orchestra.quoting import render_command
 from .backend import Backend, Job, RunHandle
 from .controller import AttemptResult, Controller, Task
 from .profiles import LocalProfile, Profile, SlurmProfile, SSHProfile, resolve_profile
+
+if TYPE_CHECKING:
+    from .hosts import Host
 
 MANIFEST = "orchestra.yaml"
 DEFAULT_RETRY = RetryPolicy(max=2, on=("node-failure", "walltime"), backoff=1.0)
@@ -546,6 +549,18 @@ class _StepFailed(Exception):
         self.cause = cause
 
 
+def _check_agent_python(host: "Host", python: str, timeout: float) -> None:
+    """The agent (runaway/agent.py) needs Python 3.6 on the host; say so before anything is launched."""
+    probe = host.run(f"{shlex.quote(python)} -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'",
+                     timeout=timeout, warn=True)
+    words = probe.stdout.strip().split(".")
+    version = tuple(int(w) for w in words if w.isdigit())
+    if len(version) != 2 or version < (3, 6):
+        raise ProfileError(f"{host.name}: {python} is {probe.stdout.strip() or 'not runnable'}; the agent needs "
+                           "Python 3.6 or later", hint="set python: to a newer interpreter in the profile, or "
+                                                        "launcher: shell (ssh) / srun (slurm)")
+
+
 def _empty_archive(commit: str) -> Iterator[bytes]:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -601,6 +616,8 @@ def test_profile(profile_name: str, *, cwd: Path, timeout: float = 120.0, out: T
                         raise ProfileError(f"{host.name}: not found on the host: {', '.join(missing)}",
                                            hint="install them or put them on the PATH of non-interactive shells"
                                                 + ("; or set python: in the profile" if profile.python in missing else ""))
+                    if getattr(profile, "launcher", "") == "agent":
+                        _check_agent_python(host, profile.python, timeout)
                     found.append(host.name)
                 return "python3, tar" + (", sbatch/squeue/srun/scancel" if profile.kind == "slurm" else "")
 

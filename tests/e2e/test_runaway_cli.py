@@ -174,3 +174,25 @@ def test_exec_over_slurm(devcluster, tmp_path):  # noqa: F811
     assert "line 2" in result.stdout
     text = (tmp_path / "res" / "out" / "result.txt").read_text()
     assert text.startswith("result node"), text
+
+
+def test_test_names_a_remote_python_too_old_for_the_agent(devcluster, tmp_path):  # noqa: F811
+    """`runaway test` says the agent needs a newer python on the host, and how to fix it, before any run."""
+    import subprocess
+
+    work = f"/tmp/orchestra-test-work/oldpy-{uuid.uuid4().hex[:8]}"
+    fake = f"{work}/python2"
+    subprocess.run(["ssh", "-F", devcluster.ssh_config, "devcluster",
+                    f"mkdir -p {work} && printf '#!/bin/sh\\necho 2.7\\n' > {fake} && chmod +x {fake}"], check=True)
+    manifest = f"""\
+name: runaway-e2e
+command: "true"
+profiles:
+  old: {{kind: ssh, host: devcluster, ssh_config: {devcluster.ssh_config}, workdir: {work}, python: {fake}}}
+"""
+    repo = _repo(tmp_path / "repo", manifest)
+    result = cli(repo, "runaway", "test", "old", timeout=120)
+    assert result.returncode != 0
+    assert "FAIL  tools" in result.stdout or "fail" in result.stdout.lower(), result.stdout
+    assert "needs Python 3.6 or later" in result.stdout + result.stderr
+    assert "launcher: shell" in result.stdout + result.stderr
