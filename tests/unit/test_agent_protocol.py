@@ -215,8 +215,8 @@ def test_a_recycled_directory_is_exactly_the_code_again(tmp_path):
     dirs.create(str(code), str(second), meta)
     assert dirs.recycled == 1
     assert _snapshot(second) == want
-    assert (second / ".orchestra" / "exit_code").read_text() == ""  # not "finished" before it starts
-    assert (second / ".orchestra" / "pid").read_text() == ""
+    assert not (second / ".orchestra" / "exit_code").exists()  # not "finished" before it starts
+    assert not (second / ".orchestra" / "pid").exists()
     assert (second / ".orchestra" / "started").read_text() == "1\n"
 
 
