@@ -45,7 +45,7 @@ LAUNCH_ANSWER_WITHIN = 600.0  # an agent busy copying a very large code tree ans
 
 log = logging.getLogger(__name__)
 
-SPOOL_OVER = 8 << 20  # results larger than this wait for collect() in a temporary file, not in memory
+SPOOL_OVER = 8 << 20  # results larger than this go to a temporary file as they arrive, not into memory
 
 
 @dataclasses.dataclass
@@ -99,6 +99,16 @@ class _Pending:
     started: gevent.event.AsyncResult  # (pid, epoch), or None if it ended before we heard it start
 
 
+@dataclasses.dataclass
+class _Frame:
+    execution_id: str
+    fields: dict
+    handle: BinaryIO
+    path: Path
+    sha: "hashlib._Hash"
+    remaining: int
+
+
 class AgentLink:
     """One attach session to one agent, with coalesced writes, a reader greenlet and reconnects."""
 
@@ -121,6 +131,7 @@ class AgentLink:
         self._closed = False
         self._buffer = b""
         self._pos = 0  # how much of _buffer the parser consumed
+        self._frame: _Frame | None = None  # a large results frame being written to its spool file
         self.error: Exception | None = None
         self.reconnects = 0
 
@@ -149,6 +160,7 @@ class AgentLink:
         for greenlet in (self._reader, self._writer):
             if greenlet is not None:
                 greenlet.kill(block=False)
+        self._drop_frame()
         if self.session is not None:
             self.session.close()
             self.session = None
@@ -257,6 +269,8 @@ class AgentLink:
     def _parse(self) -> bool:
         """Consume one complete event from the buffer; False when more bytes are needed."""
         buffer, pos = self._buffer, self._pos
+        if self._frame is not None:
+            return self._spool_frame(buffer, pos)
         newline = buffer.find(b"\n", pos)
         if newline < 0:
             if len(buffer) - pos > protocol.MAX_LINE:
@@ -265,6 +279,12 @@ class AgentLink:
         kind, execution_id, fields = protocol.parse_event(buffer[pos:newline].decode("ascii", "replace"))
         if kind == "exited":
             end = newline + 1 + fields["size"]
+            if fields["size"] > SPOOL_OVER:  # large results go to a file as they arrive, never all in memory
+                fd, name = tempfile.mkstemp(prefix=".agent-", suffix=".results", dir=self.spool_dir)
+                self._frame = _Frame(execution_id, fields, os.fdopen(fd, "wb"), Path(name), hashlib.sha256(),
+                                     fields["size"])
+                self._pos = newline + 1
+                return True
             if len(buffer) < end:
                 return False
             self._pos = end
@@ -285,19 +305,44 @@ class AgentLink:
             self._unconfirmed = [(t, line) for t, line in self._unconfirmed if t > token]
         return True
 
-    def _exited(self, execution_id: str, fields: dict, payload: bytes) -> None:
-        if hashlib.sha256(payload).hexdigest() != fields["sha256"]:
+    def _spool_frame(self, buffer: bytes, pos: int) -> bool:
+        frame = self._frame
+        assert frame is not None
+        take = min(frame.remaining, len(buffer) - pos)
+        if take <= 0:
+            return False
+        chunk = buffer[pos:pos + take]
+        frame.handle.write(chunk)
+        frame.sha.update(chunk)
+        frame.remaining -= take
+        self._pos = pos + take
+        if frame.remaining == 0:
+            frame.handle.close()
+            self._frame = None
+            if frame.sha.hexdigest() != frame.fields["sha256"]:
+                frame.path.unlink(missing_ok=True)
+                self._exited(frame.execution_id, frame.fields, None)
+            else:
+                self._exited(frame.execution_id, frame.fields, frame.path)
+        return True
+
+    def _drop_frame(self) -> None:
+        """A session dropped mid-frame: the partial file goes; a re-watch brings the results again."""
+        if self._frame is not None:
+            self._frame.handle.close()
+            self._frame.path.unlink(missing_ok=True)
+            self._frame = None
+
+    def _exited(self, execution_id: str, fields: dict, payload: bytes | Path | None) -> None:
+        """Settle an execution's exit; ``payload`` is its results (None: they arrived corrupted)."""
+        if isinstance(payload, bytes) and hashlib.sha256(payload).hexdigest() != fields["sha256"]:
+            payload = None
+        if payload is None:
             self._settle(execution_id, AgentExit(fields["code"], fields["started"], fields["ended"], b"",
                                                  error="results arrived corrupted (checksum mismatch)"))
             return
-        stored: bytes | Path = payload
-        if len(payload) > SPOOL_OVER:
-            fd, name = tempfile.mkstemp(prefix=".agent-", suffix=".tar", dir=self.spool_dir)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-            stored = Path(name)
         lost = fields["code"] is None
-        self._settle(execution_id, AgentExit(fields["code"], fields["started"], fields["ended"], stored,
+        self._settle(execution_id, AgentExit(fields["code"], fields["started"], fields["ended"], payload,
                                              error="it died without an exit code" if lost else None))
 
     def _settle(self, execution_id: str, result: AgentExit) -> None:
@@ -309,6 +354,7 @@ class AgentLink:
 
     def _reconnect(self, dead: Session | None) -> None:
         self._up.clear()
+        self._drop_frame()
         if dead is not None:
             dead.close()
         self.session = None

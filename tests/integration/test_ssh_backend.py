@@ -217,3 +217,22 @@ def test_code_is_shipped_once_per_commit(devcluster, tmp_path, archive, launcher
         assert calls == [COMMIT]
     finally:
         backend.close()
+
+
+def test_large_outputs_arrive_whole_and_checked(devcluster, tmp_path, archive, launcher):
+    """12 MiB of output: over the agent it is streamed into a spool file, never held whole in memory."""
+    backend = _backend(devcluster, tmp_path, launcher=launcher)
+    try:
+        slot = backend.acquire()
+        job = Job(_id(7), COMMIT, "head -c 12582912 /dev/urandom > big.bin && sha256sum big.bin",
+                  outputs=("big.bin",))
+        handle = backend.launch(slot, job, archive({"README": "x"}))
+        assert backend.wait(handle, 120).exit_code == 0
+        collected = backend.collect(handle, job, tmp_path / "out").materialized()
+        data = (collected.directory / "big.bin").read_bytes()
+        assert len(data) == 12582912
+        import hashlib
+        assert collected.stdout.read_text().split()[0] == hashlib.sha256(data).hexdigest()
+        backend.discard(handle)
+    finally:
+        backend.close()

@@ -247,3 +247,83 @@ def test_stale_spares_of_dead_agents_are_removed(tmp_path):
     (runs / "0123456789ab").mkdir()
     remove_stale_spares(str(runs))
     assert sorted(p.name for p in runs.iterdir()) == [f".spare-{os.getpid()}-1", "0123456789ab"]
+
+
+# --------------------------------------------------------------------------- the controller's link
+class _ScriptedSession:
+    """A session whose output is given in advance, chunk by chunk (what an SSH channel would deliver)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.sent: list[bytes] = []
+
+    def recv(self) -> bytes:
+        import gevent
+        gevent.sleep(0)
+        if not self.chunks:
+            gevent.sleep(60)  # nothing more: the link waits like on a quiet channel
+        return self.chunks.pop(0)
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def stderr_tail(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+def _frame(execution_id: str, code: int, payload: bytes) -> bytes:
+    header = render_event("exited", execution_id, code=code, started=1.0, ended=2.0, size=len(payload),
+                          sha256=hashlib.sha256(payload).hexdigest())
+    return header.encode() + b"\n" + payload
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_link_settles_exits_small_in_memory_and_large_through_a_file(tmp_path, big, monkeypatch):
+    """Large results are written to a spool file as they arrive: the link's buffer never holds them."""
+    import gevent
+    from runaway import agent_link
+
+    monkeypatch.setattr(agent_link, "SPOOL_OVER", 1000)
+    content = (b"0123456789" * 300) if big else b"small"
+    payload = render_result_header("out.bin", len(content), 0o644) + content
+    stream = b"banner from a login shell\nhello 2 42\n" + _frame("e1", 3, payload)
+    chunks = [stream[i:i + 256] for i in range(0, len(stream), 256)]
+    session = _ScriptedSession(chunks)
+    link = agent_link.AgentLink(lambda: session, "test", spool_dir=tmp_path)
+    link.start()
+    try:
+        pending = link.launch("e1", "launch e1 x")
+        done = pending.exited.get(timeout=5)
+        assert done.code == 3 and done.error is None
+        if big:
+            assert isinstance(done.payload, Path) and done.payload.parent == tmp_path
+            assert parse_results(done.payload.read_bytes())["out.bin"] == content
+            assert len(link._buffer) <= 256  # never the whole frame in memory
+        else:
+            assert parse_results(done.payload)["out.bin"] == content
+    finally:
+        link.close()
+        gevent.sleep(0)
+
+
+def test_link_reports_a_corrupted_frame_instead_of_its_results(tmp_path, monkeypatch):
+    import gevent
+    from runaway import agent_link
+
+    monkeypatch.setattr(agent_link, "SPOOL_OVER", 10)
+    good = render_result_header("a", 40, 0o644) + b"x" * 40
+    frame = _frame("e2", 0, good)
+    frame = frame[:-1] + b"y"  # one byte flipped in transit
+    session = _ScriptedSession([b"hello 2 1\n", frame])
+    link = agent_link.AgentLink(lambda: session, "test", spool_dir=tmp_path)
+    link.start()
+    try:
+        done = link.launch("e2", "launch e2 x").exited.get(timeout=5)
+        assert done.error and "corrupted" in done.error and done.payload == b""
+        assert list(tmp_path.iterdir()) == []  # the bad spool file is gone
+    finally:
+        link.close()
+        gevent.sleep(0)
