@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from _common import precompile, ROOT, expegit, machine, make_campaign, now, timed, write_section
+from _common import expegit, machine, make_campaign, now, precompile, timed, write_section
 
 
 def expegit_rate(n: int, jobs: int, workdir: Path, name: str) -> float:

@@ -49,7 +49,6 @@ import errno
 import fcntl
 import glob
 import hashlib
-import io
 import json
 import os
 import re

@@ -15,13 +15,12 @@ are cancelled when the queue has drained for ``idle_release`` seconds and at clo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import logging
 import re
 import shlex
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -35,7 +34,6 @@ from orchestra.errors import ProfileError, SchedulerError
 from .backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from .hosts import Host
 from .profiles import AllocationSpec, CommandProfile, SlurmProfile
-from .rundir import MARKER, WRAPPER
 from .agent_link import AgentRuns, install_agent, serve_command
 from .ssh_backend import LAUNCHER_PID_FILE, RemoteRuns, SlotPool, _handle_wait, start_agent_runs
 

@@ -157,7 +157,7 @@ def test_kill_stops_the_group_and_escalates_after_the_grace(root):
         link.send(agent.render_request("kill", "e4", signal=15, grace=0.5))
         done = link.until("exited", "e4", within=10)
         assert time.monotonic() - start < 8 and done["code"] != 0
-        left = subprocess.run(["pgrep", "-f", f"sleep 30"], capture_output=True, text=True).stdout.split()
+        left = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True, text=True).stdout.split()
         mine = [p for p in left if str(root) in Path(f"/proc/{p}/cwd").resolve().as_posix()]
         assert mine == []
     finally:
