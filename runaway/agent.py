@@ -566,6 +566,7 @@ class _Execution:
         self.dead_since = None
         self.code_dir = None  # set when this agent created the run directory (so it may recycle it)
         self.token = ""  # which launch started it: a repeated launch line carries the same
+        self.ending = None  # (exit code, end time) once this agent saw it end
 
 
 class Agent:
@@ -815,6 +816,7 @@ class Agent:
             del self.by_pid[run.pid]
         run.pid = None
         run.child = False
+        run.ending = (code, ended)  # what a later watch reports (a killed wrapper wrote no exit_code)
         clients = [c for c in run.clients if not c.closed]
         run.clients.clear()
         if not clients:
@@ -868,6 +870,9 @@ class Agent:
             self.runs.pop(run.id, None)
             return
         code = self._exit_code_file(run)
+        if code is None and run.ending is not None:
+            self._finish(run, *run.ending)  # it ended under this agent, as its wait status said
+            return
         if code is not None:
             try:
                 ended = os.stat(os.path.join(run.run_dir, META_DIR, "exit_code")).st_mtime

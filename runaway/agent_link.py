@@ -467,6 +467,7 @@ class AgentRuns:
             except gevent.Timeout:
                 self._exits.pop(execution_id, None)
                 self.link.forget(execution_id)
+                self._results[execution_id] = AgentExit(None, None, time.time(), b"", error="no end seen")
                 return Outcome(None, None, time.time(), timed_out=True, error=f"timed out after {timeout:g}s")
         self._exits.pop(execution_id, None)
         self._results[execution_id] = done
@@ -482,9 +483,9 @@ class AgentRuns:
         done = self._results.pop(execution_id, None)
         if done is None:
             raise ExecutionError(f"{self.link.name}: no results for {execution_id}")
-        if done.error and not done.payload:
-            raise ExecutionError(f"{self.link.name}: {execution_id}: {done.error}")
         stdout, stderr = dest / STDOUT_FILE, dest / STDERR_FILE
+        if not done.payload:  # nothing came back (a timeout that never saw its end): an empty result
+            return Collected(dest, stdout, stderr, [], contents={})
         try:
             if isinstance(done.payload, bytes):
                 contents = protocol.parse_results(done.payload)

@@ -194,3 +194,19 @@ def test_env_request_sets_the_environment_launches_start_from(root):
         assert link.until("exited", "e7")["results"][".orchestra/stdout"] == b"yes unset\n"
     finally:
         link.close()
+
+
+def test_an_execution_killed_while_nobody_listened_reports_its_signal_not_a_loss(root):
+    """SIGKILL leaves no exit_code file; the agent saw the wait status and says so to a later watch."""
+    link = Attached(root)
+    link.send(_launch(root, "e8", "sleep 30"))
+    pid = link.until("started", "e8")["pid"]
+    link.close()
+    os.killpg(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    again = Attached(root)
+    try:
+        again.send(agent.render_request("watch", "e8", run_dir=str(root / "runs" / "e8")))
+        assert again.until("exited", "e8")["code"] == 137
+    finally:
+        again.close()
