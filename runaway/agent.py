@@ -63,10 +63,11 @@ import time
 PROTOCOL = 2
 SOCKET_NAME = "sock"
 META_DIR = ".orchestra"
-_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+# \Z, not $: `$` also matches before a final newline, which would let an id like "x\n" split a line in two.
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}\Z")
+_TOKEN = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?\Z")
+_SHA = re.compile(r"^[0-9a-f]{64}\Z")
 MAX_LINE = 1 << 20  # a request line longer than this is refused (a runaway client, not a command line)
 
 
@@ -262,7 +263,9 @@ def result_files(run_dir: str, patterns) -> list:
                 continue
             if os.path.isdir(path):
                 for base, dirs, files in os.walk(path):
-                    dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(base, d))]
+                    # Pruned: `**` (or `.`) matches the run directory itself, and .orchestra/ is not output.
+                    dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(base, d))
+                               and not (d == META_DIR and os.path.relpath(base, run_dir) == ".")]
                     for name in files:
                         full = os.path.join(base, name)
                         if os.path.isfile(full) and not os.path.islink(full):

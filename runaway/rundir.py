@@ -49,6 +49,8 @@ def match_outputs(run_dir: Path, patterns: tuple[str, ...]) -> list[str]:
     """
     found: set[str] = set()
     for pattern in patterns:
+        if pattern.strip("/") in ("", "."):
+            pattern = "**"  # the whole run directory, as the agent reads it (pathlib refuses "." here)
         for path in run_dir.glob(pattern):
             try:
                 rel = path.relative_to(run_dir)
@@ -59,8 +61,11 @@ def match_outputs(run_dir: Path, patterns: tuple[str, ...]) -> list[str]:
             if path.is_symlink() or not path.is_file():
                 if path.is_dir() and not path.is_symlink():
                     for sub in path.rglob("*"):
+                        sub_rel = sub.relative_to(run_dir)
+                        if sub_rel.parts[0] == META_DIR:  # `**` matches the run directory itself
+                            continue
                         if sub.is_file() and not sub.is_symlink() and not _has_link(run_dir, sub):
-                            found.add(sub.relative_to(run_dir).as_posix())
+                            found.add(sub_rel.as_posix())
                 continue
             if not _has_link(run_dir, path):
                 found.add(rel.as_posix())

@@ -327,3 +327,14 @@ def test_link_reports_a_corrupted_frame_instead_of_its_results(tmp_path, monkeyp
     finally:
         link.close()
         gevent.sleep(0)
+
+
+@pytest.mark.parametrize("pattern", ["**", ".", ""])
+def test_patterns_matching_the_whole_run_directory_never_take_the_orchestra_files(tmp_path, pattern):
+    """Both readers of outputs (the agent's, and the local one used after a resume) agree."""
+    from runaway.rundir import match_outputs
+
+    _tree(tmp_path, {".orchestra/pid": "1", ".orchestra/exit_code": "0", "a.txt": "x", "sub/b": "y"})
+    assert match_outputs(tmp_path, (pattern,)) == ["a.txt", "sub/b"]
+    assert [f for f in result_files(str(tmp_path), [pattern]) if not f.startswith(".orchestra/std")] == \
+        ["a.txt", "sub/b"]
