@@ -31,7 +31,8 @@ from orchestra.errors import ConnectionError_
 from . import agent as agent_protocol
 from .agent_link import AgentLink, AgentRuns, attach_argv
 from .backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
-from .rundir import EXIT_FILE, MARKER, PID_FILE, STDERR_FILE, STDOUT_FILE, match_outputs, parse_exit_code, pid_alive
+from .agent import pid_alive
+from .rundir import EXIT_FILE, MARKER, PID_FILE, STDERR_FILE, STDOUT_FILE, match_outputs, parse_exit_code
 
 STOP_GRACE = 5.0
 POLL_INTERVAL = 0.2

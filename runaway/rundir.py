@@ -8,8 +8,9 @@ finds it (non-empty) knows the execution is over.
 from __future__ import annotations
 
 import fnmatch
-import os
 from pathlib import Path
+
+from .agent import result_files  # the agent (stdlib-only, shipped to hosts) has the one implementation
 
 META_DIR = ".orchestra"
 PID_FILE = f"{META_DIR}/pid"
@@ -44,56 +45,11 @@ def parse_exit_code(text: str) -> int | None:
 def match_outputs(run_dir: Path, patterns: tuple[str, ...]) -> list[str]:
     """Relative paths of regular files under ``run_dir`` matching the output globs.
 
-    Symlinks are never followed or collected: an output must be a file the execution wrote in its run
-    directory, not a link to something outside it.
+    The agent's reader, so that an execution's outputs are the same whether the agent sent them or
+    they are read here after a resume: symlinks are never followed or collected, ``.orchestra/`` never.
     """
-    found: set[str] = set()
-    for pattern in patterns:
-        if pattern.strip("/") in ("", "."):
-            pattern = "**"  # the whole run directory, as the agent reads it (pathlib refuses "." here)
-        for path in run_dir.glob(pattern):
-            try:
-                rel = path.relative_to(run_dir)
-            except ValueError:
-                continue
-            if rel.parts and rel.parts[0] == META_DIR:
-                continue
-            if path.is_symlink() or not path.is_file():
-                if path.is_dir() and not path.is_symlink():
-                    for sub in path.rglob("*"):
-                        sub_rel = sub.relative_to(run_dir)
-                        if sub_rel.parts[0] == META_DIR:  # `**` matches the run directory itself
-                            continue
-                        if sub.is_file() and not sub.is_symlink() and not _has_link(run_dir, sub):
-                            found.add(sub_rel.as_posix())
-                continue
-            if not _has_link(run_dir, path):
-                found.add(rel.as_posix())
-    return sorted(found)
-
-
-def _has_link(root: Path, path: Path) -> bool:
-    current = path.parent
-    while current != root and root in current.parents:
-        if current.is_symlink():
-            return True
-        current = current.parent
-    return False
+    return [rel for rel in result_files(str(run_dir), list(patterns)) if not rel.startswith(META_DIR + "/")]
 
 
 def glob_matches(path: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(path, p) for p in patterns)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().split(b") ", 1)[1][:1] != b"Z"
-    except OSError:
-        return True

@@ -467,12 +467,17 @@ class AllocationBackend:
                 return
 
     # -- the per-node agent (launcher: agent)
-    def _forget_agents(self, job_ids: list[str]) -> None:
-        for key in [k for k in self.node_agents if k[0] in job_ids]:
+    def _close_agents(self, job_id: str) -> None:
+        """An allocation's agents went with it: what they ran is lost now, not after reconnect retries."""
+        for key in [k for k in self.node_agents if k[0] == job_id]:
             agent_runs = self.node_agents.pop(key)
-            agent_runs.link.fail_all(f"allocation {key[0]} ended under the execution")
+            agent_runs.link.fail_all(f"allocation {job_id} ended under the execution")
             agent_runs.link.close()
             self._agent_pids.pop(key, None)
+
+    def _forget_agents(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self._close_agents(job_id)
         if job_ids and (self.uses_agent or isinstance(self.provider, SlurmProvider)):
             globs = " ".join(f"{shlex.quote(self.runs.workdir)}/agents/{shlex.quote(j)}.* "
                              f"{shlex.quote(self.runs.workdir)}/ready/{shlex.quote(j)}" for j in job_ids)
@@ -672,11 +677,7 @@ class AllocationBackend:
         for slot in alloc.slots:
             self.pool.retire(slot)
         self.allocations.pop(alloc.job_id, None)
-        for node in alloc.nodes:  # its agents went with it: what they ran is lost now, not after retries
-            agent_runs = self.node_agents.pop((alloc.job_id, node), None)
-            if agent_runs is not None:
-                agent_runs.link.fail_all(f"allocation {alloc.job_id} ended under the execution")
-                agent_runs.link.close()
+        self._close_agents(alloc.job_id)
 
     # -- executions
     def _alloc_of(self, slot: Slot) -> Allocation:
