@@ -365,6 +365,24 @@ def pack_results(run_dir: str, patterns) -> tuple:
     return spool, hashing.size, hashing.sha.hexdigest()
 
 
+def write_in_place(path: str, text: str) -> None:
+    """Write ``text`` (one line) into ``path`` over what it held: no new inode, no truncation.
+
+    Why: a recycled run directory keeps its ``.orchestra/`` files from one execution to the next, and
+    this is how they are rewritten. Creating a file was the most expensive thing an execution did here
+    (0.3-0.9 ms of kernel time each on this ext4 under create/unlink churn; a server round trip on
+    NFS or Lustre), and truncating a file that held data makes ext4 (auto_da_alloc) start writing it
+    back at close. The line is padded with spaces to the file's old length; every reader strips.
+    """
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        os.write(fd, data + b" " * max(0, size - len(data) - 1) + b"\n")
+    finally:
+        os.close(fd)
+
+
 def read_small(path: str) -> str:
     try:
         with open(path, "r") as handle:
@@ -430,17 +448,18 @@ class RunDirs:
             self.manifests[code_dir] = found
         return found
 
-    def create(self, code_dir: str, run_dir: str, write_meta) -> None:
-        """Make ``run_dir`` a fresh copy of ``code_dir`` with ``.orchestra/`` written by ``write_meta``;
-        it appears under its name only once complete (a rename), as a resume expects."""
+    def create(self, code_dir: str, run_dir: str, meta: dict) -> None:
+        """Make ``run_dir`` a fresh copy of ``code_dir`` whose ``.orchestra/`` holds the files ``meta``
+        (name -> one line of text); it appears under its name only once complete (a rename), as a resume
+        expects."""
         self.live += 1
         self.limit = max(self.limit, self.live)
         spares = self.spares.get(code_dir) or []
         while spares:
             spare = spares.pop()
             try:
-                self._restore(spare, code_dir)
-                write_meta(os.path.join(spare, META_DIR))
+                kept = self._restore(spare, code_dir)
+                self._write_meta(os.path.join(spare, META_DIR), meta, kept)
                 os.rename(spare, run_dir)
                 self.recycled += 1
                 return
@@ -452,8 +471,19 @@ class RunDirs:
         # copy2 keeps mtimes, which is how a later reuse tells a file the execution changed.
         shutil.copytree(code_dir, partial, symlinks=True, copy_function=shutil.copy2)
         os.makedirs(os.path.join(partial, META_DIR), exist_ok=True)
-        write_meta(os.path.join(partial, META_DIR))
+        self._write_meta(os.path.join(partial, META_DIR), meta, set())
         os.rename(partial, run_dir)
+
+    @staticmethod
+    def _write_meta(meta_dir: str, meta: dict, kept: set) -> None:
+        """The previous execution's files that _restore kept are rewritten in place, blanked (``pid``,
+        until the wrapper writes it: a resume must not find the last execution's pid) or removed."""
+        for name, text in meta.items():
+            write_in_place(os.path.join(meta_dir, name), text)
+        if "pid" in kept:
+            write_in_place(os.path.join(meta_dir, "pid"), "")
+        for name in kept - set(meta) - {"pid", "stdout", "stderr"}:
+            os.unlink(os.path.join(meta_dir, name))
 
     def retire(self, run_dir: str, code_dir) -> None:
         """A committed run directory becomes a spare for ``code_dir`` (or goes, past the limit)."""
@@ -471,7 +501,8 @@ class RunDirs:
                 pass
         shutil.rmtree(run_dir, ignore_errors=True)
 
-    def _restore(self, spare: str, code_dir: str) -> None:
+    def _restore(self, spare: str, code_dir: str) -> set:
+        """Bring ``spare`` back to the code tree; return the names of the ``.orchestra/`` files kept."""
         manifest = self._manifest(code_dir)
         seen = set()
         stack = [""]
@@ -520,12 +551,24 @@ class RunDirs:
                 shutil.copy2(os.path.join(code_dir, rel), path)
         meta = os.path.join(spare, META_DIR)
         os.makedirs(meta, exist_ok=True)
-        for name in os.listdir(meta):
-            path = os.path.join(meta, name)
-            # Removed, never truncated: ext4 (auto_da_alloc) starts writeback when a non-empty file is
-            # truncated and rewritten, which cost a sixth of the local throughput in iowait here.
-            if not os.path.isdir(path):
-                os.unlink(path)
+        with os.scandir(meta) as entries:
+            listed = list(entries)
+        kept = set()
+        for entry in listed:
+            # Kept for the next launch to overwrite in place (write_in_place; _write_meta removes what it
+            # does not rewrite): the small meta files, and stdout/stderr while empty, which the wrapper's
+            # `>` truncates for free. Removed: exit_code (its existence says the execution is over),
+            # output that is not empty (truncating data makes ext4 write it back at close), the rest.
+            name = entry.name
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+                continue
+            size = entry.stat(follow_symlinks=False).st_size
+            if entry.is_symlink() or name == "exit_code" or size > (0 if name in ("stdout", "stderr") else 4096):
+                os.unlink(entry.path)
+                continue
+            kept.add(name)
+        return kept
 
     def clear(self) -> None:
         for spares in self.spares.values():
@@ -702,22 +745,16 @@ class Agent:
             self._discard_earlier(execution_id, run_dir, known)
         started = time.time()
 
-        def write_meta(meta: str) -> None:
-            with open(os.path.join(meta, "started"), "w") as handle:
-                handle.write("%.6f\n" % started)
-            if body.get("slot") is not None:
-                with open(os.path.join(meta, "slot"), "w") as handle:
-                    handle.write("%s\n" % body["slot"])
-            if token:
-                with open(os.path.join(meta, "token"), "w") as handle:
-                    handle.write(token + "\n")
-            for name, text in (body.get("meta") or {}).items():  # e.g. the launcher pid a resume checks
-                with open(os.path.join(meta, name), "w") as handle:
-                    handle.write(text + "\n")
+        meta = {"started": "%.6f" % started}
+        if body.get("slot") is not None:
+            meta["slot"] = str(body["slot"])
+        if token:
+            meta["token"] = token
+        meta.update(body.get("meta") or {})  # e.g. the launcher pid a resume checks
 
         if not os.path.isdir(body["code_dir"]):
             raise ValueError("no code directory %s" % body["code_dir"])
-        self.dirs.create(os.path.realpath(body["code_dir"]), run_dir, write_meta)
+        self.dirs.create(os.path.realpath(body["code_dir"]), run_dir, meta)
         env = dict(client.base_env if client.base_env is not None else os.environ)
         env.update(body["env"])
         argv = ["/bin/sh", "-c", self.wrapper, self.marker, run_dir, body["command"]]

@@ -23,9 +23,11 @@ MARKER = "orchestra-run"
 # Only shell builtins besides the command itself: every extra process costs throughput on short runs.
 # The caller creates .orchestra/ first. The user's command is eval'ed in the wrapper shell itself (no
 # subshell fork); the EXIT trap writes the exit code even when the command calls `exit` or `cd`s away,
-# which is why the directory is captured as an absolute path first.
+# which is why the directory is captured as an absolute path first. The pid is written with `1<>` (open
+# without truncating) and padded to a fixed width: in a recycled run directory that overwrites the last
+# execution's pid file in place instead of creating or truncating a file (see agent.write_in_place).
 WRAPPER = (
-    '__orchestra="$PWD/.orchestra"; echo $$ > "$__orchestra/pid"; '
+    '__orchestra="$PWD/.orchestra"; printf \'%-10s\\n\' $$ 1<>"$__orchestra/pid"; '
     'trap \'echo $? > "$__orchestra/exit_code"\' EXIT; '
     'eval "$1" > "$__orchestra/stdout" 2> "$__orchestra/stderr" < /dev/null'
 )

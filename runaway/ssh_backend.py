@@ -586,7 +586,7 @@ class RemoteRuns:
     # -- stop, probe, collect, discard
     def kill(self, remote_dir: str, prefix: str = "", grace: float = STOP_GRACE) -> None:
         """TERM the execution's process group, KILL it after ``grace`` (detached, so we do not wait)."""
-        inner = (f"p=$(cat {q(remote_dir)}/{PID_FILE} 2>/dev/null); [ -n \"$p\" ] || exit 0; "
+        inner = (f"p=; read -r p < {q(remote_dir)}/{PID_FILE} 2>/dev/null; [ -n \"$p\" ] || exit 0; "
                  # `kill -SIG -PGID`: dash's builtin rejects `--` and `-s SIG -PGID`; this form works everywhere.
                  f"kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
                  f"(sleep {grace:g}; kill -KILL -$p 2>/dev/null) </dev/null >/dev/null 2>&1 & exit 0")
@@ -602,7 +602,7 @@ class RemoteRuns:
                f"echo \"pid=$(cat \"$d/{PID_FILE}\" 2>/dev/null)\"; echo \"started=$(cat \"$d/{STARTED_FILE}\" 2>/dev/null)\"; "
                f"echo \"slot=$(cat \"$d/{SLOT_FILE}\" 2>/dev/null)\"; "
                f"if [ -s \"$d/{EXIT_FILE}\" ]; then echo done; exit 0; fi; "
-               f"p=$(cat \"$d/{self.pid_file}\" 2>/dev/null); "
+               f"p=; read -r p < \"$d/{self.pid_file}\" 2>/dev/null; "
                f"if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && {{ [ ! -r /proc/$p/cmdline ] || grep -qa -- {q(self.marker)} /proc/$p/cmdline; }}; "
                "then echo running; else echo none; fi")
         out = self.host.run(cmd, timeout=60).stdout.split()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runaway.agent import (RunDirs, check_result_path, pack_results, parse_event, parse_request,
+from runaway.agent import (RunDirs, write_in_place, check_result_path, pack_results, parse_event, parse_request,
                            parse_result_header, parse_results, remove_stale_spares, render_event, render_request,
                            render_result_header, result_files)
 from runaway.agent_link import extract_results
@@ -188,9 +188,7 @@ def test_a_recycled_directory_is_exactly_the_code_again(tmp_path):
     runs.mkdir()
     dirs = RunDirs(str(runs))
 
-    def meta(directory: str) -> None:
-        Path(directory, "started").write_text("1\n")
-
+    meta = {"started": "1", "slot": "3"}
     first = runs / "e1"
     dirs.create(str(code), str(first), meta)
     want = _snapshot(code)
@@ -207,17 +205,26 @@ def test_a_recycled_directory_is_exactly_the_code_again(tmp_path):
     (first / "new" / "deep").mkdir(parents=True)
     (first / ".orchestra" / "exit_code").write_text("0\n")
     (first / ".orchestra" / "pid").write_text("123\n")
+    (first / ".orchestra" / "stdout").write_text("")
+    (first / ".orchestra" / "stderr").write_text("a warning\n")
     dirs.live += 1  # as if a second one were alive, so the spare is kept
     dirs.retire(str(first), str(code))
     assert not first.exists() and len(dirs.spares[str(code)]) == 1
 
+    inodes = {p.name: p.stat().st_ino for p in runs.glob(".spare-*/.orchestra/*")}
     second = runs / "e2"
-    dirs.create(str(code), str(second), meta)
+    dirs.create(str(code), str(second), {"started": "2"})
     assert dirs.recycled == 1
     assert _snapshot(second) == want
-    assert not (second / ".orchestra" / "exit_code").exists()  # not "finished" before it starts
-    assert not (second / ".orchestra" / "pid").exists()
-    assert (second / ".orchestra" / "started").read_text() == "1\n"
+    meta_dir = second / ".orchestra"
+    assert not (meta_dir / "exit_code").exists()  # not "finished" before it starts
+    assert (meta_dir / "pid").read_text().strip() == ""  # no pid of the last execution for a resume to find
+    assert (meta_dir / "started").read_text().strip() == "2"
+    assert not (meta_dir / "slot").exists()  # not rewritten by this launch: removed, never stale
+    assert not (meta_dir / "stderr").exists()  # held output: removed rather than truncated
+    # Rewritten in place, not created again: the same inodes (what makes a recycled launch cheap).
+    for name in ("pid", "started", "stdout"):
+        assert (meta_dir / name).stat().st_ino == inodes[name], name
 
 
 def test_spares_never_outnumber_the_peak_of_live_directories(tmp_path):
@@ -227,7 +234,7 @@ def test_spares_never_outnumber_the_peak_of_live_directories(tmp_path):
     runs.mkdir()
     dirs = RunDirs(str(runs))
     for i in range(3):
-        dirs.create(str(code), str(runs / f"r{i}"), lambda d: None)
+        dirs.create(str(code), str(runs / f"r{i}"), {})
     for i in range(3):
         dirs.retire(str(runs / f"r{i}"), str(code))
     assert len(dirs.spares[str(code)]) <= dirs.limit == 3
@@ -338,3 +345,16 @@ def test_patterns_matching_the_whole_run_directory_never_take_the_orchestra_file
     assert match_outputs(tmp_path, (pattern,)) == ["a.txt", "sub/b"]
     assert [f for f in result_files(str(tmp_path), [pattern]) if not f.startswith(".orchestra/std")] == \
         ["a.txt", "sub/b"]
+
+
+def test_write_in_place_keeps_the_inode_and_leaves_no_stale_bytes(tmp_path):
+    path = tmp_path / "started"
+    write_in_place(str(path), "1764000000.123456")
+    inode = path.stat().st_ino
+    write_in_place(str(path), "7")  # shorter: the rest is blanked, not left behind
+    assert path.stat().st_ino == inode
+    assert path.read_text().strip() == "7" and path.read_text().endswith("\n")
+    write_in_place(str(path), "")
+    assert path.read_text().strip() == ""
+    write_in_place(str(path), "x" * 40)  # longer: the file grows
+    assert path.read_text().strip() == "x" * 40
