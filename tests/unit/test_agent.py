@@ -609,6 +609,32 @@ def test_remove_deletes_the_run_dir_and_the_next_launch_gets_exactly_the_code_tr
     assert out[:3] == ["./input.txt", "./lib/helper.txt", "helper"]
 
 
+def test_a_recycled_launch_rewrites_the_meta_files_in_place_and_reports_its_own_pid_and_code(site):
+    """No new inode for pid/started/token in a recycled directory, and nothing of the last execution
+    shows through: the pid file holds the new pid, exit_code is absent until the new one ends."""
+    link = site.attach()
+    link.send(site.launch("a", "echo out; exit 3"))
+    first_pid = link.until("started", "a")[1]["pid"]
+    assert link.until("exited", "a")[1]["code"] == 3
+    meta = site.run_dir("a") / ".orchestra"
+    inodes = {name: (meta / name).stat().st_ino for name in ("pid", "started", "token", "stderr")}
+    link.send(agent.render_request("remove", "a", run_dir=str(site.run_dir("a"))))
+    link.sync()
+    marker = site.tmp / "go"
+    link.send(site.launch("b", f"while [ ! -e {marker} ]; do sleep 0.02; done", token="t9"))
+    second_pid = link.until("started", "b")[1]["pid"]
+    meta = site.run_dir("b") / ".orchestra"
+    assert second_pid != first_pid
+    _wait_for(lambda: (meta / "pid").read_text().strip() == str(second_pid), what="the wrapper's pid")
+    assert not (meta / "exit_code").exists()
+    assert (meta / "token").read_text().strip() == "t9"
+    assert {name: (meta / name).stat().st_ino for name in inodes} == inodes
+    assert not (meta / "stdout").exists() or (meta / "stdout").stat().st_size == 0  # "out" was removed
+    marker.touch()
+    assert link.until("exited", "b")[1]["code"] == 0
+    assert (meta / "exit_code").read_text().strip() == "0"
+
+
 def test_remove_refuses_anything_but_runs_slash_id(site):
     """remove deletes a tree: it only ever accepts <root>/runs/<the same id>, and nothing still running."""
     outside = site.tmp / "elsewhere" / "e2"
