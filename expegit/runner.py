@@ -236,18 +236,33 @@ class JournalListener:
 
 
 class ControllerRegistry:
-    """Which controllers are driving this campaign now, so `resume` does not steal live executions."""
+    """Which controllers are driving this campaign now, so `resume` does not steal live executions.
+
+    A command registers BEFORE it looks for other controllers and before it creates or adopts anything:
+    of two controllers starting at once, the later one to look then always sees the other. (Registering
+    only when the executions started let a `parasearch run` adopt the executions another one had just
+    created, and both wrote their branches.) Entering again in the same process nests.
+    """
+
+    _depth: dict[Path, int] = {}
 
     def __init__(self, campaign: Campaign) -> None:
         self.dir = campaign.workdir / "controllers"
+        self.path = self.dir / str(os.getpid())
 
     def __enter__(self) -> "ControllerRegistry":
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / str(os.getpid())
-        self.path.write_text(str(time.time()))
+        depth = self._depth.get(self.path, 0)
+        if depth == 0:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(str(time.time()))
+        self._depth[self.path] = depth + 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        depth = self._depth.pop(self.path, 1) - 1
+        if depth > 0:
+            self._depth[self.path] = depth
+            return
         try:
             self.path.unlink()
         except OSError:
@@ -417,20 +432,21 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
     records: dict[str, ExecutionRecord] = {}
     tips: dict[str, str] = {}
     order: list[str] = []
-    try:
-        for record, tip in create_executions(campaign, manifest, specs):
-            records[record.id] = record
-            tips[record.id] = tip
-            order.append(record.id)
-    except BaseException:
-        warmup.kill()
-        backend.close()
-        raise
-    del specs
-    progress = progress or Progress(len(order))
-    progress.total = len(order)
-    session = Session(campaign, manifest, slots=slots, progress=progress)
-    summary = session.run([(profile, records, tips, _tasks(manifest, records, order), backend, warmup)])
+    with ControllerRegistry(campaign):  # from the first created execution on, a resume must see this run
+        try:
+            for record, tip in create_executions(campaign, manifest, specs):
+                records[record.id] = record
+                tips[record.id] = tip
+                order.append(record.id)
+        except BaseException:
+            warmup.kill()
+            backend.close()
+            raise
+        del specs
+        progress = progress or Progress(len(order))
+        progress.total = len(order)
+        session = Session(campaign, manifest, slots=slots, progress=progress)
+        summary = session.run([(profile, records, tips, _tasks(manifest, records, order), backend, warmup)])
     summary.total = len(order)
     summary.ids = order
     summary.not_started = sum(1 for r in records.values() if r.state == "created")
@@ -440,12 +456,17 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
 def resume_campaign(campaign: Campaign, *, slots: int | None = None, progress: Progress | None = None,
                     retry_failed: bool = False) -> RunSummary:
     """`expegit resume`: re-attach to what still runs, collect what ended, re-run what was interrupted."""
+    with ControllerRegistry(campaign) as registry:
+        others = registry.others_alive()
+        if others:
+            raise RepositoryError(f"another controller (pid {others[0]}) is running this campaign",
+                                  hint="wait for it to end or stop it, then resume")
+        return _resume(campaign, slots=slots, progress=progress, retry_failed=retry_failed)
+
+
+def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None, retry_failed: bool
+            ) -> RunSummary:
     manifest = campaign.manifest
-    registry = ControllerRegistry(campaign)
-    others = registry.others_alive()
-    if others:
-        raise RepositoryError(f"another controller (pid {others[0]}) is running this campaign",
-                              hint="wait for it to end or stop it, then resume")
     index = RecordIndex(campaign.store)
     all_records, tips, _problems = index.load()
     wanted = RESUMABLE_STATES | ({"failed"} if retry_failed else set())

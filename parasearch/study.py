@@ -642,7 +642,7 @@ def run_study(campaign: "Campaign", *, algorithm: str | None = None, budget: int
               parallel: int | None = None, profile: str | None = None, slots: int | None = None,
               progress: Progress | None = None) -> StudyRun:
     """`parasearch run`: continue the study from the branches, asking points as slots free up."""
-    from expegit.runner import ControllerRegistry, Session, code_commit
+    from expegit.runner import ControllerRegistry, code_commit
     from runaway.backends import make_backend
 
     study = load_study(campaign, algorithm=algorithm, budget=budget, parallel=parallel)
@@ -652,8 +652,22 @@ def run_study(campaign: "Campaign", *, algorithm: str | None = None, budget: int
     commit = code_commit(campaign, snapshot=False)
     progress = progress or Progress(0)
     ledger = _ledger_path(campaign, study.id)
-    others = ControllerRegistry(campaign).others_alive()
-    own = set() if others else _read_ledger(ledger)  # another live controller may be driving them
+    with ControllerRegistry(campaign) as registry:
+        # The ledger is read before looking for other controllers (and after registering): what a
+        # controller that this one does not see yet creates cannot be in it.
+        own = _read_ledger(ledger)
+        if registry.others_alive():
+            own = set()  # another live controller may be driving them
+        return _run_study(campaign, study, profile=profile, slots=slots, progress=progress, commit=commit,
+                          ledger=ledger, own=own)
+
+
+def _run_study(campaign: "Campaign", study: Study, *, profile: str, slots: int | None, progress: Progress,
+               commit: str, ledger: Path, own: set[str]) -> StudyRun:
+    from expegit.runner import Session
+    from runaway.backends import make_backend
+
+    manifest = study.manifest
     backends: dict[str, Any] = {}
 
     def backend_for(name: str) -> Any:

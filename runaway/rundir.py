@@ -10,9 +10,9 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
-from .agent import result_files  # the agent (stdlib-only, shipped to hosts) has the one implementation
+# The agent (stdlib-only, shipped to hosts) holds the one definition of both.
+from .agent import META_DIR, result_files
 
-META_DIR = ".orchestra"
 PID_FILE = f"{META_DIR}/pid"
 EXIT_FILE = f"{META_DIR}/exit_code"
 STDOUT_FILE = f"{META_DIR}/stdout"

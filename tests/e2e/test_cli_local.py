@@ -261,6 +261,26 @@ def test_resume_after_kill_9_runs_nothing_twice(tmp_path: Path) -> None:
     assert cli(root, "expegit", "resume").stderr.strip() == "expegit: nothing to resume"
 
 
+def test_resume_refuses_while_a_run_is_still_creating_its_executions(tmp_path: Path) -> None:
+    """A run counts as a live controller from before its first branch: a resume started while it creates
+    them must not adopt what it created (both would then run and commit the same executions)."""
+    root = make_campaign(tmp_path / "c", 'name: many\ncommand: "true {i}"\n'
+                                         "parameters:\n  i: {type: int, low: 1, high: 4000}\n")
+    controller = subprocess.Popen([sys.executable, "-m", "expegit", "run", "--grid", "-q", "--slots", "1"],
+                                  cwd=root, env=dict(os.environ, **GIT_ENV), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not git(root, "for-each-ref", "--count=1", "refs/heads/executions").stdout.strip():
+            assert time.monotonic() < deadline and controller.poll() is None, "no execution branch appeared"
+            time.sleep(0.005)
+        resume = cli(root, "expegit", "resume")
+        assert resume.returncode == 8 and "another controller" in resume.stderr, resume.stderr
+    finally:
+        controller.send_signal(signal.SIGINT)
+        controller.communicate(timeout=120)
+
+
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     root = make_campaign(tmp_path / "c", RESUME_MANIFEST, {"work.py": RESUME_WORK})
     env = {"LOG_DIR": str(tmp_path)}

@@ -14,7 +14,7 @@ from expegit.journal import Journal, JournalWriter
 from expegit.records import RecordIndex
 from expegit.runner import create_executions
 from orchestra.errors import RepositoryError
-from orchestra.execution import ExecutionRecord, ExecutionSpec, new_execution_id, parse_record
+from orchestra.execution import ExecutionRecord, ExecutionSpec, parse_record
 from tests.helpers import git, make_campaign
 
 MANIFEST = """\

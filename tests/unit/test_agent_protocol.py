@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from runaway.agent import (RunDirs, write_in_place, check_result_path, pack_results, parse_event, parse_request,
+from runaway.agent import (RunDirs, check_result_path, pack_results, parse_event, parse_request,
                            parse_result_header, parse_results, remove_stale_spares, render_event, render_request,
-                           render_result_header, result_files)
+                           render_result_header, result_files, write_in_place)
 from runaway.agent_link import extract_results
 
 HOSTILE = "a; rm -rf ~ $(id) `x` 'q' \"dq\"\n\ttab é ✓ \\"
@@ -358,3 +358,13 @@ def test_write_in_place_keeps_the_inode_and_leaves_no_stale_bytes(tmp_path):
     assert path.read_text().strip() == ""
     write_in_place(str(path), "x" * 40)  # longer: the file grows
     assert path.read_text().strip() == "x" * 40
+
+
+def test_the_shipped_agent_parses_as_python_3_6():
+    """agent.py runs with the host's python3, which `runaway test` accepts from 3.6: no newer syntax in it
+    (walrus, positional-only parameters, `match`, parenthesised context managers)."""
+    import ast
+
+    import runaway.agent
+
+    ast.parse(Path(runaway.agent.__file__).read_text(), feature_version=(3, 6))

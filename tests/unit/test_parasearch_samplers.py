@@ -160,7 +160,6 @@ def test_lhs_hits_every_one_dimensional_stratum_once() -> None:
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_conditionals_are_absent_when_inactive(algorithm: str) -> None:
-    space = Space.from_parameters(CONDITIONAL)
     proposed = _simulate(algorithm, CONDITIONAL, total=7 if algorithm == "grid" else 20, chunks=[3], seed=2)
     assert proposed
     for p in proposed:
