@@ -63,6 +63,7 @@ import time
 PROTOCOL = 2
 SOCKET_NAME = "sock"
 META_DIR = ".orchestra"
+WRAPPER_FILES = frozenset(("pid", "exit_code"))  # written in place by the wrapper (runaway/rundir.py)
 # \Z, not $: `$` also matches before a final newline, which would let an id like "x\n" split a line in two.
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}\Z")
 _TOKEN = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
@@ -476,13 +477,15 @@ class RunDirs:
 
     @staticmethod
     def _write_meta(meta_dir: str, meta: dict, kept: set) -> None:
-        """The previous execution's files that _restore kept are rewritten in place, blanked (``pid``,
-        until the wrapper writes it: a resume must not find the last execution's pid) or removed."""
+        """The previous execution's files that _restore kept are rewritten in place, blanked or removed.
+
+        Blanked: ``pid`` and ``exit_code``, which the wrapper writes in place (a resume must find neither
+        the last execution's pid nor its exit code: a blank exit_code means "not over")."""
         for name, text in meta.items():
             write_in_place(os.path.join(meta_dir, name), text)
-        if "pid" in kept:
-            write_in_place(os.path.join(meta_dir, "pid"), "")
-        for name in kept - set(meta) - {"pid", "stdout", "stderr"}:
+        for name in kept & WRAPPER_FILES:
+            write_in_place(os.path.join(meta_dir, name), "")
+        for name in kept - set(meta) - WRAPPER_FILES - {"stdout", "stderr"}:
             os.unlink(os.path.join(meta_dir, name))
 
     def retire(self, run_dir: str, code_dir) -> None:
@@ -555,16 +558,16 @@ class RunDirs:
             listed = list(entries)
         kept = set()
         for entry in listed:
-            # Kept for the next launch to overwrite in place (write_in_place; _write_meta removes what it
-            # does not rewrite): the small meta files, and stdout/stderr while empty, which the wrapper's
-            # `>` truncates for free. Removed: exit_code (its existence says the execution is over),
-            # output that is not empty (truncating data makes ext4 write it back at close), the rest.
+            # Kept for the next launch to overwrite in place (write_in_place; _write_meta blanks or removes
+            # what it does not rewrite): the small meta files, and stdout/stderr while empty, which the
+            # wrapper's `>` truncates for free. Removed: output that is not empty (truncating data makes
+            # ext4 write it back at close), links, directories, anything large.
             name = entry.name
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
                 continue
             size = entry.stat(follow_symlinks=False).st_size
-            if entry.is_symlink() or name == "exit_code" or size > (0 if name in ("stdout", "stderr") else 4096):
+            if entry.is_symlink() or size > (0 if name in ("stdout", "stderr") else 4096):
                 os.unlink(entry.path)
                 continue
             kept.add(name)

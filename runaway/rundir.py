@@ -3,7 +3,7 @@ and the files it leaves behind (pid, exit_code, stdout, stderr under ``.orchestr
 
 The wrapper is POSIX sh so it runs on any host. The user's command runs in a subshell so that its own
 ``exit`` or ``cd`` cannot skip the exit-code bookkeeping; ``exit_code`` is written last, so a reader that
-finds it (non-empty) knows the execution is over.
+finds a number in it (blank: not yet; see WRAPPER) knows the execution is over.
 """
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ MARKER = "orchestra-run"
 # Only shell builtins besides the command itself: every extra process costs throughput on short runs.
 # The caller creates .orchestra/ first. The user's command is eval'ed in the wrapper shell itself (no
 # subshell fork); the EXIT trap writes the exit code even when the command calls `exit` or `cd`s away,
-# which is why the directory is captured as an absolute path first. The pid is written with `1<>` (open
-# without truncating) and padded to a fixed width: in a recycled run directory that overwrites the last
-# execution's pid file in place instead of creating or truncating a file (see agent.write_in_place).
+# which is why the directory is captured as an absolute path first. pid and exit_code are written with
+# `1<>` (open without truncating) and padded to a fixed width: in a recycled run directory that overwrites
+# the last execution's files, which the agent blanked, instead of creating or truncating a file (see
+# agent.write_in_place). So an execution is over once exit_code holds a number, not once it exists.
 WRAPPER = (
     '__orchestra="$PWD/.orchestra"; printf \'%-10s\\n\' $$ 1<>"$__orchestra/pid"; '
-    'trap \'echo $? > "$__orchestra/exit_code"\' EXIT; '
+    'trap \'printf "%-10s\\n" $? 1<>"$__orchestra/exit_code"\' EXIT; '
     'eval "$1" > "$__orchestra/stdout" 2> "$__orchestra/stderr" < /dev/null'
 )
 

@@ -154,8 +154,9 @@ _POLL_SH = r'''
 pidfile=$1; marker=$2; verify=$3; ended=""
 while IFS= read -r d; do
   [ -n "$d" ] || continue
-  if [ -s "$d/.orchestra/exit_code" ]; then
-    c=; read -r c < "$d/.orchestra/exit_code"
+  # An execution is over once exit_code holds a number: a recycled run directory has it blank before.
+  c=; read -r c < "$d/.orchestra/exit_code" 2>/dev/null
+  if [ -n "$c" ]; then
     printf 'done\t%s\t%s\t\n' "$d" "$c"
     ended="$ended
 $d/.orchestra/exit_code"
@@ -166,7 +167,7 @@ $d/.orchestra/exit_code"
     if [ -n "$p" ]; then
       # kill -0 is a builtin; the marker check forks grep, so it runs only on polls asked to verify.
       if ! kill -0 "$p" 2>/dev/null || { [ "$verify" = 1 ] && [ -r /proc/$p/cmdline ] && ! grep -qa -- "$marker" /proc/$p/cmdline; }; then
-        [ -s "$d/.orchestra/exit_code" ] || printf 'dead\t%s\n' "$d"
+        c=; read -r c < "$d/.orchestra/exit_code" 2>/dev/null; [ -n "$c" ] || printf 'dead\t%s\n' "$d"
       fi
     fi
   fi
@@ -601,7 +602,7 @@ class RemoteRuns:
         cmd = (f"d={q(remote_dir)}; [ -d \"$d\" ] || {{ echo none; exit 0; }}; "
                f"echo \"pid=$(cat \"$d/{PID_FILE}\" 2>/dev/null)\"; echo \"started=$(cat \"$d/{STARTED_FILE}\" 2>/dev/null)\"; "
                f"echo \"slot=$(cat \"$d/{SLOT_FILE}\" 2>/dev/null)\"; "
-               f"if [ -s \"$d/{EXIT_FILE}\" ]; then echo done; exit 0; fi; "
+               f"c=; read -r c < \"$d/{EXIT_FILE}\" 2>/dev/null; if [ -n \"$c\" ]; then echo done; exit 0; fi; "
                f"p=; read -r p < \"$d/{self.pid_file}\" 2>/dev/null; "
                f"if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && {{ [ ! -r /proc/$p/cmdline ] || grep -qa -- {q(self.marker)} /proc/$p/cmdline; }}; "
                "then echo running; else echo none; fi")

@@ -610,14 +610,14 @@ def test_remove_deletes_the_run_dir_and_the_next_launch_gets_exactly_the_code_tr
 
 
 def test_a_recycled_launch_rewrites_the_meta_files_in_place_and_reports_its_own_pid_and_code(site):
-    """No new inode for pid/started/token in a recycled directory, and nothing of the last execution
-    shows through: the pid file holds the new pid, exit_code is absent until the new one ends."""
+    """No new inode for any .orchestra file in a recycled directory, and nothing of the last execution
+    shows through: the pid file holds the new pid, exit_code is blank until the new one ends."""
     link = site.attach()
     link.send(site.launch("a", "echo out; exit 3"))
     first_pid = link.until("started", "a")[1]["pid"]
     assert link.until("exited", "a")[1]["code"] == 3
     meta = site.run_dir("a") / ".orchestra"
-    inodes = {name: (meta / name).stat().st_ino for name in ("pid", "started", "token", "stderr")}
+    inodes = {name: (meta / name).stat().st_ino for name in ("pid", "exit_code", "started", "token", "stderr")}
     link.send(agent.render_request("remove", "a", run_dir=str(site.run_dir("a"))))
     link.sync()
     marker = site.tmp / "go"
@@ -626,7 +626,7 @@ def test_a_recycled_launch_rewrites_the_meta_files_in_place_and_reports_its_own_
     meta = site.run_dir("b") / ".orchestra"
     assert second_pid != first_pid
     _wait_for(lambda: (meta / "pid").read_text().strip() == str(second_pid), what="the wrapper's pid")
-    assert not (meta / "exit_code").exists()
+    assert (meta / "exit_code").read_text().strip() == ""  # blank: not over
     assert (meta / "token").read_text().strip() == "t9"
     assert {name: (meta / name).stat().st_ino for name in inodes} == inodes
     assert not (meta / "stdout").exists() or (meta / "stdout").stat().st_size == 0  # "out" was removed

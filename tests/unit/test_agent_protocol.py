@@ -217,13 +217,14 @@ def test_a_recycled_directory_is_exactly_the_code_again(tmp_path):
     assert dirs.recycled == 1
     assert _snapshot(second) == want
     meta_dir = second / ".orchestra"
-    assert not (meta_dir / "exit_code").exists()  # not "finished" before it starts
-    assert (meta_dir / "pid").read_text().strip() == ""  # no pid of the last execution for a resume to find
+    # Neither the last execution's exit code ("finished" before it starts) nor its pid for a resume to find.
+    assert (meta_dir / "exit_code").read_text().strip() == ""
+    assert (meta_dir / "pid").read_text().strip() == ""
     assert (meta_dir / "started").read_text().strip() == "2"
     assert not (meta_dir / "slot").exists()  # not rewritten by this launch: removed, never stale
     assert not (meta_dir / "stderr").exists()  # held output: removed rather than truncated
     # Rewritten in place, not created again: the same inodes (what makes a recycled launch cheap).
-    for name in ("pid", "started", "stdout"):
+    for name in ("pid", "exit_code", "started", "stdout"):
         assert (meta_dir / name).stat().st_ino == inodes[name], name
 
 
