@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 import gevent
 
+from orchestra.controllers import controller_alive
 from orchestra.errors import (EXIT_EXECUTIONS_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExecutionError,
-                              RepositoryError, UsageError)
+                              ProfileError, RepositoryError, UsageError)
 from orchestra.execution import (RESUMABLE_STATES, ExecutionRecord, ExecutionSpec,
                                  new_execution_id)
 from orchestra.manifest import Manifest
@@ -27,6 +28,7 @@ from orchestra.progress import Progress
 from orchestra.quoting import render_command
 from runaway.backend import Job, RunHandle
 from runaway.rundir import STDERR_FILE, STDOUT_FILE
+from runaway.allocation_ledger import orphaned_profiles
 from runaway.backends import make_backend
 from runaway.controller import AttemptResult, Controller, Task
 
@@ -279,14 +281,9 @@ class ControllerRegistry:
                 continue
             if pid == os.getpid():
                 continue
-            try:
-                os.kill(pid, 0)
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if b"expegit" in cmdline or b"parasearch" in cmdline or b"python" in cmdline:
-                    alive.append(pid)
-                    continue
-            except (OSError, ProcessLookupError):
-                pass
+            if controller_alive(pid):
+                alive.append(pid)
+                continue
             try:
                 entry.unlink()  # a controller that died (kill -9) leaves its entry behind
             except OSError:
@@ -464,6 +461,25 @@ def resume_campaign(campaign: Campaign, *, slots: int | None = None, progress: P
         return _resume(campaign, slots=slots, progress=progress, retry_failed=retry_failed)
 
 
+def _release_orphaned_allocations(campaign: Campaign, manifest: Manifest, profiles: Iterable[str],
+                                  progress: Progress) -> None:
+    """Allocations a dead controller still holds for profiles with nothing left to resume: give them back
+    now (the profiles being resumed give theirs back once what they re-attached has ended)."""
+    for profile in sorted(profiles):
+        try:
+            backend = make_backend(profile, manifest, campaign.workdir)
+        except ProfileError as exc:
+            progress.note(f"allocations of profile {profile} are left as they are: {exc}")
+            continue
+        try:
+            released = getattr(backend, "release_orphans", list)()
+        finally:
+            backend.close()
+        if released:
+            progress.note(f"released allocation(s) {', '.join(released)} of profile {profile}: "
+                          "their controller is gone")
+
+
 def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None, retry_failed: bool
             ) -> RunSummary:
     manifest = campaign.manifest
@@ -475,6 +491,8 @@ def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None,
     for record in sorted(todo.values(), key=lambda r: (r.created or "", r.id)):
         by_profile.setdefault(record.profile, {})[record.id] = record
     progress = progress or Progress(len(todo))
+    _release_orphaned_allocations(campaign, manifest, set(orphaned_profiles(campaign.workdir / "allocations"))
+                                  - set(by_profile), progress)
     progress.total = len(todo)
     groups = []
     for profile, records in by_profile.items():

@@ -28,4 +28,4 @@ def make_backend(name: str, manifest: Manifest, workdir: Path, *, slots: int | N
                            f"slots (ssh) or slots_per_node and allocation.nodes (slurm) instead")
     from .profiles import make_backend as make_remote_backend  # paramiko is imported only for remote profiles
 
-    return make_remote_backend(profile)
+    return make_remote_backend(profile, state_dir=workdir)

@@ -35,6 +35,7 @@ from .backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from .hosts import Host
 from .profiles import AllocationSpec, CommandProfile, SlurmProfile
 from .agent_link import AgentRuns, install_agent, serve_command
+from .allocation_ledger import AllocationLedger
 from .ssh_backend import LAUNCHER_PID_FILE, RemoteRuns, SlotPool, _handle_wait, start_agent_runs
 
 log = logging.getLogger(__name__)
@@ -395,9 +396,12 @@ class Allocation:
 class AllocationBackend:
     """Executions placed on slots of allocations held from a scheduler (``slurm`` and ``command``)."""
 
-    def __init__(self, profile: SlurmProfile, provider: Provider) -> None:
+    def __init__(self, profile: SlurmProfile, provider: Provider, ledger: AllocationLedger | None = None) -> None:
         self.profile = profile
         self.provider = provider
+        # Which allocations this controller holds, beside the campaign: what a resume gives back if it dies.
+        self.ledger = ledger
+        self._orphans: dict[Path, list[str]] | None = None  # a dead controller's allocations (resume)
         self.name = profile.kind
         self.host = Host(profile.host, ssh_config=profile.ssh_config, connections=profile.connections,
                          channels_per_connection=profile.channels_per_connection,
@@ -439,6 +443,12 @@ class AllocationBackend:
     def start(self, expected: int = 0) -> None:
         self._expected = expected
         self._warming = expected > 0
+        if self._orphans is None and self.ledger is not None:
+            left = sorted(j for jobs in self.ledger.orphans().values() for j in jobs)
+            if left:
+                log.warning("%s: allocation%s %s of a controller that is gone still hold%s nodes; `expegit resume` "
+                            "collects what runs in them and gives them back", self.profile.name,
+                            "s" if len(left) > 1 else "", ", ".join(left), "" if len(left) > 1 else "s")
         self.runs.prepare()
         if self.uses_agent:
             self.agent_path = install_agent(self.host, self.runs.workdir)
@@ -535,6 +545,11 @@ class AllocationBackend:
             except Exception as exc:  # best effort: say which jobs may be left behind
                 log.warning("cancelling allocations %s failed: %s", live, exc)
         self.allocations.clear()
+        if self._orphans:
+            try:
+                self.release_orphans()
+            except Exception as exc:  # best effort, as above
+                log.warning("releasing allocations %s failed: %s", sorted(self._orphans.values()), exc)
         for agent_runs in self.node_agents.values():
             agent_runs.link.close()
         self.node_agents.clear()
@@ -596,6 +611,8 @@ class AllocationBackend:
 
     def _tick(self) -> None:
         now = time.time()
+        if self._orphans and not self._files_watched:
+            self.release_orphans()  # what the resume re-attached has ended: their nodes can go
         for alloc in list(self.allocations.values()):
             if alloc.state == "PENDING" and alloc.ready is not None:
                 start, nodes = alloc.ready
@@ -616,6 +633,8 @@ class AllocationBackend:
         self._expected = 0  # only the first allocation is asked for ahead of the first acquire()
         if demand > usable_free and not pending and len(self.allocations) < self.profile.max_allocations:
             job_id = self.provider.submit(self.host, self.profile.allocation, self.job_name)
+            if self.ledger is not None:
+                self.ledger.add(job_id)
             log.info("%s: submitted allocation %s", self.profile.name, job_id)
             alloc = self.allocations[job_id] = Allocation(job_id, now)
             gevent.spawn(self._await_ready, alloc)
@@ -678,6 +697,28 @@ class AllocationBackend:
             self.pool.retire(slot)
         self.allocations.pop(alloc.job_id, None)
         self._close_agents(alloc.job_id)
+        if self.ledger is not None:
+            self.ledger.remove([alloc.job_id])
+
+    # -- allocations a dead controller left (recorded in the ledger)
+    def release_orphans(self) -> list[str]:
+        """Cancel the allocations of controllers that are gone; what ran in them is over or lost."""
+        if self.ledger is None:
+            return []
+        if self._orphans is None:
+            self._orphans = self.ledger.orphans()
+        released = []
+        for path, jobs in list(self._orphans.items()):
+            if not self.runs.workdir:
+                self.runs.prepare()
+            self.provider.cancel(self.host, jobs)
+            self._forget_agents(jobs)
+            self.ledger.forget(path, jobs)
+            del self._orphans[path]
+            released += jobs
+        if released:
+            log.info("%s: released allocations %s of a controller that is gone", self.profile.name, released)
+        return released
 
     # -- executions
     def _alloc_of(self, slot: Slot) -> Allocation:
@@ -775,6 +816,9 @@ class AllocationBackend:
         because the allocation it ran in is not adopted by this controller."""
         if host is not None and host != self.profile.host:
             return None
+        if self._orphans is None and self.ledger is not None:
+            # A resume: the dead controller's allocations go once what is re-attached in them has ended.
+            self._orphans = self.ledger.orphans()
         if not self.runs.workdir:
             self.runs.prepare()
         remote_dir = remote_dir or self.runs.run_dir(execution_id)

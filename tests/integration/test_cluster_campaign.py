@@ -182,3 +182,37 @@ def test_campaign_over_slurm(devcluster, tmp_path, launcher):
         assert wait_until(lambda: not our_jobs(devcluster, profile), 20)
     finally:
         cancel_ours(devcluster, profile)
+
+
+def test_an_allocation_a_dead_controller_held_is_given_back_by_resume(devcluster, tmp_path):
+    """Its record says whose it was: `run` leaves it alone and says so, `resume` cancels it even with
+    no execution left to resume; allocations of other campaigns with the same job name are not touched."""
+    campaign, profile = cluster_campaign(tmp_path / "c", devcluster, kind="slurm", launcher="agent", n=2,
+                                         nodes=1)
+
+    def hold_a_node() -> str:
+        submit = subprocess.run(["ssh", "-F", devcluster.ssh_config, "devcluster",
+                                 f"sbatch --parsable -J orchestra-{profile} -N1 --exclusive -t 10 -o /dev/null "
+                                 "--wrap 'sleep 600'"], capture_output=True, text=True, timeout=60)
+        assert submit.returncode == 0, submit.stderr
+        return submit.stdout.strip().split(";")[0]
+
+    orphan, someone_elses = hold_a_node(), hold_a_node()
+    try:
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        ledger = campaign / ".git" / "orchestra" / "allocations"
+        ledger.mkdir(parents=True, exist_ok=True)
+        (ledger / str(dead.pid)).write_text(f"{profile}\t{orphan}\n")
+        run = cli(campaign, "expegit", "run", "--grid", "--profile", profile)
+        assert run.returncode == 0, run.stderr
+        assert orphan in run.stderr and "expegit resume" in run.stderr, run.stderr
+        assert orphan in our_jobs(devcluster, profile)
+        resume = cli(campaign, "expegit", "resume")
+        assert resume.returncode == 0, resume.stderr
+        assert f"released allocation(s) {orphan}" in resume.stderr, resume.stderr
+        assert wait_until(lambda: orphan not in our_jobs(devcluster, profile), 30)
+        assert someone_elses in our_jobs(devcluster, profile)
+        assert not (ledger / str(dead.pid)).exists()
+    finally:
+        cancel_ours(devcluster, profile)

@@ -153,3 +153,33 @@ def test_controller_killed_then_resume_reattaches(devcluster, tmp_path):
     for execution_id in running:  # re-attached: same run directory and slot as before the kill
         assert by_id[execution_id]["remote_dir"] == before[execution_id]["remote_dir"]
         assert by_id[execution_id]["slot"] == before[execution_id]["slot"]
+
+
+@pytest.mark.parametrize("launcher", ["agent", "srun"])
+def test_controller_killed_on_slurm_then_resume_reattaches(devcluster, tmp_path, launcher):
+    """The same on Slurm: the executions outlive the controller inside its allocation; the resume
+    re-attaches to them, runs the rest, and no allocation of the campaign is left holding nodes."""
+    campaign, profile = cluster_campaign(tmp_path / "c", devcluster, kind="slurm", launcher=launcher, n=12,
+                                         nap=3.0, nodes=2)
+    proc = start_run(campaign, "run", "--grid", "--profile", profile)
+    try:
+        assert wait_until(lambda: count_commits(campaign, "finished") >= 4 and _running_at_least(campaign, 2), 120), \
+            run_log(campaign)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        before = {r["id"]: r for r in records(campaign)}
+        running = [i for i, r in before.items() if r["state"] == "running"]
+        assert running, before
+        time.sleep(0.5)  # some of them end while no controller watches
+        resume = start_run(campaign, "resume")
+        assert finish(resume, campaign, 240) == 0, run_log(campaign)
+        assert "re-attached" in run_log(campaign)
+        recs = check_campaign(campaign, 12, kind="slurm")  # attempt 1 everywhere: nothing ran twice
+        by_id = {r["id"]: r for r in recs}
+        for execution_id in running:  # re-attached: the same run directory as before the kill
+            assert by_id[execution_id]["remote_dir"] == before[execution_id]["remote_dir"]
+        assert wait_until(lambda: not our_jobs(devcluster, profile), 30), our_jobs(devcluster, profile)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cancel_ours(devcluster, profile)
