@@ -541,6 +541,8 @@ class AllocationBackend:
         if live:
             try:
                 self.provider.cancel(self.host, live)
+                if self.ledger is not None:
+                    self.ledger.remove(live)  # given back; only a failed cancel leaves them for a resume
                 self._forget_agents(live)
             except Exception as exc:  # best effort: say which jobs may be left behind
                 log.warning("cancelling allocations %s failed: %s", live, exc)

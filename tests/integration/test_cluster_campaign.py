@@ -208,11 +208,13 @@ def test_an_allocation_a_dead_controller_held_is_given_back_by_resume(devcluster
         assert run.returncode == 0, run.stderr
         assert orphan in run.stderr and "expegit resume" in run.stderr, run.stderr
         assert orphan in our_jobs(devcluster, profile)
+        # The run gave its own allocation back at its end: only the dead controller's record is left.
+        assert [p.name for p in ledger.iterdir()] == [str(dead.pid)]
         resume = cli(campaign, "expegit", "resume")
         assert resume.returncode == 0, resume.stderr
         assert f"released allocation(s) {orphan}" in resume.stderr, resume.stderr
         assert wait_until(lambda: orphan not in our_jobs(devcluster, profile), 30)
         assert someone_elses in our_jobs(devcluster, profile)
-        assert not (ledger / str(dead.pid)).exists()
+        assert not list(ledger.iterdir())
     finally:
         cancel_ours(devcluster, profile)

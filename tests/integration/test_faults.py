@@ -179,6 +179,8 @@ def test_controller_killed_on_slurm_then_resume_reattaches(devcluster, tmp_path,
         for execution_id in running:  # re-attached: the same run directory as before the kill
             assert by_id[execution_id]["remote_dir"] == before[execution_id]["remote_dir"]
         assert wait_until(lambda: not our_jobs(devcluster, profile), 30), our_jobs(devcluster, profile)
+        ledger = campaign / ".git" / "orchestra" / "allocations"
+        assert not ledger.exists() or not list(ledger.iterdir()), list(ledger.iterdir())  # no record left
     finally:
         if proc.poll() is None:
             proc.kill()
