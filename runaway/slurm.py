@@ -614,7 +614,11 @@ class AllocationBackend:
     def _tick(self) -> None:
         now = time.time()
         if self._orphans and not self._files_watched:
-            self.release_orphans()  # what the resume re-attached has ended: their nodes can go
+            try:
+                self.release_orphans()  # what the resume re-attached has ended: their nodes can go
+            except Exception as exc:  # noqa: BLE001 - never the campaign's failure; close() tries again
+                log.warning("%s: releasing allocations %s failed: %s", self.profile.name,
+                            sorted(self._orphans.values()), exc)
         for alloc in list(self.allocations.values()):
             if alloc.state == "PENDING" and alloc.ready is not None:
                 start, nodes = alloc.ready
