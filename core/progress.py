@@ -27,6 +27,7 @@ class Progress:
         self.started_at = time.time()
         self.done = self.failed = self.running = self.cancelled = 0
         self.best: str | None = None
+        self.waiting: str | None = None  # what the run waits on while nothing runs (an allocation pending)
         self._last_draw = 0.0
 
     def eta(self) -> float | None:
@@ -42,7 +43,19 @@ class Progress:
                 f"elapsed {format_seconds(elapsed)}, ETA {format_seconds(self.eta())}")
         if self.best:
             text += f", best {self.best}"
+        if self.waiting and self.running == 0:
+            text += f", waiting: {self.waiting}"
         return text
+
+    def wait_on(self, what: str | None) -> None:
+        """Say what the run waits on (None: nothing). Called every second or so: the live line is redrawn
+        (elapsed keeps moving while nothing else happens); plain output gets one line per change."""
+        changed = what != self.waiting
+        self.waiting = what
+        if self.live:
+            self._draw(force=changed)
+        elif changed and what and not self.quiet:
+            print(f"waiting: {what}", file=self.stream, flush=True)
 
     def started(self) -> None:
         self.running += 1

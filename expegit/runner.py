@@ -365,6 +365,8 @@ class Session:
         controller = Controller(backend, listener, self.campaign.store.archive, retry=self.manifest.retries,
                                 staging=self.campaign.workdir / "staging")
         self.controllers.append(controller)
+        waiting_for = getattr(backend, "waiting_for", None)
+        watcher = gevent.spawn(self._show_waiting, waiting_for) if waiting_for is not None else None
         try:
             if started is not None:
                 started.get()  # the warm-up begun while the executions were created (raises its error)
@@ -372,10 +374,22 @@ class Session:
                 backend.start()
             controller.run(tasks)
         finally:
+            if watcher is not None:
+                watcher.kill()
+                self.progress.wait_on(None)
             writer.close()
             backend.close()
         for execution_id, exc in controller.errors:
             self.summary.errors.append(f"{execution_id}: {exc}")
+
+    def _show_waiting(self, waiting_for: Callable[[], str | None]) -> None:
+        """Once a second: what the backend waits on (a pending allocation), for the progress line."""
+        while True:
+            gevent.sleep(1.0)
+            try:
+                self.progress.wait_on(waiting_for())
+            except Exception:  # noqa: BLE001 - a status line must never take the run down
+                pass
 
     def run(self, groups: list[tuple[Any, ...]]) -> RunSummary:
         handler = gevent.signal_handler(signal.SIGINT, self._interrupt)

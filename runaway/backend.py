@@ -105,6 +105,11 @@ class Collected:
         return dataclasses.replace(self, contents=None)
 
 
+class NoSlot(Exception):
+    """acquire() gave up because the controller is stopping (a slot may never come: an allocation the
+    scheduler keeps pending)."""
+
+
 class Backend(Protocol):
     name: str
     # Seconds an execution may run before its "running" journal commit is written. Local runs can be found
@@ -120,7 +125,8 @@ class Backend(Protocol):
         """
 
     def acquire(self) -> Slot:
-        """Block until a slot is free, and hold it."""
+        """Block until a slot is free, and hold it. A backend whose slots may never come (a pending
+        allocation) also has ``stop_waiting()``, after which acquire() raises NoSlot."""
 
     def release(self, slot: Slot) -> None:
         """Give a slot back (after its execution was collected or abandoned)."""

@@ -22,7 +22,7 @@ from orchestra.errors import OrchestraError
 from orchestra.manifest import RetryPolicy
 from orchestra.retry import attempts, failure_kind, first_wait
 
-from .backend import Backend, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
+from .backend import Backend, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
 
 
 @dataclasses.dataclass
@@ -68,6 +68,9 @@ class Controller:
         if self.stopping.is_set():
             return
         self.stopping.set()
+        stop_waiting = getattr(self.backend, "stop_waiting", None)
+        if stop_waiting is not None:
+            stop_waiting()  # a slot that may never come (a pending allocation) is not waited for
         for handle in list(self._running.values()):
             try:
                 self.backend.stop(handle)
@@ -86,7 +89,10 @@ class Controller:
         iterator: Iterator[Task] = iter(tasks)
         try:
             while not self.stopping.is_set():
-                slot = self.backend.acquire()
+                try:
+                    slot = self.backend.acquire()
+                except NoSlot:
+                    break
                 if self.stopping.is_set():
                     self.backend.release(slot)
                     break
@@ -118,7 +124,10 @@ class Controller:
             try:
                 if handle is None:
                     if slot is None:
-                        slot = self.backend.acquire()
+                        try:
+                            slot = self.backend.acquire()
+                        except NoSlot:
+                            raise _Cancelled(None) from None
                     if self.stopping.is_set():
                         raise _Cancelled(None)
                     handle = self.backend.launch(slot, job, self.code)

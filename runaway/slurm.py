@@ -31,7 +31,7 @@ import gevent.queue
 from orchestra.durations import render_slurm_time
 from orchestra.errors import ProfileError, SchedulerError
 
-from .backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
+from .backend import CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
 from .hosts import Host
 from .profiles import AllocationSpec, CommandProfile, SlurmProfile
 from .agent_link import AgentRuns, install_agent, serve_command
@@ -391,6 +391,7 @@ class Allocation:
     idle_since: float | None = None
     closing: bool = False
     ready: tuple[float, list[str]] | None = None  # (start epoch, nodes) from the ready file
+    reason: str = ""  # the scheduler's reason while it is pending (Resources, Priority, JobHeldUser, ...)
 
 
 class AllocationBackend:
@@ -414,6 +415,7 @@ class AllocationBackend:
         self._slot_alloc: dict[Slot, Allocation] = {}
         self._busy: set[Slot] = set()
         self._waiting = 0
+        self._give_up = False  # stop_waiting(): the controller stops, acquire() must not wait any longer
         self._next_index = 0
         self._launched_at: dict[str, float] = {}
         self.node_agents: dict[tuple[str, str], AgentRuns] = {}
@@ -566,8 +568,10 @@ class AllocationBackend:
             while True:
                 if self.error is not None:
                     raise self.error
+                if self._give_up:
+                    raise NoSlot()
                 try:
-                    slot = self.pool.acquire(timeout=1.0)
+                    slot = self.pool.acquire(timeout=0.2)
                 except gevent.queue.Empty:
                     continue
                 alloc = self._slot_alloc.get(slot)
@@ -578,6 +582,11 @@ class AllocationBackend:
                 return slot
         finally:
             self._waiting -= 1
+
+    def stop_waiting(self) -> None:
+        """Ctrl-C while the allocation is still pending: acquire() raises NoSlot instead of waiting on."""
+        self._give_up = True
+        self._wake.set()
 
     def release(self, slot: Slot) -> None:
         self._busy.discard(slot)
@@ -696,6 +705,7 @@ class AllocationBackend:
             alloc.expires = now + state.time_left
         elif not state.running:
             alloc.state = state.state
+            alloc.reason = state.reason
 
     def _drop(self, alloc: Allocation) -> None:
         alloc.closing = True
@@ -705,6 +715,20 @@ class AllocationBackend:
         self._close_agents(alloc.job_id)
         if self.ledger is not None:
             self.ledger.remove([alloc.job_id])
+
+    def waiting_for(self) -> str | None:
+        """What executions wait on when no slot can take them: the allocation the scheduler has not
+        started yet, with its reason (shown on the progress line: on a busy cluster that can be hours)."""
+        if self._waiting == 0 or any(self._usable(a) for a in self.allocations.values()):
+            return None
+        for alloc in self.allocations.values():
+            if alloc.state == "RUNNING" or alloc.closing:
+                continue
+            if alloc.ready is not None:
+                return f"allocation {alloc.job_id} starting on {render_nodelist(alloc.ready[1])}"
+            reason = f" ({alloc.reason})" if alloc.reason and alloc.reason != "None" else ""
+            return f"allocation {alloc.job_id} {alloc.state.lower()}{reason}"
+        return None
 
     # -- allocations a dead controller left (recorded in the ledger)
     def release_orphans(self) -> list[str]:

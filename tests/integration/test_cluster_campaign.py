@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -217,4 +218,28 @@ def test_an_allocation_a_dead_controller_held_is_given_back_by_resume(devcluster
         assert someone_elses in our_jobs(devcluster, profile)
         assert not list(ledger.iterdir())
     finally:
+        cancel_ours(devcluster, profile)
+
+
+def test_a_run_waiting_for_its_allocation_says_why(devcluster, tmp_path):
+    """A held placeholder stays pending: the run says which allocation it waits on and the scheduler's
+    reason, instead of sitting silent at 0 running; Ctrl-C then ends it at once (it used to wait for a
+    slot forever), gives the allocation back and leaves the executions to resume."""
+    campaign, profile = cluster_campaign(tmp_path / "c", devcluster, kind="slurm", launcher="agent", n=2,
+                                         nodes=1)
+    manifest = campaign / "orchestra.yaml"
+    manifest.write_text(manifest.read_text().replace("walltime: '00:15:00'}", "walltime: '00:15:00', extra: [--hold]}"))
+    git(campaign, "commit", "-qam", "hold the allocation")
+    proc = start_run(campaign, "run", "--grid", "--profile", profile)
+    try:
+        assert wait_until(lambda: "pending (JobHeldUser)" in run_log(campaign), 30), run_log(campaign)
+        line = next(l for l in run_log(campaign).splitlines() if "JobHeldUser" in l)
+        assert line.startswith("waiting: allocation ") and our_jobs(devcluster, profile)[0] in line, line
+        proc.send_signal(signal.SIGINT)
+        assert finish(proc, campaign, 30) == 130, run_log(campaign)
+        assert {r["state"] for r in records(campaign)} == {"created"}
+        assert wait_until(lambda: not our_jobs(devcluster, profile), 30), our_jobs(devcluster, profile)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         cancel_ours(devcluster, profile)
