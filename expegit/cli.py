@@ -9,6 +9,7 @@ from pathlib import Path
 
 from orchestra.cli import patch_gevent, run_main
 from orchestra.errors import UsageError
+from runaway.backend import LEAVE_POLICIES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,11 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", action="store_true",
                    help="run uncommitted changes as a snapshot commit instead of refusing a dirty tree")
     p.add_argument("--dry-run", action="store_true", help="print the commands that would run; create nothing")
+    p.add_argument("--leave", choices=LEAVE_POLICIES, default="none",
+                   help="run directories to keep on the host after their results are committed: none (default), "
+                        "failed (to look at what a failed execution left) or all")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-execution lines, only the summary")
 
     p = sub.add_parser("resume", help="finish what an interrupted or killed run left behind")
     p.add_argument("--slots", type=int, metavar="N")
     p.add_argument("--retry-failed", action="store_true", help="also run failed executions again")
+    p.add_argument("--leave", choices=LEAVE_POLICIES, default="none", help="as for run")
     p.add_argument("-q", "--quiet", action="store_true")
 
     sub.add_parser("status", help="executions by state, best objective, what runs now")
@@ -140,7 +145,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise UsageError(f"--slots {args.slots}: must be at least 1")
         summary = run_campaign(campaign, assignments=args.params, grid=args.grid, repeat=args.repeat,
                                profile=args.profile, slots=args.slots, snapshot=args.snapshot,
-                               progress=_progress(args), dry_run=args.dry_run)
+                               progress=_progress(args), dry_run=args.dry_run, leave=args.leave)
         if args.dry_run:
             print(f"expegit: {summary.total} executions would run", file=sys.stderr)
             return 0
@@ -150,7 +155,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         campaign = _open(args)
         summary = resume_campaign(campaign, slots=args.slots, progress=_progress(args),
-                                  retry_failed=args.retry_failed)
+                                  retry_failed=args.retry_failed, leave=args.leave)
         if summary.total == 0:
             print("expegit: nothing to resume", file=sys.stderr)
             return 0

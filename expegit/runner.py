@@ -336,8 +336,9 @@ class Session:
     """One controller's run over one campaign: backends per profile, progress, Ctrl-C handling."""
 
     def __init__(self, campaign: Campaign, manifest: Manifest, *, slots: int | None, progress: Progress,
-                 on_result: Callable[[ExecutionRecord], None] | None = None) -> None:
+                 on_result: Callable[[ExecutionRecord], None] | None = None, leave: str = "none") -> None:
         self.campaign = campaign
+        self.leave = leave
         self.manifest = manifest
         self.slots = slots
         self.progress = progress
@@ -363,7 +364,7 @@ class Session:
                                    self.on_result,
                                    running_commit_delay=getattr(backend, "running_commit_delay", 0.0))
         controller = Controller(backend, listener, self.campaign.store.archive, retry=self.manifest.retries,
-                                staging=self.campaign.workdir / "staging")
+                                staging=self.campaign.workdir / "staging", leave=self.leave)
         self.controllers.append(controller)
         waiting_for = getattr(backend, "waiting_for", None)
         watcher = gevent.spawn(self._show_waiting, waiting_for) if waiting_for is not None else None
@@ -418,8 +419,8 @@ def _tasks(manifest: Manifest, records: dict[str, ExecutionRecord], order: list[
 
 def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: bool = False,
                  repeat: int | None = None, profile: str | None = None, slots: int | None = None,
-                 snapshot: bool = False, progress: Progress | None = None, dry_run: bool = False
-                 ) -> RunSummary:
+                 snapshot: bool = False, progress: Progress | None = None, dry_run: bool = False,
+                 leave: str = "none") -> RunSummary:
     """`expegit run`: create executions for HEAD (or a snapshot) and run them to the end."""
     manifest = campaign.manifest
     profile = profile or manifest.profile
@@ -456,7 +457,7 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
         del specs
         progress = progress or Progress(len(order))
         progress.total = len(order)
-        session = Session(campaign, manifest, slots=slots, progress=progress)
+        session = Session(campaign, manifest, slots=slots, progress=progress, leave=leave)
         summary = session.run([(profile, records, tips, _tasks(manifest, records, order), backend, warmup)])
     summary.total = len(order)
     summary.ids = order
@@ -465,14 +466,14 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
 
 
 def resume_campaign(campaign: Campaign, *, slots: int | None = None, progress: Progress | None = None,
-                    retry_failed: bool = False) -> RunSummary:
+                    retry_failed: bool = False, leave: str = "none") -> RunSummary:
     """`expegit resume`: re-attach to what still runs, collect what ended, re-run what was interrupted."""
     with ControllerRegistry(campaign) as registry:
         others = registry.others_alive()
         if others:
             raise RepositoryError(f"another controller (pid {others[0]}) is running this campaign",
                                   hint="wait for it to end or stop it, then resume")
-        return _resume(campaign, slots=slots, progress=progress, retry_failed=retry_failed)
+        return _resume(campaign, slots=slots, progress=progress, retry_failed=retry_failed, leave=leave)
 
 
 def _release_orphaned_allocations(campaign: Campaign, manifest: Manifest, profiles: Iterable[str],
@@ -494,8 +495,8 @@ def _release_orphaned_allocations(campaign: Campaign, manifest: Manifest, profil
                           "their controller is gone")
 
 
-def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None, retry_failed: bool
-            ) -> RunSummary:
+def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None, retry_failed: bool,
+            leave: str) -> RunSummary:
     manifest = campaign.manifest
     index = RecordIndex(campaign.store)
     all_records, tips, _problems = index.load()
@@ -528,7 +529,7 @@ def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None,
                 attempt = max(1, record.attempt) + 1  # launched before and lost, stopped or failed: a new attempt
             tasks.append(Task(job_for(manifest, record), handle=handle, attempt=attempt))
         groups.append((profile, records, {i: tips[i] for i in records}, tasks, backend))
-    session = Session(campaign, manifest, slots=slots, progress=progress)
+    session = Session(campaign, manifest, slots=slots, progress=progress, leave=leave)
     summary = session.run(groups)
     summary.total = len(todo)
     summary.ids = sorted(todo)

@@ -15,6 +15,7 @@ from collections.abc import Sequence  # noqa: E402
 
 from orchestra.cli import patch_gevent, run_main  # noqa: E402
 from orchestra.errors import UsageError  # noqa: E402
+from runaway.backend import LEAVE_POLICIES  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)")
     p.add_argument("--parallel", type=int, metavar="K", help="executions in flight (default: search.parallel)")
     p.add_argument("--slots", type=int, metavar="N", help="backend slots (local: default the CPU count)")
+    p.add_argument("--leave", choices=LEAVE_POLICIES, default="none",
+                   help="run directories to keep on the host after their results are committed: none (default), "
+                        "failed (to look at what a failed execution left) or all")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-execution lines, only the summary")
 
     for name, text in (("status", "the study's id, executions done/failed/running against the budget, best"),
@@ -62,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{flag} {value}: must be at least 1")
     progress = Progress(0, sys.stderr, quiet=args.quiet)
     result = run_study(_open(args), algorithm=args.algorithm, budget=args.budget, parallel=args.parallel,
-                       profile=args.profile, slots=args.slots, progress=progress)
+                       profile=args.profile, slots=args.slots, progress=progress, leave=args.leave)
     summary, study = result.summary, result.study
     state, config = study.state, study.config
     parts = [f"{summary.finished} finished", f"{summary.failed} failed"]

@@ -640,7 +640,7 @@ def _leftover_tasks(campaign: "Campaign", study: Study, backend_for: Any, own: s
 
 def run_study(campaign: "Campaign", *, algorithm: str | None = None, budget: int | None = None,
               parallel: int | None = None, profile: str | None = None, slots: int | None = None,
-              progress: Progress | None = None) -> StudyRun:
+              progress: Progress | None = None, leave: str = "none") -> StudyRun:
     """`parasearch run`: continue the study from the branches, asking points as slots free up."""
     from expegit.runner import ControllerRegistry, code_commit
     from runaway.backends import make_backend
@@ -659,11 +659,11 @@ def run_study(campaign: "Campaign", *, algorithm: str | None = None, budget: int
         if registry.others_alive():
             own = set()  # another live controller may be driving them
         return _run_study(campaign, study, profile=profile, slots=slots, progress=progress, commit=commit,
-                          ledger=ledger, own=own)
+                          ledger=ledger, own=own, leave=leave)
 
 
 def _run_study(campaign: "Campaign", study: Study, *, profile: str, slots: int | None, progress: Progress,
-               commit: str, ledger: Path, own: set[str]) -> StudyRun:
+               commit: str, ledger: Path, own: set[str], leave: str) -> StudyRun:
     from expegit.runner import Session
     from runaway.backends import make_backend
 
@@ -691,7 +691,7 @@ def _run_study(campaign: "Campaign", study: Study, *, profile: str, slots: int |
         (profile, driver.records, driver.tips, driver.tasks(main_leftovers), backends.get(profile))]
     for other, (records, tips, tasks) in leftovers.items():
         groups.append((other, records, tips, tasks, backends.get(other)))
-    session = Session(campaign, manifest, slots=slots, progress=progress, on_result=driver.on_result)
+    session = Session(campaign, manifest, slots=slots, progress=progress, on_result=driver.on_result, leave=leave)
     driver.session = session
     summary = session.run(groups)
     summary.total = summary.finished + summary.failed + summary.cancelled

@@ -105,6 +105,10 @@ class Collected:
         return dataclasses.replace(self, contents=None)
 
 
+# Which run directories stay on the host once their results are committed (`--leave`).
+LEAVE_POLICIES = ("none", "failed", "all")
+
+
 class NoSlot(Exception):
     """acquire() gave up because the controller is stopping (a slot may never come: an allocation the
     scheduler keeps pending)."""

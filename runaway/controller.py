@@ -22,7 +22,7 @@ from orchestra.errors import OrchestraError
 from orchestra.manifest import RetryPolicy
 from orchestra.retry import attempts, failure_kind, first_wait
 
-from .backend import Backend, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
+from .backend import LEAVE_POLICIES, Backend, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
 
 
 @dataclasses.dataclass
@@ -53,8 +53,13 @@ class Listener(Protocol):
 
 class Controller:
     def __init__(self, backend: Backend, listener: Listener, code: CodeArchive, *, retry: RetryPolicy,
-                 staging: Path) -> None:
+                 staging: Path, leave: str = "none") -> None:
+        if leave not in LEAVE_POLICIES:
+            raise ValueError(f"leave policy {leave!r} is not one of {', '.join(LEAVE_POLICIES)}")
         self.backend = backend
+        # Which run directories stay on the host after their results are committed: none, those of
+        # failed executions (to look at what they left), or all.
+        self.leave = leave
         self.listener = listener
         self.code = code
         self.retry = retry
@@ -171,7 +176,8 @@ class Controller:
                         attempt.retry_state.set_result(result)
             assert result is not None
             self.listener.finished(task, result)
-            if result.handle is not None and not result.outcome.lost:
+            left = self.leave == "all" or (self.leave == "failed" and result.failure is not None)
+            if result.handle is not None and not result.outcome.lost and not left:
                 self.backend.discard(result.handle)
             self._drop_staged(result.collected)
         except _Cancelled as cancelled:

@@ -281,6 +281,21 @@ def test_resume_refuses_while_a_run_is_still_creating_its_executions(tmp_path: P
         controller.communicate(timeout=120)
 
 
+def test_leave_failed_keeps_the_run_directories_of_failed_executions_only(tmp_path: Path) -> None:
+    root = make_campaign(tmp_path / "c", 'name: leave\ncommand: "echo trace {i} > trace.txt; exit $(({i} % 2))"\n'
+                                         "parameters:\n  i: {type: int, low: 1, high: 4}\n")
+    run = cli(root, "expegit", "run", "--grid", "--slots", "2", "--leave", "failed")
+    assert run.returncode == 1, run.stderr  # two failed
+    runs = root / ".git" / "orchestra" / "runs"
+    kept = sorted(p.name for p in runs.iterdir() if not p.name.startswith("."))
+    failed = sorted(r["id"] for r in executions(root) if r["state"] == "failed")
+    assert kept == failed and len(failed) == 2
+    for execution_id in kept:  # what the failed execution left, to look at
+        assert (runs / execution_id / "trace.txt").read_text().startswith("trace ")
+        assert (runs / execution_id / ".orchestra" / "exit_code").read_text().strip() == "1"
+    assert cli(root, "expegit", "run", "--leave", "some").returncode == 2  # argparse names the choices
+
+
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     root = make_campaign(tmp_path / "c", RESUME_MANIFEST, {"work.py": RESUME_WORK})
     env = {"LOG_DIR": str(tmp_path)}

@@ -171,6 +171,18 @@ def test_campaign_over_ssh(devcluster, tmp_path):
     assert [name for name in os.listdir(f"{workdir}/runs") if not name.startswith(".spare-")] == []
 
 
+def test_leave_all_keeps_every_remote_run_directory_after_its_commit(devcluster, tmp_path):
+    campaign, profile = cluster_campaign(tmp_path / "c", devcluster, kind="ssh", n=6)
+    result = cli(campaign, "expegit", "run", "--grid", "--profile", profile, "--leave", "all", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    recs = check_campaign(campaign, 6, kind="ssh")
+    workdir = f"/tmp/orchestra-test-work/{profile}"
+    assert sorted(n for n in os.listdir(f"{workdir}/runs") if not n.startswith(".")) == sorted(r["id"] for r in recs)
+    for rec in recs:  # the record says where it is, and it holds what the execution left
+        assert rec["remote_dir"] == f"{workdir}/runs/{rec['id']}"
+        assert open(f"{rec['remote_dir']}/out.txt").read().split()[0] == str(rec["parameters"]["i"])
+
+
 @pytest.mark.parametrize("launcher", ["srun", "agent"])
 def test_campaign_over_slurm(devcluster, tmp_path, launcher):
     campaign, profile = cluster_campaign(tmp_path / "c", devcluster, kind="slurm", launcher=launcher, n=20)
