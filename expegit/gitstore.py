@@ -54,15 +54,6 @@ PACKED_REFS_HEADER = "# pack-refs with: peeled fully-peeled sorted "
 EXECUTION_REFS = "refs/heads/executions/"
 
 
-def _file_key(path: str) -> tuple[int, int, int] | None:
-    """What identifies a file's version for a cache: inode, size, mtime (a rename-replace changes the inode)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
 def split_packed_refs(text: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
     """(header line, name -> (object id, peeled id or None)) of a ``packed-refs`` file."""
     header = PACKED_REFS_HEADER
@@ -136,7 +127,7 @@ class GitStore:
         # Objects of recent flushes: the next journal commit of an execution builds on its previous tip's
         # trees, and finding them again among many small packs costs more than the whole commit.
         self._recent: dict[bytes, object] = {}
-        self._packed_cache: tuple[tuple[int, int, int] | None, str, dict[str, tuple[str, str | None]]] | None = None
+        self._packed_cache: tuple[bytes, str, dict[str, tuple[str, str | None]]] | None = None
 
     # --- opening ---------------------------------------------------------------------------------------
     @classmethod
@@ -482,11 +473,12 @@ class GitStore:
                 changed = True
                 results.append(True)
             if changed:
-                os.write(fd, render_packed_refs(header, entries).encode("utf-8"))
+                data = render_packed_refs(header, entries).encode("utf-8")
+                os.write(fd, data)
                 os.close(fd)
                 fd = -1
                 os.replace(lock, packed)
-                self._packed_cache = (_file_key(packed), header, entries)
+                self._packed_cache = (data, header, entries)
             else:
                 os.close(fd)
                 fd = -1
@@ -502,22 +494,24 @@ class GitStore:
         return results
 
     def _read_packed_refs(self, path: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
-        """packed-refs parsed, from memory when the file is still the one this store last wrote.
+        """packed-refs parsed, from memory when the file still holds exactly what this store last wrote.
 
         Why: a journal flush moves a few dozen refs but the file holds every execution's; parsing it
-        again at each flush was O(executions) per flush. Any other writer (git itself) changes the
-        file's inode, size or mtime, and then it is read again. The caller holds packed-refs.lock.
+        again at each flush was O(executions) per flush. The file is still read and compared byte for
+        byte (cheap next to parsing): inode, size and mtime were not enough. Another controller's
+        rewrite can reuse the inode, keep the size (a ref moved from one sha to another) and land in the
+        same coarse mtime tick, and a stale view written back would undo its updates. CI caught a
+        finished execution's branch put back at "created" that way. The caller holds packed-refs.lock.
         """
-        key = _file_key(path)
-        cached = self._packed_cache
-        if cached is not None and key is not None and cached[0] == key:
-            return cached[1], dict(cached[2])
         try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
+            with open(path, "rb") as handle:
+                data = handle.read()
         except FileNotFoundError:
-            text = ""
-        return split_packed_refs(text)
+            data = b""
+        cached = self._packed_cache
+        if cached is not None and cached[0] == data:
+            return cached[1], dict(cached[2])
+        return split_packed_refs(data.decode("utf-8"))
 
     def _loose_execution_refs(self) -> set[str]:
         """Execution refs git wrote as loose files (a fetch, say): one directory listing, not a stat each."""

@@ -1,6 +1,8 @@
 """Execution branches written by dulwich, read by the real `git` binary."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,7 @@ import gevent
 import pytest
 
 from expegit.campaign import open_campaign
-from expegit.gitstore import GitStore
+from expegit.gitstore import GitStore, split_packed_refs
 from expegit.journal import Journal, JournalWriter
 from expegit.records import RecordIndex
 from expegit.runner import create_executions
@@ -131,6 +133,62 @@ def test_refs_written_by_git_meanwhile_are_seen_despite_the_packed_refs_cache(ca
         journal.append(moved, first)  # our cached view (tip = moved) is stale: refused
     assert journal.append(tip1, first)  # from what git left, it works
     assert git(root, "rev-parse", f"executions/{first.id}").stdout.strip() != tip1
+
+
+def test_the_packed_refs_cache_sees_a_rewrite_that_keeps_inode_size_and_mtime(campaign) -> None:
+    """Another writer may leave packed-refs with the same inode (reused), size (a ref moved from one sha
+    to another) and mtime (the same coarse tick): the store must still see the move."""
+    (first, tip1), (second, tip2) = _records(campaign, 2)
+    journal = Journal(campaign.store)
+    first.state = "running"
+    moved = journal.append(tip1, first)  # packed-refs written (and cached) by the store
+    packed = campaign.store.git_dir / "packed-refs"
+    before = packed.stat()
+    text = packed.read_text()
+    line = f"{tip2} refs/heads/executions/{second.id}"
+    assert line in text
+    with open(packed, "r+") as handle:  # in place: same inode; same length: same size
+        handle.write(text.replace(line, f"{moved} refs/heads/executions/{second.id}"))
+    os.utime(packed, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = packed.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    second.state = "running"
+    with pytest.raises(RepositoryError, match="moved"):
+        journal.append(tip2, second)  # the other writer moved it: refused, not written over
+    assert git(campaign.store.root, "rev-parse", f"executions/{second.id}").stdout.strip() == moved
+
+
+_SWAP_OWN_REFS = """
+import json, sys
+from pathlib import Path
+from expegit.gitstore import GitStore
+store, tag = GitStore(Path(sys.argv[1])), sys.argv[2]
+shas = ["%040x" % i for i in range(1, 5)]
+names = ["refs/heads/executions/%s%02d" % (tag, k) for k in range(20)]
+current = dict.fromkeys(names)
+for index in range(60):
+    updates = [(n, current[n], shas[index % 4]) for n in names]
+    for (name, _old, new), ok in zip(updates, store.swap_refs(updates)):
+        assert ok, name + ": compare-and-swap of its own ref failed"
+        current[name] = new
+print(json.dumps(current))
+"""
+
+
+def test_two_writers_of_one_packed_refs_lose_no_update(campaign) -> None:
+    """Two processes (two controllers of one clone) rewrite packed-refs in turns, each moving its own refs
+    from sha to sha (the file keeps its size); every ref must end where its writer last put it. A cached
+    stale view once wrote the other writer's refs back."""
+    writers = [subprocess.Popen([sys.executable, "-c", _SWAP_OWN_REFS, str(campaign.store.root), tag],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    finals: dict[str, str] = {}
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+        finals.update(json.loads(out))
+    # Read from the file itself: git hides refs to objects that do not exist, and these shas are made up.
+    _header, entries = split_packed_refs((campaign.store.git_dir / "packed-refs").read_text())
+    assert {name: sha for name, (sha, _peeled) in entries.items() if name in finals} == finals
 
 
 def test_plain_git_push_and_log_of_execution_branches(campaign, tmp_path: Path) -> None:
