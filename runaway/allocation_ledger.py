@@ -53,10 +53,10 @@ class AllocationLedger:
         if self._claimed:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and not _owned_here(self.path):
+        if self.path.exists() and self.path not in _OWNED:
             os.replace(self.path, self.directory / f"{self.pid}.stale-{time.time_ns()}")
         self._claimed = True
-        _mark_owned(self.path)
+        _OWNED.add(self.path)
 
     def add(self, job_id: str) -> None:
         self._claim()
@@ -65,60 +65,46 @@ class AllocationLedger:
 
     def remove(self, job_ids: Iterable[str]) -> None:
         """Allocations this controller gave back (or saw end)."""
-        gone = set(job_ids)
-        _rewrite(self.path, lambda entry: not (entry[0] == self.profile and entry[1] in gone))
+        self.forget(self.path, job_ids)
 
     def orphans(self) -> dict[Path, list[str]]:
         """This profile's allocations recorded by controllers that are gone: ledger file -> job ids."""
         found: dict[Path, list[str]] = {}
-        if not self.directory.is_dir():
-            return found
-        for path in sorted(self.directory.iterdir()):
-            match = _NAME.match(path.name)
-            if match is None or path == self.path:
-                continue
-            if match.group(2) is None and self._alive(int(match.group(1))):
-                continue
-            try:
-                entries = parse_ledger(path.read_text("utf-8"))
-            except OSError:
-                continue
+        for path, entries in _dead_ledgers(self.directory, self._alive):
             jobs = [job_id for profile, job_id in entries if profile == self.profile]
-            if jobs:
+            if jobs and path != self.path:
                 found[path] = jobs
         return found
 
     def forget(self, path: Path, job_ids: Iterable[str]) -> None:
-        """Orphans that were given back: out of their dead controller's file (gone once empty)."""
-        wanted = set(job_ids)
-        _rewrite(path, lambda entry: not (entry[0] == self.profile and entry[1] in wanted))
+        """This profile's ``job_ids`` out of the ledger file ``path`` (which goes once empty)."""
+        gone = set(job_ids)
+        _rewrite(path, lambda entry: not (entry[0] == self.profile and entry[1] in gone))
 
 
 _OWNED: set[Path] = set()  # the ledger files this process created (a pid's file from before is not)
 
 
-def _owned_here(path: Path) -> bool:
-    return path in _OWNED
-
-
-def _mark_owned(path: Path) -> None:
-    _OWNED.add(path)
-
-
-def orphaned_profiles(directory: Path, alive: Callable[[int], bool] = controller_alive) -> set[str]:
-    """The profiles with allocations recorded by controllers that are gone (what a resume gives back)."""
-    profiles: set[str] = set()
+def _dead_ledgers(directory: Path, alive: Callable[[int], bool]) -> list[tuple[Path, list[tuple[str, str]]]]:
+    """(ledger file, its entries) for every controller that is gone: its pid no longer runs a controller,
+    or the file was set aside as stale."""
     if not directory.is_dir():
-        return profiles
-    for path in directory.iterdir():
+        return []
+    found = []
+    for path in sorted(directory.iterdir()):
         match = _NAME.match(path.name)
         if match is None or (match.group(2) is None and alive(int(match.group(1)))):
             continue
         try:
-            profiles.update(profile for profile, _job in parse_ledger(path.read_text("utf-8")))
+            found.append((path, parse_ledger(path.read_text("utf-8"))))
         except OSError:
             continue
-    return profiles
+    return found
+
+
+def orphaned_profiles(directory: Path, alive: Callable[[int], bool] = controller_alive) -> set[str]:
+    """The profiles with allocations recorded by controllers that are gone (what a resume gives back)."""
+    return {profile for _path, entries in _dead_ledgers(directory, alive) for profile, _job in entries}
 
 
 def _rewrite(path: Path, keep: Callable[[tuple[str, str]], bool]) -> None:
