@@ -129,13 +129,14 @@ def test_slurmd_killed_mid_run(devcluster, tmp_path):
         assert rec["node"] != victim, rec  # retried elsewhere
 
 
-def test_controller_killed_then_resume_reattaches(devcluster, tmp_path):
-    # Executions of 3 s on 4 slots: at the kill some have finished, 4 run, the rest never started.
-    campaign, profile = cluster_campaign(tmp_path / "c", devcluster, kind="ssh", n=12, nap=3.0)
+def _kill_mid_run_then_resume(campaign: Path, profile: str, kind: str, within: float) -> tuple[dict, list, dict]:
+    """`expegit run` killed with SIGKILL once 4 executions finished and 2 run, then `expegit resume`:
+    it re-attaches, nothing runs twice, and the re-attached keep their run directories.
+    Returns (records before the resume, ids running at the kill, records after by id)."""
     proc = start_run(campaign, "run", "--grid", "--profile", profile)
     try:
-        assert wait_until(lambda: count_commits(campaign, "finished") >= 4 and _running_at_least(campaign, 2), 90), \
-            run_log(campaign)
+        assert wait_until(lambda: count_commits(campaign, "finished") >= 4 and _running_at_least(campaign, 2),
+                          within), run_log(campaign)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -146,13 +147,21 @@ def test_controller_killed_then_resume_reattaches(devcluster, tmp_path):
     assert running, before
     time.sleep(0.5)  # some of them end while no controller watches
     resume = start_run(campaign, "resume")
-    assert finish(resume, campaign, 180) == 0, run_log(campaign)
+    assert finish(resume, campaign, 2 * within) == 0, run_log(campaign)
     assert "re-attached" in run_log(campaign)
-    recs = check_campaign(campaign, 12, kind="ssh")  # attempt 1 everywhere: nothing ran twice
+    recs = check_campaign(campaign, 12, kind=kind)  # attempt 1 everywhere: nothing ran twice
     by_id = {r["id"]: r for r in recs}
-    for execution_id in running:  # re-attached: same run directory and slot as before the kill
+    for execution_id in running:  # re-attached: the same run directory as before the kill
         assert by_id[execution_id]["remote_dir"] == before[execution_id]["remote_dir"]
-        assert by_id[execution_id]["slot"] == before[execution_id]["slot"]
+    return before, running, by_id
+
+
+def test_controller_killed_then_resume_reattaches(devcluster, tmp_path):
+    # Executions of 3 s on 4 slots: at the kill some have finished, 4 run, the rest never started.
+    campaign, profile = cluster_campaign(tmp_path / "c", devcluster, kind="ssh", n=12, nap=3.0)
+    before, running, after = _kill_mid_run_then_resume(campaign, profile, "ssh", 90)
+    for execution_id in running:  # and the same slot
+        assert after[execution_id]["slot"] == before[execution_id]["slot"]
 
 
 @pytest.mark.parametrize("launcher", ["agent", "srun"])
@@ -161,27 +170,10 @@ def test_controller_killed_on_slurm_then_resume_reattaches(devcluster, tmp_path,
     re-attaches to them, runs the rest, and no allocation of the campaign is left holding nodes."""
     campaign, profile = cluster_campaign(tmp_path / "c", devcluster, kind="slurm", launcher=launcher, n=12,
                                          nap=3.0, nodes=2)
-    proc = start_run(campaign, "run", "--grid", "--profile", profile)
     try:
-        assert wait_until(lambda: count_commits(campaign, "finished") >= 4 and _running_at_least(campaign, 2), 120), \
-            run_log(campaign)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        before = {r["id"]: r for r in records(campaign)}
-        running = [i for i, r in before.items() if r["state"] == "running"]
-        assert running, before
-        time.sleep(0.5)  # some of them end while no controller watches
-        resume = start_run(campaign, "resume")
-        assert finish(resume, campaign, 240) == 0, run_log(campaign)
-        assert "re-attached" in run_log(campaign)
-        recs = check_campaign(campaign, 12, kind="slurm")  # attempt 1 everywhere: nothing ran twice
-        by_id = {r["id"]: r for r in recs}
-        for execution_id in running:  # re-attached: the same run directory as before the kill
-            assert by_id[execution_id]["remote_dir"] == before[execution_id]["remote_dir"]
+        _kill_mid_run_then_resume(campaign, profile, "slurm", 120)
         assert wait_until(lambda: not our_jobs(devcluster, profile), 30), our_jobs(devcluster, profile)
         ledger = campaign / ".git" / "orchestra" / "allocations"
         assert not ledger.exists() or not list(ledger.iterdir()), list(ledger.iterdir())  # no record left
     finally:
-        if proc.poll() is None:
-            proc.kill()
         cancel_ours(devcluster, profile)
