@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 ZERO = "0" * 40
 RECORD_PATH = ".orchestra/execution.yaml"
@@ -184,6 +184,10 @@ def state_dir(directory: str) -> str:
     return path
 
 
+def config_true(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def read_blobs(specs: list[str]) -> Iterator[tuple[str, bytes | None]]:
     """(spec, content or None if missing) for ``<commit>:<path>`` specs, through one `git cat-file --batch`.
 
@@ -259,3 +263,20 @@ def is_sha(text: str) -> bool:
 def say(message: str) -> None:
     """Hook output: git shows it to the pusher (prefixed ``remote:`` for server hooks)."""
     print(message, file=sys.stderr)
+
+
+def guarded(hook: str, main: Callable[[], int], failure_code: int) -> int:
+    """``main()``, with a bug or an unexpected environment told in one line rather than a traceback.
+
+    ``failure_code`` is what the hook then exits with: 1 for the hooks that guard (an unchecked push must
+    not pass), 0 for post-receive (it cannot refuse anything). ORCHESTRA_HOOK_DEBUG=1 shows the traceback.
+    """
+    try:
+        return main()
+    except Exception as exc:
+        if config_true(os.environ.get("ORCHESTRA_HOOK_DEBUG")):
+            raise
+        outcome = "the push is refused" if failure_code else "the push went through"
+        say(f"orchestra: {hook} hook failed: {type(exc).__name__}: {exc}; {outcome} (tell the remote's "
+            f"administrator; ORCHESTRA_HOOK_DEBUG=1 on the server shows the traceback)")
+        return failure_code

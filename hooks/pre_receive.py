@@ -50,6 +50,15 @@ def check(updates: list[common.RefUpdate], policy: rewrite_policy.Policy) -> tup
         for update in sorted(rewrites, key=lambda u: u.ref):
             messages.append(f"{update.ref}: non-fast-forward update refused (results are append-only): pull "
                             f"first (`expegit pull`) and push again; to replace results, {hint}")
+    elif deletions or rewrites:
+        # git itself would refuse these after this hook (`git init --shared` sets denyNonFastForwards):
+        # say so now, and log nothing that will not happen.
+        for update, key, what in [*((u, "receive.denyDeletes", "deletions") for u in deletions),
+                                  *((u, "receive.denyNonFastForwards", "non-fast-forward updates") for u in rewrites)]:
+            if common.config_true(common.git_config(key)):
+                messages.append(f"{update.ref}: this repository's git refuses {what} as well ({key} is true, "
+                                f"as `git init --shared` sets it); an administrator can unset it with "
+                                f"`git config --unset {key}` in the bare repository")
     tips = {u.ref: u.new for u in executions if not u.is_deletion}
     problems, _commits = common.check_records(tips)
     for ref in sorted(problems):
@@ -93,4 +102,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.guarded("pre-receive", main, 1))
