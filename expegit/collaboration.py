@@ -374,3 +374,21 @@ def install_server_hooks(repository: Path, *, report_dir: Path | None = None, fo
     if report_dir is not None:
         run_git(repository, "config", "orchestra.reportDir", str(report_dir.resolve()))
     return paths
+
+
+def rewrite_policy_notes(repository: Path) -> list[str]:
+    """What the administrator installing server hooks should know about who may rewrite results there."""
+    from orchestra_hooks import common as hook_common
+    from orchestra_hooks import rewrite_policy
+
+    directory = str(repository.absolute())
+    users = sorted(rewrite_policy.parse_user_list(hook_common.repository_config(directory,
+                                                                                 hook_common.REWRITE_USERS_CONFIG)))
+    notes = [f"results may be rewritten or deleted here by: {', '.join(users)} (with -o "
+             f"{hook_common.OVERRIDE_OPTION}; logged in {rewrite_policy.log_path(directory)})" if users else
+             f"nobody may rewrite or delete results here; to allow someone: `git -C {directory} config --add "
+             f"{hook_common.REWRITE_USERS_CONFIG} NAME`"]
+    if hook_common.repository_config(directory, hook_common.LEGACY_OVERRIDE_CONFIG):
+        notes.append(f"{hook_common.LEGACY_OVERRIDE_CONFIG} is set but no longer allows anything: remove it with "
+                     f"`git -C {directory} config --unset {hook_common.LEGACY_OVERRIDE_CONFIG}`")
+    return notes

@@ -479,3 +479,21 @@ def test_server_hooks_over_ssh(tmp_path: Path, devcluster) -> None:
         assert forced_ok.returncode == 0, forced_ok.stderr
     finally:
         _ssh(devcluster, f"rm -rf {shlex.quote(name)}")
+
+
+def test_server_install_tells_the_administrator_who_may_rewrite(tmp_path: Path) -> None:
+    from tests.helpers import cli
+
+    _root, bare = campaign_with_remote(tmp_path)
+    first = cli(tmp_path, "expegit", "hooks", "install", "--server", str(bare))
+    assert first.returncode == 0, first.stderr
+    assert "nobody may rewrite or delete results here" in first.stdout
+    assert f"config --add {common.REWRITE_USERS_CONFIG} NAME" in first.stdout
+    git(bare, "config", common.REWRITE_USERS_CONFIG, "alice bob")
+    git(bare, "config", common.LEGACY_OVERRIDE_CONFIG, "true")
+    again = cli(tmp_path, "expegit", "hooks", "install", "--server", str(bare))
+    assert "rewritten or deleted here by: alice, bob" in again.stdout
+    assert f"{common.LEGACY_OVERRIDE_CONFIG} is set but no longer allows anything" in again.stdout
+    bad = cli(tmp_path, "expegit", "hooks", "install", "--server", str(bare), "--python", "/a\nb")
+    assert bad.returncode != 0 and "cannot record the interpreter path" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) <= 2, bad.stderr
