@@ -357,14 +357,16 @@ def make_venv(path: Path, *, with_orchestra: bool) -> Path:
 
 
 def test_post_receive_finds_its_virtualenv_whatever_the_path(tmp_path: Path) -> None:
-    """The venv's python is not on PATH; the base interpreter it links to is first there (the issue's shape)."""
+    """The venv's python is not on PATH. First there: another python3 that is a link to the same base
+    interpreter (a virtualenv without Orchestra), then the base interpreter itself: the issue's shape."""
     root, bare = campaign_with_remote(tmp_path)
     python = make_venv(tmp_path / "venv", with_orchestra=True)
-    assert os.path.islink(python)
+    other = make_venv(tmp_path / "other-venv", with_orchestra=False)
+    assert os.path.islink(python) and os.path.realpath(python) == os.path.realpath(other)
     site_dir = tmp_path / "site"
     install_server_hooks(bare, report_dir=site_dir, interpreter=str(python))
     base_bin = os.path.dirname(os.path.realpath(python))
-    env = plain_shell_env(f"{base_bin}:/usr/bin:/bin")
+    env = plain_shell_env(f"{other.parent}:{base_bin}:/usr/bin:/bin")
     executions = [add_execution(root) for _ in range(2)]
     result = push_as_env(root, env, "push", "origin", "main", *[f"executions/{i}" for i in executions])
     assert result.returncode == 0, result.stderr
