@@ -65,6 +65,12 @@ class SharedRemote:
         return subprocess.run(["git", "-c", "safe.directory=*", "-C", str(self.bare), *args], capture_output=True,
                               text=True, check=check)
 
+    def peer_config(self, *args: str) -> None:
+        """Edit the peer's own ~/.gitconfig on the server (root writes it; the file stays the peer's)."""
+        path = Path(pwd.getpwnam(self.peer).pw_dir) / ".gitconfig"
+        subprocess.run(["git", "config", "--file", str(path), *args], check=False, capture_output=True)
+        subprocess.run(["chown", f"{self.peer}:", str(path)], check=False)  # git wrote a new file, root's
+
     def has(self, branch: str) -> bool:
         return self.git("rev-parse", "--verify", "-q", branch, check=False).returncode == 0
 
@@ -94,9 +100,12 @@ def shared_remote(devcluster) -> Iterator[SharedRemote]:
         install_server_hooks(bare, interpreter="/usr/bin/python3")
         git(bare, "config", common.REWRITE_USERS_CONFIG, owner)  # the administrator's decision
         subprocess.run(["chown", "-R", f"{owner}:{cluster['ORCHESTRA_DEVCLUSTER_GROUP']}", str(bare)], check=True)
-        yield SharedRemote(devcluster, bare, cluster)
+        remote = SharedRemote(devcluster, bare, cluster)
+        yield remote
     finally:
         subprocess.run(["rm", "-rf", str(bare)], check=False)
+        if "remote" in locals():
+            remote.peer_config("--unset-all", common.REWRITE_USERS_CONFIG)
 
 
 def test_only_the_administrators_choice_lets_a_user_rewrite_results(tmp_path: Path, shared_remote: SharedRemote) -> None:
@@ -114,7 +123,9 @@ def test_only_the_administrators_choice_lets_a_user_rewrite_results(tmp_path: Pa
     ok = remote.push(peer_repo, remote.peer_url, f"executions/{theirs}")
     assert ok.returncode == 0, ok.stderr
 
-    # ... but can neither delete nor rewrite anything, even with the push option, even their own
+    # ... but can neither delete nor rewrite anything, even with the push option, even their own, even
+    # naming themselves in their own git config on the server (which a pusher with a shell there controls)
+    remote.peer_config("--add", common.REWRITE_USERS_CONFIG, remote.peer)
     plain = remote.push(peer_repo, remote.peer_url, f":refs/heads/executions/{mine}")
     assert plain.returncode != 0 and "deleting an execution branch is refused" in plain.stderr, plain.stderr
     assert "administrator" in plain.stderr and common.OVERRIDE_OPTION not in plain.stderr
