@@ -4,8 +4,8 @@ Standard library only, on purpose. A hook runs as whoever owns the repository (o
 git or ssh user) with whatever ``python3`` that user has, which usually cannot import Orchestra's
 dependencies. ``expegit hooks install`` therefore copies this package (``orchestra_hooks``), with
 ``orchestra/execution.py`` and ``orchestra/errors.py`` (both stdlib-only on their fast path), next to the
-hook shims; the shim uses the installed package when its interpreter has one and this copy otherwise. Objects are read with the `git`
-binary (``git cat-file --batch``), which git always provides to its own hooks.
+hook shims; the shim uses the installed package when its interpreter has one and this copy otherwise.
+Objects are read with the `git` binary (``git cat-file --batch``), which git always provides to its hooks.
 """
 from __future__ import annotations
 

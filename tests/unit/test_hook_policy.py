@@ -70,3 +70,22 @@ def test_render_status_round_trip() -> None:
 ])
 def test_shared_umask_follows_core_shared_repository(value: str | None, current: int, expected: int) -> None:
     assert common.shared_umask(value, current) == expected
+
+
+def test_a_hook_that_fails_says_so_in_one_line(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ORCHESTRA_HOOK_DEBUG", raising=False)
+
+    def broken() -> int:
+        raise KeyError("GIT_DIR")
+
+    assert common.guarded("pre-receive", broken, 1) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "pre-receive hook failed: KeyError" in err and "the push is refused" in err
+    assert common.guarded("post-receive", broken, 0) == 0
+    assert "the push went through" in capsys.readouterr().err
+    assert common.guarded("pre-push", lambda: 0, 1) == 0
+    monkeypatch.setenv("ORCHESTRA_HOOK_DEBUG", "1")
+    with pytest.raises(KeyError):
+        common.guarded("pre-receive", broken, 1)
