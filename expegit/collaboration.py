@@ -388,6 +388,11 @@ def rewrite_policy_notes(repository: Path) -> list[str]:
              f"{hook_common.OVERRIDE_OPTION}; logged in {rewrite_policy.log_path(directory)})" if users else
              f"nobody may rewrite or delete results here; to allow someone: `git -C {directory} config --add "
              f"{hook_common.REWRITE_USERS_CONFIG} NAME`"]
+    deny = hook_common.repository_config(directory, "receive.denyNonFastForwards")
+    if users and deny and hook_common.config_true(deny[-1]):
+        notes.append(f"receive.denyNonFastForwards is true here (`git init --shared` sets it): git itself refuses "
+                     f"rewrites, deletions aside, until `git -C {directory} config --unset "
+                     f"receive.denyNonFastForwards`")
     if hook_common.repository_config(directory, hook_common.LEGACY_OVERRIDE_CONFIG):
         notes.append(f"{hook_common.LEGACY_OVERRIDE_CONFIG} is set but no longer allows anything: remove it with "
                      f"`git -C {directory} config --unset {hook_common.LEGACY_OVERRIDE_CONFIG}`")

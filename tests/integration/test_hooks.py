@@ -496,6 +496,10 @@ def test_server_install_tells_the_administrator_who_may_rewrite(tmp_path: Path) 
     again = cli(tmp_path, "expegit", "hooks", "install", "--server", str(bare))
     assert "rewritten or deleted here by: alice, bob" in again.stdout
     assert f"{common.LEGACY_OVERRIDE_CONFIG} is set but no longer allows anything" in again.stdout
+    assert "denyNonFastForwards" not in again.stdout
+    git(bare, "config", "receive.denyNonFastForwards", "true")
+    shared = cli(tmp_path, "expegit", "hooks", "install", "--server", str(bare))
+    assert "receive.denyNonFastForwards is true here" in shared.stdout
     bad = cli(tmp_path, "expegit", "hooks", "install", "--server", str(bare), "--python", "/a\nb")
     assert bad.returncode != 0 and "cannot record the interpreter path" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) <= 2, bad.stderr
