@@ -13,10 +13,10 @@ setup(
     package_dir={
         "orchestra": "core",
         "orchestra.schemas": "schemas",
-        "orchestra.hooks": "hooks",
+        "orchestra_hooks": "hooks",
     },
     packages=[
-        "orchestra", "orchestra.schemas", "orchestra.hooks",
+        "orchestra", "orchestra.schemas", "orchestra_hooks",
         "expegit", "expegit.examples", "expegit.report",
         "runaway", "parasearch",
     ],

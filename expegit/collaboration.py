@@ -326,19 +326,32 @@ def print_progress(stream=None) -> Progress:
 
 
 # --- hooks -----------------------------------------------------------------------------------------------
-def install_client_hooks(store: GitStore, *, force: bool = False, interpreter: str | None = None) -> list[Path]:
-    from orchestra.hooks import install as hook_install
+def _install(repository: Path, hooks: tuple[str, ...], *, interpreter: str | None, force: bool) -> list[Path]:
+    from orchestra_hooks import install as hook_install
 
     try:
-        return hook_install.install(store.root, hook_install.CLIENT_HOOKS, interpreter=interpreter, force=force)
+        return hook_install.install(repository, hooks, interpreter=interpreter, force=force)
     except FileExistsError as exc:
         raise UsageError(f"{exc} exists and is not Orchestra's", hint="move it aside or pass --force")
+    except ValueError as exc:
+        raise UsageError(str(exc))
+
+
+def install_client_hooks(store: GitStore, *, force: bool = False, interpreter: str | None = None) -> list[Path]:
+    from orchestra_hooks import install as hook_install
+
+    return _install(store.root, hook_install.CLIENT_HOOKS, interpreter=interpreter, force=force)
 
 
 def install_server_hooks(repository: Path, *, report_dir: Path | None = None, force: bool = False,
                          interpreter: str | None = None) -> list[Path]:
-    """pre-receive + post-receive into a shared bare repository, with the config they read."""
-    from orchestra.hooks import install as hook_install
+    """pre-receive + post-receive into a shared bare repository, with the config they read.
+
+    Sets nothing that grants a rewrite: who may rewrite results (``orchestra.rewriteUsers``) is for the
+    server's administrator to set with `git config`, by hand.
+    """
+    from orchestra_hooks import common as hook_common
+    from orchestra_hooks import install as hook_install
 
     repository = repository.absolute()
     bare = run_git(repository, "rev-parse", "--is-bare-repository", check=False)
@@ -347,11 +360,40 @@ def install_server_hooks(repository: Path, *, report_dir: Path | None = None, fo
     if bare.stdout.strip() != "true":
         raise UsageError(f"{repository} is not a bare repository",
                          hint="server hooks go into the shared remote (`git init --bare`)")
-    try:
-        paths = hook_install.install(repository, hook_install.SERVER_HOOKS, interpreter=interpreter, force=force)
-    except FileExistsError as exc:
-        raise UsageError(f"{exc} exists and is not Orchestra's", hint="move it aside or pass --force")
+    paths = _install(repository, hook_install.SERVER_HOOKS, interpreter=interpreter, force=force)
     run_git(repository, "config", "receive.advertisePushOptions", "true")
+    # BARE/orchestra/ (rewrite log, report state) made now, group-shared if the repository is, so the
+    # first pusher does not make it theirs alone.
+    previous = os.umask(0o022)
+    try:
+        os.umask(previous)
+        hook_common.apply_shared_umask(str(repository))
+        hook_common.state_dir(str(repository))
+    finally:
+        os.umask(previous)
     if report_dir is not None:
         run_git(repository, "config", "orchestra.reportDir", str(report_dir.resolve()))
     return paths
+
+
+def rewrite_policy_notes(repository: Path) -> list[str]:
+    """What the administrator installing server hooks should know about who may rewrite results there."""
+    from orchestra_hooks import common as hook_common
+    from orchestra_hooks import rewrite_policy
+
+    directory = str(repository.absolute())
+    users = sorted(rewrite_policy.parse_user_list(hook_common.repository_config(directory,
+                                                                                 hook_common.REWRITE_USERS_CONFIG)))
+    notes = [f"results may be rewritten or deleted here by: {', '.join(users)} (with -o "
+             f"{hook_common.OVERRIDE_OPTION}; logged in {rewrite_policy.log_path(directory)})" if users else
+             f"nobody may rewrite or delete results here; to allow someone: `git -C {directory} config --add "
+             f"{hook_common.REWRITE_USERS_CONFIG} NAME`"]
+    deny = hook_common.repository_config(directory, "receive.denyNonFastForwards")
+    if users and deny and hook_common.config_true(deny[-1]):
+        notes.append(f"receive.denyNonFastForwards is true here (`git init --shared` sets it): git itself refuses "
+                     f"rewrites, deletions aside, until `git -C {directory} config --unset "
+                     f"receive.denyNonFastForwards`")
+    if hook_common.repository_config(directory, hook_common.LEGACY_OVERRIDE_CONFIG):
+        notes.append(f"{hook_common.LEGACY_OVERRIDE_CONFIG} is set but no longer allows anything: remove it with "
+                     f"`git -C {directory} config --unset {hook_common.LEGACY_OVERRIDE_CONFIG}`")
+    return notes

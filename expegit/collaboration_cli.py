@@ -71,6 +71,9 @@ def dispatch(args: argparse.Namespace) -> int:
             paths = collab.install_client_hooks(GitStore.discover(base), force=args.force, interpreter=args.python)
         for path in paths:
             print(f"expegit: installed {path}")
+        if args.server:
+            for line in collab.rewrite_policy_notes(base / args.server):
+                print(f"expegit: {line}")
         return 0
     raise UsageError(f"unknown command {args.command!r}")
 

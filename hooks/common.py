@@ -2,10 +2,10 @@
 
 Standard library only, on purpose. A hook runs as whoever owns the repository (on a shared server, the
 git or ssh user) with whatever ``python3`` that user has, which usually cannot import Orchestra's
-dependencies. ``expegit hooks install`` therefore copies this package, with ``orchestra/execution.py`` and
-``orchestra/errors.py`` (both stdlib-only on their fast path), next to the hook shims; the shim uses the
-installed package when its interpreter has one and this copy otherwise. Objects are read with the `git`
-binary (``git cat-file --batch``), which git always provides to its own hooks.
+dependencies. ``expegit hooks install`` therefore copies this package (``orchestra_hooks``), with
+``orchestra/execution.py`` and ``orchestra/errors.py`` (both stdlib-only on their fast path), next to the
+hook shims; the shim uses the installed package when its interpreter has one and this copy otherwise.
+Objects are read with the `git` binary (``git cat-file --batch``), which git always provides to its hooks.
 """
 from __future__ import annotations
 
@@ -14,16 +14,19 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 ZERO = "0" * 40
 RECORD_PATH = ".orchestra/execution.yaml"
 EXECUTION_REF = re.compile(r"^refs/heads/executions/([0-9a-f]{12})$")
 EXECUTION_PREFIX = "refs/heads/executions/"
-# `git push -o orchestra-allow-rewrite` (needs receive.advertisePushOptions on the server).
+# `git push -o orchestra-allow-rewrite` (needs receive.advertisePushOptions on the server). Only half of
+# the permission: the pushing user must also be listed in the bare repository's orchestra.rewriteUsers.
 OVERRIDE_OPTION = "orchestra-allow-rewrite"
-OVERRIDE_ENV = "ORCHESTRA_ALLOW_REWRITE"
-OVERRIDE_CONFIG = "orchestra.allowRewrite"
+REWRITE_USERS_CONFIG = "orchestra.rewriteUsers"
+PUSHER_VARIABLE_CONFIG = "orchestra.pusherVariable"
+# Honoured by older hooks; read now only to tell an administrator that it no longer grants anything.
+LEGACY_OVERRIDE_CONFIG = "orchestra.allowRewrite"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -118,6 +121,69 @@ def git_config(key: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def git_dir(environ: dict[str, str] | os._Environ = os.environ) -> str:
+    """The receiving repository, absolute (receive-pack sets GIT_DIR, often to ".")."""
+    return os.path.abspath(environ.get("GIT_DIR", "."))
+
+
+def repository_config(directory: str, key: str) -> list[str]:
+    """Every value of ``key`` in ``<directory>/config`` and nowhere else.
+
+    Decisions an administrator makes must not come from a file or variable a pusher controls: plain
+    `git config` would also read the pushing user's ~/.gitconfig, $GIT_CONFIG_GLOBAL, and (for a push to a
+    local path) the pusher's own environment. ``--file`` reads exactly the repository's file.
+    """
+    result = subprocess.run(["git", "config", "--file", os.path.join(directory, "config"), "--get-all", key],
+                            capture_output=True, text=True)
+    return result.stdout.splitlines() if result.returncode == 0 else []
+
+
+def shared_umask(value: str | None, current: int) -> int:
+    """The umask a hook should write with, for a repository's ``core.sharedRepository`` value.
+
+    A shared remote is written by several unix users of one group: files the hooks create under
+    BARE/orchestra/ (logs, locks, the rendered report) must stay writable by the next pusher, as git keeps
+    its own objects and refs. Mirrors git's meanings: group/true/1, all/world/everybody/2, an octal mode.
+    """
+    text = (value or "").strip().lower()
+    if text in ("", "false", "umask", "no", "off", "0"):
+        return current
+    if text in ("group", "true", "yes", "on", "1"):
+        return current & ~0o070
+    if text in ("all", "world", "everybody", "2"):
+        return current & ~0o075
+    try:
+        mode = int(text, 8) & 0o777
+    except ValueError:
+        return current
+    # Directories need x wherever files get r, as git gives them.
+    return 0o777 & ~(mode | (mode & 0o444) >> 2)
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_shared_umask(directory: str) -> None:
+    values = repository_config(directory, "core.sharedRepository")
+    os.umask(shared_umask(values[-1] if values else None, current_umask()))
+
+
+def state_dir(directory: str) -> str:
+    """BARE/orchestra/: where hooks keep their files (group-shared, setgid, when the repository is)."""
+    path = os.path.join(directory, "orchestra")
+    if not os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)
+        if current_umask() & 0o020 == 0:  # a shared repository (apply_shared_umask ran first)
+            try:
+                os.chmod(path, os.stat(path).st_mode | 0o2000)
+            except OSError:
+                pass
+    return path
+
+
 def config_true(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -197,3 +263,20 @@ def is_sha(text: str) -> bool:
 def say(message: str) -> None:
     """Hook output: git shows it to the pusher (prefixed ``remote:`` for server hooks)."""
     print(message, file=sys.stderr)
+
+
+def guarded(hook: str, main: Callable[[], int], failure_code: int) -> int:
+    """``main()``, with a bug or an unexpected environment told in one line rather than a traceback.
+
+    ``failure_code`` is what the hook then exits with: 1 for the hooks that guard (an unchecked push must
+    not pass), 0 for post-receive (it cannot refuse anything). ORCHESTRA_HOOK_DEBUG=1 shows the traceback.
+    """
+    try:
+        return main()
+    except Exception as exc:
+        if config_true(os.environ.get("ORCHESTRA_HOOK_DEBUG")):
+            raise
+        outcome = "the push is refused" if failure_code else "the push went through"
+        say(f"orchestra: {hook} hook failed: {type(exc).__name__}: {exc}; {outcome} (tell the remote's "
+            f"administrator; ORCHESTRA_HOOK_DEBUG=1 on the server shows the traceback)")
+        return failure_code

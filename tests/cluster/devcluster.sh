@@ -17,7 +17,12 @@
 #
 # Overrides: ORCHESTRA_DEVCLUSTER_DIR (/tmp/orchestra-devcluster), ORCHESTRA_DEVCLUSTER_SSH_PORT (2222),
 # ORCHESTRA_DEVCLUSTER_SLURM_PORT (16817; slurmds use the 4 ports after 17000 + offset),
-# ORCHESTRA_DEVCLUSTER_NODES (4), ORCHESTRA_DEVCLUSTER_CPUS (4), ORCHESTRA_DEVCLUSTER_USER (orchestra).
+# ORCHESTRA_DEVCLUSTER_NODE_PORT (17001), ORCHESTRA_DEVCLUSTER_NODES (4), ORCHESTRA_DEVCLUSTER_CPUS (4),
+# ORCHESTRA_DEVCLUSTER_USER (orchestra), ORCHESTRA_DEVCLUSTER_PEER (orchestra-peer: a second user with its
+# own key, host alias devcluster-peer, for tests where two people push to one shared remote),
+# ORCHESTRA_DEVCLUSTER_GROUP (orchestra-share: both users are members, as the group of a shared remote).
+# A private instance beside the shared one needs its own DIR, ports and USER/PEER/GROUP (the users'
+# authorized_keys are written by `up`).
 set -euo pipefail
 
 DIR=${ORCHESTRA_DEVCLUSTER_DIR:-/tmp/orchestra-devcluster}
@@ -27,6 +32,8 @@ NODE_BASE_PORT=${ORCHESTRA_DEVCLUSTER_NODE_PORT:-17001}
 NODES=${ORCHESTRA_DEVCLUSTER_NODES:-4}
 CPUS=${ORCHESTRA_DEVCLUSTER_CPUS:-4}
 RUSER=${ORCHESTRA_DEVCLUSTER_USER:-orchestra}
+PEER=${ORCHESTRA_DEVCLUSTER_PEER:-orchestra-peer}
+SHARE_GROUP=${ORCHESTRA_DEVCLUSTER_GROUP:-orchestra-share}
 WAIT_SECONDS=${ORCHESTRA_DEVCLUSTER_WAIT:-60}
 
 SSHD_DIR=$DIR/ssh
@@ -99,6 +106,42 @@ ensure_user() {
     install -d -m 0700 -o "$RUSER" -g "$(id -gn "$RUSER")" "$home/.ssh"
 }
 
+# A second user and a group holding both: a shared git remote is written by several people, and tests
+# of who may do what there (hooks' rewrite policy) need two real accounts behind the same sshd.
+ensure_peer() {
+    if ! id "$PEER" >/dev/null 2>&1; then
+        useradd -m -s /bin/bash "$PEER"
+    fi
+    usermod -p '*' "$PEER"
+    local home; home=$(getent passwd "$PEER" | cut -d: -f6)
+    chmod 0755 "$home"
+    if [ ! -f "$home/.orchestra-devcluster" ]; then
+        printf '# written by devcluster.sh: keep non-interactive shells fast and silent\ncase $- in *i*) ;; *) return ;; esac\n' >"$home/.bashrc"
+        : >"$home/.orchestra-devcluster"
+        chown "$PEER:" "$home/.bashrc" "$home/.orchestra-devcluster"
+    fi
+    install -d -m 0700 -o "$PEER" -g "$(id -gn "$PEER")" "$home/.ssh"
+    # A shared remote belongs to whoever made it: git (>= 2.35.2) works in a repository another user owns
+    # only once it is declared safe, as a server's administrator declares its shared remotes.
+    if ! git config --file "$home/.gitconfig" --get-all safe.directory 2>/dev/null | grep -qxF '*'; then
+        git config --file "$home/.gitconfig" --add safe.directory '*'
+        chown "$PEER:" "$home/.gitconfig"
+    fi
+    getent group "$SHARE_GROUP" >/dev/null 2>&1 || groupadd "$SHARE_GROUP"
+    usermod -a -G "$SHARE_GROUP" "$RUSER"
+    usermod -a -G "$SHARE_GROUP" "$PEER"
+}
+
+setup_peer_ssh() {
+    [ -f "$SSHD_DIR/id_ed25519_peer" ] || ssh-keygen -q -t ed25519 -N '' -C devcluster-peer -f "$SSHD_DIR/id_ed25519_peer"
+    chmod 0600 "$SSHD_DIR/id_ed25519_peer"
+    local home; home=$(getent passwd "$PEER" | cut -d: -f6)
+    install -m 0600 -o "$PEER" -g "$(id -gn "$PEER")" "$SSHD_DIR/id_ed25519_peer.pub" "$home/.ssh/authorized_keys"
+    if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+        chown "$SUDO_USER" "$SSHD_DIR/id_ed25519_peer" "$SSHD_DIR/id_ed25519_peer.pub"
+    fi
+}
+
 # --------------------------------------------------------------------------------------------- sshd
 setup_ssh() {
     install -d -m 0755 "$SSHD_DIR"
@@ -120,7 +163,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin no
-AllowUsers $RUSER
+AllowUsers $RUSER $PEER
 UsePAM no
 UseDNS no
 PrintMotd no
@@ -156,6 +199,17 @@ Host devcluster-jump
     UserKnownHostsFile $SSHD_DIR/known_hosts
     StrictHostKeyChecking yes
     ProxyJump devcluster
+# A second person on the same server (see ensure_peer).
+Host devcluster-peer
+    HostName 127.0.0.1
+    Port $SSH_PORT
+    User $PEER
+    IdentityFile $SSHD_DIR/id_ed25519_peer
+    IdentitiesOnly yes
+    UserKnownHostsFile $SSHD_DIR/known_hosts
+    StrictHostKeyChecking yes
+    GSSAPIAuthentication no
+    KexAlgorithms curve25519-sha256
 EOF
     /usr/sbin/sshd -t -f "$SSHD_DIR/sshd_config" || die "sshd_config invalid"
     # Under sudo, hand the client side (key, known_hosts, ssh_config) to the invoking user so tests can
@@ -287,6 +341,10 @@ wait_ready() {
         [ $SECONDS -lt $deadline ] || { ssh -F "$SSHD_DIR/ssh_config" -o BatchMode=yes devcluster true || true; tails; die "ssh devcluster failed"; }
         sleep 0.2
     done
+    until ssh -F "$SSHD_DIR/ssh_config" -o BatchMode=yes -o ConnectTimeout=5 devcluster-peer true 2>/dev/null; do
+        [ $SECONDS -lt $deadline ] || { ssh -F "$SSHD_DIR/ssh_config" -o BatchMode=yes devcluster-peer true || true; tails; die "ssh devcluster-peer failed"; }
+        sleep 0.2
+    done
 }
 
 print_env() {
@@ -295,6 +353,9 @@ export ORCHESTRA_DEVCLUSTER_DIR=$DIR
 export ORCHESTRA_DEVCLUSTER_SSH_CONFIG=$SSHD_DIR/ssh_config
 export ORCHESTRA_DEVCLUSTER_HOST=devcluster
 export ORCHESTRA_DEVCLUSTER_USER=$RUSER
+export ORCHESTRA_DEVCLUSTER_PEER=$PEER
+export ORCHESTRA_DEVCLUSTER_PEER_HOST=devcluster-peer
+export ORCHESTRA_DEVCLUSTER_GROUP=$SHARE_GROUP
 export ORCHESTRA_DEVCLUSTER_NODES=$NODES
 export ORCHESTRA_DEVCLUSTER_CPUS=$CPUS
 export SLURM_CONF=$SLURM_CONF_FILE
@@ -307,7 +368,9 @@ cmd_up() {
     ensure_packages
     install -d -m 0755 "$DIR"
     ensure_user
+    ensure_peer
     setup_ssh
+    setup_peer_ssh
     setup_munge
     setup_slurm
     start_sshd
