@@ -146,6 +146,10 @@ class JournalListener:
             # find them. Long ones get their "running" commit once they have run for the delay.
             self._delayed[record.id] = gevent.spawn_later(self.running_commit_delay, self._commit_running, record.id)
 
+    def journal_running(self, execution_id: str) -> None:
+        """Commit the "running" state of an execution found running by a resume (see adopt_reattached)."""
+        self._commit(self.records[execution_id])
+
     def _commit_running(self, execution_id: str) -> None:
         self._delayed.pop(execution_id, None)
         record = self.records.get(execution_id)
@@ -356,7 +360,8 @@ class Session:
             controller.stop()
 
     def drive(self, profile: str, records: dict[str, ExecutionRecord], tips: dict[str, str],
-              tasks: Iterable[Task], backend: Any = None, started: gevent.Greenlet | None = None) -> None:
+              tasks: Iterable[Task], backend: Any = None, started: gevent.Greenlet | None = None,
+              adopted: Iterable[str] = ()) -> None:
         # `resume` passes the backend its re-attached handles came from: it holds their slots.
         backend = backend or make_backend(profile, self.manifest, self.campaign.workdir, slots=self.slots)
         writer = JournalWriter(self.campaign.store)
@@ -366,6 +371,8 @@ class Session:
         controller = Controller(backend, listener, self.campaign.store.archive, retry=self.manifest.retries,
                                 staging=self.campaign.workdir / "staging", leave=self.leave)
         self.controllers.append(controller)
+        for execution_id in adopted:  # re-attached, but the dead controller's "running" commit never landed
+            listener.journal_running(execution_id)
         waiting_for = getattr(backend, "waiting_for", None)
         watcher = gevent.spawn(self._show_waiting, waiting_for) if waiting_for is not None else None
         try:
@@ -495,6 +502,31 @@ def _release_orphaned_allocations(campaign: Campaign, manifest: Manifest, profil
                           "their controller is gone")
 
 
+def adopt_reattached(record: ExecutionRecord, handle: RunHandle, attempt: int) -> bool:
+    """Fill what the dead controller never journaled about an execution it launched; True if its
+    "running" commit is missing (the caller then journals it).
+
+    The dead controller may have launched it without its "running" commit reaching disk (local runs skip
+    that commit for short executions; a remote one can be killed between the launch and the writer's next
+    flush). The record must still tell that attempt's story: which attempt, where, and since when. Without
+    this the finished record said attempt 0, no start time and no node (issue 10, "Record defects").
+    """
+    missing = record.state == "created"
+    record.state = "running"
+    record.attempt = attempt
+    if missing or record.host is None:
+        record.host = handle.slot.host
+    if handle.slot.node is not None:
+        record.node = handle.slot.node
+    if handle.slot.index >= 0 and (missing or record.slot is None or record.slot < 0):
+        record.slot = handle.slot.index
+    if missing or not record.remote_dir:
+        record.remote_dir = handle.remote_dir
+    if record.started is None:
+        record.started = iso_from_epoch(handle.started)
+    return missing
+
+
 def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None, retry_failed: bool,
             leave: str) -> RunSummary:
     manifest = campaign.manifest
@@ -513,22 +545,22 @@ def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None,
     for profile, records in by_profile.items():
         backend = make_backend(profile, manifest, campaign.workdir, slots=slots)
         tasks: list[Task] = []
+        adopted: list[str] = []
         for record in records.values():
             handle = None
             if record.state in ("running", "created"):
                 handle = backend.reattach(record.id, record.host, record.slot, record.remote_dir)
             if handle is not None:
                 progress.note(f"re-attached {record.id}: it went on while no controller watched it")
-                if record.state == "created":  # launched, but the "running" commit never happened
-                    record.state = "running"
-                    record.host, record.slot, record.remote_dir = handle.slot.host, handle.slot.index, handle.remote_dir
                 attempt = max(1, record.attempt)  # the same attempt, watched again
+                if adopt_reattached(record, handle, attempt):
+                    adopted.append(record.id)
             elif record.state == "created" and record.attempt == 0:
                 attempt = 1  # never launched
             else:
                 attempt = max(1, record.attempt) + 1  # launched before and lost, stopped or failed: a new attempt
             tasks.append(Task(job_for(manifest, record), handle=handle, attempt=attempt))
-        groups.append((profile, records, {i: tips[i] for i in records}, tasks, backend))
+        groups.append((profile, records, {i: tips[i] for i in records}, tasks, backend, None, adopted))
     session = Session(campaign, manifest, slots=slots, progress=progress, leave=leave)
     summary = session.run(groups)
     summary.total = len(todo)
