@@ -103,6 +103,21 @@ def job_for(manifest: Manifest, record: ExecutionRecord) -> Job:
                timeout=manifest.timeout, env=env)
 
 
+def stderr_tail(data: bytes | None, limit: int = 300) -> str:
+    """The last non-empty line of a failed execution's stderr, for its one progress line.
+
+    Why: the reason an execution failed (a traceback's last line, a missing file) was only in `expegit
+    show`; the user watching a run saw "exit=1" and nothing to act on.
+    """
+    if not data:
+        return ""
+    lines = [line.strip() for line in data[-8192:].decode("utf-8", "replace").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    last = "".join(ch if ch.isprintable() else "?" for ch in lines[-1])
+    return last if len(last) <= limit else "..." + last[-limit:]
+
+
 class JournalListener:
     """Writes each state change of an execution as a commit on its branch (runaway's Listener)."""
 
@@ -215,17 +230,23 @@ class JournalListener:
         ok = record.state == "finished"
         extra = f" objective={record.objective:g}" if record.objective is not None else ""
         extra += f" ({record.error})" if record.error and not ok else ""
+        if not ok and result.collected is not None:
+            tail = stderr_tail(result.collected.read(STDERR_FILE))
+            if tail:
+                extra += f"\n         stderr: {tail}"
         # Shown as ended now (its slot is already free), counted as done once it is on disk.
         self.progress.ended(ok, f"{record.state:8} {record.id} {describe_parameters(record.parameters)}"
                                 f" exit={record.exit_code} {record.duration if record.duration is not None else '?'}s"
                                 f"{extra}")
+        if self.on_result is not None:
+            # Before waiting on the disk: other executions print their lines meanwhile, so a "best" line
+            # told after the wait came out below the lines of executions that ended later.
+            self.on_result(record)
         durable.get()  # the run directory is deleted next: the results must be committed first
         if ok:
             self.summary.finished += 1
         else:
             self.summary.failed += 1
-        if self.on_result is not None:
-            self.on_result(record)
         self.records.pop(record.id, None)  # 10,000 queued executions: keep only what is still in flight
 
     def cancelled(self, task: Task, handle: RunHandle | None) -> None:
