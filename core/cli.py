@@ -10,6 +10,24 @@ from collections.abc import Callable, Sequence
 from .errors import EXIT_INTERRUPTED, OrchestraError
 
 
+# Set by run_main from --debug (or ORCHESTRA_DEBUG=1) before a command runs.
+_debug = False
+
+
+def quiet_greenlet_errors() -> None:
+    """Keep gevent's hub from printing the traceback of every greenlet that dies with an exception.
+
+    Why: the hub prints them as they happen, although the error is re-raised where the greenlet is joined
+    and reported there as one line. An unreachable host printed about 70 lines of raw tracebacks before
+    its one-line error. With --debug they are printed as before.
+    """
+    if _debug:
+        return
+    import gevent
+
+    gevent.get_hub().exception_stream = None
+
+
 def patch_gevent() -> None:
     """Monkey-patch the standard library for gevent: only ever called from CLI entry points."""
     from importlib import metadata
@@ -17,6 +35,7 @@ def patch_gevent() -> None:
     from gevent import monkey
 
     if monkey.is_module_patched("socket"):
+        quiet_greenlet_errors()
         return
     # patch_all announces each of its ~25 patches to plugins found through entry points, and every
     # announcement rescans all installed distributions (0.5 s on a machine with a few hundred packages).
@@ -28,12 +47,15 @@ def patch_gevent() -> None:
         monkey.patch_all()
     finally:
         metadata.entry_points = original
+    quiet_greenlet_errors()  # after patching: the hub is made on first use, which must see patched threading
 
 
 def run_main(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
              dispatch: Callable[[argparse.Namespace], int]) -> int:
+    global _debug
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("ORCHESTRA_DEBUG") == "1"
+    _debug = debug
     try:
         return dispatch(args)
     except OrchestraError as exc:

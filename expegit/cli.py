@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="finish what an interrupted or killed run left behind")
     p.add_argument("--slots", type=int, metavar="N")
+    p.add_argument("--profile", metavar="NAME",
+                   help="run what is left on this profile instead (what still runs elsewhere stays watched there)")
     p.add_argument("--retry-failed", action="store_true", help="also run failed executions again")
     p.add_argument("--leave", choices=LEAVE_POLICIES, default="none", help="as for run")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -155,7 +157,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         campaign = _open(args)
         summary = resume_campaign(campaign, slots=args.slots, progress=_progress(args),
-                                  retry_failed=args.retry_failed, leave=args.leave)
+                                  retry_failed=args.retry_failed, leave=args.leave, profile=args.profile)
         if summary.total == 0:
             print("expegit: nothing to resume", file=sys.stderr)
             return 0

@@ -19,7 +19,7 @@ import gevent
 
 from orchestra.controllers import controller_alive
 from orchestra.errors import (EXIT_EXECUTIONS_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExecutionError,
-                              ProfileError, RepositoryError, UsageError)
+                              OrchestraError, ProfileError, RepositoryError, UsageError)
 from orchestra.execution import (RESUMABLE_STATES, ExecutionRecord, ExecutionSpec,
                                  new_execution_id)
 from orchestra.manifest import Manifest
@@ -486,22 +486,44 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
         progress = progress or Progress(len(order))
         progress.total = len(order)
         session = Session(campaign, manifest, slots=slots, progress=progress, leave=leave)
-        summary = session.run([(profile, records, tips, _tasks(manifest, records, order), backend, warmup)])
+        try:
+            summary = session.run([(profile, records, tips, _tasks(manifest, records, order), backend, warmup)])
+        except OrchestraError:
+            if warmup.ready() and not warmup.successful():
+                _remove_unlaunched(campaign, records, tips, order, progress)
+            raise
     summary.total = len(order)
     summary.ids = order
     summary.not_started = sum(1 for r in records.values() if r.state == "created")
     return summary
 
 
+def _remove_unlaunched(campaign: Campaign, records: Mapping[str, ExecutionRecord], tips: Mapping[str, str],
+                       order: Sequence[str], progress: Progress) -> None:
+    """After the profile could not be reached, delete the branches this run created: none ever ran.
+
+    Why: each try against an unreachable host left its executions behind as `created` branches, for a
+    resume to run on a profile that may never answer (and `status` counted them). Branches created earlier
+    are not touched, nor any that moved past their created commit.
+    """
+    unlaunched = [(i, tips[i]) for i in order if i in records and records[i].state == "created" and i in tips]
+    if not unlaunched:
+        return
+    removed = Journal(campaign.store).remove_branches(unlaunched)
+    if removed:
+        progress.note(f"removed the {len(removed)} execution(s) this run created: the profile was never reached")
+
+
 def resume_campaign(campaign: Campaign, *, slots: int | None = None, progress: Progress | None = None,
-                    retry_failed: bool = False, leave: str = "none") -> RunSummary:
+                    retry_failed: bool = False, leave: str = "none", profile: str | None = None) -> RunSummary:
     """`expegit resume`: re-attach to what still runs, collect what ended, re-run what was interrupted."""
     with ControllerRegistry(campaign) as registry:
         others = registry.others_alive()
         if others:
             raise RepositoryError(f"another controller (pid {others[0]}) is running this campaign",
                                   hint="wait for it to end or stop it, then resume")
-        return _resume(campaign, slots=slots, progress=progress, retry_failed=retry_failed, leave=leave)
+        return _resume(campaign, slots=slots, progress=progress, retry_failed=retry_failed, leave=leave,
+                       profile=profile)
 
 
 def _release_orphaned_allocations(campaign: Campaign, manifest: Manifest, profiles: Iterable[str],
@@ -548,8 +570,51 @@ def adopt_reattached(record: ExecutionRecord, handle: RunHandle, attempt: int) -
     return missing
 
 
+def _move_to_profile(campaign: Campaign, manifest: Manifest, by_profile: dict[str, dict[str, ExecutionRecord]],
+                     target: str, progress: Progress) -> dict[str, dict[str, ExecutionRecord]]:
+    """`resume --profile P`: what is left to run goes to P; what still runs elsewhere stays watched there.
+
+    An execution recorded running keeps its profile (it may still run; moving it would run it twice). One
+    recorded created may have been launched by a dead controller without its running commit: it is looked
+    for on its own profile first, and moves only if nothing is found there or that profile cannot be
+    reached (the reason to move, usually: a host that is gone).
+    """
+    moved: dict[str, dict[str, ExecutionRecord]] = {target: dict(by_profile.get(target, {}))}
+    counts: dict[str, int] = {}
+    for name, records in by_profile.items():
+        if name == target:
+            continue
+        stay: dict[str, ExecutionRecord] = {}
+        unreachable = False
+        backend: Any = None
+        for record in records.values():
+            if record.state == "running":
+                stay[record.id] = record
+                continue
+            if record.state == "created" and not unreachable:
+                try:
+                    if backend is None:
+                        backend = make_backend(name, manifest, campaign.workdir)
+                    if backend.reattach(record.id, record.host, record.slot, record.remote_dir) is not None:
+                        stay[record.id] = record
+                        continue
+                except OrchestraError as exc:
+                    unreachable = True
+                    progress.note(f"profile {name} cannot be reached ({exc}): its executions move to {target}")
+            record.profile = target
+            moved[target][record.id] = record
+            counts[name] = counts.get(name, 0) + 1
+        if backend is not None:
+            backend.close()
+        if stay:
+            moved[name] = stay
+    for name, count in sorted(counts.items()):
+        progress.note(f"moving {count} execution(s) from profile {name} to {target}")
+    return {name: records for name, records in moved.items() if records}
+
+
 def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None, retry_failed: bool,
-            leave: str) -> RunSummary:
+            leave: str, profile: str | None = None) -> RunSummary:
     manifest = campaign.manifest
     index = RecordIndex(campaign.store)
     all_records, tips, _problems = index.load()
@@ -559,6 +624,9 @@ def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None,
     for record in sorted(todo.values(), key=lambda r: (r.created or "", r.id)):
         by_profile.setdefault(record.profile, {})[record.id] = record
     progress = progress or Progress(len(todo))
+    if profile is not None:
+        make_backend(profile, manifest, campaign.workdir, slots=slots)  # a bad profile fails before anything
+        by_profile = _move_to_profile(campaign, manifest, by_profile, profile, progress)
     _release_orphaned_allocations(campaign, manifest, set(orphaned_profiles(campaign.workdir / "allocations"))
                                   - set(by_profile), progress)
     progress.total = len(todo)
