@@ -6,6 +6,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import EXIT_INTERRUPTED, OrchestraError
 
@@ -50,10 +51,48 @@ def patch_gevent() -> None:
     quiet_greenlet_errors()  # after patching: the hub is made on first use, which must see patched threading
 
 
+def version() -> str:
+    """The installed distribution's version (one definition: setup.py's)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("orchestra-campaigns")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, sub: "argparse._SubParsersAction[Any]") -> None:
+    """--version and the `completion` subcommand, the same on expegit, runaway and parasearch."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    p = sub.add_parser("completion", help="print the shell code that completes this command (bash, zsh)",
+                       description="Add to ~/.bashrc: eval \"$(PROG completion bash)\"; to ~/.zshrc: eval "
+                                   "\"$(PROG completion zsh)\". Completes subcommands, options, profile names "
+                                   "and execution ids.")
+    p.add_argument("shell", choices=("bash", "zsh"), nargs="?", default="bash")
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Answer a Tab press and exit, when the shell's completion hook is what started us.
+
+    argcomplete (a well-kept library for argparse completion in bash and zsh) is imported only then: a
+    normal start pays nothing for it.
+    """
+    if "_ARGCOMPLETE" in os.environ:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+
+
 def run_main(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
              dispatch: Callable[[argparse.Namespace], int]) -> int:
     global _debug
+    _complete(parser)  # argcomplete reads the shell's COMP_LINE, not argv
     args = parser.parse_args(argv)
+    if getattr(args, "command", None) == "completion":
+        import argcomplete
+
+        sys.stdout.write(argcomplete.shellcode([prog], shell=args.shell))
+        return 0
     debug = getattr(args, "debug", False) or os.environ.get("ORCHESTRA_DEBUG") == "1"
     _debug = debug
     try:

@@ -13,9 +13,10 @@ import json  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-from orchestra.cli import patch_gevent, run_main  # noqa: E402
+from orchestra.cli import add_common_arguments, patch_gevent, run_main  # noqa: E402
 from orchestra.errors import EXIT_EXECUTIONS_FAILED, UsageError  # noqa: E402
 from runaway.backend import LEAVE_POLICIES  # noqa: E402
+from runaway.completion import complete_profiles  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,12 +26,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("-C", dest="directory", default=".", help="run as if started in this directory")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_common_arguments(parser, sub)
 
     p = sub.add_parser("run", help="run (or continue) the study declared under search: in orchestra.yaml")
     p.add_argument("--budget", type=int, metavar="N", help="total executions of the study (default: search.budget)")
     p.add_argument("--algorithm", metavar="A", help="grid, random, sobol, halton, lhs or bayes (default: "
                                                     "search.algorithm; another algorithm is another study)")
-    p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)")
+    p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)"
+                   ).completer = complete_profiles  # type: ignore[attr-defined]
     p.add_argument("--parallel", type=int, metavar="K", help="executions in flight (default: search.parallel)")
     p.add_argument("--slots", type=int, metavar="N", help="backend slots (local: default the CPU count)")
     p.add_argument("--leave", choices=LEAVE_POLICIES, default="none",
