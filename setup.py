@@ -37,6 +37,7 @@ setup(
         "numpy>=1.24",
         "scipy>=1.11",
         "tenacity>=8.2",
+        "argcomplete>=3.1",  # shell completion (bash, zsh) of subcommands, profiles and execution ids
         "gevent>=23.9",
     ],
     extras_require={

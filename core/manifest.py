@@ -353,7 +353,7 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
             c.at(["search"], f"search: algorithm {search['algorithm']} needs an objective: declare `objective:`")
         if "stop" in search and objective is None:
             c.at(["search", "stop"], "search.stop: needs an objective: declare `objective:`")
-        if not specs:
+        if not (data.get("parameters") or {}):  # not `specs`: a parameter with an error is not missing
             c.at(["search"], "search: there are no parameters to search over")
         if search["algorithm"] != "grid":
             for name, spec in specs.items():

@@ -7,9 +7,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestra.cli import patch_gevent, run_main
+from orchestra.cli import add_common_arguments, patch_gevent, run_main
 from orchestra.errors import UsageError
 from runaway.backend import LEAVE_POLICIES
+
+from .completion import complete_execution_ids, complete_profiles
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("-C", dest="directory", default=".", help="run as if started in this directory")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_common_arguments(parser, sub)
 
     p = sub.add_parser("init", help="make a campaign (new repository, or adopt an existing one)")
     p.add_argument("dir", nargs="?", default=".")
@@ -30,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="a parameter value; repeat a name to sweep over several values")
     p.add_argument("--grid", action="store_true", help="run every point of the parameters' grid")
     p.add_argument("--repeat", type=int, metavar="N", help="executions per parameter point (default: repeats:)")
-    p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)")
+    p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)"
+                   ).completer = complete_profiles  # type: ignore[attr-defined]
     p.add_argument("--slots", type=int, metavar="N", help="executions at once (local: default the CPU count)")
     p.add_argument("--snapshot", action="store_true",
                    help="run uncommitted changes as a snapshot commit instead of refusing a dirty tree")
@@ -42,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="finish what an interrupted or killed run left behind")
     p.add_argument("--slots", type=int, metavar="N")
+    p.add_argument("--profile", metavar="NAME",
+                   help="run what is left on this profile instead (what still runs elsewhere stays watched there)"
+                   ).completer = complete_profiles  # type: ignore[attr-defined]
     p.add_argument("--retry-failed", action="store_true", help="also run failed executions again")
     p.add_argument("--leave", choices=LEAVE_POLICIES, default="none", help="as for run")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -53,11 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the full records as a JSON array")
 
     p = sub.add_parser("show", help="an execution's record and the tail of its output")
-    p.add_argument("id", help="an execution id or a unique prefix of one")
+    p.add_argument("id", help="an execution id or a unique prefix of one"
+                   ).completer = complete_execution_ids  # type: ignore[attr-defined]
     p.add_argument("--tail", type=int, default=20, help="lines of stdout/stderr to show")
 
     p = sub.add_parser("rm", help="delete execution branches (results are otherwise never rewritten)")
-    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("ids", nargs="+", metavar="ID").completer = complete_execution_ids  # type: ignore[attr-defined]
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
     p = sub.add_parser("export", help="one row per execution for pandas and friends")
@@ -155,7 +163,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         campaign = _open(args)
         summary = resume_campaign(campaign, slots=args.slots, progress=_progress(args),
-                                  retry_failed=args.retry_failed, leave=args.leave)
+                                  retry_failed=args.retry_failed, leave=args.leave, profile=args.profile)
         if summary.total == 0:
             print("expegit: nothing to resume", file=sys.stderr)
             return 0

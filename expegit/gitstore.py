@@ -442,8 +442,9 @@ class GitStore:
                 pass
             raise
 
-    def swap_refs(self, updates: list[tuple[str, str | None, str]]) -> list[bool]:
-        """Many compare-and-swaps at once, written as one rewrite of ``packed-refs``.
+    def swap_refs(self, updates: list[tuple[str, str | None, str | None]]) -> list[bool]:
+        """Many compare-and-swaps at once, written as one rewrite of ``packed-refs`` (a new value of None
+        deletes the ref).
 
         A journal flush moves dozens of branches; as loose refs that is a file creation, a write, a close
         and a rename each, which on a busy disk costs milliseconds apiece. packed-refs takes them all in one
@@ -463,13 +464,20 @@ class GitStore:
                 if not name.startswith("refs/") or ".." in name or name.endswith(".lock"):
                     raise RepositoryError(f"refusing to write ref {name!r}")
                 if name in loose if name.startswith(EXECUTION_REFS) else os.path.exists(self.git_dir / name):
-                    results.append(self._swap_ref(name, old, new))
+                    if new is None:
+                        results.append(old is not None and self.repo.refs.remove_if_equals(name.encode(),
+                                                                                          old.encode()))
+                    else:
+                        results.append(self._swap_ref(name, old, new))
                     continue
                 current = entries.get(name)
                 if (current[0] if current else None) != old:
                     results.append(False)
                     continue
-                entries[name] = (new, None)
+                if new is None:
+                    del entries[name]
+                else:
+                    entries[name] = (new, None)
                 changed = True
                 results.append(True)
             if changed:

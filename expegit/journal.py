@@ -82,6 +82,15 @@ class Journal:
             if not ok:
                 raise RepositoryError(f"execution {execution_id} already exists", hint="ids are random: retry")
 
+    def remove_branches(self, tips: list[tuple[str, str]]) -> list[str]:
+        """Delete branches still at the given tips, in one packed-refs write; the ids actually deleted.
+
+        Only for branches a run created and never launched (a profile that could not be reached): a
+        branch that moved since holds a story and stays.
+        """
+        results = self.store.swap_refs([("refs/heads/" + render_branch_name(i), tip, None) for i, tip in tips])
+        return [i for (i, _tip), ok in zip(tips, results) if ok]
+
     def append(self, tip: str, record: ExecutionRecord, files: Mapping[str, bytes | Path] | None = None,
                *, body: str = "") -> str:
         """A commit on top of ``tip`` with the new record (and result files); CAS of the branch ref."""

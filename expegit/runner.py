@@ -19,7 +19,7 @@ import gevent
 
 from orchestra.controllers import controller_alive
 from orchestra.errors import (EXIT_EXECUTIONS_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExecutionError,
-                              ProfileError, RepositoryError, UsageError)
+                              OrchestraError, ProfileError, RepositoryError, UsageError)
 from orchestra.execution import (RESUMABLE_STATES, ExecutionRecord, ExecutionSpec,
                                  new_execution_id)
 from orchestra.manifest import Manifest
@@ -103,6 +103,21 @@ def job_for(manifest: Manifest, record: ExecutionRecord) -> Job:
                timeout=manifest.timeout, env=env)
 
 
+def stderr_tail(data: bytes | None, limit: int = 300) -> str:
+    """The last non-empty line of a failed execution's stderr, for its one progress line.
+
+    Why: the reason an execution failed (a traceback's last line, a missing file) was only in `expegit
+    show`; the user watching a run saw "exit=1" and nothing to act on.
+    """
+    if not data:
+        return ""
+    lines = [line.strip() for line in data[-8192:].decode("utf-8", "replace").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    last = "".join(ch if ch.isprintable() else "?" for ch in lines[-1])
+    return last if len(last) <= limit else "..." + last[-limit:]
+
+
 class JournalListener:
     """Writes each state change of an execution as a commit on its branch (runaway's Listener)."""
 
@@ -145,6 +160,10 @@ class JournalListener:
             # Short executions go from created to finished directly; the run directory alone lets a resume
             # find them. Long ones get their "running" commit once they have run for the delay.
             self._delayed[record.id] = gevent.spawn_later(self.running_commit_delay, self._commit_running, record.id)
+
+    def journal_running(self, execution_id: str) -> None:
+        """Commit the "running" state of an execution found running by a resume (see adopt_reattached)."""
+        self._commit(self.records[execution_id])
 
     def _commit_running(self, execution_id: str) -> None:
         self._delayed.pop(execution_id, None)
@@ -211,17 +230,23 @@ class JournalListener:
         ok = record.state == "finished"
         extra = f" objective={record.objective:g}" if record.objective is not None else ""
         extra += f" ({record.error})" if record.error and not ok else ""
+        if not ok and result.collected is not None:
+            tail = stderr_tail(result.collected.read(STDERR_FILE))
+            if tail:
+                extra += f"\n         stderr: {tail}"
         # Shown as ended now (its slot is already free), counted as done once it is on disk.
         self.progress.ended(ok, f"{record.state:8} {record.id} {describe_parameters(record.parameters)}"
                                 f" exit={record.exit_code} {record.duration if record.duration is not None else '?'}s"
                                 f"{extra}")
+        if self.on_result is not None:
+            # Before waiting on the disk: other executions print their lines meanwhile, so a "best" line
+            # told after the wait came out below the lines of executions that ended later.
+            self.on_result(record)
         durable.get()  # the run directory is deleted next: the results must be committed first
         if ok:
             self.summary.finished += 1
         else:
             self.summary.failed += 1
-        if self.on_result is not None:
-            self.on_result(record)
         self.records.pop(record.id, None)  # 10,000 queued executions: keep only what is still in flight
 
     def cancelled(self, task: Task, handle: RunHandle | None) -> None:
@@ -356,7 +381,8 @@ class Session:
             controller.stop()
 
     def drive(self, profile: str, records: dict[str, ExecutionRecord], tips: dict[str, str],
-              tasks: Iterable[Task], backend: Any = None, started: gevent.Greenlet | None = None) -> None:
+              tasks: Iterable[Task], backend: Any = None, started: gevent.Greenlet | None = None,
+              adopted: Iterable[str] = ()) -> None:
         # `resume` passes the backend its re-attached handles came from: it holds their slots.
         backend = backend or make_backend(profile, self.manifest, self.campaign.workdir, slots=self.slots)
         writer = JournalWriter(self.campaign.store)
@@ -366,6 +392,8 @@ class Session:
         controller = Controller(backend, listener, self.campaign.store.archive, retry=self.manifest.retries,
                                 staging=self.campaign.workdir / "staging", leave=self.leave)
         self.controllers.append(controller)
+        for execution_id in adopted:  # re-attached, but the dead controller's "running" commit never landed
+            listener.journal_running(execution_id)
         waiting_for = getattr(backend, "waiting_for", None)
         watcher = gevent.spawn(self._show_waiting, waiting_for) if waiting_for is not None else None
         try:
@@ -458,22 +486,44 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
         progress = progress or Progress(len(order))
         progress.total = len(order)
         session = Session(campaign, manifest, slots=slots, progress=progress, leave=leave)
-        summary = session.run([(profile, records, tips, _tasks(manifest, records, order), backend, warmup)])
+        try:
+            summary = session.run([(profile, records, tips, _tasks(manifest, records, order), backend, warmup)])
+        except OrchestraError:
+            if warmup.ready() and not warmup.successful():
+                _remove_unlaunched(campaign, records, tips, order, progress)
+            raise
     summary.total = len(order)
     summary.ids = order
     summary.not_started = sum(1 for r in records.values() if r.state == "created")
     return summary
 
 
+def _remove_unlaunched(campaign: Campaign, records: Mapping[str, ExecutionRecord], tips: Mapping[str, str],
+                       order: Sequence[str], progress: Progress) -> None:
+    """After the profile could not be reached, delete the branches this run created: none ever ran.
+
+    Why: each try against an unreachable host left its executions behind as `created` branches, for a
+    resume to run on a profile that may never answer (and `status` counted them). Branches created earlier
+    are not touched, nor any that moved past their created commit.
+    """
+    unlaunched = [(i, tips[i]) for i in order if i in records and records[i].state == "created" and i in tips]
+    if not unlaunched:
+        return
+    removed = Journal(campaign.store).remove_branches(unlaunched)
+    if removed:
+        progress.note(f"removed the {len(removed)} execution(s) this run created: the profile was never reached")
+
+
 def resume_campaign(campaign: Campaign, *, slots: int | None = None, progress: Progress | None = None,
-                    retry_failed: bool = False, leave: str = "none") -> RunSummary:
+                    retry_failed: bool = False, leave: str = "none", profile: str | None = None) -> RunSummary:
     """`expegit resume`: re-attach to what still runs, collect what ended, re-run what was interrupted."""
     with ControllerRegistry(campaign) as registry:
         others = registry.others_alive()
         if others:
             raise RepositoryError(f"another controller (pid {others[0]}) is running this campaign",
                                   hint="wait for it to end or stop it, then resume")
-        return _resume(campaign, slots=slots, progress=progress, retry_failed=retry_failed, leave=leave)
+        return _resume(campaign, slots=slots, progress=progress, retry_failed=retry_failed, leave=leave,
+                       profile=profile)
 
 
 def _release_orphaned_allocations(campaign: Campaign, manifest: Manifest, profiles: Iterable[str],
@@ -495,8 +545,76 @@ def _release_orphaned_allocations(campaign: Campaign, manifest: Manifest, profil
                           "their controller is gone")
 
 
+def adopt_reattached(record: ExecutionRecord, handle: RunHandle, attempt: int) -> bool:
+    """Fill what the dead controller never journaled about an execution it launched; True if its
+    "running" commit is missing (the caller then journals it).
+
+    The dead controller may have launched it without its "running" commit reaching disk (local runs skip
+    that commit for short executions; a remote one can be killed between the launch and the writer's next
+    flush). The record must still tell that attempt's story: which attempt, where, and since when. Without
+    this the finished record said attempt 0, no start time and no node (issue 10, "Record defects").
+    """
+    missing = record.state == "created"
+    record.state = "running"
+    record.attempt = attempt
+    if missing or record.host is None:
+        record.host = handle.slot.host
+    if handle.slot.node is not None:
+        record.node = handle.slot.node
+    if handle.slot.index >= 0 and (missing or record.slot is None or record.slot < 0):
+        record.slot = handle.slot.index
+    if missing or not record.remote_dir:
+        record.remote_dir = handle.remote_dir
+    if record.started is None:
+        record.started = iso_from_epoch(handle.started)
+    return missing
+
+
+def _move_to_profile(campaign: Campaign, manifest: Manifest, by_profile: dict[str, dict[str, ExecutionRecord]],
+                     target: str, progress: Progress) -> dict[str, dict[str, ExecutionRecord]]:
+    """`resume --profile P`: what is left to run goes to P; what still runs elsewhere stays watched there.
+
+    An execution recorded running keeps its profile (it may still run; moving it would run it twice). One
+    recorded created may have been launched by a dead controller without its running commit: it is looked
+    for on its own profile first, and moves only if nothing is found there or that profile cannot be
+    reached (the reason to move, usually: a host that is gone).
+    """
+    moved: dict[str, dict[str, ExecutionRecord]] = {target: dict(by_profile.get(target, {}))}
+    counts: dict[str, int] = {}
+    for name, records in by_profile.items():
+        if name == target:
+            continue
+        stay: dict[str, ExecutionRecord] = {}
+        unreachable = False
+        backend: Any = None
+        for record in records.values():
+            if record.state == "running":
+                stay[record.id] = record
+                continue
+            if record.state == "created" and not unreachable:
+                try:
+                    if backend is None:
+                        backend = make_backend(name, manifest, campaign.workdir)
+                    if backend.reattach(record.id, record.host, record.slot, record.remote_dir) is not None:
+                        stay[record.id] = record
+                        continue
+                except OrchestraError as exc:
+                    unreachable = True
+                    progress.note(f"profile {name} cannot be reached ({exc}): its executions move to {target}")
+            record.profile = target
+            moved[target][record.id] = record
+            counts[name] = counts.get(name, 0) + 1
+        if backend is not None:
+            backend.close()
+        if stay:
+            moved[name] = stay
+    for name, count in sorted(counts.items()):
+        progress.note(f"moving {count} execution(s) from profile {name} to {target}")
+    return {name: records for name, records in moved.items() if records}
+
+
 def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None, retry_failed: bool,
-            leave: str) -> RunSummary:
+            leave: str, profile: str | None = None) -> RunSummary:
     manifest = campaign.manifest
     index = RecordIndex(campaign.store)
     all_records, tips, _problems = index.load()
@@ -506,6 +624,9 @@ def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None,
     for record in sorted(todo.values(), key=lambda r: (r.created or "", r.id)):
         by_profile.setdefault(record.profile, {})[record.id] = record
     progress = progress or Progress(len(todo))
+    if profile is not None:
+        make_backend(profile, manifest, campaign.workdir, slots=slots)  # a bad profile fails before anything
+        by_profile = _move_to_profile(campaign, manifest, by_profile, profile, progress)
     _release_orphaned_allocations(campaign, manifest, set(orphaned_profiles(campaign.workdir / "allocations"))
                                   - set(by_profile), progress)
     progress.total = len(todo)
@@ -513,22 +634,22 @@ def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None,
     for profile, records in by_profile.items():
         backend = make_backend(profile, manifest, campaign.workdir, slots=slots)
         tasks: list[Task] = []
+        adopted: list[str] = []
         for record in records.values():
             handle = None
             if record.state in ("running", "created"):
                 handle = backend.reattach(record.id, record.host, record.slot, record.remote_dir)
             if handle is not None:
                 progress.note(f"re-attached {record.id}: it went on while no controller watched it")
-                if record.state == "created":  # launched, but the "running" commit never happened
-                    record.state = "running"
-                    record.host, record.slot, record.remote_dir = handle.slot.host, handle.slot.index, handle.remote_dir
                 attempt = max(1, record.attempt)  # the same attempt, watched again
+                if adopt_reattached(record, handle, attempt):
+                    adopted.append(record.id)
             elif record.state == "created" and record.attempt == 0:
                 attempt = 1  # never launched
             else:
                 attempt = max(1, record.attempt) + 1  # launched before and lost, stopped or failed: a new attempt
             tasks.append(Task(job_for(manifest, record), handle=handle, attempt=attempt))
-        groups.append((profile, records, {i: tips[i] for i in records}, tasks, backend))
+        groups.append((profile, records, {i: tips[i] for i in records}, tasks, backend, None, adopted))
     session = Session(campaign, manifest, slots=slots, progress=progress, leave=leave)
     summary = session.run(groups)
     summary.total = len(todo)

@@ -13,9 +13,10 @@ import json  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-from orchestra.cli import patch_gevent, run_main  # noqa: E402
-from orchestra.errors import UsageError  # noqa: E402
+from orchestra.cli import add_common_arguments, patch_gevent, run_main  # noqa: E402
+from orchestra.errors import EXIT_EXECUTIONS_FAILED, UsageError  # noqa: E402
 from runaway.backend import LEAVE_POLICIES  # noqa: E402
+from runaway.completion import complete_profiles  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,17 +26,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("-C", dest="directory", default=".", help="run as if started in this directory")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_common_arguments(parser, sub)
 
     p = sub.add_parser("run", help="run (or continue) the study declared under search: in orchestra.yaml")
     p.add_argument("--budget", type=int, metavar="N", help="total executions of the study (default: search.budget)")
     p.add_argument("--algorithm", metavar="A", help="grid, random, sobol, halton, lhs or bayes (default: "
                                                     "search.algorithm; another algorithm is another study)")
-    p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)")
+    p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)"
+                   ).completer = complete_profiles  # type: ignore[attr-defined]
     p.add_argument("--parallel", type=int, metavar="K", help="executions in flight (default: search.parallel)")
     p.add_argument("--slots", type=int, metavar="N", help="backend slots (local: default the CPU count)")
     p.add_argument("--leave", choices=LEAVE_POLICIES, default="none",
                    help="run directories to keep on the host after their results are committed: none (default), "
                         "failed (to look at what a failed execution left) or all")
+    p.add_argument("--snapshot", action="store_true",
+                   help="run a dirty working tree: commit it to a side ref and run that (as expegit run)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-execution lines, only the summary")
 
     for name, text in (("status", "the study's id, executions done/failed/running against the budget, best"),
@@ -58,7 +63,7 @@ def _open(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     from orchestra.progress import Progress
 
-    from parasearch.study import describe_best, run_study
+    from parasearch.study import bound_notes, describe_best, run_study
 
     for flag in ("budget", "parallel", "slots"):
         value = getattr(args, flag)
@@ -66,10 +71,14 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{flag} {value}: must be at least 1")
     progress = Progress(0, sys.stderr, quiet=args.quiet)
     result = run_study(_open(args), algorithm=args.algorithm, budget=args.budget, parallel=args.parallel,
-                       profile=args.profile, slots=args.slots, progress=progress, leave=args.leave)
+                       profile=args.profile, slots=args.slots, progress=progress, leave=args.leave,
+                       snapshot=args.snapshot)
     summary, study = result.summary, result.study
     state, config = study.state, study.config
     parts = [f"{summary.finished} finished", f"{summary.failed} failed"]
+    if result.without_objective:
+        # `status` counts these as failed (the search learnt nothing from them): say so here too.
+        parts[0] += f" ({result.without_objective} without a {config.metric} value, failed for the search)"
     if summary.cancelled:
         parts.append(f"{summary.cancelled} stopped")
     if summary.not_started:
@@ -79,6 +88,16 @@ def _run(args: argparse.Namespace) -> int:
     best = describe_best(state.best())
     if best:
         print(f"parasearch: best {config.metric} = {best}", file=sys.stderr)
+    for note in bound_notes(study.space, state.best().params if state.best() else None):
+        print(f"parasearch: note: {note}", file=sys.stderr)
+    if summary.total == 0 and not result.stop_reason and not result.exhausted:
+        if state.executions > config.budget:
+            print(f"parasearch: the study already has {state.executions} executions, more than the budget of "
+                  f"{config.budget}: nothing new was run; give --budget N with N above {state.executions} to "
+                  f"continue", file=sys.stderr)
+        elif state.remaining() < config.repeats:
+            print(f"parasearch: the budget is spent ({state.executions}/{config.budget}): give --budget N with N "
+                  f"above {state.executions}, or raise search.budget, to continue", file=sys.stderr)
     if result.stop_reason:
         print(f"parasearch: stopped asking: {result.stop_reason}", file=sys.stderr)
     elif result.exhausted:
@@ -88,6 +107,8 @@ def _run(args: argparse.Namespace) -> int:
     if summary.interrupted:
         print("parasearch: interrupted: stopped executions were recorded as cancelled; `parasearch run` "
               "continues the study", file=sys.stderr)
+    if result.objective_missing:
+        return EXIT_EXECUTIONS_FAILED  # exit 0 said "all good" while the search learnt nothing
     return summary.exit_code()
 
 

@@ -92,7 +92,10 @@ class Param:
         a, b = self._span()
         x = a + u * (b - a)
         if self.log:
-            x = math.exp(x)
+            # exp(log(high)) is not high in floating point (1000 came back as 999.9999999999989, and was
+            # printed and recorded so): 12 significant digits are far finer than any search resolves and
+            # land the bounds, and every value a user typed, exactly where they were declared.
+            x = float(f"{math.exp(x):.12g}")
         if self.kind == "int":
             return int(min(max(round(x), self.low), self.high))
         return float(min(max(x, self.low), self.high))

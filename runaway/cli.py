@@ -11,9 +11,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestra.cli import patch_gevent, run_main
+from orchestra.cli import add_common_arguments, patch_gevent, run_main
 from orchestra.durations import parse_duration
 from orchestra.errors import UsageError
+
+from .completion import complete_profiles
 
 
 def _duration(text: str) -> float:
@@ -30,9 +32,10 @@ def _parser() -> argparse.ArgumentParser:
                                     "~/.config/orchestra/profiles/NAME.yaml.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_common_arguments(parser, sub)
 
     p = sub.add_parser("exec", help="run one command on one slot, output streamed live, results brought back")
-    p.add_argument("profile")
+    p.add_argument("profile").completer = complete_profiles  # type: ignore[attr-defined]
     p.add_argument("--results", type=Path, metavar="DIR",
                    help="bring created/changed files here (default: the current directory)")
     p.add_argument("-o", "--output", dest="outputs", action="append", default=[], metavar="GLOB",
@@ -42,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="set this environment variable for the command (repeatable)")
 
     p = sub.add_parser("batch", help="one execution per line of a parameter file; results in per-line dirs")
-    p.add_argument("profile")
+    p.add_argument("profile").completer = complete_profiles  # type: ignore[attr-defined]
     p.add_argument("--params", type=Path, required=True, metavar="FILE",
                    help="lines of NAME=VALUE words (e.g. `lr=0.1 seed=3`), substituted into {NAME} placeholders")
     p.add_argument("--results", type=Path, metavar="DIR", help="per-line result directories go here "
@@ -53,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE")
 
     p = sub.add_parser("test", help="check a profile: connection, allocation, nodes, one trivial run")
-    p.add_argument("profile")
+    p.add_argument("profile").completer = complete_profiles  # type: ignore[attr-defined]
     p.add_argument("--timeout", type=_duration, default=120.0, metavar="DURATION", help="per step (default 120s)")
     return parser
 

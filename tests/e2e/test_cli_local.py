@@ -258,6 +258,11 @@ def test_resume_after_kill_9_runs_nothing_twice(tmp_path: Path) -> None:
     assert sorted(starts) == sorted(r["id"] for r in after), "an execution ran twice or never"
     for record in after:
         assert git(root, "show", f"executions/{record['id']}:done.txt").stdout == str(record["parameters"]["i"])
+        # Each record tells its attempt's story, also for those the resume found running without a
+        # "running" commit from the dead controller: attempt 1, where and since when, and a running step.
+        assert record["attempt"] == 1 and record["started"] and record["slot"] >= 0, record
+        subjects = git(root, "log", "--format=%s", f"executions/{record['id']}").stdout.splitlines()
+        assert subjects[0].startswith("finished") and subjects[-2].startswith("created"), subjects
     assert cli(root, "expegit", "resume").stderr.strip() == "expegit: nothing to resume"
 
 

@@ -181,3 +181,77 @@ def test_two_controllers_on_one_clone_share_the_budget_without_duplicates(tmp_pa
     recs = records(root)
     assert len(recs) == 10 and len(set(points(recs))) == 10
     assert {r["state"] for r in recs} == {"finished"}
+
+
+# -- tried as a new user would (issue 10, "Search, tried as a new user would") --------------------------
+WRONG_KEY = """\
+import json, sys
+with open("m.json", "w") as f:
+    json.dump({"val_acc": float(sys.argv[1])}, f)
+"""
+
+
+def test_a_metric_missing_from_its_file_stops_the_search_and_says_which(tmp_path: Path) -> None:
+    root = make_campaign(tmp_path / "c", manifest("{algorithm: random, budget: 12, parallel: 1, seed: 3}"),
+                         {"f.py": WRONG_KEY})
+    run = cli(root, "parasearch", "run")
+    assert run.returncode == 1, run.stderr  # not "all good": the search learnt nothing
+    assert "m.json has no 'loss'" in run.stderr and "fix objective:" in run.stderr, run.stderr
+    assert "3 finished (3 without a loss value, failed for the search)" in run.stderr, run.stderr
+    assert len(records(root)) == 3  # stopped after the first few, not the whole budget
+    status = cli(root, "parasearch", "status", check=True).stdout
+    assert "3/12 executions: 0 done, 3 failed" in status
+    again = cli(root, "parasearch", "run")  # earlier runs count: nothing more is burnt
+    assert again.returncode == 1 and len(records(root)) == 3, again.stderr
+
+
+def test_budget_from_the_command_line_is_remembered_and_explained(tmp_path: Path) -> None:
+    root = make_campaign(tmp_path / "c", manifest("{algorithm: random, budget: 2, parallel: 1, seed: 3}"),
+                         {"f.py": OBJECTIVE})
+    before = cli(root, "parasearch", "status", check=True).stdout
+    assert "none yet; `parasearch run` starts the study" in before and "running or not run yet" not in before
+    cli(root, "parasearch", "run", "--budget", "3", check=True)
+    status = cli(root, "parasearch", "status", check=True).stdout
+    assert "3/3 executions (budget from the last `run --budget`)" in status, status
+    assert "budget spent: give `parasearch run --budget N` with N above 3" in status
+    spent = cli(root, "parasearch", "run")
+    assert spent.returncode == 0 and len(records(root)) == 3
+    assert "the budget is spent (3/3)" in spent.stderr, spent.stderr
+    below = cli(root, "parasearch", "run", "--budget", "2")
+    assert "already has 3 executions, more than the budget of 2: nothing new was run" in below.stderr, below.stderr
+    # An edit of the manifest's budget is the newer decision: it wins over the remembered one.
+    (root / "orchestra.yaml").write_text(manifest("{algorithm: random, budget: 4, parallel: 1, seed: 3}"))
+    git(root, "commit", "-qam", "budget 4")
+    assert "3/4 executions:" in cli(root, "parasearch", "status", check=True).stdout
+
+
+def test_run_snapshot_runs_a_dirty_tree_and_slots_below_parallel_are_said(tmp_path: Path) -> None:
+    text = manifest("{algorithm: random, budget: 2, parallel: 2, seed: 3}").replace("slots: 3", "slots: 1")
+    root = make_campaign(tmp_path / "c", text, {"f.py": OBJECTIVE})
+    (root / "f.py").write_text(OBJECTIVE + "\n# edited\n")
+    refused = cli(root, "parasearch", "run")
+    assert refused.returncode != 0 and "--snapshot" in refused.stderr
+    run = cli(root, "parasearch", "run", "--snapshot")
+    assert run.returncode == 0, run.stderr
+    assert "at most 1 executions in flight, not 2: profile local has 1 slot(s)" in run.stderr, run.stderr
+    recs = records(root)
+    assert len(recs) == 2 and all(r["commit"] != git(root, "rev-parse", "HEAD").stdout.strip() for r in recs)
+    assert "at most 1 executions in flight" in cli(root, "parasearch", "status", check=True).stdout
+
+
+def test_a_failed_execution_line_shows_its_stderr_tail(tmp_path: Path) -> None:
+    root = make_campaign(tmp_path / "c", "name: t\ncommand: python3 fail.py\n",
+                         {"fail.py": "import sys\nprint('loading', file=sys.stderr)\nsys.exit('no such dataset: x.csv')\n"})
+    run = cli(root, "expegit", "run")
+    assert run.returncode == 1
+    assert "stderr: no such dataset: x.csv" in run.stderr, run.stderr
+
+
+def test_a_bad_range_is_one_error_not_also_no_parameters(tmp_path: Path) -> None:
+    text = manifest("{algorithm: bayes, budget: 8}", x="{type: float, low: 0, high: 1, log: true}")
+    text = text.replace("{x} {y}", "{x}").replace("  y: {type: int, low: 0, high: 2}\n", "")
+    root = make_campaign(tmp_path / "c", text, {"f.py": OBJECTIVE})
+    check = cli(root, "expegit", "check")
+    assert check.returncode == 3
+    assert "log scale needs low > 0" in check.stderr + check.stdout
+    assert "no parameters to search over" not in check.stderr + check.stdout

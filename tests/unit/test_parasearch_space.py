@@ -147,3 +147,23 @@ def test_degenerate_range_and_string_default_are_constants() -> None:
     assert space.dim == 1
     point = space.from_unit([0.25])
     assert point["x"] == 3 and type(point["x"]) is int and point["s"] == "a" and math.isclose(point["y"], 0.25)
+
+
+def test_log_bounds_come_back_exactly_as_declared() -> None:
+    from parasearch.space import Param
+
+    p = Param("lr", "float", low=1e-3, high=1000.0, log=True)
+    assert p.from_unit(1.0) == 1000.0 and p.from_unit(0.0) == 0.001  # not 999.9999999999989
+    assert p.from_unit(0.5) == 1.0
+
+
+def test_a_best_value_on_a_bound_is_pointed_out() -> None:
+    from parasearch.space import Param, Space
+    from parasearch.study import bound_notes
+
+    space = Space([Param("lr", "float", low=1e-4, high=0.1, log=True), Param("n", "int", low=1, high=8),
+                   Param("opt", "choice", choices=("a", "b"))])
+    notes = bound_notes(space, {"lr": 0.1, "n": 4, "opt": "a"})
+    assert len(notes) == 1 and "upper bound 0.1" in notes[0] and "widen parameters.lr" in notes[0]
+    assert bound_notes(space, {"lr": 0.003, "n": 1, "opt": "b"})[0].startswith("the best n (1) is at its lower")
+    assert bound_notes(space, {"lr": 0.003, "n": 4, "opt": "b"}) == []
