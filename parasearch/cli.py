@@ -15,6 +15,7 @@ from collections.abc import Sequence  # noqa: E402
 
 from orchestra.cli import patch_gevent, run_main  # noqa: E402
 from orchestra.errors import UsageError  # noqa: E402
+from orchestra.search import ALGORITHMS  # noqa: E402
 from runaway.backend import LEAVE_POLICIES  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run (or continue) the study declared under search: in orchestra.yaml")
     p.add_argument("--budget", type=int, metavar="N", help="total executions of the study (default: search.budget)")
-    p.add_argument("--algorithm", metavar="A", help="grid, random, sobol, halton, lhs or bayes (default: "
+    p.add_argument("--algorithm", metavar="A", help=f"{', '.join(ALGORITHMS)} (default: "
                                                     "search.algorithm; another algorithm is another study)")
     p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)")
     p.add_argument("--parallel", type=int, metavar="K", help="executions in flight (default: search.parallel)")
