@@ -70,7 +70,8 @@ class Manifest:
 
 @lru_cache(maxsize=None)
 def load_schema(name: str) -> dict[str, Any]:
-    return json.loads(resources.files("orchestra.schemas").joinpath(name).read_text("utf-8"))
+    schema: dict[str, Any] = json.loads(resources.files("orchestra.schemas").joinpath(name).read_text("utf-8"))
+    return schema
 
 
 def _position(node: Any, path: list[Any]) -> tuple[int | None, int | None]:
@@ -120,8 +121,12 @@ class _Checker:
     def schema_error(self, err: "jsonschema.ValidationError") -> None:
         where = list(err.absolute_path)
         validator = err.validator
+        # jsonschema types these as "anything a schema may hold"; for the validators named below they are
+        # a mapping (additionalProperties) and a list or a string (enum, type).
+        schema: Any = err.schema
+        value: Any = err.validator_value
         if validator == "additionalProperties":
-            allowed = list((err.schema.get("properties") or {}).keys())
+            allowed = list((schema.get("properties") or {}).keys())
             extras = [k for k in err.instance if k not in allowed] if isinstance(err.instance, Mapping) else []
             for extra in extras:
                 close = difflib.get_close_matches(str(extra), allowed, n=1)
@@ -135,13 +140,13 @@ class _Checker:
             self.at(where, f"missing required key {name!r} in {_dotted(where)}")
             return
         if validator == "enum":
-            choices = ", ".join(str(c) for c in err.validator_value)
-            close = difflib.get_close_matches(str(err.instance), [str(c) for c in err.validator_value], n=1)
+            choices = ", ".join(str(c) for c in value)
+            close = difflib.get_close_matches(str(err.instance), [str(c) for c in value], n=1)
             self.at(where, f"{_dotted(where)}: {err.instance!r} is not one of: {choices}",
                     hint=f"did you mean {close[0]!r}?" if close else None)
             return
         if validator == "type":
-            expected = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
+            expected = value if isinstance(value, str) else " or ".join(value)
             self.at(where, f"{_dotted(where)}: expected {_type_word(expected)}, got {_describe(err.instance)}")
             return
         if validator == "pattern" and where and where[-1] == "name":
@@ -347,9 +352,9 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
 
     search = data.get("search")
     if search is not None:  # the checks live with the algorithm names, in orchestra.search
-        for where, message, hint in search_problems(search, specs, has_objective=objective is not None,
-                                                    repeats=data.get("repeats", 1)):
-            c.at(where, message, hint=hint)
+        for at, message, hint in search_problems(search, specs, has_objective=objective is not None,
+                                                 repeats=data.get("repeats", 1)):
+            c.at(at, message, hint=hint)
 
     env = {str(k): _env_text(v) for k, v in (data.get("env") or {}).items()}
 

@@ -87,7 +87,7 @@ class ParameterSpec:
 
     def check(self, value: Value) -> None:
         if self.kind in ("float", "int") and self.low is not None and self.high is not None:
-            if not (self.low <= float(value) <= self.high):  # type: ignore[arg-type]
+            if not (self.low <= float(value) <= self.high):
                 raise UsageError(f"-p {self.name}={value}: outside [{_text_of(self.low)}, {_text_of(self.high)}]")
 
     def grid(self) -> list[Value]:
