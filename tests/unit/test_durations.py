@@ -69,3 +69,32 @@ def test_parse_slurm_time_reads_a_bare_number_as_minutes(text: str, seconds: flo
 def test_parse_slurm_time_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="not a Slurm time"):
         parse_slurm_time("soon")
+
+
+def test_the_profile_schema_accepts_what_the_parser_does() -> None:
+    # The schema's pattern (for editors, and the first check of a profile) must not refuse a duration
+    # the parser reads, nor let through text the parser refuses.
+    import re
+
+    from orchestra.manifest import load_schema
+
+    pattern = load_schema("profile.schema.json")["$defs"]["duration"]["oneOf"][1]["pattern"]
+    for text, _seconds in CLOCK + UNITS:
+        if isinstance(text, str):
+            assert re.search(pattern, text), text
+    for text in ["soon", "5 parsecs", "-3", "1h and then", "1:2:3:4", "1-2-3", ":30", "30:", "1-:30"]:
+        assert not re.search(pattern, text), text
+
+
+@pytest.mark.parametrize("text,seconds", [("30:00", 1800), ("1-12", 129600), ("2h", 7200), (90, 90)])
+def test_every_caller_reads_durations_alike(text: str | int, seconds: float) -> None:
+    from orchestra.manifest import parse_manifest
+    from runaway.cli import _duration
+    from runaway.profiles import build_profile
+
+    manifest, errors = parse_manifest(f"name: d\ncommand: 'true'\ntimeout: {text!r}\n" if isinstance(text, str)
+                                      else f"name: d\ncommand: 'true'\ntimeout: {text}\n")
+    assert not errors and manifest is not None and manifest.timeout == seconds
+    profile = build_profile("c", {"kind": "slurm", "host": "h", "allocation": {"walltime": text}})
+    assert profile.allocation.walltime == seconds  # type: ignore[attr-defined]
+    assert _duration(str(text)) == seconds
