@@ -30,7 +30,7 @@ def _need(module: str) -> None:
 
 def _lint_imports(config: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     code = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
-    return subprocess.run([sys.executable, "-c", code, "--no-cache", "--config", str(config)], cwd=cwd,
+    return subprocess.run([sys.executable, "-c", code, "--no-cache", str(config)], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=300)
 
 
