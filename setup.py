@@ -41,8 +41,11 @@ setup(
         "gevent>=23.9",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "selenium>=4.15"],
-        "bench": ["optuna>=3.5"],
+        # import-linter and mypy run as tests (tests/unit/test_static_checks.py); the stubs are what
+        # mypy needs of the typed-elsewhere dependencies. invoke runs tasks.py.
+        "test": ["pytest>=7.4", "selenium>=4.15", "import-linter>=2.17", "mypy>=1.10", "types-jsonschema",
+                 "types-gevent", "invoke>=2.2"],
+        "bench": ["optuna>=3.5", "hyperqueue>=0.27"],
     },
     entry_points={
         "console_scripts": [

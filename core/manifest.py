@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from .durations import parse_duration
 from .errors import ManifestError
-from .parameters import ParameterSpec
+from .parameters import ParameterSpec, canonical_value
 from .quoting import placeholders
+from .search import search_problems
 
 if TYPE_CHECKING:  # jsonschema is imported where it validates: read-only commands never load it
     import jsonschema
@@ -69,7 +70,8 @@ class Manifest:
 
 @lru_cache(maxsize=None)
 def load_schema(name: str) -> dict[str, Any]:
-    return json.loads(resources.files("orchestra.schemas").joinpath(name).read_text("utf-8"))
+    schema: dict[str, Any] = json.loads(resources.files("orchestra.schemas").joinpath(name).read_text("utf-8"))
+    return schema
 
 
 def _position(node: Any, path: list[Any]) -> tuple[int | None, int | None]:
@@ -119,8 +121,12 @@ class _Checker:
     def schema_error(self, err: "jsonschema.ValidationError") -> None:
         where = list(err.absolute_path)
         validator = err.validator
+        # jsonschema types these as "anything a schema may hold"; for the validators named below they are
+        # a mapping (additionalProperties) and a list or a string (enum, type).
+        schema: Any = err.schema
+        value: Any = err.validator_value
         if validator == "additionalProperties":
-            allowed = list((err.schema.get("properties") or {}).keys())
+            allowed = list((schema.get("properties") or {}).keys())
             extras = [k for k in err.instance if k not in allowed] if isinstance(err.instance, Mapping) else []
             for extra in extras:
                 close = difflib.get_close_matches(str(extra), allowed, n=1)
@@ -134,13 +140,13 @@ class _Checker:
             self.at(where, f"missing required key {name!r} in {_dotted(where)}")
             return
         if validator == "enum":
-            choices = ", ".join(str(c) for c in err.validator_value)
-            close = difflib.get_close_matches(str(err.instance), [str(c) for c in err.validator_value], n=1)
+            choices = ", ".join(str(c) for c in value)
+            close = difflib.get_close_matches(str(err.instance), [str(c) for c in value], n=1)
             self.at(where, f"{_dotted(where)}: {err.instance!r} is not one of: {choices}",
                     hint=f"did you mean {close[0]!r}?" if close else None)
             return
         if validator == "type":
-            expected = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
+            expected = value if isinstance(value, str) else " or ".join(value)
             self.at(where, f"{_dotted(where)}: expected {_type_word(expected)}, got {_describe(err.instance)}")
             return
         if validator == "pattern" and where and where[-1] == "name":
@@ -271,7 +277,8 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
             elif specs[other].kind != "choice":
                 c.at(where, f"parameters.{name}.when: {other!r} must be a choices parameter", key=other)
             else:
-                bad = [v for v in allowed if v not in specs[other].choices]
+                known = {canonical_value(choice) for choice in specs[other].choices}
+                bad = [v for v in allowed if canonical_value(v) not in known]
                 if bad:
                     c.at(where, f"parameters.{name}.when: {bad[0]!r} is not a choice of {other} "
                                 f"({', '.join(map(str, specs[other].choices))})", key=other)
@@ -344,30 +351,11 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
              "declare it under profiles: or in ~/.config/orchestra/profiles/NAME.yaml")
 
     search = data.get("search")
-    if search is not None:
-        parallel = search.get("parallel", 1)
-        if search["budget"] < parallel:
-            c.at(["search", "budget"], f"search.budget ({search['budget']}) is below search.parallel ({parallel})",
-                 hint="raise the budget or lower parallel")
-        if objective is None and search["algorithm"] not in ("grid", "random", "sobol", "halton", "lhs"):
-            c.at(["search"], f"search: algorithm {search['algorithm']} needs an objective: declare `objective:`")
-        if "stop" in search and objective is None:
-            c.at(["search", "stop"], "search.stop: needs an objective: declare `objective:`")
-        if not (data.get("parameters") or {}):  # not `specs`: a parameter with an error is not missing
-            c.at(["search"], "search: there are no parameters to search over")
-        if search["algorithm"] != "grid":
-            for name, spec in specs.items():
-                if spec.kind == "str":
-                    c.at(["parameters", name], f"parameters.{name}: a free string cannot be searched by "
-                                               f"{search['algorithm']}; give it choices or a fixed value")
-        else:
-            for name, spec in specs.items():
-                if spec.kind == "float" and spec.steps is None:
-                    c.at(["parameters", name], f"parameters.{name}: a grid search needs `steps:` on float "
-                                               f"parameters (how many grid points between low and high)")
-                if spec.kind == "str" and spec.default is None:
-                    c.at(["parameters", name], f"parameters.{name}: a grid search needs a default or choices "
-                                               f"for a free string")
+    if search is not None:  # the checks live with the algorithm names, in orchestra.search
+        for at, message, hint in search_problems(search, specs, has_objective=objective is not None,
+                                                 repeats=data.get("repeats", 1),
+                                                 declared=len(data.get("parameters") or {})):
+            c.at(at, message, hint=hint)
 
     env = {str(k): _env_text(v) for k, v in (data.get("env") or {}).items()}
 
@@ -406,11 +394,11 @@ def _parameter(name: str, decl: dict[str, Any], c: _Checker) -> ParameterSpec | 
         return ParameterSpec(name, "fixed", value=decl["value"], when=when)
     if "choices" in decl:
         choices = decl["choices"]
-        seen: list[Any] = []
+        seen: set[Any] = set()
         for i, choice in enumerate(choices):
-            if any(choice == s and type(choice) is type(s) for s in seen):
+            if canonical_value(choice) in seen:  # 1 and 1.0 are one value, true and 1 are two
                 c.at(where + ["choices", i], f"parameters.{name}.choices: {choice!r} appears twice")
-            seen.append(choice)
+            seen.add(canonical_value(choice))
         if default is not None and default not in choices:
             c.at(where + ["default"], f"parameters.{name}.default: {default!r} is not one of the choices")
         return ParameterSpec(name, "choice", choices=tuple(choices), default=default, when=when)

@@ -38,9 +38,14 @@ def attempts(policy: RetryPolicy, should_retry: Callable[[Any], bool], sleep: Ca
         retry=tenacity.retry_if_result(should_retry),
         wait=tenacity.wait_exponential(multiplier=multiplier, max=60) if policy.backoff > 0 else tenacity.wait_none(),
         sleep=sleep,
-        retry_error_callback=lambda state: state.outcome.result(),  # out of attempts: the last result stands
+        retry_error_callback=_last_result,  # out of attempts: the last result stands
         reraise=True,
     )
+
+
+def _last_result(state: tenacity.RetryCallState) -> Any:
+    assert state.outcome is not None  # tenacity calls it after an attempt, which always has an outcome
+    return state.outcome.result()
 
 
 def first_wait(policy: RetryPolicy, done: int) -> float:

@@ -103,11 +103,8 @@ class Campaign:
             return str(self.manifest_path)
 
     def check(self) -> list[ManifestError]:
-        manifest, errors = check_manifest(self._shown_path())
-        if manifest is not None and manifest.search is not None:
-            from parasearch.study import search_problems  # late: only manifests with a search need it
-
-            errors = search_problems(manifest, self.manifest_path.read_text("utf-8"))  # type: ignore[assignment]
+        # The search: section is checked with the rest of the manifest (orchestra.search), in core.
+        _manifest, errors = check_manifest(self._shown_path())
         return errors
 
 

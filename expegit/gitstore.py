@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import weakref
 import socket
 import stat
@@ -18,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import tenacity
 from dulwich.errors import NotGitRepository
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
@@ -36,18 +36,32 @@ LOCK_TIMEOUT = 10.0  # git waits 1 s for packed-refs.lock by default; many contr
 
 
 def _acquire_lock(lock: Path, what: str) -> int:
-    """Create ``lock`` exclusively (git's protocol), waiting a bounded time while another writer holds it."""
-    deadline = time.monotonic() + LOCK_TIMEOUT
-    delay = 0.001
-    while True:
-        try:
-            return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            if time.monotonic() > deadline:
-                raise RepositoryError(f"{what} stayed locked for {LOCK_TIMEOUT:g}s ({lock} exists)",
-                                      hint="another git process is updating them; if none is, delete the lock file")
-            time.sleep(delay * (1 + random.random()))  # cooperative under gevent; jitter avoids lockstep
-            delay = min(delay * 2, 0.05)
+    """Create ``lock`` exclusively (git's protocol), waiting a bounded time while another writer holds it.
+
+    The wait is tenacity's (the project's one backoff library): exponential from 1 ms to 50 ms with full
+    jitter, so writers that collided do not retry in lockstep. Built only when the lock is taken: most
+    acquisitions succeed at once, and this is on every result commit.
+    """
+    try:
+        return _create_lock(lock)
+    except FileExistsError:
+        pass
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(FileExistsError),
+        stop=tenacity.stop_after_delay(LOCK_TIMEOUT),
+        wait=tenacity.wait_random_exponential(multiplier=0.001, max=0.05),
+        sleep=time.sleep,  # looked up now: gevent's cooperative sleep once the CLI has patched
+        reraise=True,
+    )
+    try:
+        return retrying(_create_lock, lock)
+    except FileExistsError:
+        raise RepositoryError(f"{what} stayed locked for {LOCK_TIMEOUT:g}s ({lock} exists)",
+                              hint="another git process is updating them; if none is, delete the lock file") from None
+
+
+def _create_lock(lock: Path) -> int:
+    return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
 
 PACKED_REFS_HEADER = "# pack-refs with: peeled fully-peeled sorted "

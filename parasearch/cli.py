@@ -15,6 +15,7 @@ from collections.abc import Sequence  # noqa: E402
 
 from orchestra.cli import add_common_arguments, patch_gevent, run_main  # noqa: E402
 from orchestra.errors import EXIT_EXECUTIONS_FAILED, UsageError  # noqa: E402
+from orchestra.search import ALGORITHMS  # noqa: E402
 from runaway.backend import LEAVE_POLICIES  # noqa: E402
 from runaway.completion import complete_profiles  # noqa: E402
 
@@ -30,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run (or continue) the study declared under search: in orchestra.yaml")
     p.add_argument("--budget", type=int, metavar="N", help="total executions of the study (default: search.budget)")
-    p.add_argument("--algorithm", metavar="A", help="grid, random, sobol, halton, lhs or bayes (default: "
+    p.add_argument("--algorithm", metavar="A", help=f"{', '.join(ALGORITHMS)} (default: "
                                                     "search.algorithm; another algorithm is another study)")
     p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)"
                    ).completer = complete_profiles  # type: ignore[attr-defined]

@@ -16,9 +16,9 @@ import numpy as np
 from scipy.stats import qmc
 
 from orchestra.errors import SearchError
+from orchestra.search import ALGORITHMS
 from parasearch.space import Point, Space, Trial, seen_keys
 
-ALGORITHMS: tuple[str, ...] = ("grid", "random", "sobol", "halton", "lhs", "bayes")
 GOALS: tuple[str, ...] = ("minimize", "maximize")
 
 

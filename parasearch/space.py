@@ -19,15 +19,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from orchestra.errors import SearchError
+from orchestra.parameters import canonical_value, expand_grid, range_grid
+from orchestra.search import ALGORITHMS, MAX_GRID_POINTS
 
 Value = str | int | float | bool
 Point = dict[str, Value]
 Key = tuple[tuple[str, Any], ...]
-
-#: The largest grid we agree to enumerate: every ask walks it, and nobody runs more executions anyway.
-MAX_GRID_POINTS = 1_000_000
-#: Significant digits kept when comparing floats: git/YAML round trips must not make a point "new".
-_KEY_DIGITS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,17 +132,7 @@ class Param:
         if self.steps is None:
             raise SearchError(f"parameter {self.name}: a grid search needs `steps: N` on a float range",
                               hint=f"add e.g. `steps: 5` to parameters.{self.name}, or use algorithm random/sobol")
-        if self.steps == 1:
-            raw = [math.exp((math.log(self.low) + math.log(self.high)) / 2) if self.log
-                   else (self.low + self.high) / 2]
-        else:
-            a, b = self._warp(self.low), self._warp(self.high)
-            raw = [a + (b - a) * i / (self.steps - 1) for i in range(self.steps)]
-            if self.log:
-                raw = [math.exp(x) for x in raw]
-        if self.kind == "int":
-            return list(dict.fromkeys(int(round(x)) for x in raw))
-        return [float(f"{x:.12g}") for x in raw]
+        return range_grid(self.low, self.high, self.steps, log=self.log, integer=self.kind == "int")
 
     def grid_size(self) -> int:
         if self.kind == "fixed":
@@ -155,22 +142,6 @@ class Param:
         if self.kind == "int" and self.steps is None:
             return int(self.high) - int(self.low) + 1
         return self.steps or 0
-
-
-def canonical_value(value: Any) -> Any:
-    """A hashable, type-tagged form of a value: equal for ``1``/``1.0``, different for ``True``/``1``."""
-    if isinstance(value, bool):
-        return ("b", value)
-    if isinstance(value, (int, float)):
-        x = float(value)
-        if math.isfinite(x):
-            return ("n", float(f"{x:.{_KEY_DIGITS}g}"))
-        return ("n", x)
-    if isinstance(value, str):
-        return ("s", value)
-    if value is None:
-        return ("0", None)
-    return ("r", repr(value))
 
 
 def _parse_param(name: str, decl: Mapping[str, Any]) -> Param:
@@ -286,8 +257,6 @@ class Space:
 
     def check(self, algorithm: str) -> None:
         """Raise SearchError if ``algorithm`` cannot search this space (before any execution starts)."""
-        from parasearch.samplers import ALGORITHMS  # late: samplers imports this module
-
         if algorithm not in ALGORITHMS:
             raise SearchError(f"unknown search algorithm {algorithm!r}", hint=f"use one of {', '.join(ALGORITHMS)}")
         if algorithm == "grid":
@@ -337,23 +306,10 @@ class Space:
         return [dict(p) for p in self._grid]
 
     def _build_grid(self) -> list[Point]:
-        axes = {p.name: p.grid_values() for p in self.params}
-        points: list[dict[str, Value]] = [{}]
-        for p in self.order:
-            nxt: list[dict[str, Value]] = []
-            for pt in points:
-                if self.is_active(p, pt):
-                    nxt.extend({**pt, p.name: v} for v in axes[p.name])
-                else:
-                    nxt.append(pt)
-            points = nxt
-        # Sort into declaration-major order, independent of the dependency order used to build.
-        index = {name: {canonical_value(v): i for i, v in enumerate(values)} for name, values in axes.items()}
-
-        def rank(pt: Mapping[str, Value]) -> tuple[int, ...]:
-            return tuple(index[p.name][canonical_value(pt[p.name])] if p.name in pt else -1 for p in self.params)
-
-        return [self.ordered(pt) for pt in sorted(points, key=rank)]
+        # The one grid expansion, shared with `expegit run --grid` (orchestra.parameters).
+        axes = [(p.name, p.grid_values()) for p in self.params]
+        when = {p.name: dict(p.when) for p in self.params if p.when}
+        return [self.ordered(pt) for pt in expand_grid(axes, when)]
 
     def __repr__(self) -> str:
         return f"Space({', '.join(p.name + ':' + p.kind for p in self.params)})"

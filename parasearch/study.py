@@ -27,6 +27,7 @@ from orchestra.errors import ManifestError, OrchestraError, SearchError
 from orchestra.execution import FINAL_STATES, ExecutionRecord, ExecutionSpec
 from orchestra.manifest import Manifest
 from orchestra.progress import Progress
+from orchestra.search import ALGORITHMS, BLIND_ALGORITHMS
 
 from parasearch.space import Key, Point, Space, Trial
 
@@ -34,12 +35,6 @@ if TYPE_CHECKING:  # the run path imports expegit (and gevent) only when it runs
     from expegit.campaign import Campaign
     from expegit.runner import RunSummary
     from parasearch.samplers import Sampler
-
-#: Algorithms that never look at objective values (they may run without an ``objective:``).
-BLIND_ALGORITHMS = ("grid", "random", "sobol", "halton", "lhs")
-#: ``samplers.ALGORITHMS``, repeated so that checking a manifest (`expegit check`) never imports
-#: numpy and scipy (a second of start-up); a unit test keeps the two equal.
-ALGORITHM_NAMES = BLIND_ALGORITHMS + ("bayes",)
 
 
 # -- configuration and identity ----------------------------------------------------------------------
@@ -89,9 +84,9 @@ def study_config(manifest: Manifest, *, algorithm: str | None = None, budget: in
 
 
 def _check_config(config: StudyConfig, has_objective: bool) -> None:
-    if config.algorithm not in ALGORITHM_NAMES:
+    if config.algorithm not in ALGORITHMS:
         raise SearchError(f"unknown search algorithm {config.algorithm!r}",
-                          hint=f"use one of {', '.join(ALGORITHM_NAMES)}")
+                          hint=f"use one of {', '.join(ALGORITHMS)}")
     if config.budget < 1:
         raise SearchError(f"search budget must be at least 1, got {config.budget}")
     if config.parallel < 1:
@@ -134,32 +129,17 @@ def make_study_sampler(manifest: Manifest, config: StudyConfig) -> tuple[Space, 
 
 
 def search_problems(manifest: Manifest, text: str | None = None) -> list[OrchestraError]:
-    """Problems of the manifest's own ``search:`` section, positioned at it (for `expegit check`)."""
+    """Problems of the manifest's own ``search:`` section that only the space and samplers see, positioned
+    at it. Loading the manifest already ran orchestra.search's checks (what `expegit check` reports)."""
     if manifest.search is None:
         return []
     try:
         config = study_config(manifest)
-        _check_space(Space.from_parameters(manifest.declarations()), config.algorithm)
+        Space.from_parameters(manifest.declarations()).check(config.algorithm)
     except SearchError as exc:
         line, col = _search_position(manifest, text)
         return [ManifestError(f"search: {exc.message}", path=manifest.path, line=line, col=col, hint=exc.hint)]
     return []
-
-
-def _check_space(space: Space, algorithm: str) -> None:
-    """What ``Space.check`` checks, without importing the samplers (numpy, scipy)."""
-    from parasearch.space import MAX_GRID_POINTS
-
-    if algorithm != "grid":
-        return
-    size = 1
-    for p in space.params:
-        if p.kind == "float" and p.steps is None:
-            p.grid_values()  # raises the per-parameter message with its fix
-        size *= max(p.grid_size(), 1)
-    if size > MAX_GRID_POINTS:
-        raise SearchError(f"the grid has up to {size} points (more than {MAX_GRID_POINTS})",
-                          hint="lower `steps` or use algorithm sobol/random with a budget")
 
 
 def _search_position(manifest: Manifest, text: str | None) -> tuple[int | None, int | None]:

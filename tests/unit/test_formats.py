@@ -88,7 +88,7 @@ def test_command_format_spec_and_braces() -> None:
 
 @pytest.mark.parametrize("text,seconds", [("90", 90), (45, 45), ("90s", 90), ("30m", 1800), ("2h", 7200),
                                           ("1h30m", 5400), ("1d", 86400), ("04:00:00", 14400),
-                                          ("1-00:00:00", 86400), ("10:30", 37800)])
+                                          ("1-00:00:00", 86400), ("10:30", 630)])
 def test_durations(text, seconds) -> None:
     assert parse_duration(text) == seconds
 

@@ -160,12 +160,12 @@ def test_bad_searches_are_manifest_errors_with_positions(search: str, text: str)
     assert errors and text in str(errors[0]) and errors[0].line == 8
 
 
-def test_search_problems_found_by_the_space_are_positioned_at_the_search() -> None:
+def test_grid_size_is_a_manifest_error_positioned_at_the_search() -> None:
+    # orchestra.search checks it when the manifest loads: `expegit check` needs nothing of parasearch.
     base = BASE.replace("x:   {type: float, low: -1, high: 1, steps: 5}",
                         "x:   {type: int, low: 0, high: 2000}\n  z:   {type: int, low: 0, high: 2000}")
     base = base.replace("{x} {n}", "{x} {z} {n}")
-    m = manifest("search: {algorithm: grid, budget: 10}", base=base)
-    problems = search_problems(m, base + "search: {algorithm: grid, budget: 10}\n")
+    _m, problems = parse_manifest(base + "search: {algorithm: grid, budget: 10}\n")
     assert len(problems) == 1 and isinstance(problems[0], ManifestError)
     assert problems[0].exit_code == 3 and problems[0].line == 9 and "grid has up to" in str(problems[0])
     assert search_problems(manifest()) == []
@@ -186,8 +186,11 @@ def test_command_line_overrides_are_checked() -> None:
     assert study_config(no_search, algorithm="sobol", budget=4).budget == 4
 
 
-def test_the_checks_without_numpy_agree_with_the_samplers() -> None:
+def test_the_algorithm_names_have_one_definition() -> None:
+    import orchestra.search
+    from orchestra.manifest import load_schema
     from parasearch.samplers import ALGORITHMS
-    from parasearch.study import ALGORITHM_NAMES
 
-    assert ALGORITHM_NAMES == ALGORITHMS
+    assert ALGORITHMS is orchestra.search.ALGORITHMS
+    schema = load_schema("orchestra.schema.json")
+    assert tuple(schema["properties"]["search"]["properties"]["algorithm"]["enum"]) == ALGORITHMS
