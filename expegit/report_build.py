@@ -140,5 +140,29 @@ def render_repository_report(repository: str | os.PathLike[str], out_dir: str | 
     return index
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python -m expegit.report_build GIT_DIR OUT_DIR`: what the post-receive hook's renderer runs.
+
+    A process of its own, so that the hook programs (orchestra_hooks) never import expegit: they sit
+    beside it, built on the backbone only, and expegit installs them (issue 11, layering).
+    """
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m expegit.report_build GIT_DIR OUT_DIR", file=sys.stderr)
+        return 2
+    try:
+        print(render_repository_report(args[0], args[1]))
+    except Exception as exc:  # noqa: BLE001 - one line for the hook's log and the next pusher
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 __all__ = ["build_report_data", "render_report", "render_repository_report", "default_report_dir", "tail",
-           "manifest_summary"]
+           "manifest_summary", "main"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,2 +1,2 @@
 """Orchestra's git hook programs, imported as ``orchestra_hooks``: outside the backbone's namespace
-(``orchestra``), because post-receive imports expegit to render the report."""
+(``orchestra``): post-receive renders the report by running expegit in a process of its own."""

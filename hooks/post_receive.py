@@ -27,7 +27,7 @@ import time
 try:
     from . import common
 except ImportError:  # run as a file
-    import common  # type: ignore[no-redef]
+    import common  # type: ignore[no-redef,import-not-found]
 
 MODULE = "orchestra_hooks.post_receive"
 STATUS_NAME = "report.status"
@@ -124,15 +124,17 @@ def render_loop(git_dir: str, report_dir: str) -> int:
             while os.path.exists(pending):
                 os.unlink(pending)
                 started = time.time()
-                try:
-                    from expegit.report_build import render_repository_report
-
-                    index = render_repository_report(git_dir, report_dir)
-                except Exception as exc:  # logged: a broken render must not stop the next one
+                # expegit renders in a process of its own: the hook programs never import it (layering).
+                done = subprocess.run([sys.executable, "-m", "expegit.report_build", git_dir, report_dir],
+                                      stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=git_dir)
+                if done.returncode != 0:  # logged: a broken render must not stop the next one
                     stamp = time.strftime('%Y-%m-%d %H:%M:%S')
-                    print(f"{stamp} render failed: {type(exc).__name__}: {exc}", flush=True)
-                    write_status(state, RenderStatus(False, stamp, f"{type(exc).__name__}: {exc}"))
+                    lines = (done.stderr or done.stdout or f"exit {done.returncode}").strip().splitlines()
+                    reason = lines[-1] if lines else f"exit {done.returncode}"
+                    print(f"{stamp} render failed: {reason}", flush=True)
+                    write_status(state, RenderStatus(False, stamp, reason))
                     continue
+                index = done.stdout.strip()
                 stamp = time.strftime('%Y-%m-%d %H:%M:%S')
                 print(f"{stamp} rendered {index} in {time.time() - started:.1f}s with {sys.executable}", flush=True)
                 write_status(state, RenderStatus(True, stamp, str(index)))

@@ -17,7 +17,7 @@ import sys
 try:
     from . import common
 except ImportError:  # run as a file
-    import common  # type: ignore[no-redef]
+    import common  # type: ignore[no-redef,import-not-found]
 
 
 def existing(shas: set[str]) -> set[str]:

@@ -19,8 +19,8 @@ import time
 try:
     from . import common, rewrite_policy
 except ImportError:  # run as a file
-    import common  # type: ignore[no-redef]
-    import rewrite_policy  # type: ignore[no-redef]
+    import common  # type: ignore[no-redef,import-not-found]
+    import rewrite_policy  # type: ignore[no-redef,import-not-found]
 
 
 def non_fast_forwards(updates: list[common.RefUpdate]) -> set[str]:

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 try:
     from . import common
 except ImportError:  # run as a file
-    import common  # type: ignore[no-redef]
+    import common  # type: ignore[no-redef,import-not-found]
 
 LOG_NAME = "rewrites.log"
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

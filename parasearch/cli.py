@@ -86,10 +86,11 @@ def _run(args: argparse.Namespace) -> int:
         parts.append(f"{summary.not_started} not started")
     print(f"parasearch: study {study.id} ({config.algorithm}): {summary.total} executions this run: "
           f"{', '.join(parts)}; {state.executions}/{config.budget} of the budget used", file=sys.stderr)
-    best = describe_best(state.best())
+    best_point = state.best()
+    best = describe_best(best_point)
     if best:
         print(f"parasearch: best {config.metric} = {best}", file=sys.stderr)
-    for note in bound_notes(study.space, state.best().params if state.best() else None):
+    for note in bound_notes(study.space, best_point.params if best_point is not None else None):
         print(f"parasearch: note: {note}", file=sys.stderr)
     if summary.total == 0 and not result.stop_reason and not result.exhausted:
         if state.executions > config.budget:

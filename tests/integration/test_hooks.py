@@ -328,6 +328,8 @@ def test_post_receive_renders_report(tmp_path: Path) -> None:
         time.sleep(0.2)
     log = (bare / "orchestra" / "report.log")
     assert sorted(r["id"] for r in records) == sorted(executions), log.read_text() if log.exists() else "no log"
+    while "rendered" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the site is written before the renderer's process ends and the line is logged
     assert "rendered" in log.read_text()
 
 

@@ -17,7 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Import name -> directory in the repository (setup.py's package_dir: core/ is installed as `orchestra`).
-LAYOUT = {"orchestra": "core", "expegit": "expegit", "runaway": "runaway", "parasearch": "parasearch"}
+LAYOUT = {"orchestra": "core", "expegit": "expegit", "runaway": "runaway", "parasearch": "parasearch",
+          "orchestra_hooks": "hooks"}
 
 
 def _need(module: str) -> None:
