@@ -92,6 +92,23 @@ def parameter_kinds(parameters: Mapping[str, object], declared: Mapping[str, str
     return {str(name): declared.get(str(name)) or value_kind(value) for name, value in parameters.items()}
 
 
+def _browser_kind(value: object) -> str:
+    """What report.js infers from a JSON value: a whole float arrives as a whole number, so "int"."""
+    if isinstance(value, float) and value.is_integer():
+        return "int"
+    return value_kind(value)
+
+
+def browser_kinds(parameters: Mapping[str, object], declared: Mapping[str, str]) -> dict[str, str]:
+    """The parameter kinds report.js would infer wrongly from the JSON value (others it infers right)."""
+    out: dict[str, str] = {}
+    for name, value in parameters.items():
+        kind = declared.get(name) or value_kind(value)
+        if kind != _browser_kind(value):
+            out[str(name)] = kind
+    return out
+
+
 def report_metrics(data: ReportData) -> list[str]:
     """The metrics the report offers: the objective's first (when any execution has one), then every other
     metric of the metrics files in first-seen order."""
@@ -116,4 +133,4 @@ def metric_value(view: ExecutionView, name: str, objective_metric: str) -> float
 OutputLoader = Callable[[str], Mapping[str, bytes]]
 
 __all__ = ["Objective", "CommitInfo", "ExecutionView", "ReportData", "OutputLoader", "objective_label", "value_kind",
-           "parameter_kinds", "report_metrics", "metric_value"]
+           "parameter_kinds", "browser_kinds", "report_metrics", "metric_value"]

@@ -211,6 +211,7 @@ def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
         progress = P.progress_plot(records, metric, goal)
     parts.append(_figure_html(progress, f"best {metric} so far ({goal})", legend, wide=True))
     names = report_metrics(data)
+    memo: P.Memo = {}  # parameter axes drawn once for every metric that has the same executions
     groups: list[str] = []
     any_scatter = False
     for k, name in enumerate(names):
@@ -218,14 +219,14 @@ def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
         # Only the objective has a goal; other metrics are ranked high to low, and the caption says so.
         name_goal = goal if name == metric else "maximize"
         better = f"a better {name}" if name == metric else f"a higher {name}"
-        scatters = P.scatter_plots(records, name, values=values)
+        scatters = P.scatter_plots(records, name, values=values, memo=memo)
         any_scatter = any_scatter or bool(scatters)
         group = []
         if scatters:
             group.append('<section class="grid2">' + "".join(
                 _figure_html(p, "categorical values sit on bands" if 'class="band"' in p.svg else "", legend)
                 for p in scatters) + "</section>")
-        parallel = P.parallel_coordinates(records, name, name_goal, values=values)
+        parallel = P.parallel_coordinates(records, name, name_goal, values=values, memo=memo)
         bundled = parallel is not None and ' data-n="' in parallel.svg
         top, bottom = ("best", "worst") if name == metric else ("highest", "lowest")
         group.append(_figure_html(

@@ -97,6 +97,16 @@ def progress_plot(records: Sequence[ExecutionRecord], metric: str, goal: str, wi
     return Plot("progress", "Search progress", "".join(parts), len(points))
 
 
+# What a plot of one metric computes about the parameters (which vary, their axes, pixel positions) depends
+# only on which executions have a value, not on the values: every metric of a metrics file usually has the
+# same executions, so plots_page passes one Memo to all of them and draws each parameter axis once.
+Memo = dict[tuple[Any, ...], Any]
+
+
+def _scored_key(scored: Sequence[tuple[int, ExecutionRecord, float]]) -> tuple[int, ...]:
+    return tuple(i for i, _, _ in scored)
+
+
 def varying_parameters(records: Sequence[ExecutionRecord], values: Values = None) -> list[str]:
     """Parameters (in first-seen order) that take at least two values among executions with a value of the
     metric (the objective unless ``values`` says otherwise)."""
@@ -127,34 +137,61 @@ def _axis_scale(values: list[Any], r0: float, r1: float) -> svg.Scale | None:
     return BandScale(categories, r0, r1)
 
 
+def _varying(records: Sequence[ExecutionRecord], scored: Sequence[tuple[int, ExecutionRecord, float]],
+             key: tuple[int, ...], memo: Memo) -> list[str]:
+    cached = memo.get(("vary", key))
+    if cached is None:
+        present = [None] * len(records)
+        for i, _, y in scored:
+            present[i] = y
+        cached = memo[("vary", key)] = varying_parameters(records, present)
+    return cached
+
+
+def _scatter_axis(scored: Sequence[tuple[int, ExecutionRecord, float]], name: str, x0: float, x1: float
+                  ) -> tuple[svg.Scale, list[int], list[str]] | None:
+    """(x scale, positions in ``scored`` that have the parameter, their cx as drawn)."""
+    present = [k for k, (_, r, _) in enumerate(scored) if isinstance(r.parameters, dict) and name in r.parameters]
+    xvalues = [_param(scored[k][1], name) for k in present]
+    if svg.is_numeric_column(xvalues):
+        present = [k for k, v in zip(present, xvalues) if v is not None]
+        xvalues = [v for v in xvalues if v is not None]
+    xs = _axis_scale(xvalues, x0, x1)
+    if xs is None or not present:
+        return None
+    if isinstance(xs, BandScale):
+        cxs = [f1(xs.jittered(v, scored[k][0])) for k, v in zip(present, xvalues)]
+    else:
+        cxs = [f1(xs(v)) for v in xvalues]
+    return xs, present, cxs
+
+
 def scatter_plots(records: Sequence[ExecutionRecord], metric: str, width: int = svg.HALF,
-                  values: Values = None) -> list[Plot]:
+                  values: Values = None, memo: Memo | None = None) -> list[Plot]:
     """The metric (the objective unless ``values`` gives another) against each varying parameter;
-    categorical parameters sit on bands."""
+    categorical parameters sit on bands. ``memo`` shares parameter axes between metrics (see Memo)."""
     plots: list[Plot] = []
     scored = _metric_points(records, values)
     if not scored:
         return plots
+    memo = {} if memo is None else memo
+    key = _scored_key(scored)
     w, h = width, 280
     x0, x1 = svg.MARGIN_LEFT, w - svg.MARGIN_RIGHT
     y0, y1 = h - svg.MARGIN_BOTTOM, svg.MARGIN_TOP
     ys = numeric_scale([y for _, _, y in scored], y0, y1)
-    for name in varying_parameters(records, values):
-        present = [(i, r, y) for i, r, y in scored if isinstance(r.parameters, dict) and name in r.parameters]
-        xvalues = [_param(r, name) for _, r, _ in present]
-        numeric = svg.is_numeric_column(xvalues)
-        if numeric:
-            present = [(i, r, y) for i, r, y in present if _param(r, name) is not None]
-            xvalues = [v for v in xvalues if v is not None]
-        xs = _axis_scale(xvalues, x0, x1)
-        if xs is None or not present:
+    cys = [f1(ys(y)) for _, _, y in scored]
+    states = [state_class(r.state) for _, r, _ in scored]
+    for name in _varying(records, scored, key, memo):
+        axis_key = ("scatter-x", name, w, key)
+        if axis_key not in memo:
+            memo[axis_key] = _scatter_axis(scored, name, x0, x1)
+        axis = memo[axis_key]
+        if axis is None:
             continue
-        circles = []
-        for i, r, y in present:
-            v = _param(r, name)
-            cx = xs.jittered(v, i) if isinstance(xs, BandScale) else xs(v)
-            circles.append(f'<circle class="pt s-{state_class(r.state)}" cx="{f1(cx)}" cy="{f1(ys(y))}" r="3" '
-                           f'data-i="{i}"/>')
+        xs, present, cxs = axis
+        circles = [f'<circle class="pt s-{states[k]}" cx="{cx}" cy="{cys[k]}" r="3" data-i="{scored[k][0]}"/>'
+                   for k, cx in zip(present, cxs)]
         band_lines = ""
         if isinstance(xs, BandScale):
             band_lines = "".join(
@@ -180,8 +217,33 @@ def bundle_class(count: int) -> str:
     return "" if count <= 1 else f" b{min(4, max(1, math.ceil(math.log2(count))))}"
 
 
+def _parallel_axes(scored: Sequence[tuple[int, ExecutionRecord, float]], names: list[str], w: int, top: int,
+                   bottom: int) -> tuple[list[str], list[svg.Scale], list[float], dict[int, str]] | None:
+    """(parameter names kept, their scales, every axis' x, each drawable execution's path over the parameter
+    axes): everything of a parallel coordinates plot but the metric's own axis."""
+    scales: list[svg.Scale] = []
+    kept_names: list[str] = []
+    for name in names:
+        axis_values = [_param(r, name) for _, r, _ in scored]
+        scale = _axis_scale(axis_values, bottom, top)
+        if scale is not None:
+            scales.append(scale)
+            kept_names.append(name)
+    if len(kept_names) < 2:
+        return None
+    axes_x = [50 + k * (w - 130) / len(kept_names) for k in range(len(kept_names) + 1)]
+    xs = [f1(x) for x in axes_x]
+    prefixes: dict[int, str] = {}
+    for i, r, _ in scored:
+        params = [_param(r, n) for n in kept_names]
+        if any(v is None for v, s in zip(params, scales) if not isinstance(s, BandScale)):
+            continue
+        prefixes[i] = "M" + " L".join(f"{x} {f1(s(v))}" for x, s, v in zip(xs, scales, params))
+    return kept_names, scales, axes_x, prefixes
+
+
 def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: str,
-                         width: int = svg.WIDE, values: Values = None) -> Plot | None:
+                         width: int = svg.WIDE, values: Values = None, memo: Memo | None = None) -> Plot | None:
     """One line per distinct execution across every varying parameter and the metric, coloured by rank.
 
     Lines are drawn worst first so the best executions end on top; five colour bands (quintiles of the
@@ -195,35 +257,30 @@ def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: 
     (``data-is`` lists the executions). Identity is judged on the drawn path (0.1 px), i.e. what a reader
     could tell apart.
     """
-    names = varying_parameters(records, values)[:MAX_AXES]
+    scored = _metric_points(records, values)
+    if not scored:
+        return None
+    memo = {} if memo is None else memo
+    key = _scored_key(scored)
+    names = _varying(records, scored, key, memo)[:MAX_AXES]
     if len(names) < 2:
         return None
-    scored = _metric_points(records, values)
     w, h = width, 360
     top, bottom = 34, h - 24
-    scales: list[svg.Scale] = []
-    kept_names: list[str] = []
-    for name in names:
-        axis_values = [_param(r, name) for _, r, _ in scored]
-        scale = _axis_scale(axis_values, bottom, top)
-        if scale is not None:
-            scales.append(scale)
-            kept_names.append(name)
-    if len(kept_names) < 2:
+    axes_key = ("parallel", w, key)
+    if axes_key not in memo:
+        memo[axes_key] = _parallel_axes(scored, names, w, top, bottom)
+    axes = memo[axes_key]
+    if axes is None:
         return None
-    axes_x = [50 + k * (w - 130) / len(kept_names) for k in range(len(kept_names) + 1)]
+    kept_names, scales, axes_x, prefixes = axes
     obj_scale = numeric_scale([y for _, _, y in scored], bottom, top)
-    rows = []
-    for i, r, y in scored:
-        params = [_param(r, n) for n in kept_names]
-        if any(v is None for v, s in zip(params, scales) if not isinstance(s, BandScale)):
-            continue
-        rows.append((i, y, params))
+    rows = [(i, y) for i, _, y in scored if i in prefixes]
     ranked = sorted(rows, key=lambda row: row[1], reverse=(goal != "maximize"))  # worst first
+    last_x = f1(axes_x[-1])
     bundles: dict[str, tuple[int, list[int]]] = {}  # path -> (rank of its best line, execution indices)
-    for rank, (i, y, params) in enumerate(ranked):
-        ys = [s(v) for s, v in zip(scales, params)] + [obj_scale(y)]
-        d = "M" + " L".join(f"{f1(x)} {f1(py)}" for x, py in zip(axes_x, ys))
+    for rank, (i, y) in enumerate(ranked):
+        d = f"{prefixes[i]} L{last_x} {f1(obj_scale(y))}"
         _old_rank, members = bundles.get(d, (rank, []))
         members.append(i)
         bundles[d] = (rank, members)
@@ -343,5 +400,5 @@ def legend_html(states: Sequence[str]) -> str:
         f'<span><i class="sw s-{state_class(s)}"></i>{esc(s)}</span>' for s in states) + "</div>"
 
 
-__all__ = ["Plot", "bundle_class", "progress_plot", "scatter_plots", "parallel_coordinates", "timeline_plot",
+__all__ = ["Plot", "Memo", "bundle_class", "progress_plot", "scatter_plots", "parallel_coordinates", "timeline_plot",
            "varying_parameters", "legend_html"]
