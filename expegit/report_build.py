@@ -174,7 +174,7 @@ def render_report(store: GitStore, out_dir: Path | str | None = None) -> tuple[P
 
 def render_repository_report(repository: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """For the post-receive hook: render a (bare) repository given by path."""
-    index, _data, _problems = render_report(GitStore(Path(repository)), out_dir)
+    index, _data, _problems = render_report(GitStore(Path(repository)), Path(out_dir))
     return index
 
 

@@ -141,7 +141,7 @@ def _varying(records: Sequence[ExecutionRecord], scored: Sequence[tuple[int, Exe
              key: tuple[int, ...], memo: Memo) -> list[str]:
     cached = memo.get(("vary", key))
     if cached is None:
-        present = [None] * len(records)
+        present: list[float | None] = [None] * len(records)
         for i, _, y in scored:
             present[i] = y
         cached = memo[("vary", key)] = varying_parameters(records, present)
