@@ -40,6 +40,7 @@ def build_payload(data: ReportData, pages: list[str]) -> dict[str, Any]:
         "generated": data.generated,
         "commits": {sha: dataclasses.asdict(info) for sha, info in data.commits.items()},
         "metrics": report_metrics(data),
+        "parameter_types": dict(data.parameter_types),
         "executions": [_execution_entry(view, page) for view, page in zip(data.executions, pages)],
     }
 

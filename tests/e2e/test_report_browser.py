@@ -297,6 +297,7 @@ def test_table_shows_node_profile_and_every_metric(driver: Any, grid_site: Path,
     cell = driver.find_element(By.CSS_SELECTOR, "#executions tbody td.c-node")
     assert "login.cluster" in cell.get_attribute("title")  # the host stays available
     assert set(_column(driver, "profile")) == {"cluster"}
+    assert any("scale=1.0" in p for p in _column(driver, "parameters"))  # a declared float keeps its point
     accs = [float(v) for v in _column(driver, "metric") if v]
     assert len(accs) == 50
     driver.find_element(By.CSS_SELECTOR, 'th[data-metric="val_acc"] button').click()

@@ -63,9 +63,24 @@
     return parts.join(", ");
   }
 
-  function paramsText(params) {
+  /* The manifest's declared kinds (data.js has them; an execution page gets its own in the shard). */
+  var DECLARED = (DATA && DATA.parameter_types) || {};
+
+  /* A parameter's value as the record has it: a whole float keeps its point (1.0, not 1). */
+  function fmtParam(v, kind) {
+    return (kind === "float" && typeof v === "number" && Number.isInteger(v)) ? v.toFixed(1) : fmtNum(v);
+  }
+
+  function declaredKind(k) {
+    return Object.prototype.hasOwnProperty.call(DECLARED, k) ? DECLARED[k] : null;
+  }
+
+  function paramsText(params, kinds) {
     if (!params || typeof params !== "object") return "";
-    return Object.keys(params).map(function (k) { return k + "=" + fmtNum(params[k]); }).join(" ");
+    return Object.keys(params).map(function (k) {
+      var kind = (kinds && Object.prototype.hasOwnProperty.call(kinds, k)) ? kinds[k] : declaredKind(k);
+      return k + "=" + fmtParam(params[k], kind);
+    }).join(" ");
   }
 
   function el(tag, cls, text) {
@@ -111,7 +126,7 @@
         if (k !== metric) tip.appendChild(el("div", "t-line", k + " = " + fmtNum(item.metrics[k])));
       });
       Object.keys(r.parameters || {}).slice(0, 12).forEach(function (k) {
-        tip.appendChild(el("div", "t-line", k + " = " + fmtNum(r.parameters[k])));
+        tip.appendChild(el("div", "t-line", k + " = " + fmtParam(r.parameters[k], declaredKind(k))));
       });
       if (r.node || r.host) tip.appendChild(el("div", "t-line", whereTitle(r)));
       if (typeof r.duration === "number") tip.appendChild(el("div", "t-line", "duration " + fmtDuration(r.duration)));
@@ -262,8 +277,9 @@
       Object.keys(params || {}).forEach(function (k) {
         var p = el("span", "param");
         p.appendChild(el("b", null, k));
-        p.appendChild(document.createTextNode("=" + fmtNum(params[k])));
-        p.title = k + "=" + fmtNum(params[k]);
+        var shown = fmtParam(params[k], declaredKind(k));
+        p.appendChild(document.createTextNode("=" + shown));
+        p.title = k + "=" + shown;
         wrap.appendChild(p);
       });
       return wrap;
@@ -385,7 +401,7 @@
     document.getElementById("ex-id").textContent = id;
     var st = document.getElementById("ex-state");
     st.appendChild(el("span", "badge s-" + stateClass(r.state), String(r.state)));
-    document.getElementById("ex-params").textContent = paramsText(r.parameters);
+    document.getElementById("ex-params").textContent = paramsText(r.parameters, d.types || {});
     [["ex-prev", d.prev], ["ex-next", d.next]].forEach(function (pair) {
       var a = document.getElementById(pair[0]);
       if (pair[1]) a.setAttribute("href", pair[1]); else a.className = "muted";
@@ -426,10 +442,7 @@
         th.setAttribute("scope", "row");
         tr.appendChild(th);
         var kind = (d.types && Object.prototype.hasOwnProperty.call(d.types, k)) ? String(d.types[k]) : typeName(r.parameters[k]);
-        var v = r.parameters[k];
-        /* a whole float keeps its point (1.0, not 1), as in the manifest and the record */
-        var shown = (kind === "float" && typeof v === "number" && Number.isInteger(v)) ? v.toFixed(1) : fmtNum(v);
-        tr.appendChild(el("td", "mono", shown));
+        tr.appendChild(el("td", "mono", fmtParam(r.parameters[k], kind)));
         tr.appendChild(el("td", "muted", kind));
         tb.appendChild(tr);
       });
