@@ -87,11 +87,6 @@ def value_kind(value: object) -> str:
     return "str" if isinstance(value, str) else type(value).__name__
 
 
-def parameter_kinds(parameters: Mapping[str, object], declared: Mapping[str, str]) -> dict[str, str]:
-    """Each parameter's kind: the manifest's declared type where it has one, else the value's own type."""
-    return {str(name): declared.get(str(name)) or value_kind(value) for name, value in parameters.items()}
-
-
 def _browser_kind(value: object) -> str:
     """What report.js infers from a JSON value: a whole float arrives as a whole number, so "int"."""
     if isinstance(value, float) and value.is_integer():
@@ -100,7 +95,8 @@ def _browser_kind(value: object) -> str:
 
 
 def browser_kinds(parameters: Mapping[str, object], declared: Mapping[str, str]) -> dict[str, str]:
-    """The parameter kinds report.js would infer wrongly from the JSON value (others it infers right)."""
+    """The parameter kinds report.js would infer wrongly from the JSON value (others it infers right): the
+    manifest's declared type where it has one, else the value's own type."""
     out: dict[str, str] = {}
     for name, value in parameters.items():
         kind = declared.get(name) or value_kind(value)
@@ -133,4 +129,4 @@ def metric_value(view: ExecutionView, name: str, objective_metric: str) -> float
 OutputLoader = Callable[[str], Mapping[str, bytes]]
 
 __all__ = ["Objective", "CommitInfo", "ExecutionView", "ReportData", "OutputLoader", "objective_label", "value_kind",
-           "parameter_kinds", "browser_kinds", "report_metrics", "metric_value"]
+           "browser_kinds", "report_metrics", "metric_value"]

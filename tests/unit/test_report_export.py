@@ -18,7 +18,7 @@ from expegit.listing import EXPORT_FIELDS, LIST_HEADER, export_row, list_line, w
 from expegit.metrics import MetricsIndex, metric_names, parse_metrics
 from expegit.report.demo import grid_report, synthetic_report
 from expegit.report.execution_page import detail_entry
-from expegit.report.model import ExecutionView, browser_kinds, parameter_kinds, report_metrics, value_kind
+from expegit.report.model import ExecutionView, browser_kinds, report_metrics, value_kind
 from expegit.report.pages import executions_page, plots_page
 from expegit.report.plots import bundle_class, parallel_coordinates, timeline_plot
 from expegit.report_build import declared_parameter_types, manifest_facts
@@ -119,8 +119,9 @@ def test_list_text_has_a_header_over_its_columns_and_json_none() -> None:
 def test_parameter_kinds_prefer_the_declared_type() -> None:
     assert value_kind(1.0) == "float" and value_kind(1) == "int" and value_kind(True) == "bool"
     assert value_kind(None) == "null" and value_kind("x") == "str"
-    assert parameter_kinds({"lr": 1, "dropout": 0.5, "opt": "sgd", "flag": False}, {"lr": "float"}) == \
-        {"lr": "float", "dropout": "float", "opt": "str", "flag": "bool"}
+    assert browser_kinds({"lr": 1, "dropout": 0.5, "w": 2.0, "opt": "sgd", "flag": False}, {"lr": "float"}) == \
+        {"lr": "float", "w": "float"}
+    assert browser_kinds({"n": 2.0}, {"n": "int"}) == {}  # declared int: the browser's guess is right
     manifest = b"name: n\nparameters:\n  lr: {type: float, low: 0.1, high: 1}\n  n: {type: int, low: 1, high: 3}\n" \
                b"  opt: {choices: [a, b]}\n  seed: {value: 0}\nobjective: {metric: m, from: out.json}\n"
     facts = manifest_facts(manifest)
@@ -191,4 +192,5 @@ def test_whole_floats_stay_floats_through_the_record(value: float) -> None:
     from orchestra.execution import parse_record, render_record
 
     record = parse_record(render_record(_record(1, parameters={"scale": value})))
-    assert parameter_kinds(record.parameters, {}) == {"scale": "float"}
+    assert value_kind(record.parameters["scale"]) == "float"
+    assert browser_kinds(record.parameters, {}) == ({"scale": "float"} if value.is_integer() else {})
