@@ -194,3 +194,20 @@ def test_whole_floats_stay_floats_through_the_record(value: float) -> None:
     record = parse_record(render_record(_record(1, parameters={"scale": value})))
     assert value_kind(record.parameters["scale"]) == "float"
     assert browser_kinds(record.parameters, {}) == ({"scale": "float"} if value.is_integer() else {})
+
+
+def test_many_metrics_are_bounded_in_the_table_and_the_plots() -> None:
+    from expegit.report.pages import MAX_PLOT_METRICS, MAX_TABLE_METRICS
+
+    base = grid_report(repeats=1)
+    many = {f"m{k:02d}": float(k) for k in range(40)}
+    views = [dataclasses.replace(v, metrics={**v.metrics, **{n: x + j for n, x in many.items()}})
+             for j, v in enumerate(base.executions)]
+    data = dataclasses.replace(base, executions=views)
+    assert len(report_metrics(data)) == 42
+    table = executions_page(data)
+    assert table.count('data-key="metric"') == MAX_TABLE_METRICS
+    assert f"{41 - MAX_TABLE_METRICS} more metrics" in table
+    plots = plots_page(data)
+    assert plots.count('class="metric-group"') == MAX_PLOT_METRICS
+    assert f"{42 - MAX_PLOT_METRICS} more metrics" in plots
