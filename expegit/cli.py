@@ -200,14 +200,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"expegit: deleted {len(removed)} execution branch(es)", file=sys.stderr)
         return 0
     if command == "export":
-        from .listing import select, write_export
+        from .listing import campaign_metrics, select, write_export
 
-        records = select(_open(args), args.state)
+        campaign = _open(args)
+        records = select(campaign, args.state)
+        metrics = campaign_metrics(campaign, records)
         if args.output:
             with open(args.output, "w", newline="", encoding="utf-8") as out:
-                write_export(records, out, args.format)
+                write_export(records, out, args.format, metrics=metrics)
         else:
-            write_export(records, sys.stdout, args.format)
+            write_export(records, sys.stdout, args.format, metrics=metrics)
         return 0
     import importlib
 

@@ -5,7 +5,7 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from orchestra.errors import UsageError
@@ -13,10 +13,13 @@ from orchestra.execution import STATES, STDERR_PATH, STDOUT_PATH, ExecutionRecor
     render_record
 
 from .campaign import Campaign
+from .metrics import MetricsIndex
 from .records import RecordIndex
 
-EXPORT_FIELDS = ("id", "state", "commit", "profile", "repeat", "attempt", "host", "slot", "created", "started",
-                 "ended", "duration", "exit_code", "objective", "author", "search", "error")
+# ``node`` beside ``host``: on Slurm the host is the login node reached by SSH, the node is where it ran.
+EXPORT_FIELDS = ("id", "state", "commit", "profile", "repeat", "attempt", "host", "node", "slot", "created",
+                 "started", "ended", "duration", "exit_code", "objective", "author", "search", "error")
+LIST_HEADER = ("id", "state", "objective", "duration", "commit", "parameters")
 
 
 def status_text(campaign: Campaign) -> str:
@@ -55,11 +58,25 @@ def select(campaign: Campaign, states: Sequence[str] = ()) -> list[ExecutionReco
     return records
 
 
-def export_row(record: ExecutionRecord) -> dict[str, Any]:
+def export_row(record: ExecutionRecord, metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Record fields, then ``param.NAME`` per parameter and ``metric.NAME`` per metric of the metrics file."""
     row = {field: getattr(record, field) for field in EXPORT_FIELDS}
     for name, value in record.parameters.items():
         row[f"param.{name}"] = value
+    for name, value in (metrics or {}).items():
+        row[f"metric.{name}"] = value
     return row
+
+
+def campaign_metrics(campaign: Campaign, records: Sequence[ExecutionRecord]) -> dict[str, dict[str, float]]:
+    """Every numeric metric of the objective's metrics file, by execution id (cached by branch tip)."""
+    objective = campaign.manifest.objective
+    source = objective.source if objective is not None else None
+    if not source or not records:
+        return {}
+    # All branches, not just the selected ones: the cache then stays whole for the next report or export.
+    every = MetricsIndex(campaign.store).load(source, campaign.store.execution_tips())
+    return {r.id: every[r.id] for r in records if r.id in every}
 
 
 def write_list(records: Iterable[ExecutionRecord], out: TextIO, *, as_json: bool) -> None:
@@ -72,11 +89,17 @@ def write_list(records: Iterable[ExecutionRecord], out: TextIO, *, as_json: bool
     if not rows:
         out.write("no executions yet: `expegit run` creates some\n")
         return
+    out.write(list_line(*LIST_HEADER))
     for r in rows:
         params = " ".join(f"{k}={_short(v)}" for k, v in r.parameters.items())
         objective = "" if r.objective is None else f"{r.objective:.6g}"
         duration = "" if r.duration is None else f"{r.duration:.1f}s"
-        out.write(f"{r.id}  {r.state:9} {objective:>10} {duration:>8}  {r.commit[:8]}  {params}\n")
+        out.write(list_line(r.id, r.state, objective, duration, r.commit[:8], params))
+
+
+def list_line(execution_id: str, state: str, objective: str, duration: str, commit: str, params: str) -> str:
+    """One line of `expegit list`; the header goes through it too, so its columns stay over the values."""
+    return f"{execution_id:12}  {state:9} {objective:>10} {duration:>8}  {commit:8}  {params}".rstrip() + "\n"
 
 
 def _short(value: Any) -> str:
@@ -85,19 +108,25 @@ def _short(value: Any) -> str:
     return text if len(text) <= 30 else text[:27] + "..."
 
 
-def write_export(records: Sequence[ExecutionRecord], out: TextIO, fmt: str) -> None:
-    """One row per execution, parameters as ``param.NAME`` columns: ready for pandas.read_csv / read_json."""
-    rows = [export_row(r) for r in records]
+def write_export(records: Sequence[ExecutionRecord], out: TextIO, fmt: str, *,
+                 metrics: Mapping[str, Mapping[str, float]] | None = None) -> None:
+    """One row per execution, parameters as ``param.NAME`` and metrics as ``metric.NAME`` columns: ready for
+    pandas.read_csv / read_json. ``metrics`` maps an execution id to its metrics file's numbers."""
+    metrics = metrics or {}
+    rows = [export_row(r, metrics.get(r.id)) for r in records]
     if fmt == "jsonl":
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         return
     if fmt != "csv":
         raise UsageError(f"--format {fmt}: use csv or jsonl")
-    params: list[str] = []
-    for row in rows:
-        params.extend(k for k in row if k.startswith("param.") and k not in params)
-    writer = csv.DictWriter(out, fieldnames=list(EXPORT_FIELDS) + params, extrasaction="ignore")
+    extra: dict[str, None] = {}  # param.* then metric.* columns, each in first-seen order
+    for prefix in ("param.", "metric."):
+        for row in rows:
+            for k in row:
+                if k.startswith(prefix):
+                    extra.setdefault(k, None)
+    writer = csv.DictWriter(out, fieldnames=list(EXPORT_FIELDS) + list(extra), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})

@@ -8,6 +8,7 @@ through ``load_outputs``: a campaign's outputs need not fit in memory.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from orchestra.execution import RECORD_PATH, STDERR_PATH, STDOUT_PATH, Execution
 
 from .gitstore import GitStore
 from .journal import iso_from_epoch, utc_now
+from .metrics import MetricsIndex
 from .records import RecordIndex
 from .report import CommitInfo, ExecutionView, Objective, OutputLoader, ReportData, write_report
 
@@ -34,26 +36,58 @@ def tail(data: bytes | None, lines: int = TAIL_LINES, limit: int = TAIL_BYTES) -
     return "\n".join(parts[-lines:])
 
 
-def manifest_summary(text: bytes | str | None) -> tuple[str | None, Objective | None]:
-    """(campaign name, objective) from a manifest's text, leniently: a report renders even a broken one."""
+@dataclasses.dataclass(frozen=True)
+class ManifestFacts:
+    """What the report takes from the manifest; every field may be missing in a broken manifest."""
+
+    name: str | None = None
+    objective: Objective | None = None
+    metrics_file: str | None = None  # the objective's ``from``: where every other metric is read too
+    parameter_types: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def manifest_facts(text: bytes | str | None) -> ManifestFacts:
+    """Labels, the metrics file and declared parameter types, leniently: a report renders even a broken one."""
     if text is None:
-        return None, None
+        return ManifestFacts()
     try:
         from orchestra.yamlio import load_plain
 
         data = load_plain(text)
     except Exception:  # ruamel's many error classes: a bad manifest only loses the labels
-        return None, None
+        return ManifestFacts()
     if not isinstance(data, Mapping):
-        return None, None
+        return ManifestFacts()
     name = data.get("name")
     objective = data.get("objective")
     parsed: Objective | None = None
+    source: str | None = None
     if isinstance(objective, Mapping) and objective.get("metric"):
         goal = objective.get("goal", "minimize")
         parsed = Objective(metric=str(objective["metric"]),
                            goal="maximize" if goal == "maximize" else "minimize")
-    return (str(name) if name is not None else None), parsed
+        if isinstance(objective.get("from"), str) and objective["from"]:
+            source = objective["from"]
+    return ManifestFacts(str(name) if name is not None else None, parsed, source,
+                         declared_parameter_types(data.get("parameters")))
+
+
+def declared_parameter_types(parameters: object) -> dict[str, str]:
+    """``{name: float|int|str}`` for parameters declared with ``type:``; choices and values have no declared
+    type (their values carry it)."""
+    if not isinstance(parameters, Mapping):
+        return {}
+    out: dict[str, str] = {}
+    for name, decl in parameters.items():
+        if isinstance(decl, Mapping) and decl.get("type") in ("float", "int", "str"):
+            out[str(name)] = str(decl["type"])
+    return out
+
+
+def manifest_summary(text: bytes | str | None) -> tuple[str | None, Objective | None]:
+    """(campaign name, objective) from a manifest's text, leniently."""
+    facts = manifest_facts(text)
+    return facts.name, facts.objective
 
 
 def _manifest_text(store: GitStore) -> bytes | None:
@@ -67,7 +101,7 @@ def _manifest_text(store: GitStore) -> bytes | None:
     return store.read_path(head, MANIFEST_NAME) if head else None
 
 
-def _view(store: GitStore, record: ExecutionRecord, tip: str) -> ExecutionView:
+def _view(store: GitStore, record: ExecutionRecord, tip: str, metrics: Mapping[str, float]) -> ExecutionView:
     diffstat: list[tuple[str, int]] = []
     try:
         for path, mode, sha in store.changed_files(record.commit, tip):
@@ -77,7 +111,8 @@ def _view(store: GitStore, record: ExecutionRecord, tip: str) -> ExecutionView:
     except KeyError:  # the code commit is missing (a shallow clone): no diffstat rather than no report
         diffstat = []
     return ExecutionView(record=record, stdout_tail=tail(store.read_path(tip, STDOUT_PATH)),
-                         stderr_tail=tail(store.read_path(tip, STDERR_PATH)), diffstat=sorted(diffstat))
+                         stderr_tail=tail(store.read_path(tip, STDERR_PATH)), diffstat=sorted(diffstat),
+                         metrics=metrics)
 
 
 def build_report_data(store: GitStore, *, campaign: str | None = None,
@@ -87,7 +122,9 @@ def build_report_data(store: GitStore, *, campaign: str | None = None,
     Branches whose record does not parse are left out of the report and returned in ``problems``.
     """
     records, tips, problems = RecordIndex(store).load()
-    name, declared = manifest_summary(_manifest_text(store))
+    facts = manifest_facts(_manifest_text(store))
+    name, declared = facts.name, facts.objective
+    metrics = MetricsIndex(store).load(facts.metrics_file, tips)  # all tips, as `export` does: one cache
     ordered = sorted(records.values(), key=lambda r: (r.created or "", r.id))
     commits: dict[str, CommitInfo] = {}
     for record in ordered:
@@ -96,11 +133,12 @@ def build_report_data(store: GitStore, *, campaign: str | None = None,
         subject, author, when = store.commit_info(record.commit)
         commits[record.commit] = CommitInfo(sha=record.commit, subject=subject, author=author,
                                             time=iso_from_epoch(when) or "")
-    views = [_view(store, record, tips[record.id]) for record in ordered]
+    views = [_view(store, record, tips[record.id], metrics.get(record.id, {})) for record in ordered]
     if campaign is None:
         campaign = name or (ordered[0].campaign if ordered else None) or _repository_name(store)
     data = ReportData(campaign=campaign, objective=objective if objective is not None else declared,
-                      generated=utc_now(), commits=commits, executions=views)
+                      generated=utc_now(), commits=commits, executions=views,
+                      parameter_types=facts.parameter_types)
 
     def load_outputs(execution_id: str) -> Mapping[str, bytes]:
         record = records.get(execution_id)
@@ -136,7 +174,7 @@ def render_report(store: GitStore, out_dir: Path | str | None = None) -> tuple[P
 
 def render_repository_report(repository: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """For the post-receive hook: render a (bare) repository given by path."""
-    index, _data, _problems = render_report(GitStore(Path(repository)), out_dir)
+    index, _data, _problems = render_report(GitStore(Path(repository)), Path(out_dir))
     return index
 
 
@@ -161,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["build_report_data", "render_report", "render_repository_report", "default_report_dir", "tail",
-           "manifest_summary", "main"]
+           "manifest_summary", "manifest_facts", "declared_parameter_types", "ManifestFacts", "main"]
 
 
 if __name__ == "__main__":

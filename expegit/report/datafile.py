@@ -20,7 +20,7 @@ from typing import Any
 from orchestra.errors import UsageError
 from orchestra.execution import ExecutionRecord
 
-from .model import ReportData
+from .model import ExecutionView, ReportData, report_metrics
 
 FORMAT = "orchestra-report/1"
 DATA_FILE = "data.js"
@@ -39,10 +39,17 @@ def build_payload(data: ReportData, pages: list[str]) -> dict[str, Any]:
         "objective": dict(data.objective) if data.objective else None,
         "generated": data.generated,
         "commits": {sha: dataclasses.asdict(info) for sha, info in data.commits.items()},
-        "executions": [
-            {"record": record_dict(view.record), "page": page} for view, page in zip(data.executions, pages)
-        ],
+        "metrics": report_metrics(data),
+        "parameter_types": dict(data.parameter_types),
+        "executions": [_execution_entry(view, page) for view, page in zip(data.executions, pages)],
     }
+
+
+def _execution_entry(view: ExecutionView, page: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"record": record_dict(view.record), "page": page}
+    if view.metrics:  # left out when empty: at 10,000 executions every key counts
+        entry["metrics"] = dict(view.metrics)
+    return entry
 
 
 def record_dict(record: ExecutionRecord) -> dict[str, Any]:

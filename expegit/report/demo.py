@@ -53,10 +53,16 @@ def _commits() -> dict[str, CommitInfo]:
     return out
 
 
+def val_acc(objective: float) -> float:
+    """A second metric beside the objective, as real metrics files have (deterministic in the loss)."""
+    return round(max(0.0, min(1.0, 1.15 - objective)), 6)
+
+
 def metrics_outputs(execution_id: str, objective: float | None, with_image: bool) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     if objective is not None:
-        files["metrics.json"] = json.dumps({"val_loss": objective, "id": execution_id}, indent=1).encode()
+        files["metrics.json"] = json.dumps({"val_loss": objective, "val_acc": val_acc(objective),
+                                            "id": execution_id}, indent=1).encode()
     if with_image:
         files["plots/loss.png"] = tiny_png(48, 32, int(execution_id[:4], 16))
     return files
@@ -67,6 +73,7 @@ def synthetic_report(n: int, *, seed: int = 1, hostile: bool = False, slots_per_
     """``n`` executions of a learning-rate search spread over hosts and slots.
 
     With ``include_outputs=False`` views carry no output files; use ``demo_loader`` to stream them.
+    Hosts other than node1 are nodes of a Slurm cluster reached through the login host ``login.cluster``.
     """
     rng = random.Random(seed)
     commits = _commits()
@@ -96,13 +103,16 @@ def synthetic_report(n: int, *, seed: int = 1, hostile: bool = False, slots_per_
             started = _iso(start)
             end_text = _iso(ended) if state in ("finished", "failed", "cancelled") else None
             dur = round(duration, 2) if end_text else None
+        node = None
+        if host is not None and host != "node1":  # a cluster's node: the SSH host is its login node
+            host, node = "login.cluster", host
         objective = round(loss, 6) if state == "finished" else None
         exid = f"{rng.getrandbits(48):012x}"
         record = ExecutionRecord(
             id=exid, campaign="mnist-lr", commit=shas[min(k * len(shas) // max(n, 1), len(shas) - 1)],
             command=f"python train.py --lr {lr:.3g} --layers {layers} --opt {opt} --seed 0",
-            parameters=params, profile="cluster" if host and host != "node1" else "local", state=state,
-            author=["alice", "bob"][k % 2], host=host, slot=slot,
+            parameters=params, profile="cluster" if node else "local", state=state,
+            author=["alice", "bob"][k % 2], host=host, node=node, slot=slot,
             remote_dir=f"/scratch/orchestra/runs/{exid}" if host else None,
             created=_iso(start - _dt.timedelta(seconds=30)), started=started, ended=end_text, duration=dur,
             exit_code=0 if state == "finished" else (1 if state == "failed" else None), objective=objective,
@@ -115,12 +125,42 @@ def synthetic_report(n: int, *, seed: int = 1, hostile: bool = False, slots_per_
         outputs = metrics_outputs(exid, objective, k % 50 == 0) if include_outputs else {}
         diffstat = ([(p, len(c)) for p, c in outputs.items()] if outputs
                     else [("metrics.json", 3)] if objective is not None else [])
-        views.append(ExecutionView(record, stdout, stderr, outputs, diffstat))
+        metrics = {"val_loss": objective, "val_acc": val_acc(objective)} if objective is not None else {}
+        views.append(ExecutionView(record, stdout, stderr, outputs, diffstat, metrics))
     if hostile:
         views.extend(hostile_views(rng, shas[0]))
     busy = [t for t in free_at.values() if t < T0 + _dt.timedelta(days=300)]
     generated = max(busy, default=T0) + _dt.timedelta(minutes=10)
-    return ReportData("mnist-lr", {"metric": "val_loss", "goal": "minimize"}, _iso(generated), commits, views)
+    return ReportData("mnist-lr", {"metric": "val_loss", "goal": "minimize"}, _iso(generated), commits, views,
+                      parameter_types={"lr": "float", "layers": "int"})
+
+
+def grid_report(repeats: int = 3) -> ReportData:
+    """A grid campaign with repeats on Slurm: every repeat of a point gives the same metrics (a deterministic
+    script), which is what made parallel coordinates overplot; ``scale`` takes whole float values (1.0)."""
+    sha = "a" * 40
+    commits = {sha: CommitInfo(sha, "Grid over scale and layers", "Alice Martin", _iso(T0))}
+    views = []
+    n = 0
+    for scale in (0.5, 1.0, 2.0):
+        for layers in (1, 2, 4):
+            for opt in ("sgd", "adam"):
+                loss = round(0.2 + 0.1 * abs(scale - 1.0) + 0.02 * layers + (0.05 if opt == "sgd" else 0.0), 6)
+                for repeat in range(repeats):
+                    start = T0 + _dt.timedelta(minutes=n)
+                    exid = f"{0xa00000000000 + n:012x}"
+                    record = ExecutionRecord(
+                        id=exid, campaign="grid", commit=sha, command="python train.py",
+                        parameters={"scale": scale, "layers": layers, "opt": opt}, profile="cluster",
+                        state="finished", repeat=repeat, attempt=1, author="alice", host="login.cluster",
+                        node=f"c{n % 4 + 1:02d}", slot=n % 2, created=_iso(start), started=_iso(start),
+                        ended=_iso(start + _dt.timedelta(seconds=50)), duration=50.0, exit_code=0,
+                        objective=loss, outputs=["metrics.json"])
+                    views.append(ExecutionView(record, "", "", {}, [("metrics.json", 40)],
+                                               {"val_loss": loss, "val_acc": val_acc(loss)}))
+                    n += 1
+    return ReportData("grid", {"metric": "val_loss", "goal": "minimize"}, _iso(T0 + _dt.timedelta(hours=2)),
+                      commits, views, parameter_types={"scale": "float", "layers": "int"})
 
 
 def hostile_views(rng: random.Random, sha: str) -> list[ExecutionView]:

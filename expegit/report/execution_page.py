@@ -9,14 +9,14 @@ large the campaign. The shell's script renders with ``textContent`` only.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .datafile import dumps_script_safe, record_dict
 from .files import OutputEntry
 from .fmt import clean_tail, esc
 from .layout import page
-from .model import CommitInfo, ExecutionView, ReportData, objective_label
+from .model import CommitInfo, ExecutionView, ReportData, browser_kinds, objective_label
 
 DETAILS_DIR = "details"
 DETAILS_GLOBAL = "ORCHESTRA_DETAILS"
@@ -39,10 +39,19 @@ def _tail(text: Any) -> str:
 
 
 def detail_entry(view: ExecutionView, entries: Sequence[OutputEntry], commit: CommitInfo | None,
-                 prev_page: str | None, next_page: str | None) -> dict[str, Any]:
-    """Everything the execution page shows, as JSON-able data (rendered by report.js)."""
+                 prev_page: str | None, next_page: str | None,
+                 declared: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Everything the execution page shows, as JSON-able data (rendered by report.js).
+
+    ``types`` holds the kinds the browser would get wrong: JSON has one number type, so ``1.0`` reaches
+    JavaScript as ``1`` and would be labelled int; ``declared`` (the manifest's types) wins over the value.
+    Only those, because a shard holds thousands of executions and every other kind the value tells.
+    """
+    parameters = view.record.parameters if isinstance(view.record.parameters, dict) else {}
     return {
         "record": record_dict(view.record),
+        "types": browser_kinds(parameters, declared or {}),
+        "metrics": view.metrics,  # json.dumps reads it, never mutates it: no copy
         "stdout": _tail(view.stdout_tail),
         "stderr": _tail(view.stderr_tail),
         "outputs": [{"path": e.path, "href": e.href, "size": e.size, "kind": e.kind, "preview": e.preview,

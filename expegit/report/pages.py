@@ -14,11 +14,16 @@ from orchestra.execution import STATES
 from . import plots as P
 from .fmt import esc, fmt_duration, fmt_num, fmt_time, short_sha, state_class
 from .layout import page
-from .model import ReportData, objective_label
+from .model import ReportData, metric_value, objective_label, report_metrics
 from .summary import Summary, summarize
 
 
 PEOPLE_LIMIT = 50
+# A metrics file may hold dozens of numbers. Each plotted metric adds its scatter plots and parallel
+# coordinates (about 1.5 MB of SVG and 0.15 s at 10,000 executions), each table column a cell per row:
+# beyond these bounds the rest stay in data.js, on execution pages and in `expegit export`, and the page says so.
+MAX_TABLE_METRICS = 16
+MAX_PLOT_METRICS = 8
 
 
 def badge_html(state: object) -> str:
@@ -161,18 +166,26 @@ def executions_page(data: ReportData) -> str:
     options = "".join(f'<option value="{s}">{s} ({counts[s]})</option>' for s in (*STATES, "unknown")
                       if counts.get(s))
     metric, _ = objective_label(data)
-    columns = [("id", "id"), ("state", "state"), ("parameters", "parameters"), ("objective", metric),
-               ("duration", "duration"), ("host", "host"), ("commit", "commit"), ("started", "started")]
+    columns = [("id", "id", ""), ("state", "state", ""), ("parameters", "parameters", ""),
+               ("objective", metric, "")]
+    # Every other metric of the metrics files gets its own column (the objective already has one).
+    others = [name for name in report_metrics(data) if name != metric]
+    columns += [("metric", name, name) for name in others[:MAX_TABLE_METRICS]]
+    columns += [("duration", "duration", ""), ("node", "node", ""), ("profile", "profile", ""),
+                ("commit", "commit", ""), ("started", "started", "")]
     head = "".join(
-        f'<th data-key="{key}" aria-sort="none"><button type="button">{esc(label)}<i class="arrow"></i></button></th>'
-        for key, label in columns)
+        f'<th data-key="{key}"' + (f' data-metric="{esc(name)}"' if name else "")
+        + f' aria-sort="none"><button type="button">{esc(label)}<i class="arrow"></i></button></th>'
+        for key, label, name in columns)
     body = (
         '<section class="hero"><div><h1>Executions</h1>'
-        f'<p class="muted">{len(data.executions)} in this campaign · click a header to sort, a row to open</p>'
+        f'<p class="muted">{len(data.executions)} in this campaign · click a header to sort, a row to open'
+        + (f" · {len(others) - MAX_TABLE_METRICS} more metrics on each execution's page and in "
+           "<code>expegit export</code>" if len(others) > MAX_TABLE_METRICS else "") + "</p>"
         "</div></section>"
         '<section class="card table-card">'
         '<div class="toolbar">'
-        '<input id="filter" type="search" placeholder="Filter: id, parameter, host, commit, author…" '
+        '<input id="filter" type="search" placeholder="Filter: id, parameter, node, host, profile, commit, author…" '
         'aria-label="filter executions" autocomplete="off">'
         f'<select id="state-filter" aria-label="state"><option value="">all states ({len(data.executions)})'
         f"</option>{options}</select>"
@@ -192,6 +205,10 @@ def executions_page(data: ReportData) -> str:
 
 
 def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
+    """Search progress (the objective), then scatter plots and parallel coordinates per metric, then the
+    timeline. With several metrics, each metric's plots are drawn once here and a picker (report.js) shows
+    one set at a time: the site stays static and works from file://; without JavaScript the objective's
+    plots show."""
     records = [v.record for v in data.executions]
     metric, goal = objective_label(data)
     states = [st for st in (*STATES, "unknown") if any(state_class(r.state) == st for r in records)]
@@ -201,19 +218,49 @@ def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
     if progress is None:
         progress = P.progress_plot(records, metric, goal)
     parts.append(_figure_html(progress, f"best {metric} so far ({goal})", legend, wide=True))
-    scatters = P.scatter_plots(records, metric)
-    if scatters:
-        parts.append('<section class="grid2">' + "".join(
-            _figure_html(p, "categorical values sit on bands" if 'class="band"' in p.svg else "", legend)
-            for p in scatters) + "</section>")
-    parts.append(_figure_html(P.parallel_coordinates(records, metric, goal),
-                              f"one line per execution; darker lines have a better {metric}",
-                              '<div class="legend"><span><i class="sw q0"></i>best fifth</span>'
-                              '<span><i class="sw q2"></i>middle</span><span><i class="sw q4"></i>worst fifth</span>'
-                              "</div>", wide=True))
-    parts.append(_figure_html(P.timeline_plot(records, data.generated), "one bar per execution, per host and slot",
+    every = report_metrics(data)
+    names = every[:MAX_PLOT_METRICS]
+    memo: P.Memo = {}  # parameter axes drawn once for every metric that has the same executions
+    groups: list[str] = []
+    any_scatter = False
+    for k, name in enumerate(names):
+        values = [metric_value(v, name, metric) for v in data.executions]
+        # Only the objective has a goal; other metrics are ranked high to low, and the caption says so.
+        name_goal = goal if name == metric else "maximize"
+        better = f"a better {name}" if name == metric else f"a higher {name}"
+        scatters = P.scatter_plots(records, name, values=values, memo=memo)
+        any_scatter = any_scatter or bool(scatters)
+        group = []
+        if scatters:
+            group.append('<section class="grid2">' + "".join(
+                _figure_html(p, "categorical values sit on bands" if 'class="band"' in p.svg else "", legend)
+                for p in scatters) + "</section>")
+        parallel = P.parallel_coordinates(records, name, name_goal, values=values, memo=memo)
+        bundled = parallel is not None and ' data-n="' in parallel.svg
+        top, bottom = ("best", "worst") if name == metric else ("highest", "lowest")
+        group.append(_figure_html(
+            parallel, f"one line per execution; darker lines have {better}"
+            + ("; thicker lines bundle identical executions (hover for how many)" if bundled else ""),
+            f'<div class="legend"><span><i class="sw q0"></i>{top} fifth</span>'
+            f'<span><i class="sw q2"></i>middle</span><span><i class="sw q4"></i>{bottom} fifth</span></div>',
+            wide=True))
+        if not any(group) and len(names) > 1:
+            group.append(f'<section class="card empty"><p class="muted">No execution reported {esc(name)} with '
+                         "parameters that vary.</p></section>")
+        groups.append(f'<div class="metric-group" data-metric="{esc(name)}"{" hidden" if k else ""}>'
+                      + "".join(group) + "</div>")
+    if len(names) > 1:
+        options = "".join(f'<option value="{esc(n)}">{esc(n)}{" (objective)" if n == metric and data.objective else ""}'
+                          "</option>" for n in names)
+        parts.append('<div class="metric-pick" id="metric-pick" hidden><label for="metric-picker">Metric</label>'
+                     f'<select id="metric-picker" aria-label="metric for the plots below">{options}</select>'
+                     + (f'<span class="muted small">{len(every) - len(names)} more metrics are in the executions '
+                        "table and in <code>expegit export</code></span>" if len(every) > len(names) else "")
+                     + "</div>")
+    parts.extend(groups)
+    parts.append(_figure_html(P.timeline_plot(records, data.generated), "one bar per execution, per node and slot",
                               legend, wide=True))
-    if progress is None and not scatters:
+    if progress is None and not any_scatter:
         parts.append('<section class="card empty"><h2>No objective values yet</h2><p>Plots of the objective '
                      "appear once executions report one.</p></section>")
     return page("Plots", "".join(parts), root="", active="plots", campaign=data.campaign,

@@ -31,8 +31,21 @@ class Plot:
     points: int
 
 
+# A metric's value per execution, aligned with the records; None means "the record's objective".
+Values = Sequence[Any] | None
+
+
+def _values(records: Sequence[ExecutionRecord], values: Values) -> Sequence[Any]:
+    return [r.objective for r in records] if values is None else values
+
+
 def _objective_points(records: Sequence[ExecutionRecord]) -> list[tuple[int, ExecutionRecord]]:
     return [(i, r) for i, r in enumerate(records) if is_number(r.objective)]
+
+
+def _metric_points(records: Sequence[ExecutionRecord], values: Values) -> list[tuple[int, ExecutionRecord, float]]:
+    """(index, record, value) of every execution with a finite value of the metric."""
+    return [(i, r, float(v)) for i, (r, v) in enumerate(zip(records, _values(records, values))) if is_number(v)]
 
 
 def _order_key(item: tuple[int, ExecutionRecord]) -> tuple[float, int]:
@@ -84,11 +97,22 @@ def progress_plot(records: Sequence[ExecutionRecord], metric: str, goal: str, wi
     return Plot("progress", "Search progress", "".join(parts), len(points))
 
 
-def varying_parameters(records: Sequence[ExecutionRecord]) -> list[str]:
-    """Parameters (in first-seen order) that take at least two values among executions with an objective."""
+# What a plot of one metric computes about the parameters (which vary, their axes, pixel positions) depends
+# only on which executions have a value, not on the values: every metric of a metrics file usually has the
+# same executions, so plots_page passes one Memo to all of them and draws each parameter axis once.
+Memo = dict[tuple[Any, ...], Any]
+
+
+def _scored_key(scored: Sequence[tuple[int, ExecutionRecord, float]]) -> tuple[int, ...]:
+    return tuple(i for i, _, _ in scored)
+
+
+def varying_parameters(records: Sequence[ExecutionRecord], values: Values = None) -> list[str]:
+    """Parameters (in first-seen order) that take at least two values among executions with a value of the
+    metric (the objective unless ``values`` says otherwise)."""
     seen: dict[str, set[str]] = {}
-    for r in records:
-        if not is_number(r.objective) or not isinstance(r.parameters, dict):
+    for r, v in zip(records, _values(records, values)):
+        if not is_number(v) or not isinstance(r.parameters, dict):
             continue
         for name, value in r.parameters.items():
             seen.setdefault(str(name), set()).add(category_key(value) + type(value).__name__)
@@ -113,33 +137,61 @@ def _axis_scale(values: list[Any], r0: float, r1: float) -> svg.Scale | None:
     return BandScale(categories, r0, r1)
 
 
-def scatter_plots(records: Sequence[ExecutionRecord], metric: str, width: int = svg.HALF) -> list[Plot]:
-    """Objective against each varying parameter; categorical parameters sit on bands."""
+def _varying(records: Sequence[ExecutionRecord], scored: Sequence[tuple[int, ExecutionRecord, float]],
+             key: tuple[int, ...], memo: Memo) -> list[str]:
+    cached = memo.get(("vary", key))
+    if cached is None:
+        present: list[float | None] = [None] * len(records)
+        for i, _, y in scored:
+            present[i] = y
+        cached = memo[("vary", key)] = varying_parameters(records, present)
+    return cached
+
+
+def _scatter_axis(scored: Sequence[tuple[int, ExecutionRecord, float]], name: str, x0: float, x1: float
+                  ) -> tuple[svg.Scale, list[int], list[str]] | None:
+    """(x scale, positions in ``scored`` that have the parameter, their cx as drawn)."""
+    present = [k for k, (_, r, _) in enumerate(scored) if isinstance(r.parameters, dict) and name in r.parameters]
+    xvalues = [_param(scored[k][1], name) for k in present]
+    if svg.is_numeric_column(xvalues):
+        present = [k for k, v in zip(present, xvalues) if v is not None]
+        xvalues = [v for v in xvalues if v is not None]
+    xs = _axis_scale(xvalues, x0, x1)
+    if xs is None or not present:
+        return None
+    if isinstance(xs, BandScale):
+        cxs = [f1(xs.jittered(v, scored[k][0])) for k, v in zip(present, xvalues)]
+    else:
+        cxs = [f1(xs(v)) for v in xvalues]
+    return xs, present, cxs
+
+
+def scatter_plots(records: Sequence[ExecutionRecord], metric: str, width: int = svg.HALF,
+                  values: Values = None, memo: Memo | None = None) -> list[Plot]:
+    """The metric (the objective unless ``values`` gives another) against each varying parameter;
+    categorical parameters sit on bands. ``memo`` shares parameter axes between metrics (see Memo)."""
     plots: list[Plot] = []
-    scored = _objective_points(records)
+    scored = _metric_points(records, values)
     if not scored:
         return plots
+    memo = {} if memo is None else memo
+    key = _scored_key(scored)
     w, h = width, 280
     x0, x1 = svg.MARGIN_LEFT, w - svg.MARGIN_RIGHT
     y0, y1 = h - svg.MARGIN_BOTTOM, svg.MARGIN_TOP
-    ys = numeric_scale([float(r.objective) for _, r in scored], y0, y1)  # type: ignore[arg-type]
-    for name in varying_parameters(records):
-        present = [(i, r) for i, r in scored if isinstance(r.parameters, dict) and name in r.parameters]
-        values = [_param(r, name) for _, r in present]
-        numeric = svg.is_numeric_column(values)
-        if numeric:
-            present = [(i, r) for i, r in present if _param(r, name) is not None]
-            values = [v for v in values if v is not None]
-        xs = _axis_scale(values, x0, x1)
-        if xs is None or not present:
+    ys = numeric_scale([y for _, _, y in scored], y0, y1)
+    cys = [f1(ys(y)) for _, _, y in scored]
+    states = [state_class(r.state) for _, r, _ in scored]
+    for name in _varying(records, scored, key, memo):
+        axis_key = ("scatter-x", name, w, key)
+        if axis_key not in memo:
+            memo[axis_key] = _scatter_axis(scored, name, x0, x1)
+        axis = memo[axis_key]
+        if axis is None:
             continue
-        circles = []
-        for i, r in present:
-            v = _param(r, name)
-            cx = xs.jittered(v, i) if isinstance(xs, BandScale) else xs(v)
-            cy = ys(float(r.objective))  # type: ignore[arg-type]
-            circles.append(f'<circle class="pt s-{state_class(r.state)}" cx="{f1(cx)}" cy="{f1(cy)}" r="3" '
-                           f'data-i="{i}"/>')
+        xs, present, cxs = axis
+        circles = [f'<circle class="pt s-{states[k]}" cx="{cx}" cy="{cys[k]}" r="3" data-i="{scored[k][0]}"/>'
+                   for k, cx in zip(present, cxs)]
         band_lines = ""
         if isinstance(xs, BandScale):
             band_lines = "".join(
@@ -156,46 +208,93 @@ def scatter_plots(records: Sequence[ExecutionRecord], metric: str, width: int = 
     return plots
 
 
-def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: str,
-                         width: int = svg.WIDE) -> Plot | None:
-    """One line per execution across every varying parameter and the objective, coloured by rank.
+MAX_BUNDLE_IDS = 64  # a bundle's tooltip names this many of its executions; the count says how many in all
 
-    Lines are drawn worst first so the best executions end on top; five colour bands (quintiles of the
-    objective) read better than a continuous ramp at 10,000 lines.
-    """
-    names = varying_parameters(records)[:MAX_AXES]
-    if len(names) < 2:
-        return None
-    scored = _objective_points(records)
-    w, h = width, 360
-    top, bottom = 34, h - 24
+
+def bundle_class(count: int) -> str:
+    """Line width class for a bundle of ``count`` identical lines: logarithmic, so 2 is visibly thicker than 1
+    and 200 does not cover the plot."""
+    return "" if count <= 1 else f" b{min(4, max(1, math.ceil(math.log2(count))))}"
+
+
+def _parallel_axes(scored: Sequence[tuple[int, ExecutionRecord, float]], names: list[str], w: int, top: int,
+                   bottom: int) -> tuple[list[str], list[svg.Scale], list[float], dict[int, str]] | None:
+    """(parameter names kept, their scales, every axis' x, each drawable execution's path over the parameter
+    axes): everything of a parallel coordinates plot but the metric's own axis."""
     scales: list[svg.Scale] = []
     kept_names: list[str] = []
     for name in names:
-        values = [_param(r, name) for _, r in scored]
-        scale = _axis_scale(values, bottom, top)
+        axis_values = [_param(r, name) for _, r, _ in scored]
+        scale = _axis_scale(axis_values, bottom, top)
         if scale is not None:
             scales.append(scale)
             kept_names.append(name)
     if len(kept_names) < 2:
         return None
     axes_x = [50 + k * (w - 130) / len(kept_names) for k in range(len(kept_names) + 1)]
-    obj_scale = numeric_scale([float(r.objective) for _, r in scored], bottom, top)  # type: ignore[arg-type]
-    rows = []
-    for i, r in scored:
-        values = [_param(r, n) for n in kept_names]
-        if any(v is None for v, s in zip(values, scales) if not isinstance(s, BandScale)):
+    xs = [f1(x) for x in axes_x]
+    prefixes: dict[int, str] = {}
+    for i, r, _ in scored:
+        params = [_param(r, n) for n in kept_names]
+        if any(v is None for v, s in zip(params, scales) if not isinstance(s, BandScale)):
             continue
-        rows.append((i, r, values))
-    ranked = sorted(rows, key=lambda row: float(row[1].objective), reverse=(goal != "maximize"))  # worst first
+        prefixes[i] = "M" + " L".join(f"{x} {f1(s(v))}" for x, s, v in zip(xs, scales, params))
+    return kept_names, scales, axes_x, prefixes
+
+
+def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: str,
+                         width: int = svg.WIDE, values: Values = None, memo: Memo | None = None) -> Plot | None:
+    """One line per distinct execution across every varying parameter and the metric, coloured by rank.
+
+    Lines are drawn worst first so the best executions end on top; five colour bands (quintiles of the
+    metric) read better than a continuous ramp at 10,000 lines.
+
+    Identical lines are bundled, not jittered: over a grid with repeats (or a deterministic script) many
+    executions share every coordinate, and drawn one over another they look like one line, so most of the
+    campaign seems to vanish. Jitter would separate them but move points off their true values on numeric
+    axes, where a reader reads positions; a bundle keeps every position exact and says how many executions
+    it stands for, by its width (``b1``..``b4``, log2 buckets), in ``data-n`` and in its tooltip
+    (``data-is`` lists the executions). Identity is judged on the drawn path (0.1 px), i.e. what a reader
+    could tell apart.
+    """
+    scored = _metric_points(records, values)
+    if not scored:
+        return None
+    memo = {} if memo is None else memo
+    key = _scored_key(scored)
+    names = _varying(records, scored, key, memo)[:MAX_AXES]
+    if len(names) < 2:
+        return None
+    w, h = width, 360
+    top, bottom = 34, h - 24
+    axes_key = ("parallel", w, key)
+    if axes_key not in memo:
+        memo[axes_key] = _parallel_axes(scored, names, w, top, bottom)
+    axes = memo[axes_key]
+    if axes is None:
+        return None
+    kept_names, scales, axes_x, prefixes = axes
+    obj_scale = numeric_scale([y for _, _, y in scored], bottom, top)
+    rows = [(i, y) for i, _, y in scored if i in prefixes]
+    ranked = sorted(rows, key=lambda row: row[1], reverse=(goal != "maximize"))  # worst first
+    last_x = f1(axes_x[-1])
+    bundles: dict[str, tuple[int, list[int]]] = {}  # path -> (rank of its best line, execution indices)
+    for rank, (i, y) in enumerate(ranked):
+        d = f"{prefixes[i]} L{last_x} {f1(obj_scale(y))}"
+        _old_rank, members = bundles.get(d, (rank, []))
+        members.append(i)
+        bundles[d] = (rank, members)
     lines = []
-    for rank, (i, r, values) in enumerate(ranked):
+    for d, (rank, members) in sorted(bundles.items(), key=lambda kv: kv[1][0]):
         quintile = 4 - min(4, rank * 5 // max(len(ranked), 1))  # q0 = best fifth
-        ys = [s(v) for s, v in zip(scales, values)] + [obj_scale(float(r.objective))]  # type: ignore[arg-type]
-        d = "M" + " L".join(f"{f1(x)} {f1(y)}" for x, y in zip(axes_x, ys))
-        lines.append(f'<path class="pc q{quintile}" d="{d}" data-i="{i}"/>')
+        many = ""
+        if len(members) > 1:
+            best_first = members[::-1]
+            many = (f' data-n="{len(members)}" data-is="{" ".join(map(str, best_first[:MAX_BUNDLE_IDS]))}"')
+        lines.append(f'<path class="pc q{quintile}{bundle_class(len(members))}" d="{d}" data-i="{members[-1]}"'
+                     f'{many}/>')
     parts = [svg.open_svg(f"Parallel coordinates of {len(kept_names)} parameters and {metric}",
-                          "parallel", len(lines), height=h, width=w),
+                          "parallel", len(ranked), height=h, width=w, marks=len(lines)),
              '<g class="lines">', "".join(lines), "</g>"]
     for x, name, scale in zip(axes_x, kept_names + [metric], scales + [obj_scale]):
         parts.append(f'<g class="axis pc-axis"><line x1="{f1(x)}" y1="{top}" x2="{f1(x)}" y2="{bottom}"/>'
@@ -208,7 +307,7 @@ def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: 
             parts.append(f'<text class="tick" x="{f1(x + 4)}" y="{f1(pos + 3)}">{esc(svg.clip(text, 12))}</text>')
         parts.append("</g>")
     parts.append("</svg>")
-    return Plot("parallel", "Parallel coordinates", "".join(parts), len(lines))
+    return Plot("parallel", "Parallel coordinates", "".join(parts), len(ranked))
 
 
 _TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
@@ -230,14 +329,16 @@ def _interval(r: ExecutionRecord, now: _dt.datetime | None) -> tuple[float, floa
 
 
 def _lane_name(r: ExecutionRecord) -> tuple[str, int, str]:
-    host = str(r.host) if r.host else "unknown host"
+    # The node where there is one: on Slurm every execution has the login host, so host lanes would pile
+    # a whole cluster's executions onto one lane per slot number.
+    host = str(r.node) if r.node else str(r.host) if r.host else "unknown host"
     if isinstance(r.slot, int) and not isinstance(r.slot, bool):
         return host, r.slot, f"{host} · slot {r.slot}"
     return host, -1, host
 
 
 def timeline_plot(records: Sequence[ExecutionRecord], generated: str, width: int = svg.WIDE) -> Plot | None:
-    """Each execution as a bar on its host/slot lane: shows packing, idle slots and stragglers."""
+    """Each execution as a bar on its node (or host) and slot lane: shows packing, idle slots and stragglers."""
     now = parse_time(generated)
     bars = [(i, r, iv) for i, r in enumerate(records) if (iv := _interval(r, now)) is not None]
     if not bars:
@@ -268,7 +369,7 @@ def timeline_plot(records: Sequence[ExecutionRecord], generated: str, width: int
                           f'<text x="{f1(x)}" y="{f1(y_bottom + 16)}" text-anchor="middle">{label}</text>')
         tick += step
     day = _dt.datetime.fromtimestamp(t0, _dt.timezone.utc).strftime("%Y-%m-%d")
-    parts = [svg.open_svg("Execution timeline per host and slot", "timeline", len(bars), height=h, width=w),
+    parts = [svg.open_svg("Execution timeline per node and slot", "timeline", len(bars), height=h, width=w),
              '<g class="axis">', "".join(tick_parts),
              f'<text class="label" x="{f1((left + w) / 2)}" y="{f1(y_bottom + 36)}" text-anchor="middle">'
              f'time (UTC, from {day})</text></g>']
@@ -299,5 +400,5 @@ def legend_html(states: Sequence[str]) -> str:
         f'<span><i class="sw s-{state_class(s)}"></i>{esc(s)}</span>' for s in states) + "</div>"
 
 
-__all__ = ["Plot", "progress_plot", "scatter_plots", "parallel_coordinates", "timeline_plot",
+__all__ = ["Plot", "Memo", "bundle_class", "progress_plot", "scatter_plots", "parallel_coordinates", "timeline_plot",
            "varying_parameters", "legend_html"]

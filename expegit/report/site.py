@@ -91,7 +91,7 @@ def render_site(data: ReportData, root: Path, load_outputs: OutputLoader | None 
             entries = write_outputs(root, name, outputs) if outputs else []
         shards[shard_key(name)][name] = detail_entry(
             view, entries, data.commits.get(str(view.record.commit)),
-            pages[k - 1] if k > 0 else None, pages[k + 1] if k < last else None)
+            pages[k - 1] if k > 0 else None, pages[k + 1] if k < last else None, data.parameter_types)
     (root / DETAILS_DIR).mkdir()
     for key, entries_by_name in shards.items():
         _write(root / DETAILS_DIR / f"{key}.js", render_shard(entries_by_name))

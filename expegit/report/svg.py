@@ -148,10 +148,13 @@ def f1(x: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def open_svg(title: str, kind: str, points: int, height: int = HEIGHT, width: int = WIDTH) -> str:
-    """The root element; ``data-points`` lets tests and scripts know what was drawn without counting."""
-    return (f'<svg class="plot" data-plot="{esc(kind)}" data-points="{points}" viewBox="0 0 {width} {height}" '
-            f'role="img" aria-label="{esc(title)}" xmlns="http://www.w3.org/2000/svg">')
+def open_svg(title: str, kind: str, points: int, height: int = HEIGHT, width: int = WIDTH,
+             marks: int | None = None) -> str:
+    """The root element; ``data-points`` (executions shown) and ``data-marks`` (marks drawn, when one mark
+    can stand for several executions) let tests and scripts know what was drawn without counting."""
+    extra = f' data-marks="{marks}"' if marks is not None else ""
+    return (f'<svg class="plot" data-plot="{esc(kind)}" data-points="{points}"{extra} '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}" xmlns="http://www.w3.org/2000/svg">')
 
 
 def x_axis(scale: Scale, y: float, x0: float, x1: float, label: str, rotate: bool = False) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from expegit.report import parse_report_data, write_report
-from expegit.report.demo import HOSTILE, synthetic_report
+from expegit.report.demo import HOSTILE, grid_report, synthetic_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -185,7 +185,7 @@ def test_plots_render_with_tooltips(driver: Any, site: Path, artifacts: Path) ->
     for svg in driver.find_elements(By.CSS_SELECTOR, 'svg.plot[data-plot="scatter"]'):
         assert len(svg.find_elements(By.CSS_SELECTOR, "circle.pt")) == int(svg.get_attribute("data-points"))
     parallel = driver.find_element(By.CSS_SELECTOR, 'svg.plot[data-plot="parallel"]')
-    assert len(parallel.find_elements(By.CSS_SELECTOR, "path.pc")) == int(parallel.get_attribute("data-points"))
+    assert len(parallel.find_elements(By.CSS_SELECTOR, "path.pc")) == int(parallel.get_attribute("data-marks"))
     timeline = driver.find_element(By.CSS_SELECTOR, 'svg.plot[data-plot="timeline"]')
     assert len(timeline.find_elements(By.CSS_SELECTOR, "rect.bar")) == int(timeline.get_attribute("data-points"))
 
@@ -211,7 +211,7 @@ def test_hostile_execution_shows_text_from_table_to_page(driver: Any, site: Path
     assert "<script>alert(1)</script>" in _column(driver, "parameters")[0]
     assert _errors(driver) == []
 
-    driver.find_element(By.CSS_SELECTOR, "#executions tbody td.c-host").click()  # a row opens its page
+    driver.find_element(By.CSS_SELECTOR, "#executions tbody td.c-node").click()  # a row opens its page
     _wait(driver, lambda d: "execution.html?id=" in d.current_url)
     body = driver.find_element(By.ID, "ex-body")
     _wait(driver, lambda d: body.is_displayed())
@@ -256,3 +256,115 @@ def test_execution_page_shows_images_and_navigates(driver: Any, site: Path, arti
     driver.get(f"{page}?id=zz0000000000")  # no such shard: the page says so instead of staying blank
     _wait(driver, lambda d: d.find_element(By.ID, "ex-missing").is_displayed())
     driver.get_log("browser")  # the missing shard logs a failed load by design
+
+
+@pytest.fixture(scope="module")
+def grid_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A grid with 3 identical repeats per point on Slurm nodes, two metrics and whole float values."""
+    return write_report(grid_report(3), tmp_path_factory.mktemp("grid") / "site").parent
+
+
+_VISIBLE_POINT_ON_LINE = """
+const svg = arguments[0], top = svg.getBoundingClientRect();
+for (const path of Array.from(svg.querySelectorAll("path.pc")).reverse()) {
+  const ctm = path.getScreenCTM(), length = path.getTotalLength();
+  for (let f = 0.05; f < 1; f += 0.05) {
+    const p = path.getPointAtLength(length * f);
+    const x = ctm.a * p.x + ctm.c * p.y + ctm.e, y = ctm.b * p.x + ctm.d * p.y + ctm.f;
+    if (document.elementFromPoint(x, y) === path) return {x: x + window.scrollX, y: y + window.scrollY};
+  }
+}
+return null;
+"""
+
+
+def _headers(driver: Any) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#executions thead th")]
+
+
+def test_table_shows_node_profile_and_every_metric(driver: Any, grid_site: Path, artifacts: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get((grid_site / "executions.html").as_uri())
+    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#executions tbody tr")) == 50)
+    headers = _headers(driver)
+    assert {"val_loss", "val_acc", "node", "profile"} <= set(headers)
+    assert "host" not in headers
+    nodes = _column(driver, "node")
+    assert nodes and all(n.split(" · ")[0] in {"c01", "c02", "c03", "c04"} for n in nodes)  # not login.cluster
+    cell = driver.find_element(By.CSS_SELECTOR, "#executions tbody td.c-node")
+    assert "login.cluster" in cell.get_attribute("title")  # the host stays available
+    assert set(_column(driver, "profile")) == {"cluster"}
+    assert any("scale=1.0" in p for p in _column(driver, "parameters"))  # a declared float keeps its point
+    accs = [float(v) for v in _column(driver, "metric") if v]
+    assert len(accs) == 50
+    driver.find_element(By.CSS_SELECTOR, 'th[data-metric="val_acc"] button').click()
+    accs = [float(v) for v in _column(driver, "metric")]
+    assert accs == sorted(accs)
+    box = driver.find_element(By.ID, "filter")
+    box.send_keys("c03")
+    _wait(driver, lambda d: "of 54" in d.find_element(By.ID, "count").text)
+    assert {n.split(" · ")[0] for n in _column(driver, "node")} == {"c03"}
+    _assert_no_alert(driver)
+    assert _errors(driver) == []
+    _shot(driver, artifacts, "grid_executions")
+
+
+def test_plots_switch_metric_and_bundle_identical_lines(driver: Any, grid_site: Path, artifacts: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get((grid_site / "plots.html").as_uri())
+    picker = driver.find_element(By.ID, "metric-picker")
+    _wait(driver, lambda d: picker.is_displayed())
+    groups = driver.find_elements(By.CSS_SELECTOR, ".metric-group")
+    assert [g.get_attribute("data-metric") for g in groups] == ["val_loss", "val_acc"]
+    assert groups[0].is_displayed() and not groups[1].is_displayed()
+
+    parallel = groups[0].find_element(By.CSS_SELECTOR, 'svg.plot[data-plot="parallel"]')
+    lines = parallel.find_elements(By.CSS_SELECTOR, "path.pc")
+    assert int(parallel.get_attribute("data-points")) == 54  # every execution is represented...
+    assert len(lines) == int(parallel.get_attribute("data-marks")) == 18  # ...by one line per grid point
+    assert {line.get_attribute("data-n") for line in lines} == {"3"}
+    wide = lines[-1]
+    assert float(wide.value_of_css_property("stroke-width").rstrip("px")) > 1.5  # a bundle is drawn thicker
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", parallel)
+    # Hover a point of a line that is on top there (lines cross: a bounding box's centre may be another's).
+    spot = driver.execute_script(_VISIBLE_POINT_ON_LINE, parallel)
+    assert spot is not None
+    box = parallel.rect
+    ActionChains(driver).move_to_element_with_offset(
+        parallel, int(spot["x"] - box["x"] - box["width"] / 2), int(spot["y"] - box["y"] - box["height"] / 2)).perform()
+    tip = driver.find_element(By.ID, "tooltip")
+    _wait(driver, lambda d: tip.is_displayed())
+    assert "3 identical executions" in tip.text and "val_acc = " in tip.text
+
+    Select(picker).select_by_value("val_acc")
+    _wait(driver, lambda d: groups[1].is_displayed() and not groups[0].is_displayed())
+    assert "metric=val_acc" in driver.current_url
+    labels = [t.text for t in groups[1].find_elements(By.CSS_SELECTOR, 'svg.plot[data-plot="scatter"] text.label')]
+    assert "val_acc" in labels
+    timeline = driver.find_element(By.CSS_SELECTOR, 'svg.plot[data-plot="timeline"]')
+    lanes = [t.text for t in timeline.find_elements(By.CSS_SELECTOR, ".lanes text")]
+    assert lanes and all(lane.startswith("c0") for lane in lanes)  # lanes per node, not per login host
+    _assert_no_alert(driver)
+    assert _errors(driver) == []
+    _shot(driver, artifacts, "grid_plots")
+
+
+def test_execution_page_labels_float_parameters_float(driver: Any, grid_site: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    record = next(r for r in parse_report_data(grid_site) if r["parameters"]["scale"] == 1.0)
+    driver.get(f"{(grid_site / 'execution.html').as_uri()}?id={record['id']}")
+    _wait(driver, lambda d: d.find_element(By.ID, "ex-body").is_displayed())
+    rows = {tr.find_element(By.TAG_NAME, "th").text: [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in driver.find_elements(By.CSS_SELECTOR, ".params-table tr")}
+    assert rows["scale"] == ["1.0", "float"]
+    assert rows["layers"][1] == "int" and rows["opt"][1] == "str"
+    summary = driver.find_element(By.ID, "ex-summary").text
+    assert "val_acc" in summary and "c0" in summary and "login.cluster" in summary
+    assert _errors(driver) == []

@@ -57,3 +57,33 @@ def test_report_data_from_branches(tmp_path: Path) -> None:
     assert manifest_summary(b"name: x\nobjective: {metric: m, goal: maximize}\n") == \
         ("x", {"metric": "m", "goal": "maximize"})
     assert manifest_summary(b": bad: [") == (None, None)
+
+
+def test_every_metric_reaches_export_and_report(tmp_path: Path) -> None:
+    """The example's metrics.json holds train_loss beside the objective val_loss: both are exported and shown."""
+    root = tmp_path / "campaign"
+    cli(tmp_path, "expegit", "init", "--example", "quadratic", str(root), check=True)
+    cli(root, "expegit", "run", "-p", "lr=0.01", "-p", "lr=0.1", "-q", check=True)
+
+    rows = [json.loads(line) for line in cli(root, "expegit", "export", "--format", "jsonl", check=True)
+            .stdout.splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert isinstance(row["metric.train_loss"], float) and row["metric.val_loss"] == row["objective"]
+        assert row["profile"] == "local" and "node" in row
+    header = cli(root, "expegit", "export", check=True).stdout.splitlines()[0].split(",")
+    assert {"node", "profile", "metric.train_loss", "metric.val_loss"} <= set(header)
+    assert header.index("node") == header.index("host") + 1
+    cache = root / ".git" / "orchestra" / "metrics.json"
+    assert cache.is_file()  # the next export or report reads no metrics blob for unmoved branches
+
+    payload = load_report_payload(Path(cli(root, "expegit", "report", check=True).stdout.strip()))
+    assert payload["metrics"] == ["val_loss", "train_loss"]
+    assert all(isinstance(e["metrics"]["train_loss"], float) for e in payload["executions"])
+    data, _load, _problems = build_report_data(GitStore(root))
+    assert data.parameter_types == {"lr": "float", "layers": "int"}
+
+    listing = cli(root, "expegit", "list", check=True).stdout.splitlines()
+    assert listing[0].split() == ["id", "state", "objective", "duration", "commit", "parameters"]
+    assert len(listing) == 3
+    assert json.loads(cli(root, "expegit", "list", "--json", check=True).stdout)[0]["id"]  # no header in JSON

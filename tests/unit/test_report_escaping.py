@@ -34,7 +34,7 @@ class _Elements(HTMLParser):
 def _hostile_record(exid: str) -> ExecutionRecord:
     return ExecutionRecord(
         id=exid, campaign=HOSTILE, commit=HOSTILE, command=HOSTILE, parameters={HOSTILE: HOSTILE, "x": 1.0},
-        profile=HOSTILE, state=HOSTILE, repeat=0, attempt=0, search=HOSTILE, author=HOSTILE, host=HOSTILE,
+        profile=HOSTILE, state=HOSTILE, repeat=0, attempt=0, search=HOSTILE, author=HOSTILE, host=HOSTILE, node=HOSTILE,
         slot=None, remote_dir=HOSTILE, created=HOSTILE, started="2024-05-01T08:00:00Z",
         ended="2024-05-01T08:05:00Z", duration=300.0, exit_code=1, objective=0.5, outputs=[HOSTILE], error=HOSTILE)
 
@@ -44,9 +44,11 @@ def hostile_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = synthetic_report(20, hostile=True)
     records = [_hostile_record("aaaaaaaaaaaa"), _hostile_record(HOSTILE)]
     records[1] = dataclasses.replace(records[1], parameters={HOSTILE: "other", "x": 2.0}, objective=0.7)
-    views = [ExecutionView(r, HOSTILE, HOSTILE, {HOSTILE: HOSTILE.encode()}, [(HOSTILE, 1)]) for r in records]
+    # A metric named with markup reaches table headers, the plot picker, axis labels and captions.
+    views = [ExecutionView(r, HOSTILE, HOSTILE, {HOSTILE: HOSTILE.encode()}, [(HOSTILE, 1)],
+                           {HOSTILE: 1.0 + k, HOSTILE + "2": 3.0 - k}) for k, r in enumerate(records)]
     data = ReportData(HOSTILE, {"metric": HOSTILE, "goal": "minimize"}, HOSTILE, base.commits,
-                      base.executions + views)
+                      base.executions + views, parameter_types={HOSTILE: HOSTILE})
     return write_report(data, tmp_path_factory.mktemp("hostile") / "site").parent
 
 

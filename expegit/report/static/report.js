@@ -48,9 +48,39 @@
     return new Date(t).toISOString().slice(0, 16).replace("T", " ");
   }
 
-  function paramsText(params) {
+  /* Where an execution ran: its node where it has one (on Slurm the host is the login node), else its host. */
+  function whereText(r) {
+    var place = r.node ? String(r.node) : (r.host ? String(r.host) : "");
+    var slot = (r.slot !== null && r.slot !== undefined && place) ? " \u00b7 " + r.slot : "";
+    return place + slot;
+  }
+
+  function whereTitle(r) {
+    var parts = [];
+    if (r.node) parts.push("node " + r.node);
+    if (r.host) parts.push((r.node ? "reached through host " : "host ") + r.host);
+    if (r.slot !== null && r.slot !== undefined) parts.push("slot " + r.slot);
+    return parts.join(", ");
+  }
+
+  /* The manifest's declared kinds (data.js has them; an execution page gets its own in the shard). */
+  var DECLARED = (DATA && DATA.parameter_types) || {};
+
+  /* A parameter's value as the record has it: a whole float keeps its point (1.0, not 1). */
+  function fmtParam(v, kind) {
+    return (kind === "float" && typeof v === "number" && Number.isInteger(v)) ? v.toFixed(1) : fmtNum(v);
+  }
+
+  function declaredKind(k) {
+    return Object.prototype.hasOwnProperty.call(DECLARED, k) ? DECLARED[k] : null;
+  }
+
+  function paramsText(params, kinds) {
     if (!params || typeof params !== "object") return "";
-    return Object.keys(params).map(function (k) { return k + "=" + fmtNum(params[k]); }).join(" ");
+    return Object.keys(params).map(function (k) {
+      var kind = (kinds && Object.prototype.hasOwnProperty.call(kinds, k)) ? kinds[k] : declaredKind(k);
+      return k + "=" + fmtParam(params[k], kind);
+    }).join(" ");
   }
 
   function el(tag, cls, text) {
@@ -79,14 +109,26 @@
       head.appendChild(el("span", "t-id", String(r.id) + " "));
       head.appendChild(el("span", "badge s-" + stateClass(r.state), String(r.state)));
       tip.appendChild(head);
+      var bundled = Number(t.getAttribute("data-n") || 1);
+      if (bundled > 1) {  /* a bundle of identical lines (plots.parallel_coordinates): say how many */
+        var ids = (t.getAttribute("data-is") || "").split(" ").filter(Boolean).map(function (k) {
+          var other = DATA.executions[Number(k)];
+          return other ? String(other.record.id) : "";
+        }).filter(Boolean);
+        tip.appendChild(el("div", "t-line t-bundle", bundled + " identical executions: " + ids.slice(0, 8).join(", ")
+          + (bundled > 8 ? ", \u2026" : "")));
+      }
+      var metric = (DATA.objective && DATA.objective.metric) || "objective";
       if (r.objective !== null && r.objective !== undefined) {
-        var metric = (DATA.objective && DATA.objective.metric) || "objective";
         tip.appendChild(el("div", "t-line", metric + " = " + fmtNum(r.objective)));
       }
-      Object.keys(r.parameters || {}).slice(0, 12).forEach(function (k) {
-        tip.appendChild(el("div", "t-line", k + " = " + fmtNum(r.parameters[k])));
+      Object.keys(item.metrics || {}).forEach(function (k) {
+        if (k !== metric) tip.appendChild(el("div", "t-line", k + " = " + fmtNum(item.metrics[k])));
       });
-      if (r.host) tip.appendChild(el("div", "t-line", "host " + r.host + (r.slot !== null && r.slot !== undefined ? " · slot " + r.slot : "")));
+      Object.keys(r.parameters || {}).slice(0, 12).forEach(function (k) {
+        tip.appendChild(el("div", "t-line", k + " = " + fmtParam(r.parameters[k], declaredKind(k))));
+      });
+      if (r.node || r.host) tip.appendChild(el("div", "t-line", whereTitle(r)));
       if (typeof r.duration === "number") tip.appendChild(el("div", "t-line", "duration " + fmtDuration(r.duration)));
       tip.hidden = false;
     });
@@ -111,7 +153,11 @@
   }
 
   /* ---------------------------------------------------------------- executions table */
-  var COLUMNS = ["id", "state", "parameters", "objective", "duration", "host", "commit", "started"];
+  /* Columns come from the table's header (pages.executions_page): one per metric of the metrics files. */
+  function columnKey(th) {
+    var key = th.getAttribute("data-key");
+    return key === "metric" ? "m:" + th.getAttribute("data-metric") : key;
+  }
 
   function numberOrNull(v) {
     return (typeof v === "number" && !isNaN(v)) ? v : null;
@@ -122,25 +168,31 @@
       var r = item.record;
       var ptext = paramsText(r.parameters);
       var commit = DATA.commits[r.commit];
-      var host = r.host ? String(r.host) : "";
+      var place = r.node ? String(r.node) : (r.host ? String(r.host) : "");
       var started = Date.parse(r.started || r.created || "");
+      var metrics = item.metrics || {};
+      var keys = {
+        id: String(r.id), state: STATES.indexOf(r.state) >= 0 ? STATES.indexOf(r.state) : 99,
+        parameters: ptext.toLowerCase(), objective: numberOrNull(r.objective),
+        duration: numberOrNull(r.duration),
+        node: place ? (place + "\u0000" + String(r.slot === null || r.slot === undefined ? "" : r.slot).padStart(6, "0")).toLowerCase() : null,
+        profile: r.profile ? String(r.profile) : null,
+        commit: String(r.commit), started: isNaN(started) ? null : started
+      };
+      Object.keys(metrics).forEach(function (k) { keys["m:" + k] = numberOrNull(metrics[k]); });
       return {
-        i: i, r: r, page: item.page, params: ptext, host: host, subject: commit ? String(commit.subject) : "",
-        keys: {
-          id: String(r.id), state: STATES.indexOf(r.state) >= 0 ? STATES.indexOf(r.state) : 99,
-          parameters: ptext.toLowerCase(), objective: numberOrNull(r.objective),
-          duration: numberOrNull(r.duration), host: (host + "\u0000" + String(r.slot === null ? "" : r.slot).padStart(6, "0")).toLowerCase(),
-          commit: String(r.commit), started: isNaN(started) ? null : started
-        },
-        haystack: [r.id, r.state, ptext, host, r.commit, commit ? commit.subject : "", r.author || "", r.profile || "",
-                   r.search || "", r.error || ""].join("\n").toLowerCase()
+        i: i, r: r, page: item.page, params: ptext, metrics: metrics, subject: commit ? String(commit.subject) : "",
+        keys: keys,
+        haystack: [r.id, r.state, ptext, r.node || "", r.host || "", r.commit, commit ? commit.subject : "", r.author || "",
+                   r.profile || "", r.search || "", r.error || ""].join("\n").toLowerCase()
       };
     });
   }
 
   function compare(key, dir) {
     return function (a, b) {
-      var x = a.keys[key], y = b.keys[key];
+      var own = Object.prototype.hasOwnProperty;
+      var x = own.call(a.keys, key) ? a.keys[key] : null, y = own.call(b.keys, key) ? b.keys[key] : null;
       if (x === y) return a.i - b.i;
       if (x === null) return 1;          /* missing values last, whatever the direction */
       if (y === null) return -1;
@@ -175,8 +227,10 @@
     var none = document.getElementById("no-rows");
     var rows = buildRows();
     var hash = readHash();
+    var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+    var columns = heads.map(columnKey);
     var view = {
-      q: hash.q || "", state: hash.state || "", sort: COLUMNS.indexOf(hash.sort) >= 0 ? hash.sort : "",
+      q: hash.q || "", state: hash.state || "", sort: columns.indexOf(hash.sort) >= 0 ? hash.sort : "",
       dir: hash.dir === "desc" ? -1 : 1, page: Math.max(0, (parseInt(hash.page, 10) || 1) - 1),
       size: [25, 50, 100, 250].indexOf(parseInt(hash.size, 10)) >= 0 ? parseInt(hash.size, 10) : 50
     };
@@ -190,7 +244,7 @@
       var parts = [];
       if (view.q) parts.push("q=" + encodeURIComponent(view.q));
       if (view.state) parts.push("state=" + encodeURIComponent(view.state));
-      if (view.sort) parts.push("sort=" + view.sort, "dir=" + (view.dir < 0 ? "desc" : "asc"));
+      if (view.sort) parts.push("sort=" + encodeURIComponent(view.sort), "dir=" + (view.dir < 0 ? "desc" : "asc"));
       if (view.page) parts.push("page=" + (view.page + 1));
       if (view.size !== 50) parts.push("size=" + view.size);
       var h = parts.length ? "#" + parts.join("&") : location.pathname + location.search;
@@ -205,8 +259,8 @@
         return true;
       });
       if (view.sort) shown.sort(compare(view.sort, view.dir));
-      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
-        var key = th.getAttribute("data-key");
+      heads.forEach(function (th) {
+        var key = columnKey(th);
         th.setAttribute("aria-sort", key === view.sort ? (view.dir > 0 ? "ascending" : "descending") : "none");
       });
     }
@@ -223,8 +277,9 @@
       Object.keys(params || {}).forEach(function (k) {
         var p = el("span", "param");
         p.appendChild(el("b", null, k));
-        p.appendChild(document.createTextNode("=" + fmtNum(params[k])));
-        p.title = k + "=" + fmtNum(params[k]);
+        var shown = fmtParam(params[k], declaredKind(k));
+        p.appendChild(document.createTextNode("=" + shown));
+        p.title = k + "=" + shown;
         wrap.appendChild(p);
       });
       return wrap;
@@ -241,15 +296,23 @@
         tr.setAttribute("data-href", ROOT + row.page);
         var a = el("a", "mono", String(r.id));
         a.setAttribute("href", ROOT + row.page);
-        cell(tr, "id", a);
-        cell(tr, "state", el("span", "badge s-" + stateClass(r.state), String(r.state)));
-        cell(tr, "parameters", paramsNode(r.parameters));
-        cell(tr, "objective", fmtNum(r.objective));
-        cell(tr, "duration", fmtDuration(r.duration));
-        var where = row.host + (r.slot !== null && r.slot !== undefined && row.host ? " · " + r.slot : "");
-        cell(tr, "host", where, where);
-        cell(tr, "commit", el("span", "mono", String(r.commit).slice(0, 10)), row.subject);
-        cell(tr, "started", fmtTime(r.started));
+        for (var c = 0; c < heads.length; c++) {
+          var key = heads[c].getAttribute("data-key");
+          if (key === "id") cell(tr, "id", a);
+          else if (key === "state") cell(tr, "state", el("span", "badge s-" + stateClass(r.state), String(r.state)));
+          else if (key === "parameters") cell(tr, "parameters", paramsNode(r.parameters));
+          else if (key === "objective") cell(tr, "objective", fmtNum(r.objective));
+          else if (key === "metric") {
+            var name = heads[c].getAttribute("data-metric");
+            cell(tr, "metric", Object.prototype.hasOwnProperty.call(row.metrics, name) ? fmtNum(row.metrics[name]) : "");
+          }
+          else if (key === "duration") cell(tr, "duration", fmtDuration(r.duration));
+          else if (key === "node") cell(tr, "node", whereText(r), whereTitle(r));
+          else if (key === "profile") cell(tr, "profile", r.profile ? String(r.profile) : "");
+          else if (key === "commit") cell(tr, "commit", el("span", "mono", String(r.commit).slice(0, 10)), row.subject);
+          else if (key === "started") cell(tr, "started", fmtTime(r.started));
+          else cell(tr, key, "");
+        }
         frag.appendChild(tr);
       }
       tbody.textContent = "";
@@ -275,7 +338,7 @@
     table.tHead.addEventListener("click", function (ev) {
       var th = ev.target.closest("th");
       if (!th) return;
-      var key = th.getAttribute("data-key");
+      var key = columnKey(th);
       if (view.sort === key) view.dir = -view.dir;
       else { view.sort = key; view.dir = (key === "objective" && GOAL_MAX) ? -1 : 1; }
       view.page = 0;
@@ -309,6 +372,7 @@
     dl.appendChild(dd);
   }
 
+  /* A fallback only: report.py sends each parameter's kind (JSON turns 1.0 into 1, so the value cannot tell). */
   function typeName(v) {
     if (v === null) return "null";
     if (typeof v === "number") return Number.isInteger(v) ? "int" : "float";
@@ -337,7 +401,7 @@
     document.getElementById("ex-id").textContent = id;
     var st = document.getElementById("ex-state");
     st.appendChild(el("span", "badge s-" + stateClass(r.state), String(r.state)));
-    document.getElementById("ex-params").textContent = paramsText(r.parameters);
+    document.getElementById("ex-params").textContent = paramsText(r.parameters, d.types || {});
     [["ex-prev", d.prev], ["ex-next", d.next]].forEach(function (pair) {
       var a = document.getElementById(pair[0]);
       if (pair[1]) a.setAttribute("href", pair[1]); else a.className = "muted";
@@ -350,8 +414,12 @@
     var metric = document.getElementById("ex-body").getAttribute("data-metric") || "objective";
     kvRow(dl, "state", el("span", "badge s-" + stateClass(r.state), String(r.state)));
     if (r.objective !== null && r.objective !== undefined) kvRow(dl, metric, el("b", "num", fmtNum(r.objective)));
+    Object.keys(d.metrics || {}).forEach(function (k) {
+      if (k !== metric) kvRow(dl, k, el("span", "num", fmtNum(d.metrics[k])));
+    });
     kvRow(dl, "exit code", fmtNum(r.exit_code));
     kvRow(dl, "duration", fmtDuration(r.duration));
+    if (r.node) kvRow(dl, "node", el("span", "mono", String(r.node)));
     if (r.host) kvRow(dl, "host", el("span", "mono", String(r.host)));
     kvRow(dl, "slot", fmtNum(r.slot));
     kvRow(dl, "profile", r.profile ? String(r.profile) : "");
@@ -373,8 +441,9 @@
         var tr = el("tr"), th = el("th", null, k);
         th.setAttribute("scope", "row");
         tr.appendChild(th);
-        tr.appendChild(el("td", "mono", fmtNum(r.parameters[k])));
-        tr.appendChild(el("td", "muted", typeName(r.parameters[k])));
+        var kind = (d.types && Object.prototype.hasOwnProperty.call(d.types, k)) ? String(d.types[k]) : typeName(r.parameters[k]);
+        tr.appendChild(el("td", "mono", fmtParam(r.parameters[k], kind)));
+        tr.appendChild(el("td", "muted", kind));
         tb.appendChild(tr);
       });
       table.appendChild(tb);
@@ -496,7 +565,27 @@
     document.body.appendChild(script);
   }
 
+  /* ---------------------------------------------------------------- metric picker on the plots page */
+  function setupMetricPicker() {
+    var pick = document.getElementById("metric-pick");
+    var select = document.getElementById("metric-picker");
+    if (!pick || !select) return;
+    var groups = Array.prototype.slice.call(document.querySelectorAll(".metric-group"));
+    function show(name) {
+      groups.forEach(function (g) { g.hidden = g.getAttribute("data-metric") !== name; });
+    }
+    var wanted = readHash().metric;
+    if (wanted && groups.some(function (g) { return g.getAttribute("data-metric") === wanted; })) select.value = wanted;
+    show(select.value);
+    pick.hidden = false;
+    select.addEventListener("change", function () {
+      show(select.value);
+      try { history.replaceState(null, "", "#metric=" + encodeURIComponent(select.value)); } catch (e) { /* file:// quirks */ }
+    });
+  }
+
   setupPlots();
+  setupMetricPicker();
   setupTable();
   setupExecution();
 })();
