@@ -125,6 +125,7 @@ class HostSpec:
     certificate_files: tuple[str, ...] = ()
     global_known_hosts_files: tuple[str, ...] = ()
     keepalive: int = 30  # ServerAliveInterval when set; else 30 s, so idle NATs keep the link
+    hash_known_hosts: bool = False  # HashKnownHosts: accept-new records the name hashed, as ssh would
 
     @property
     def known_hosts_key(self) -> str:
@@ -271,7 +272,8 @@ def spec_from_options(destination: str, dest: Destination, options: Options, *, 
         proxy_jump=jump, ssh_config=ssh_config,
         connect_timeout=float(timeout) if timeout else connect_timeout,
         host_key_alias=alias, certificate_files=paths("certificatefile"),
-        keepalive=alive if alive > 0 else 30)
+        keepalive=alive if alive > 0 else 30,
+        hash_known_hosts=(openssh.first(options, "hashknownhosts") or "no").lower() == "yes")
 
 
 def resolve(destination: str, *, ssh_config: str | None = None, accept_new_host_keys: bool = False,
@@ -364,8 +366,9 @@ class _StrictPolicy(paramiko.MissingHostKeyPolicy):
         if self.spec.known_hosts_files:
             path = Path(self.spec.known_hosts_files[0])
             path.parent.mkdir(parents=True, exist_ok=True)
+            recorded = paramiko.HostKeys.hash_host(name) if self.spec.hash_known_hosts else name
             with path.open("a") as handle:
-                handle.write(f"{name} {key.get_name()} {key.get_base64()}\n")
+                handle.write(f"{recorded} {key.get_name()} {key.get_base64()}\n")
 
 
 def _is_default_known_hosts(path: str) -> bool:
@@ -404,6 +407,20 @@ def _nodelay_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
         except OSError:  # not TCP (a unix socket from a ProxyCommand wrapper): nothing to turn off
             pass
     return paramiko.Transport(sock, **kwargs)
+
+
+class _ProxyCommand(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand, whose close() may run twice (Transport.close, then the transport's thread).
+
+    Under gevent the child is reaped as soon as it exits, so the second SIGTERM finds no process and
+    paramiko's close raises ProcessLookupError inside the transport thread.
+    """
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except ProcessLookupError:
+            pass
 
 
 def _certified_key(spec: HostSpec) -> paramiko.PKey | None:
@@ -449,7 +466,7 @@ def _fabric_connection(spec: HostSpec, gateway: fabric.Connection | None) -> fab
         kwargs["pkey"] = pkey
     if gateway is None and spec.proxy_command:
         # A ready socket, not fabric's gateway string: fabric would expand %-tokens a second time.
-        kwargs["sock"] = paramiko.ProxyCommand(spec.proxy_command)
+        kwargs["sock"] = _ProxyCommand(spec.proxy_command)
     conn = fabric.Connection(spec.hostname, user=spec.user, port=spec.port, config=_fabric_config(),
                              gateway=gateway if gateway is not None else False, connect_timeout=timeout,
                              connect_kwargs=kwargs)

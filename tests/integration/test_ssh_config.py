@@ -228,3 +228,64 @@ def test_without_openssh_fabric_config_resolves_the_same(devcluster, tmp_path, m
     with caplog.at_level(logging.WARNING, logger="runaway.hosts"):
         resolve("hop2", ssh_config=config)
     assert "`Include` in the SSH configuration is ignored" in caplog.text
+
+
+def test_proxy_command_with_tokens(devcluster, tmp_path):
+    config = _write_config(tmp_path, devcluster, extra_hosts=(
+        "Host proxied\n    HostName 127.0.0.1\n    Port 2222\n"
+        f"    ProxyCommand ssh -F {devcluster.ssh_config} -W %h:%p devcluster\n"))
+    assert resolve("proxied", ssh_config=config).proxy_command == \
+        f"ssh -F {devcluster.ssh_config} -W 127.0.0.1:2222 devcluster"
+    with Host("proxied", ssh_config=config, connections=1) as host:
+        assert host.run("echo proxied").stdout == "proxied\n"
+        assert isinstance(host._conns[0].links[-1].conn.transport.sock, paramiko.ProxyCommand)
+    # closing ran the ProxyCommand's close twice (paramiko does): no ProcessLookupError in its thread
+
+
+def test_accept_new_honours_hash_known_hosts(devcluster, tmp_path):
+    known = tmp_path / "hashed_known_hosts"
+    config = _write_config(tmp_path, devcluster, known=str(known), extra_hosts=(
+        "Host fresh\n    HostName 127.0.0.1\n    Port 2222\n    StrictHostKeyChecking accept-new\n"
+        "    HashKnownHosts yes\n"))
+    with Host("fresh", ssh_config=config) as host:
+        assert host.run("true").ok
+    text = known.read_text()
+    assert text.startswith("|1|") and "127.0.0.1" not in text  # recorded hashed, as ssh would
+    with Host("hop1", ssh_config=config, connect_attempts=1) as strict:  # strict, same file: finds it
+        assert strict.run("true").ok
+
+
+def test_certificate_file_is_used_to_log_in(devcluster, tmp_path):
+    """A key the server does not list, with a certificate from a CA it trusts (`cert-authority` in
+    authorized_keys): only CertificateFile makes the login work. The certificate sits where nothing
+    would find it by name (not KEY-cert.pub), so a pass means CertificateFile was read."""
+    import subprocess
+
+    def keygen(*args: str) -> None:
+        subprocess.run(["ssh-keygen", "-q", *args], check=True, capture_output=True)
+
+    keygen("-t", "ed25519", "-N", "", "-f", str(tmp_path / "ca"))
+    keygen("-t", "ed25519", "-N", "", "-f", str(tmp_path / "user"))
+    keygen("-s", str(tmp_path / "ca"), "-I", "orchestra-test", "-n", "orchestra", "-V", "-5m:+1h",
+           str(tmp_path / "user.pub"))
+    (tmp_path / "certs").mkdir()
+    cert = tmp_path / "certs" / "login.pub"
+    (tmp_path / "user-cert.pub").rename(cert)
+    tag = f"orchestra-test-ca-{uuid.uuid4().hex[:12]}"
+    ca_line = f"cert-authority,principals=\"orchestra\" {(tmp_path / 'ca.pub').read_text().split()[0]} " \
+              f"{(tmp_path / 'ca.pub').read_text().split()[1]} {tag}"
+    config = tmp_path / "cert_config"  # IdentityFile accumulates over blocks: no `Host *` with the usual key
+    config.write_text(f"Host certified\n    CertificateFile {cert}\nHost certified uncertified\n"
+                      f"    HostName 127.0.0.1\n    Port 2222\n    User orchestra\n"
+                      f"    IdentityFile {tmp_path / 'user'}\n    IdentitiesOnly yes\n"
+                      f"    UserKnownHostsFile {devcluster.known_hosts}\n")
+    with Host("devcluster", ssh_config=devcluster.ssh_config) as admin:
+        admin.run(f"echo '{ca_line}' >> ~/.ssh/authorized_keys")
+        try:
+            with Host("certified", ssh_config=str(config), connect_attempts=1) as host:
+                assert host.run("echo certified").stdout == "certified\n"
+            with pytest.raises(ConnectionError_) as err:  # the same key without its certificate
+                Host("uncertified", ssh_config=str(config), connect_attempts=1).run("true")
+            assert "authentication as orchestra failed" in str(err.value)
+        finally:
+            admin.run(f"sed -i '/{tag}/d' ~/.ssh/authorized_keys")
