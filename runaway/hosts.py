@@ -28,11 +28,9 @@ call time so the caller's monkey patching applies); nothing here patches anythin
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import logging
 import math
 import os
-import pwd
 import random
 import select
 import shlex
@@ -53,7 +51,7 @@ import tenacity
 from orchestra.errors import ConnectionError_, ExecutionError
 
 from . import openssh
-from .openssh import Destination, Options
+from .openssh import Destination, HostSpec, Options, spec_from_options
 
 
 class _QuietChannelRefusals(logging.Filter):
@@ -105,54 +103,9 @@ class RemoteCommandError(ExecutionError):
         super().__init__(f"{host}: `{short}` {what}" + (f": {tail}" if tail else ""))
 
 
-@dataclasses.dataclass(frozen=True)
-class HostSpec:
-    """A destination resolved from an ssh_config alias or ``user@host:port``."""
-
-    name: str  # what the user wrote: error messages name it
-    hostname: str
-    port: int = 22
-    user: str = dataclasses.field(default_factory=getpass.getuser)
-    identity_files: tuple[str, ...] = ()
-    identities_only: bool = False
-    known_hosts_files: tuple[str, ...] = ()
-    accept_new_host_keys: bool = False
-    proxy_command: str | None = None  # tokens (%h, %p...) already expanded
-    proxy_jump: str | None = None  # OpenSSH syntax: "bastion" or "hop1,hop2"
-    ssh_config: str | None = None  # where the jump hosts are resolved too (None: OpenSSH's defaults)
-    connect_timeout: float = 15.0
-    host_key_alias: str | None = None  # HostKeyAlias: the name known_hosts files list the key under
-    certificate_files: tuple[str, ...] = ()
-    global_known_hosts_files: tuple[str, ...] = ()
-    keepalive: int = 30  # ServerAliveInterval when set; else 30 s, so idle NATs keep the link
-    hash_known_hosts: bool = False  # HashKnownHosts: accept-new records the name hashed, as ssh would
-
-    @property
-    def known_hosts_key(self) -> str:
-        """The name OpenSSH looks the host key up by: the HostKeyAlias verbatim, else ``[host]:port``."""
-        if self.host_key_alias:
-            return self.host_key_alias
-        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
-
-
 def _default_ssh_config() -> str | None:
     path = Path("~/.ssh/config").expanduser()
     return str(path) if path.is_file() else None
-
-
-def _home() -> str:
-    """OpenSSH's ``~`` and ``%d`` are the passwd entry's home, not $HOME; follow it where there is one."""
-    try:
-        return pwd.getpwuid(os.getuid()).pw_dir
-    except KeyError:
-        return os.path.expanduser("~")
-
-
-def _expand_path(path: str, tokens: dict[str, str]) -> str:
-    path = openssh.expand_tokens(path, tokens)
-    if path == "~" or path.startswith("~/"):
-        return _home() + path[1:]
-    return os.path.expanduser(path)
 
 
 def _read_when_ready(fd: int, num_bytes: int) -> bytes:
@@ -187,7 +140,9 @@ def _local_run(argv: list[str], timeout: float) -> invoke.Result:
     """Run a local command through invoke, quietly, never reading our stdin; a lazy Config keeps a user's
     invoke.yaml (echo, pty...) out of it."""
     config = invoke.Config(lazy=True, overrides={"runners": {"local": _Local}})
-    return invoke.Context(config).run(shlex.join(argv), hide=True, warn=True, in_stream=False, timeout=timeout)
+    result = invoke.Context(config).run(shlex.join(argv), hide=True, warn=True, in_stream=False, timeout=timeout)
+    assert result is not None  # None only for disown=True
+    return result
 
 
 def _ask_openssh(dest: Destination, ssh_config: str | None, name: str) -> Options | None:
@@ -239,43 +194,6 @@ def _ask_fabric(dest: Destination, ssh_config: str | None, name: str) -> Options
     return options
 
 
-def spec_from_options(destination: str, dest: Destination, options: Options, *, ssh_config: str | None,
-                      accept_new_host_keys: bool = False, connect_timeout: float = 15.0) -> HostSpec:
-    """What OpenSSH said about a destination, as the few settings a connection needs (pure)."""
-    hostname = openssh.first(options, "hostname") or dest.host
-    port = dest.port or int(openssh.first(options, "port") or 22)
-    user = dest.user or openssh.first(options, "user") or getpass.getuser()
-    alias = openssh.first(options, "hostkeyalias")
-    jump = openssh.first(options, "proxyjump")
-    tokens = {"h": hostname, "p": str(port), "r": user, "n": dest.host, "u": getpass.getuser(),
-              "d": _home(), "i": str(os.getuid()), "l": socket.gethostname(),
-              "L": socket.gethostname().split(".")[0], "k": alias or dest.host, "j": jump or ""}
-
-    def paths(key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        values = [item for line in options.get(key, default) for item in line.split()]
-        return tuple(_expand_path(v, tokens) for v in values if v.lower() != openssh.NONE)
-
-    strict = (openssh.first(options, "stricthostkeychecking") or "ask").lower()
-    # "no"/"off" would disable verification, an invariant users trust: accept-new is the most we do.
-    accept_new = accept_new_host_keys or strict in ("accept-new", "no", "off", "false")
-    timeout = openssh.first(options, "connecttimeout")
-    alive = int(openssh.first(options, "serveraliveinterval") or 0)
-    proxy_command = openssh.first(options, "proxycommand")
-    return HostSpec(
-        name=destination, hostname=hostname, port=port, user=user,
-        identity_files=paths("identityfile"),
-        identities_only=(openssh.first(options, "identitiesonly") or "no").lower() == "yes",
-        known_hosts_files=paths("userknownhostsfile", openssh.DEFAULT_USER_KNOWN_HOSTS),
-        global_known_hosts_files=paths("globalknownhostsfile", openssh.DEFAULT_GLOBAL_KNOWN_HOSTS),
-        accept_new_host_keys=accept_new,
-        proxy_command=openssh.expand_tokens(proxy_command, tokens) if proxy_command and not jump else None,
-        proxy_jump=jump, ssh_config=ssh_config,
-        connect_timeout=float(timeout) if timeout else connect_timeout,
-        host_key_alias=alias, certificate_files=paths("certificatefile"),
-        keepalive=alive if alive > 0 else 30,
-        hash_known_hosts=(openssh.first(options, "hashknownhosts") or "no").lower() == "yes")
-
-
 def resolve(destination: str, *, ssh_config: str | None = None, accept_new_host_keys: bool = False,
             connect_timeout: float = 15.0) -> HostSpec:
     """Turn ``alias`` / ``user@host:port`` into a :class:`HostSpec`, as OpenSSH resolves it.
@@ -290,8 +208,12 @@ def resolve(destination: str, *, ssh_config: str | None = None, accept_new_host_
     options = _ask_openssh(dest, ssh_config, destination)
     if options is None:
         options = _ask_fabric(dest, ssh_config or _default_ssh_config(), destination)
-    return spec_from_options(destination, dest, options, ssh_config=ssh_config,
-                             accept_new_host_keys=accept_new_host_keys, connect_timeout=connect_timeout)
+    try:
+        return spec_from_options(destination, dest, options, ssh_config=ssh_config,
+                                 accept_new_host_keys=accept_new_host_keys, connect_timeout=connect_timeout)
+    except ValueError as exc:  # a number that is not one (only paramiko's parser lets those through)
+        raise ConnectionError_(f"{destination}: bad value in the SSH configuration: {exc}",
+                               hint="Port, ConnectTimeout and ServerAliveInterval take whole numbers") from None
 
 
 def route(spec: HostSpec) -> list[HostSpec]:
@@ -313,7 +235,8 @@ def route(spec: HostSpec) -> list[HostSpec]:
         try:
             hop = resolve(hops[-1], ssh_config=spec.ssh_config, accept_new_host_keys=spec.accept_new_host_keys)
         except ConnectionError_ as exc:
-            raise ConnectionError_(f"{spec.name}: jump host {hops[-1]}: {exc.message}", hint=exc.hint) from None
+            message = exc.message.removeprefix(f"{hops[-1]}: ")
+            raise ConnectionError_(f"{spec.name}: jump host {hops[-1]}: {message}", hint=exc.hint) from None
         if len(hops) > 1:
             hop = dataclasses.replace(hop, proxy_jump=",".join(hops[:-1]))
         chain.insert(0, hop)
@@ -369,29 +292,6 @@ class _StrictPolicy(paramiko.MissingHostKeyPolicy):
             recorded = paramiko.HostKeys.hash_host(name) if self.spec.hash_known_hosts else name
             with path.open("a") as handle:
                 handle.write(f"{recorded} {key.get_name()} {key.get_base64()}\n")
-
-
-def _is_default_known_hosts(path: str) -> bool:
-    return os.path.realpath(path) == os.path.realpath(os.path.join(_home(), ".ssh", "known_hosts"))
-
-
-def _unknown_key_hint(spec: HostSpec, direct: bool) -> str:
-    target = (spec.known_hosts_files or openssh.DEFAULT_USER_KNOWN_HOSTS)[0]
-    if not direct:  # behind a jump host or a ProxyCommand: ssh-keyscan from here cannot reach it
-        how = f"`ssh -o StrictHostKeyChecking=ask{' -F ' + shlex.quote(spec.ssh_config) if spec.ssh_config else ''}" \
-              f" {shlex.quote(spec.name)} true` and answer yes"
-    else:
-        scan = f"ssh-keyscan{'' if spec.port == 22 else f' -p {spec.port}'} {shlex.quote(spec.hostname)}"
-        if spec.host_key_alias:  # keyscan names the host; known_hosts must name the alias
-            scan += f" | sed 's/^[^ ]*/{spec.host_key_alias}/'"
-        how = f"`{scan} >> {shlex.quote(target)}`"
-    return f"check the fingerprint with the host's admins, then run {how}, or set accept_new_host_keys"
-
-
-def _changed_key_hint(spec: HostSpec, path: str | None) -> str:
-    where = "" if path is None or _is_default_known_hosts(path) else f" -f {shlex.quote(path)}"
-    return (f"if the host was really reinstalled, run `ssh-keygen -R {shlex.quote(spec.known_hosts_key)}{where}` "
-            "and verify the new key; otherwise someone may be intercepting the connection")
 
 
 # ----------------------------------------------------------------------------------------- connections
@@ -517,7 +417,7 @@ def _translate(target: HostSpec, failed: _LinkFailed) -> ConnectionError_:
     if isinstance(exc, _HostKeyRefused):
         return ConnectionError_(f"{where}host key of {exc.name} is unknown ({exc.key.get_name()} "
                                 f"{exc.key.fingerprint})",
-                                hint=_unknown_key_hint(spec, direct=link.index == 0 and not spec.proxy_command))
+                                hint=openssh.unknown_key_hint(spec, direct=link.index == 0 and not spec.proxy_command))
     if isinstance(exc, paramiko.BadHostKeyException):
         known = [k for k in _known_keys(spec) if k.key == exc.expected_key]
         path = known[0].path if known else None
@@ -528,7 +428,7 @@ def _translate(target: HostSpec, failed: _LinkFailed) -> ConnectionError_:
             what = f"CHANGED: got {exc.key.get_name()} {exc.key.fingerprint}, {path or 'known_hosts'} has " \
                    f"{exc.expected_key.fingerprint}"
         return ConnectionError_(f"{where}host key of {spec.known_hosts_key} {what}",
-                                hint=_changed_key_hint(spec, path))
+                                hint=openssh.changed_key_hint(spec, path))
     if isinstance(exc, paramiko.AuthenticationException):
         return ConnectionError_(f"{where}authentication as {spec.user} failed: {exc}",
                                 hint="check IdentityFile in ssh_config or your ssh-agent")

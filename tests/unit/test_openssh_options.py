@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runaway import hosts, openssh
-from runaway.hosts import HostSpec, spec_from_options
+from runaway.openssh import HostSpec, spec_from_options
 from runaway.openssh import Destination
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -83,7 +83,7 @@ def test_first_error_line_names_the_file_and_line():
 
 def test_spec_from_captured_output():
     spec = spec_from_options("twohop", Destination("twohop"), _captured(), ssh_config="/cfg")
-    home = hosts._home()
+    home = openssh.home_dir()
     assert (spec.hostname, spec.port, spec.user) == ("127.0.0.1", 2222, "orchestra")
     assert spec.identity_files == (f"{home}/.ssh/id_orchestra_127.0.0.1", f"{home}/keys/second")
     assert spec.certificate_files == (f"{home}/certs/{getpass.getuser()}-cert.pub",)
@@ -106,25 +106,25 @@ def test_spec_defaults_and_overrides():
     assert spec.accept_new_host_keys  # "no" never disables verification: accept-new is the most we do
     assert spec.identities_only and spec.keepalive == 30
     assert spec.known_hosts_key == "[h.example]:2200"
-    assert spec.known_hosts_files == tuple(hosts._home() + p[1:] for p in openssh.DEFAULT_USER_KNOWN_HOSTS)
+    assert spec.known_hosts_files == tuple(openssh.home_dir() + p[1:] for p in openssh.DEFAULT_USER_KNOWN_HOSTS)
 
 
 def test_changed_key_hint_names_the_file_unless_default_and_the_alias():
     spec = HostSpec(name="c", hostname="10.0.0.1", port=2222)
-    default = os.path.join(hosts._home(), ".ssh", "known_hosts")
-    assert "`ssh-keygen -R '[10.0.0.1]:2222'`" in hosts._changed_key_hint(spec, default)
-    assert "`ssh-keygen -R '[10.0.0.1]:2222' -f /tmp/k1`" in hosts._changed_key_hint(spec, "/tmp/k1")
+    default = os.path.join(openssh.home_dir(), ".ssh", "known_hosts")
+    assert "`ssh-keygen -R '[10.0.0.1]:2222'`" in openssh.changed_key_hint(spec, default)
+    assert "`ssh-keygen -R '[10.0.0.1]:2222' -f /tmp/k1`" in openssh.changed_key_hint(spec, "/tmp/k1")
     aliased = HostSpec(name="c", hostname="10.0.0.1", port=2222, host_key_alias="myalias")
-    assert "`ssh-keygen -R myalias -f '/tmp/my known'`" in hosts._changed_key_hint(aliased, "/tmp/my known")
+    assert "`ssh-keygen -R myalias -f '/tmp/my known'`" in openssh.changed_key_hint(aliased, "/tmp/my known")
 
 
 def test_unknown_key_hint_scans_the_right_name():
     spec = HostSpec(name="c", hostname="10.0.0.1", port=2222, known_hosts_files=("/tmp/k1",))
-    assert "`ssh-keyscan -p 2222 10.0.0.1 >> /tmp/k1`" in hosts._unknown_key_hint(spec, direct=True)
+    assert "`ssh-keyscan -p 2222 10.0.0.1 >> /tmp/k1`" in openssh.unknown_key_hint(spec, direct=True)
     aliased = HostSpec(name="c", hostname="10.0.0.1", host_key_alias="myalias", known_hosts_files=("/tmp/k1",))
-    assert "ssh-keyscan 10.0.0.1 | sed 's/^[^ ]*/myalias/' >> /tmp/k1" in hosts._unknown_key_hint(aliased, True)
+    assert "ssh-keyscan 10.0.0.1 | sed 's/^[^ ]*/myalias/' >> /tmp/k1" in openssh.unknown_key_hint(aliased, True)
     behind = HostSpec(name="inner", hostname="10.0.0.1", ssh_config="/cfg")
-    assert "ssh -o StrictHostKeyChecking=ask -F /cfg inner true" in hosts._unknown_key_hint(behind, direct=False)
+    assert "ssh -o StrictHostKeyChecking=ask -F /cfg inner true" in openssh.unknown_key_hint(behind, direct=False)
 
 
 def test_connections_never_use_fabrics_auto_add_policy(tmp_path):
