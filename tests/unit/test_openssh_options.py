@@ -148,3 +148,16 @@ def test_connections_never_use_fabrics_auto_add_policy(tmp_path):
     with pytest.raises(hosts._HostKeyRefused):  # a key for a name nobody listed: refused, not recorded
         policy.missing_host_key(conn.client, "[127.0.0.1]:2223", offered)
     assert known.read_text() == f"myalias ssh-ed25519 {blob}\n"
+
+
+def test_paramiko_parser_does_not_follow_include(tmp_path):
+    """Why runaway asks `ssh -G` first: paramiko's SSHConfig (fabric's parser) keeps `Include` as an unknown
+    keyword and never reads the included file. If this starts failing, paramiko learned Include and the
+    fallback's warning (hosts._ask_fabric) can go."""
+    import paramiko
+
+    (tmp_path / "inc.conf").write_text("Host inner\n    HostName 10.1.2.3\n    Port 2200\n")
+    config = paramiko.SSHConfig.from_text(f"Include {tmp_path}/inc.conf\n")
+    looked = config.lookup("inner")
+    assert looked.get("hostname") == "inner" and "port" not in looked
+    assert "include" in looked
