@@ -378,14 +378,13 @@ def _fabric_connection(spec: HostSpec, gateway: fabric.Connection | None) -> fab
     return conn
 
 
-@dataclasses.dataclass
-class _Link:
-    """One hop of a route: its spec, its fabric Connection, where it stands in the route."""
+@dataclasses.dataclass(frozen=True)
+class _Hop:
+    """Where one host stands in a route: what error messages say about it."""
 
     spec: HostSpec
-    conn: fabric.Connection
     index: int  # 0 = first hop
-    count: int  # hops including the target
+    count: int  # hosts in the route, the target included
     previous: HostSpec | None  # the hop this one is reached through
 
     @property
@@ -393,15 +392,27 @@ class _Link:
         return self.index == self.count - 1
 
 
+@dataclasses.dataclass
+class _Link:
+    """One opened hop of a route: its place and its fabric Connection."""
+
+    hop: _Hop
+    conn: fabric.Connection
+
+    @property
+    def spec(self) -> HostSpec:
+        return self.hop.spec
+
+
 class _LinkFailed(Exception):
-    def __init__(self, link: _Link, cause: BaseException) -> None:
+    def __init__(self, hop: _Hop, cause: BaseException) -> None:
         super().__init__(str(cause))
-        self.link = link
+        self.hop = hop
         self.cause = cause
 
 
 _RETRYABLE = (OSError, EOFError, paramiko.SSHException)
-_FATAL = (paramiko.AuthenticationException, paramiko.BadHostKeyException, _HostKeyRefused)
+_FATAL = (paramiko.AuthenticationException, paramiko.BadHostKeyException, _HostKeyRefused, ConnectionError_)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -411,9 +422,11 @@ def _retryable(exc: BaseException) -> bool:
 
 def _translate(target: HostSpec, failed: _LinkFailed) -> ConnectionError_:
     """The one-line error for a route that failed: which hop, what happened, what to do."""
-    link, exc, spec = failed.link, failed.cause, failed.link.spec
+    link, exc, spec = failed.hop, failed.cause, failed.hop.spec
     hop = "" if link.is_target else f"jump host {spec.name} (hop {link.index + 1} of {link.count - 1}): "
     where = f"{target.name}: {hop}"
+    if isinstance(exc, ConnectionError_):  # already says what and how (an unreadable known_hosts file)
+        return ConnectionError_(f"{where}{exc.message.removeprefix(f'{spec.name}: ')}", hint=exc.hint)
     if isinstance(exc, _HostKeyRefused):
         return ConnectionError_(f"{where}host key of {exc.name} is unknown ({exc.key.get_name()} "
                                 f"{exc.key.fingerprint})",
@@ -441,6 +454,9 @@ def _translate(target: HostSpec, failed: _LinkFailed) -> ConnectionError_:
     if isinstance(exc, socket.timeout) or "banner" in str(exc):
         return ConnectionError_(f"{where}cannot connect to {spec.hostname}:{spec.port}: no SSH answer within "
                                 f"{timeout} s (ConnectTimeout): {exc}", hint="is the host up and the port right?")
+    if spec.proxy_command and link.previous is None:
+        return ConnectionError_(f"{where}cannot connect to {spec.hostname}:{spec.port} through ProxyCommand "
+                                f"`{spec.proxy_command}`: {exc!r}", hint="does that command work in a shell?")
     return ConnectionError_(f"{where}cannot connect to {spec.hostname}:{spec.port}: {exc}",
                             hint="is the host up and the port right?")
 
@@ -496,15 +512,18 @@ class _Connection:
         gateway: fabric.Connection | None = None
         try:
             for index, spec in enumerate(self._route):
-                link = _Link(spec, _fabric_connection(spec, gateway), index, len(self._route),
-                             self._route[index - 1] if index else None)
-                links.append(link)
+                hop = _Hop(spec, index, len(self._route), self._route[index - 1] if index else None)
                 try:
-                    link.conn.open()  # a gateway is already open: fabric only opens the forwarding channel
+                    conn = _fabric_connection(spec, gateway)
+                except Exception as exc:  # noqa: BLE001 - a ProxyCommand that cannot start, a bad file
+                    raise _LinkFailed(hop, exc) from exc
+                links.append(_Link(hop, conn))
+                try:
+                    conn.open()  # a gateway is already open: fabric only opens the forwarding channel
                 except Exception as exc:  # noqa: BLE001 - translated with the hop it happened on
-                    raise _LinkFailed(link, exc) from exc
-                link.conn.transport.set_keepalive(spec.keepalive)
-                gateway = link.conn
+                    raise _LinkFailed(hop, exc) from exc
+                conn.transport.set_keepalive(spec.keepalive)
+                gateway = conn
             return links
         except BaseException:
             for link in reversed(links):

@@ -289,3 +289,12 @@ def test_certificate_file_is_used_to_log_in(devcluster, tmp_path):
             assert "authentication as orchestra failed" in str(err.value)
         finally:
             admin.run(f"sed -i '/{tag}/d' ~/.ssh/authorized_keys")
+
+
+def test_a_proxy_command_that_cannot_start_is_named(tmp_path):
+    config = tmp_path / "config"
+    config.write_text("Host viaproxy\n    HostName 10.9.8.7\n    ProxyCommand /nonexistent/proxy %h %p\n")
+    with pytest.raises(ConnectionError_) as err:
+        Host("viaproxy", ssh_config=str(config), connect_attempts=1).run("true")
+    assert str(err.value).startswith("viaproxy: cannot connect to 10.9.8.7:22 through ProxyCommand "
+                                     "`/nonexistent/proxy 10.9.8.7 22`: FileNotFoundError")
