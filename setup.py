@@ -34,7 +34,7 @@ setup(
         # ruled fabric out (runaway/hosts.py has the measurement). paramiko is imported directly too
         # (channels, host keys): >=3.2 for PKey.from_path and connect(transport_factory=...).
         "fabric>=3.2",
-        "invoke>=2.0",
+        "invoke>=2.0,<3",  # fabric 3.2 requires invoke<3; said here so a resolver never picks 3.x for us
         "paramiko>=3.2",
         "ruamel.yaml>=0.18",
         "ruamel.yaml.clib>=0.2.8; platform_python_implementation=='CPython'",
