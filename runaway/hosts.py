@@ -1,4 +1,5 @@
-"""The SSH seam: the only module that imports fabric and paramiko (Parsl's lesson: keep SSH behind one seam).
+"""The SSH seam: the only module that imports fabric and paramiko (Parsl's lesson: keep SSH behind one seam);
+invoke, fabric's own base, runs its one local command (``ssh -G``).
 
 A :class:`Host` is one SSH destination. It keeps a few long-lived connections and multiplexes commands
 over their channels, because a fresh SSH handshake costs ~0.3 s while a channel on an open connection
