@@ -217,11 +217,13 @@ def resolve(destination: str, *, ssh_config: str | None = None, accept_new_host_
                                hint="Port, ConnectTimeout and ServerAliveInterval take whole numbers") from None
 
 
-def route(spec: HostSpec) -> list[HostSpec]:
+def route(spec: HostSpec, *, accept_new_host_keys: bool = False) -> list[HostSpec]:
     """The hops to ``spec``, first hop first, ``spec`` last: OpenSSH's reading of ``ProxyJump a,b``.
 
     ``ssh -J a,b target`` reaches ``b`` with ``-J a`` (b's own ProxyJump is overridden) and ``a`` with a's
-    own configuration, each hop resolved with the same ``-F`` file; so does this.
+    own configuration, each hop resolved with the same ``-F`` file; so does this. Each hop's host key
+    policy is its own (StrictHostKeyChecking of its block), loosened only by the caller's explicit
+    ``accept_new_host_keys``, never by the target's configuration.
     """
     chain = [spec]
     while True:
@@ -234,7 +236,7 @@ def route(spec: HostSpec) -> list[HostSpec]:
                                    hint="a `Host *` block with ProxyJump probably applies to the jump host "
                                         "itself: exclude it (`Host * !bastion`)")
         try:
-            hop = resolve(hops[-1], ssh_config=spec.ssh_config, accept_new_host_keys=spec.accept_new_host_keys)
+            hop = resolve(hops[-1], ssh_config=spec.ssh_config, accept_new_host_keys=accept_new_host_keys)
         except ConnectionError_ as exc:
             message = exc.message.removeprefix(f"{hops[-1]}: ")
             raise ConnectionError_(f"{spec.name}: jump host {hops[-1]}: {message}", hint=exc.hint) from None
@@ -465,9 +467,10 @@ def _translate(target: HostSpec, failed: _LinkFailed) -> ConnectionError_:
 class _Connection:
     """One SSH connection (its route of fabric Connections); ``busy`` counts its open channels."""
 
-    def __init__(self, spec: HostSpec, attempts: int) -> None:
+    def __init__(self, spec: HostSpec, attempts: int, accept_new_host_keys: bool = False) -> None:
         self.spec = spec
         self.attempts = attempts
+        self.accept_new_host_keys = accept_new_host_keys  # the caller's, for the jump hosts too
         self.busy = 0
         self.links: list[_Link] = []
         self._route: list[HostSpec] | None = None
@@ -508,7 +511,7 @@ class _Connection:
     def _connect_once(self) -> list[_Link]:
         """Open the route hop by hop, so that a failure is pinned on the hop where it happened."""
         if self._route is None:
-            self._route = route(self.spec)
+            self._route = route(self.spec, accept_new_host_keys=self.accept_new_host_keys)
         links: list[_Link] = []
         gateway: fabric.Connection | None = None
         try:
@@ -560,7 +563,8 @@ class Host:
             destination, ssh_config=ssh_config, accept_new_host_keys=accept_new_host_keys)
         self.name = self.spec.name
         self.channels_per_connection = channels_per_connection
-        self._conns = [_Connection(self.spec, connect_attempts) for _ in range(max(1, connections))]
+        self._conns = [_Connection(self.spec, connect_attempts, accept_new_host_keys)
+                       for _ in range(max(1, connections))]
         self._slots = gevent.lock.BoundedSemaphore(len(self._conns) * channels_per_connection)
         self.commands = 0  # remote commands started: tests check it does not grow with executions
 

@@ -298,3 +298,20 @@ def test_a_proxy_command_that_cannot_start_is_named(tmp_path):
         Host("viaproxy", ssh_config=str(config), connect_attempts=1).run("true")
     assert str(err.value).startswith("viaproxy: cannot connect to 10.9.8.7:22 through ProxyCommand "
                                      "`/nonexistent/proxy 10.9.8.7 22`: FileNotFoundError")
+
+
+def test_a_targets_accept_new_does_not_loosen_its_jump_hosts(devcluster, tmp_path):
+    """OpenSSH checks each hop with that hop's own StrictHostKeyChecking: accept-new on the target's block
+    must not make an unknown jump host key acceptable; the caller's explicit accept_new_host_keys does."""
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    config = _write_config(tmp_path, devcluster, hop1=f"    UserKnownHostsFile {empty}",
+                           target="    StrictHostKeyChecking accept-new")
+    assert resolve("twohop", ssh_config=config).accept_new_host_keys
+    with pytest.raises(ConnectionError_) as err:
+        Host("twohop", ssh_config=config, connect_attempts=1).run("true")
+    assert str(err.value).startswith("twohop: jump host hop1 (hop 1 of 2): host key of [127.0.0.1]:2222 is unknown")
+    assert empty.read_text() == ""
+    with Host("twohop", ssh_config=config, accept_new_host_keys=True) as host:
+        assert host.run("echo ok").stdout == "ok\n"
+    assert empty.read_text().startswith("[127.0.0.1]:2222 ssh-ed25519 ")
