@@ -758,7 +758,7 @@ class Host:
         self.close()
 
 
-__all__ = ["Host", "Session", "HostSpec", "Result", "RemoteCommandError", "resolve",
+__all__ = ["Host", "Session", "HostSpec", "Result", "RemoteCommandError", "resolve", "route",
            "DEFAULT_CHANNELS_PER_CONNECTION", "DEFAULT_CONNECTIONS"]
 
 
