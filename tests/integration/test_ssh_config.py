@@ -84,12 +84,14 @@ def test_runaway_test_through_two_jump_hosts(devcluster, tmp_path):
     (repo / "train.py").write_text("print('ok')\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "code")
-    result = cli(repo, "runaway", "test", "hops", timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
-    for step in ("profile", "connection", "tools", "workdir", "run"):
-        assert f"ok    {step}" in result.stdout, result.stdout
-    with Host("devcluster", ssh_config=devcluster.ssh_config) as host:
-        host.run(f"rm -rf {work}", warn=True)
+    try:
+        result = cli(repo, "runaway", "test", "hops", timeout=180)
+        assert result.returncode == 0, result.stdout + result.stderr
+        for step in ("profile", "connection", "tools", "workdir", "run"):
+            assert f"ok    {step}" in result.stdout, result.stdout
+    finally:
+        with Host("devcluster", ssh_config=devcluster.ssh_config) as host:
+            host.run(f"rm -rf {work}", warn=True)
 
 
 def _known_line(devcluster) -> str:
