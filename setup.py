@@ -28,8 +28,13 @@ setup(
     },
     install_requires=[
         "dulwich>=0.22",
-        # SSH goes through paramiko directly (fabric's transport): see runaway/hosts.py for the
-        # measurement that ruled out fabric's per-command Runner.
+        # SSH connections are fabric Connections (ProxyJump chains, its Config as the fallback ssh_config
+        # reader) and invoke runs local commands (`ssh -G`); commands themselves go over raw paramiko
+        # channels on the Connection's transport, which avoids the per-command Runner cost that once
+        # ruled fabric out (runaway/hosts.py has the measurement). paramiko is imported directly too
+        # (channels, host keys): >=3.2 for PKey.from_path and connect(transport_factory=...).
+        "fabric>=3.2",
+        "invoke>=2.0,<3",  # fabric 3.2 requires invoke<3; said here so a resolver never picks 3.x for us
         "paramiko>=3.2",
         "ruamel.yaml>=0.18",
         "ruamel.yaml.clib>=0.2.8; platform_python_implementation=='CPython'",

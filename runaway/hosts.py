@@ -1,17 +1,27 @@
-"""The SSH seam: the only module that imports paramiko (Parsl's lesson: keep SSH behind one seam).
+"""The SSH seam: the only module that imports fabric and paramiko (Parsl's lesson: keep SSH behind one seam);
+invoke, fabric's own base, runs its one local command (``ssh -G``).
 
 A :class:`Host` is one SSH destination. It keeps a few long-lived connections and multiplexes commands
 over their channels, because a fresh SSH handshake costs ~0.3 s while a channel on an open connection
 costs a few ms. Servers cap channels per connection (``MaxSessions``, 10 by default, and real clusters
 keep it): going over makes sshd refuse channels, so every channel is taken under a bounded semaphore.
-Host keys are always verified against known_hosts: an unknown or changed key is a
-:class:`ConnectionError_` that names the host, the fingerprint and the fix.
 
-Why paramiko and not fabric (the product card's choice): fabric's ``Connection.run`` drives each command
-through invoke's Runner, with its IO threads and a fresh channel set-up per call; measured on this kind of
-machine (shared/notes/local-cluster.md) that is 52 commands/s against 213/s for a raw paramiko channel
-on the same connection, and runaway's throughput is made of thousands of such short commands. What
-fabric adds over paramiko (ssh_config lookup, ProxyJump) is paramiko's SSHConfig plus a few lines here.
+Where a destination leads is OpenSSH's answer, not ours: ``ssh -G`` (runaway.openssh parses it) applies
+``Include``, ``Match``, first-match-wins and every keyword a user's ``~/.ssh/config`` can hold; only where
+no ``ssh`` is installed does fabric's Config (paramiko's parser, which ignores ``Include``) stand in.
+Connections are fabric ``Connection`` objects, a ``ProxyJump`` chain is fabric's chain of gateway
+Connections, one per hop, each hop resolved by OpenSSH in turn, as ``ssh -J`` does.
+
+Why fabric only for the connection, not for commands: ``Connection.run`` drives each command through
+invoke's Runner (IO threads, a fresh set-up per call), measured at 52 commands/s on this kind of machine
+against 213/s for a raw channel on the same transport (shared/notes/local-cluster.md), and runaway's
+throughput is made of thousands of short commands. So every command here is a raw paramiko channel on
+the fabric Connection's transport, with ``TCP_NODELAY`` set (Nagle plus delayed ACKs cost ~40 ms each).
+
+Host keys are always verified, OpenSSH's way, against the known_hosts files (under ``HostKeyAlias`` when
+set): fabric's default policy (AutoAddPolicy: trust whatever key comes) is replaced on every connection.
+An unknown or changed key is a :class:`ConnectionError_` that names the host (and the jump host and hop,
+when that is where it happened), the fingerprint and the fix.
 
 Everything blocks through gevent-friendly primitives (gevent locks, ``socket``/``select`` looked up at
 call time so the caller's monkey patching applies); nothing here patches anything.
@@ -19,23 +29,31 @@ call time so the caller's monkey patching applies); nothing here patches anythin
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import logging
+import math
 import os
 import random
-import re
 import select
+import shlex
+import shutil
 import socket
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
+import fabric
 import gevent
 import gevent.lock
+import invoke
 import paramiko
 import tenacity
 
 from orchestra.errors import ConnectionError_, ExecutionError
+
+from . import openssh
+from .openssh import Destination, HostSpec, Options, spec_from_options
+
 
 class _QuietChannelRefusals(logging.Filter):
     """paramiko logs every refused channel open at ERROR; we retry those (MaxSessions races), so they
@@ -46,10 +64,12 @@ class _QuietChannelRefusals(logging.Filter):
 
 
 logging.getLogger("paramiko.transport").addFilter(_QuietChannelRefusals())
+_log = logging.getLogger(__name__)
 
 DEFAULT_CHANNELS_PER_CONNECTION = 8  # under OpenSSH's default MaxSessions=10, with headroom
 DEFAULT_CONNECTIONS = 2
 _CHUNK = 1 << 16
+_MAX_HOPS = 8  # a ProxyJump chain longer than this is a loop in the configuration (`Host *` jumping)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,219 +104,448 @@ class RemoteCommandError(ExecutionError):
         super().__init__(f"{host}: `{short}` {what}" + (f": {tail}" if tail else ""))
 
 
-@dataclasses.dataclass(frozen=True)
-class HostSpec:
-    """A destination resolved from an ssh_config alias or ``user@host:port``."""
-
-    name: str  # what the user wrote: error messages name it
-    hostname: str
-    port: int = 22
-    user: str = dataclasses.field(default_factory=getpass.getuser)
-    identity_files: tuple[str, ...] = ()
-    identities_only: bool = False
-    known_hosts_files: tuple[str, ...] = ()
-    accept_new_host_keys: bool = False
-    proxy_command: str | None = None
-    proxy_jump: str | None = None  # OpenSSH syntax: "bastion" or "hop1,hop2"
-    ssh_config: str | None = None  # where the jump hosts are resolved too
-    connect_timeout: float = 15.0
-
-    @property
-    def known_hosts_key(self) -> str:
-        """The name OpenSSH and paramiko look the host key up by."""
-        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
-
-
-_DEST_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
-
-
 def _default_ssh_config() -> str | None:
     path = Path("~/.ssh/config").expanduser()
     return str(path) if path.is_file() else None
 
 
+def _read_when_ready(fd: int, num_bytes: int) -> bytes:
+    """``os.read`` that waits for data on a non-blocking pipe (gevent's Popen makes them so)."""
+    while True:
+        try:
+            return os.read(fd, num_bytes)
+        except BlockingIOError:
+            select.select([fd], [], [])
+
+
+class _Local(invoke.Local):
+    """invoke's Local runner, usable under gevent's monkey patching.
+
+    invoke reads the child's pipes with a bare ``os.read``, which raises BlockingIOError on the
+    non-blocking pipes of gevent's patched subprocess; waiting with (patched) select first keeps its
+    Runner and Result while yielding to other greenlets.
+    """
+
+    def read_proc_stdout(self, num_bytes: int) -> bytes | None:
+        if self.using_pty or not (self.process and self.process.stdout):
+            return super().read_proc_stdout(num_bytes)  # type: ignore[no-any-return]
+        return _read_when_ready(self.process.stdout.fileno(), num_bytes)
+
+    def read_proc_stderr(self, num_bytes: int) -> bytes | None:
+        if not (self.process and self.process.stderr):
+            return None
+        return _read_when_ready(self.process.stderr.fileno(), num_bytes)
+
+
+def _local_run(argv: list[str], timeout: float) -> invoke.Result:
+    """Run a local command through invoke, quietly, never reading our stdin; a lazy Config keeps a user's
+    invoke.yaml (echo, pty...) out of it."""
+    config = invoke.Config(lazy=True, overrides={"runners": {"local": _Local}})
+    result = invoke.Context(config).run(shlex.join(argv), hide=True, warn=True, in_stream=False, timeout=timeout)
+    assert result is not None  # None only for disown=True
+    return result
+
+
+def _ask_openssh(dest: Destination, ssh_config: str | None, name: str) -> Options | None:
+    """``ssh -G`` for the destination, or None where OpenSSH's client is not installed.
+
+    ``-l``/``-p`` carry what the destination itself says, so that they win over the configuration and
+    ``Match user`` sees them, as with ``ssh user@host -p N``. invoke runs it (its Runner and Result are
+    the project's way to run local commands).
+    """
+    if shutil.which("ssh") is None:
+        return None
+    argv = ["ssh", "-G"] + (["-F", ssh_config] if ssh_config else [])
+    argv += (["-l", dest.user] if dest.user else []) + (["-p", str(dest.port)] if dest.port else [])
+    argv += ["--", dest.host]
+    try:
+        result = _local_run(argv, timeout=60)
+    except invoke.CommandTimedOut:
+        raise ConnectionError_(f"{name}: `{shlex.join(argv)}` did not answer within 60 s",
+                               hint="a `Match exec` command in the SSH configuration may hang") from None
+    if not result.ok:
+        where = f" ({ssh_config})" if ssh_config else ""
+        raise ConnectionError_(f"{name}: OpenSSH refuses the SSH configuration{where}: "
+                               f"{openssh.first_error_line(result.stderr)}",
+                               hint=f"`{shlex.join(argv)}` shows the same error; fix the line it names")
+    return openssh.parse_ssh_g(result.stdout)
+
+
+def _ask_fabric(dest: Destination, ssh_config: str | None, name: str) -> Options:
+    """The same answer from fabric's Config (paramiko's SSHConfig) where ``ssh`` is missing.
+
+    paramiko's parser knows Host and Match but not ``Include``: say so rather than act as if the
+    included files were empty.
+    """
+    try:
+        config = fabric.Config(runtime_ssh_path=ssh_config) if ssh_config else fabric.Config()
+        conn = fabric.Connection(dest.host, user=dest.user, port=dest.port, config=config, gateway=False)
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise ConnectionError_(f"{name}: cannot read the SSH configuration {ssh_config or ''}: {exc}",
+                               hint="fix or remove the file, or install OpenSSH's client (ssh)") from None
+    looked: dict[str, Any] = dict(conn.ssh_config)
+    if "include" in looked:
+        _log.warning("%s: `Include` in the SSH configuration is ignored (OpenSSH's ssh is not installed, and "
+                     "paramiko's parser does not read included files)", name)
+    options: Options = {key: tuple(v) if isinstance(v, list) else (str(v),) for key, v in looked.items()}
+    options["hostname"] = (conn.host,)
+    options["user"] = (conn.user,)
+    options["port"] = (str(conn.port),)
+    options.setdefault("identityfile", openssh.DEFAULT_IDENTITY_FILES)
+    return options
+
+
 def resolve(destination: str, *, ssh_config: str | None = None, accept_new_host_keys: bool = False,
             connect_timeout: float = 15.0) -> HostSpec:
-    """Turn ``alias`` / ``user@host:port`` into a :class:`HostSpec`, reading ssh_config as OpenSSH would.
+    """Turn ``alias`` / ``user@host:port`` into a :class:`HostSpec`, as OpenSSH resolves it.
 
-    Why: users already describe their clusters in ``~/.ssh/config`` (users, keys, ports, proxies); a
-    profile should only need the alias.
+    Why: users already describe their clusters in ``~/.ssh/config`` (users, keys, ports, proxies, Include
+    files, Match blocks); a profile should only need the alias, and reach what ``ssh alias`` reaches.
     """
-    match = _DEST_RE.match(destination.strip())
-    if not match:
-        raise ConnectionError_(f"cannot parse SSH destination {destination!r}",
-                               hint="use an ssh_config alias or user@host[:port]")
-    config_path = ssh_config or _default_ssh_config()
-    cfg = paramiko.SSHConfig.from_path(config_path) if config_path else paramiko.SSHConfig()
-    looked = cfg.lookup(match["host"].strip("[]"))
-    hostname = looked.get("hostname", match["host"].strip("[]"))
-    port = int(match["port"] or looked.get("port", 22))
-    user = match["user"] or looked.get("user") or getpass.getuser()
-    identity = tuple(os.path.expanduser(p) for p in looked.get("identityfile", []))
-    known: list[str] = []
-    for item in (looked.get("userknownhostsfile") or "~/.ssh/known_hosts").split():
-        known.append(os.path.expanduser(item))
-    strict = str(looked.get("stricthostkeychecking", "ask")).lower()
-    if strict in ("no", "off"):
-        # Disabling verification would break an invariant users trust; accept-new is the most we do.
-        strict = "accept-new"
-    timeout = float(looked.get("connecttimeout", connect_timeout))
-    jump = looked.get("proxyjump")
-    if jump is not None and jump.strip().lower() == "none":
-        jump = None
-    return HostSpec(name=destination, hostname=hostname, port=port, user=user,
-                    identity_files=identity,
-                    identities_only=str(looked.get("identitiesonly", "no")).lower() == "yes",
-                    known_hosts_files=tuple(known),
-                    accept_new_host_keys=accept_new_host_keys or strict == "accept-new",
-                    proxy_command=looked.get("proxycommand"), proxy_jump=jump, ssh_config=config_path,
-                    connect_timeout=timeout)
+    try:
+        dest = openssh.parse_destination(destination)
+    except ValueError as exc:
+        raise ConnectionError_(str(exc), hint="use an ssh_config alias or user@host[:port]") from None
+    options = _ask_openssh(dest, ssh_config, destination)
+    if options is None:
+        options = _ask_fabric(dest, ssh_config or _default_ssh_config(), destination)
+    try:
+        return spec_from_options(destination, dest, options, ssh_config=ssh_config,
+                                 accept_new_host_keys=accept_new_host_keys, connect_timeout=connect_timeout)
+    except ValueError as exc:  # a number that is not one (only paramiko's parser lets those through)
+        raise ConnectionError_(f"{destination}: bad value in the SSH configuration: {exc}",
+                               hint="Port, ConnectTimeout and ServerAliveInterval take whole numbers") from None
+
+
+def route(spec: HostSpec, *, accept_new_host_keys: bool = False) -> list[HostSpec]:
+    """The hops to ``spec``, first hop first, ``spec`` last: OpenSSH's reading of ``ProxyJump a,b``.
+
+    ``ssh -J a,b target`` reaches ``b`` with ``-J a`` (b's own ProxyJump is overridden) and ``a`` with a's
+    own configuration, each hop resolved with the same ``-F`` file; so does this. Each hop's host key
+    policy is its own (StrictHostKeyChecking of its block), loosened only by the caller's explicit
+    ``accept_new_host_keys``, never by the target's configuration.
+    """
+    chain = [spec]
+    while True:
+        hops = openssh.split_proxy_jump(chain[0].proxy_jump)
+        if not hops:
+            return chain
+        if len(chain) > _MAX_HOPS:
+            raise ConnectionError_(f"{spec.name}: ProxyJump chain longer than {_MAX_HOPS} hops "
+                                   f"({' -> '.join(s.name for s in chain[::-1])} ...)",
+                                   hint="a `Host *` block with ProxyJump probably applies to the jump host "
+                                        "itself: exclude it (`Host * !bastion`)")
+        try:
+            hop = resolve(hops[-1], ssh_config=spec.ssh_config, accept_new_host_keys=accept_new_host_keys)
+        except ConnectionError_ as exc:
+            message = exc.message.removeprefix(f"{hops[-1]}: ")
+            raise ConnectionError_(f"{spec.name}: jump host {hops[-1]}: {message}", hint=exc.hint) from None
+        if len(hops) > 1:
+            hop = dataclasses.replace(hop, proxy_jump=",".join(hops[:-1]))
+        chain.insert(0, hop)
+
+
+# ------------------------------------------------------------------------------------------- host keys
+@dataclasses.dataclass(frozen=True)
+class _KnownKey:
+    path: str
+    key: paramiko.PKey
+
+
+def _known_keys(spec: HostSpec) -> list[_KnownKey]:
+    """The keys the known_hosts files hold for the host's lookup name (hashed entries included)."""
+    found: list[_KnownKey] = []
+    for path in spec.known_hosts_files + spec.global_known_hosts_files:
+        if not os.path.isfile(path):
+            continue
+        try:
+            entries = paramiko.HostKeys(path).lookup(spec.known_hosts_key)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConnectionError_(f"{spec.name}: cannot read known_hosts file {path}: {exc}") from None
+        for key in (entries or {}).values():
+            found.append(_KnownKey(path, key))
+    return found
 
 
 class _HostKeyRefused(Exception):
-    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
-        super().__init__(hostname)
-        self.hostname = hostname
+    def __init__(self, name: str, key: paramiko.PKey) -> None:
+        super().__init__(name)
+        self.name = name
         self.key = key
 
 
-class _Policy(paramiko.MissingHostKeyPolicy):
-    """Refuse unknown keys (or record them when the user opted into accept-new)."""
+class _StrictPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown keys (or record them when the user opted into accept-new); never a changed one.
+
+    This replaces fabric's AutoAddPolicy. paramiko calls it only when no key at all is known under the
+    name; a known name with another key is a BadHostKeyException before it gets here.
+    """
 
     def __init__(self, spec: HostSpec) -> None:
         self.spec = spec
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        name = self.spec.known_hosts_key
         if not self.spec.accept_new_host_keys:
-            raise _HostKeyRefused(hostname, key)
+            raise _HostKeyRefused(name, key)
         client.get_host_keys().add(hostname, key.get_name(), key)
         if self.spec.known_hosts_files:
             path = Path(self.spec.known_hosts_files[0])
             path.parent.mkdir(parents=True, exist_ok=True)
+            recorded = paramiko.HostKeys.hash_host(name) if self.spec.hash_known_hosts else name
             with path.open("a") as handle:
-                handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+                handle.write(f"{recorded} {key.get_name()} {key.get_base64()}\n")
+
+
+# ----------------------------------------------------------------------------------------- connections
+def _nodelay_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
+    """paramiko's Transport, on a socket with Nagle off from the first byte of the handshake.
+
+    Without it every small request waits for the peer's delayed ACK (~40 ms, measured). A jump hop's
+    socket is a channel of the hop before (no TCP of its own): nothing to set there.
+    """
+    if hasattr(sock, "setsockopt"):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (a unix socket from a ProxyCommand wrapper): nothing to turn off
+            pass
+    return paramiko.Transport(sock, **kwargs)
+
+
+class _ProxyCommand(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand, whose close() may run twice (Transport.close, then the transport's thread).
+
+    Under gevent the child is reaped as soon as it exits, so the second SIGTERM finds no process and
+    paramiko's close raises ProcessLookupError inside the transport thread.
+    """
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except ProcessLookupError:
+            pass
+
+
+def _certified_key(spec: HostSpec) -> paramiko.PKey | None:
+    """The identity that a CertificateFile certifies, loaded with its certificate (OpenSSH pairs them by
+    public key); None when there is none or the key needs a passphrase (the agent may still hold it)."""
+    if not spec.certificate_files:
+        return None
+    for key_path in spec.identity_files:
+        if not os.path.isfile(key_path):
+            continue
+        try:
+            key = paramiko.PKey.from_path(key_path)
+        except (paramiko.SSHException, OSError, ValueError):
+            continue
+        for cert in spec.certificate_files:
+            try:
+                key.load_certificate(cert)
+                return key
+            except (ValueError, OSError, paramiko.SSHException):
+                continue
+    return None
+
+
+def _fabric_config() -> fabric.Config:
+    """An empty SSHConfig: the route is already resolved (by OpenSSH); letting fabric look the hostname up
+    again with paramiko's parser could apply a second, different answer. Lazy: a ~/.fabric.yaml's
+    connect_kwargs must not override what ~/.ssh/config says."""
+    return fabric.Config(ssh_config=paramiko.SSHConfig(), lazy=True)
+
+
+def _fabric_connection(spec: HostSpec, gateway: fabric.Connection | None) -> fabric.Connection:
+    """A fabric Connection for one hop, with the strict host key policy instead of fabric's AutoAdd."""
+    timeout = max(1, math.ceil(spec.connect_timeout))  # fabric takes whole seconds (so does OpenSSH)
+    kwargs: dict[str, Any] = {
+        "key_filename": [p for p in spec.identity_files if os.path.isfile(p)],
+        "look_for_keys": False,  # the identity files above are OpenSSH's list, defaults included
+        "allow_agent": not spec.identities_only,
+        "banner_timeout": timeout, "auth_timeout": timeout, "channel_timeout": timeout,
+        "transport_factory": _nodelay_transport,
+    }
+    pkey = _certified_key(spec)
+    if pkey is not None:
+        kwargs["pkey"] = pkey
+    if gateway is None and spec.proxy_command:
+        # A ready socket, not fabric's gateway string: fabric would expand %-tokens a second time.
+        kwargs["sock"] = _ProxyCommand(spec.proxy_command)
+    conn = fabric.Connection(spec.hostname, user=spec.user, port=spec.port, config=_fabric_config(),
+                             gateway=gateway if gateway is not None else False, connect_timeout=timeout,
+                             connect_kwargs=kwargs)
+    conn.client.set_missing_host_key_policy(_StrictPolicy(spec))
+    # paramiko looks keys up as [host]:port; OpenSSH (and so the files) may list them under the alias.
+    paramiko_name = spec.hostname if spec.port == 22 else f"[{spec.hostname}]:{spec.port}"
+    for known in _known_keys(spec):
+        conn.client.get_host_keys().add(paramiko_name, known.key.get_name(), known.key)
+    return conn
+
+
+@dataclasses.dataclass(frozen=True)
+class _Hop:
+    """Where one host stands in a route: what error messages say about it."""
+
+    spec: HostSpec
+    index: int  # 0 = first hop
+    count: int  # hosts in the route, the target included
+    previous: HostSpec | None  # the hop this one is reached through
+
+    @property
+    def is_target(self) -> bool:
+        return self.index == self.count - 1
+
+
+@dataclasses.dataclass
+class _Link:
+    """One opened hop of a route: its place and its fabric Connection."""
+
+    hop: _Hop
+    conn: fabric.Connection
+
+    @property
+    def spec(self) -> HostSpec:
+        return self.hop.spec
+
+
+class _LinkFailed(Exception):
+    def __init__(self, hop: _Hop, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.hop = hop
+        self.cause = cause
 
 
 _RETRYABLE = (OSError, EOFError, paramiko.SSHException)
-_FATAL = (paramiko.AuthenticationException, paramiko.BadHostKeyException)
+_FATAL = (paramiko.AuthenticationException, paramiko.BadHostKeyException, _HostKeyRefused, ConnectionError_)
+
+
+def _retryable(exc: BaseException) -> bool:
+    cause = exc.cause if isinstance(exc, _LinkFailed) else exc
+    return isinstance(cause, _RETRYABLE) and not isinstance(cause, _FATAL)
+
+
+def _translate(target: HostSpec, failed: _LinkFailed) -> ConnectionError_:
+    """The one-line error for a route that failed: which hop, what happened, what to do."""
+    link, exc, spec = failed.hop, failed.cause, failed.hop.spec
+    hop = "" if link.is_target else f"jump host {spec.name} (hop {link.index + 1} of {link.count - 1}): "
+    where = f"{target.name}: {hop}"
+    if isinstance(exc, ConnectionError_):  # already says what and how (an unreadable known_hosts file)
+        return ConnectionError_(f"{where}{exc.message.removeprefix(f'{spec.name}: ')}", hint=exc.hint)
+    if isinstance(exc, _HostKeyRefused):
+        return ConnectionError_(f"{where}host key of {exc.name} is unknown ({exc.key.get_name()} "
+                                f"{exc.key.fingerprint})",
+                                hint=openssh.unknown_key_hint(spec, direct=link.index == 0 and not spec.proxy_command))
+    if isinstance(exc, paramiko.BadHostKeyException):
+        known = [k for k in _known_keys(spec) if k.key == exc.expected_key]
+        path = known[0].path if known else None
+        if exc.key.get_name() not in {k.key.get_name() for k in _known_keys(spec)}:
+            what = f"offers a {exc.key.get_name()} key ({exc.key.fingerprint}) but {path or 'known_hosts'} " \
+                   f"lists only {exc.expected_key.get_name()} keys for {spec.known_hosts_key}"
+        else:
+            what = f"CHANGED: got {exc.key.get_name()} {exc.key.fingerprint}, {path or 'known_hosts'} has " \
+                   f"{exc.expected_key.fingerprint}"
+        return ConnectionError_(f"{where}host key of {spec.known_hosts_key} {what}",
+                                hint=openssh.changed_key_hint(spec, path))
+    if isinstance(exc, paramiko.AuthenticationException):
+        return ConnectionError_(f"{where}authentication as {spec.user} failed: {exc}",
+                                hint="check IdentityFile in ssh_config or your ssh-agent")
+    if isinstance(exc, paramiko.ChannelException) and link.previous is not None:
+        # The hop before this one opened the forwarding channel: it is the one that could not reach.
+        return ConnectionError_(f"{target.name}: jump host {link.previous.name} (hop {link.index} of "
+                                f"{link.count - 1}) cannot reach {spec.hostname}:{spec.port}: {exc}",
+                                hint="is that host up, and its address right as the jump host sees it?")
+    timeout = max(1, math.ceil(spec.connect_timeout))
+    if isinstance(exc, socket.timeout) or "banner" in str(exc):
+        return ConnectionError_(f"{where}cannot connect to {spec.hostname}:{spec.port}: no SSH answer within "
+                                f"{timeout} s (ConnectTimeout): {exc}", hint="is the host up and the port right?")
+    if spec.proxy_command and link.previous is None:
+        return ConnectionError_(f"{where}cannot connect to {spec.hostname}:{spec.port} through ProxyCommand "
+                                f"`{spec.proxy_command}`: {exc!r}", hint="does that command work in a shell?")
+    return ConnectionError_(f"{where}cannot connect to {spec.hostname}:{spec.port}: {exc}",
+                            hint="is the host up and the port right?")
 
 
 class _Connection:
-    """One SSH connection; ``busy`` counts its open channels (the host bounds them)."""
+    """One SSH connection (its route of fabric Connections); ``busy`` counts its open channels."""
 
-    def __init__(self, spec: HostSpec, attempts: int) -> None:
+    def __init__(self, spec: HostSpec, attempts: int, accept_new_host_keys: bool = False) -> None:
         self.spec = spec
         self.attempts = attempts
+        self.accept_new_host_keys = accept_new_host_keys  # the caller's, for the jump hosts too
         self.busy = 0
-        self.client: paramiko.SSHClient | None = None
-        self.jump: Host | None = None
+        self.links: list[_Link] = []
+        self._route: list[HostSpec] | None = None
         self._lock = gevent.lock.Semaphore(1)
+
+    @property
+    def client(self) -> paramiko.SSHClient | None:
+        """The target's SSHClient, once connected."""
+        return self.links[-1].conn.client if self.links else None
+
+    @property
+    def jump(self) -> fabric.Connection | None:
+        """The last jump host's fabric Connection (the target's gateway), when there is one."""
+        return self.links[-2].conn if len(self.links) > 1 else None
 
     def transport(self) -> paramiko.Transport:
         """The live transport, (re)connecting with backoff when there is none or it dropped."""
         with self._lock:
-            tr = self.client.get_transport() if self.client else None
+            tr = self.links[-1].conn.transport if self.links else None
             if tr is not None and tr.is_active():
                 return tr
             self.close()
-            self.client = self._connect()
-            tr = self.client.get_transport()
+            self.links = self._connect()
+            tr = self.links[-1].conn.transport
             assert tr is not None
             return tr
 
-    def _connect(self) -> paramiko.SSHClient:
-        spec = self.spec
+    def _connect(self) -> list[_Link]:
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts),
             wait=tenacity.wait_exponential(multiplier=0.2, max=5),
-            retry=tenacity.retry_if_exception(lambda e: isinstance(e, _RETRYABLE) and not isinstance(e, _FATAL)),
-            sleep=gevent.sleep, reraise=True)
+            retry=tenacity.retry_if_exception(_retryable), sleep=gevent.sleep, reraise=True)
         try:
             return retrying(self._connect_once)
-        except _HostKeyRefused as exc:
-            files = " ".join(spec.known_hosts_files) or "~/.ssh/known_hosts"
-            raise ConnectionError_(
-                f"{spec.name}: host key of {exc.hostname} is unknown ({exc.key.get_name()} {exc.key.fingerprint})",
-                hint=f"check the fingerprint with the admins, then run `ssh-keyscan -p {spec.port} {spec.hostname}"
-                     f" >> {files.split()[0]}` or set accept_new_host_keys") from None
-        except paramiko.BadHostKeyException as exc:
-            raise ConnectionError_(
-                f"{spec.name}: host key of {exc.hostname} CHANGED: got {exc.key.get_name()} "
-                f"{exc.key.fingerprint}, known_hosts has {exc.expected_key.fingerprint}",
-                hint=f"if the host was really reinstalled, run `ssh-keygen -R '{spec.known_hosts_key}'` "
-                     "and verify the new key; otherwise someone may be intercepting the connection") from None
-        except paramiko.AuthenticationException as exc:
-            raise ConnectionError_(f"{spec.name}: authentication as {spec.user} failed: {exc}",
-                                   hint="check IdentityFile in ssh_config or your ssh-agent") from None
-        except _RETRYABLE as exc:
-            raise ConnectionError_(f"{spec.name}: cannot connect to {spec.hostname}:{spec.port}: {exc}",
-                                   hint="is the host up and the port right?") from None
+        except _LinkFailed as failed:
+            raise _translate(self.spec, failed) from None
 
-    def _connect_once(self) -> paramiko.SSHClient:
-        spec = self.spec
-        if spec.proxy_jump:
-            sock: object = self._jump_channel()
-        elif spec.proxy_command:
-            sock = paramiko.ProxyCommand(spec.proxy_command)
-        else:
-            sock = socket.create_connection((spec.hostname, spec.port), timeout=spec.connect_timeout)
-            # Without it every small request waits for the peer's delayed ACK (~40 ms, measured).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client = paramiko.SSHClient()
-        for path in spec.known_hosts_files:
-            if os.path.isfile(path):
-                client.get_host_keys().load(path)
-        client.set_missing_host_key_policy(_Policy(spec))
+    def _connect_once(self) -> list[_Link]:
+        """Open the route hop by hop, so that a failure is pinned on the hop where it happened."""
+        if self._route is None:
+            self._route = route(self.spec, accept_new_host_keys=self.accept_new_host_keys)
+        links: list[_Link] = []
+        gateway: fabric.Connection | None = None
         try:
-            client.connect(spec.hostname, port=spec.port, username=spec.user, sock=sock,  # type: ignore[arg-type]
-                           key_filename=[p for p in spec.identity_files if os.path.exists(p)] or None,
-                           look_for_keys=not spec.identities_only, allow_agent=not spec.identities_only,
-                           timeout=spec.connect_timeout, banner_timeout=spec.connect_timeout,
-                           auth_timeout=spec.connect_timeout)
+            for index, spec in enumerate(self._route):
+                hop = _Hop(spec, index, len(self._route), self._route[index - 1] if index else None)
+                try:
+                    conn = _fabric_connection(spec, gateway)
+                except Exception as exc:  # noqa: BLE001 - a ProxyCommand that cannot start, a bad file
+                    raise _LinkFailed(hop, exc) from exc
+                links.append(_Link(hop, conn))
+                try:
+                    conn.open()  # a gateway is already open: fabric only opens the forwarding channel
+                except Exception as exc:  # noqa: BLE001 - translated with the hop it happened on
+                    raise _LinkFailed(hop, exc) from exc
+                conn.transport.set_keepalive(spec.keepalive)
+                gateway = conn
+            return links
         except BaseException:
-            client.close()
+            for link in reversed(links):
+                link.conn.close()
             raise
-        transport = client.get_transport()
-        assert transport is not None
-        transport.set_keepalive(30)
-        sock_obj = transport.sock
-        if hasattr(sock_obj, "setsockopt"):
-            sock_obj.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return client
-
-    def _jump_channel(self) -> paramiko.Channel:
-        """A direct-tcpip channel to the target through the (last) jump host, like ``ssh -J``."""
-        assert self.spec.proxy_jump
-        hops = [h.strip() for h in self.spec.proxy_jump.split(",") if h.strip()]
-        if self.jump is None:
-            jump_spec = resolve(hops[-1], ssh_config=self.spec.ssh_config,
-                                accept_new_host_keys=self.spec.accept_new_host_keys)
-            if len(hops) > 1:
-                jump_spec = dataclasses.replace(jump_spec, proxy_jump=",".join(hops[:-1]))
-            self.jump = Host(jump_spec, connections=1, channels_per_connection=2)
-        try:
-            return self.jump._conns[0].transport().open_channel(
-                "direct-tcpip", (self.spec.hostname, self.spec.port), ("127.0.0.1", 0),
-                timeout=self.spec.connect_timeout)
-        except paramiko.ChannelException as exc:
-            raise ConnectionError_(f"{self.spec.name}: jump host {hops[-1]} cannot reach "
-                                   f"{self.spec.hostname}:{self.spec.port}: {exc}") from None
 
     def drop_if_dead(self) -> None:
         """Forget a transport that dropped so the next channel reconnects (never a live one: other
         greenlets' channels run on it)."""
         with self._lock:
-            tr = self.client.get_transport() if self.client else None
+            tr = self.links[-1].conn.transport if self.links else None
             if tr is None or not tr.is_active():
                 self.close()
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-        if self.jump is not None:
-            self.jump.close()
-            self.jump = None
+        for link in reversed(self.links):
+            link.conn.close()
+        self.links = []
 
 
 class Host:
@@ -314,7 +563,8 @@ class Host:
             destination, ssh_config=ssh_config, accept_new_host_keys=accept_new_host_keys)
         self.name = self.spec.name
         self.channels_per_connection = channels_per_connection
-        self._conns = [_Connection(self.spec, connect_attempts) for _ in range(max(1, connections))]
+        self._conns = [_Connection(self.spec, connect_attempts, accept_new_host_keys)
+                       for _ in range(max(1, connections))]
         self._slots = gevent.lock.BoundedSemaphore(len(self._conns) * channels_per_connection)
         self.commands = 0  # remote commands started: tests check it does not grow with executions
 
@@ -508,7 +758,7 @@ class Host:
         self.close()
 
 
-__all__ = ["Host", "Session", "HostSpec", "Result", "RemoteCommandError", "resolve",
+__all__ = ["Host", "Session", "HostSpec", "Result", "RemoteCommandError", "resolve", "route",
            "DEFAULT_CHANNELS_PER_CONNECTION", "DEFAULT_CONNECTIONS"]
 
 
