@@ -551,7 +551,7 @@ class FakeBackend:
             return None
         place = self.world.places[run.place]
         the_slot = Slot(run.place, slot if slot is not None else run.slot, place.node)
-        if run.running and place.alive:
+        if place.alive:  # held even if it already ended: until wait() says so, as the SSH backend does
             self._refresh()
             if the_slot in self._free:  # held by the re-attached execution until it ends (see wait)
                 self._free.remove(the_slot)

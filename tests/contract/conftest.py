@@ -90,10 +90,11 @@ class Case:
     made: list[Backend] = dataclasses.field(default_factory=list)
     _ids: int = 0
 
-    def new(self) -> Backend:
+    def new(self, *, start: bool = True) -> Backend:
         backend = self.make()
         self.made.append(backend)
-        backend.start()
+        if start:
+            backend.start()
         return backend
 
     def job(self, behaviour: Behaviour, outputs: tuple[str, ...] = (), timeout: float | None = None) -> Job:

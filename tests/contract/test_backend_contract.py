@@ -146,3 +146,23 @@ def test_nothing_is_left_in_the_work_directory_after_discard(case: Case) -> None
     for slot, handle in handles:
         _done(backend, slot, handle)
     assert eventually(lambda: case.leftovers() == []), case.leftovers()
+
+
+def test_a_reattached_execution_keeps_its_slot_until_it_ends(case: Case) -> None:
+    """A resume drives re-attached executions beside new ones: the new ones must not be placed on the slot
+    the re-attached one still occupies (two executions on one slot share its cores)."""
+    first = case.new()
+    slot = first.acquire()
+    job = case.job(Behaviour(sleep=2))
+    handle = first.launch(slot, job, case.code)
+    case.die(first)
+
+    second = case.new(start=False)  # as `expegit resume` does: re-attach first, then start
+    again = second.reattach(handle.execution_id, handle.slot.host, handle.slot.index, handle.remote_dir)
+    assert again is not None
+    second.start()
+    other = second.acquire()
+    assert other != again.slot
+    assert second.wait(again, WAIT).exit_code == 0
+    second.discard(again)
+    second.release(other)
