@@ -429,12 +429,16 @@ class FakeBackend:
         self._closed = False
         self._started = False
         self._asked: str | None = None  # the allocation this backend asked for last
+        # Set once the first allocation is asked for (or none is needed), as AllocationBackend.submitted:
+        # `expegit run` creates its branches after it, while the allocation queues.
+        self.submitted = gevent.event.Event()
 
     # -- slots
     def start(self, expected: int = 0) -> None:
         self._started = True
         if self.world.allocation and expected > 0:
             self._ask()
+        self.submitted.set()
 
     def _ask(self) -> None:
         """Ask for an allocation when none serves: none asked yet, or the last one's nodes all vanished
@@ -483,6 +487,14 @@ class FakeBackend:
         if slot in self._known and self.world.places[slot.host].alive and slot not in self._free:
             self._free.append(slot)
             self.world._notify()
+
+    @property
+    def workdir(self) -> str:
+        return self.world.workdir
+
+    def release_orphans(self) -> list[str]:
+        """Allocations a dead controller held: the fake's are the world's, never orphaned."""
+        return []
 
     def waiting_for(self) -> str | None:
         """What acquire() waits on, for the progress line (as the Slurm backend says it)."""

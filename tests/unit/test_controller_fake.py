@@ -240,3 +240,13 @@ def test_a_resumed_controller_drives_what_an_earlier_one_left_running(tmp_path, 
     assert recorder.of("launched") == [("launched", job(8).execution_id, 1, "place1")]  # not run twice
     assert recorder.results[left.execution_id].collected.outputs == ["r.json"]
     assert [launch[0] for launch in world.launches] == [left.execution_id, job(8).execution_id]
+
+
+@pytest.mark.parametrize("leave, kept", [("none", []), ("failed", ["bad"]), ("all", ["bad", "good"])])
+def test_leave_keeps_the_run_directories_it_names(tmp_path, sleeps, leave: str, kept: list[str]) -> None:
+    world = FakeWorld(places=1, slots=2)
+    backend, recorder, controller = make(world, tmp_path, sleeps, leave=leave)
+    good, bad = job(10), job(11, exit=2)
+    run(controller, [Task(good), Task(bad)])
+    names = {good.execution_id: "good", bad.execution_id: "bad"}
+    assert sorted(names[world.runs[d].execution_id] for d in world.listing()) == kept
