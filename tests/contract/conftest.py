@@ -86,6 +86,7 @@ class Case:
     leftovers: Callable[[], list[str]]  # entries left under the work directory's runs/
     die: Callable[[Backend], None]  # the controller dies: the backend is dropped, nothing discarded
     tmp: Path
+    cleanup: Callable[[], None] = lambda: None  # what the test leaves on the places (agents, allocations)
     code: CodeArchive = dataclasses.field(default_factory=lambda: make_archive({"README": "contract\n"}))
     made: list[Backend] = dataclasses.field(default_factory=list)
     _ids: int = 0
@@ -159,10 +160,9 @@ def _local_case(tmp_path: Path) -> Case:
         return sorted(p.name for p in runs.iterdir() if not p.name.startswith(AGENT_SPARE_PREFIX)) \
             if runs.is_dir() else []
 
-    case = Case("local", lambda: make_backend("local", manifest, workdir, slots=2), render_shell, vanish,
-                leftovers, lambda backend: backend.close(), tmp_path)
-    case.cleanup = lambda: _kill(_pids_mentioning(str(workdir)), signal.SIGTERM)  # type: ignore[attr-defined]
-    return case
+    return Case("local", lambda: make_backend("local", manifest, workdir, slots=2), render_shell, vanish,
+                leftovers, lambda backend: backend.close(), tmp_path,
+                cleanup=lambda: _kill(_pids_mentioning(str(workdir)), signal.SIGTERM))
 
 
 # --------------------------------------------------------------------------------------- the dev cluster
@@ -215,10 +215,8 @@ def _ssh_case(tmp_path: Path, cluster: DevCluster, launcher: str) -> Case:
         assert handle.pid is not None
         remote.kill_group(handle.pid)
 
-    case = Case(f"ssh-{launcher}", lambda: make_backend(profile, state_dir=tmp_path / "state"), render_shell,
-                vanish, remote.leftovers, lambda backend: backend.close(), tmp_path)
-    case.cleanup = remote.close  # type: ignore[attr-defined]
-    return case
+    return Case(f"ssh-{launcher}", lambda: make_backend(profile, state_dir=tmp_path / "state"), render_shell,
+                vanish, remote.leftovers, lambda backend: backend.close(), tmp_path, cleanup=remote.close)
 
 
 def _allocation_case(tmp_path: Path, cluster: DevCluster, kind: str, launcher: str | None) -> Case:
@@ -251,11 +249,9 @@ def _allocation_case(tmp_path: Path, cluster: DevCluster, kind: str, launcher: s
         cancel_allocation()
         remote.close()
 
-    case = Case(kind if launcher is None else f"{kind}-{launcher}",
+    return Case(kind if launcher is None else f"{kind}-{launcher}",
                 lambda: make_backend(profile, state_dir=tmp_path / "state"), render_shell, cancel_allocation,
-                remote.leftovers, die, tmp_path)
-    case.cleanup = cleanup  # type: ignore[attr-defined]
-    return case
+                remote.leftovers, die, tmp_path, cleanup=cleanup)
 
 
 # --------------------------------------------------------------------------------------- the fixture
@@ -286,9 +282,7 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
                 backend.close()
             except Exception:  # noqa: BLE001 - a backend the test already closed or killed
                 pass
-        cleanup = getattr(built, "cleanup", None)
-        if cleanup is not None:
-            cleanup()
+        built.cleanup()
 
 
 def eventually(check: Callable[[], bool], within: float = 20.0) -> bool:
