@@ -300,8 +300,8 @@ class FakeWorld:
     """Everything that outlives a controller: places, allocations, run directories, the clock.
 
     ``places``/``slots``: places available from the start. ``allocation``: instead, places come from
-    allocations a backend asks for; ``pending=True`` keeps them pending until :meth:`grant` (never, if the
-    test does not call it)."""
+    allocations a backend asks for (``places`` nodes each); ``pending=True`` keeps them pending until
+    :meth:`grant` (never, if the test does not call it)."""
 
     def __init__(self, places: int = 1, slots: int = 1, *, clock: FakeClock | None = None,
                  allocation: bool = False, pending: bool = False, workdir: str = "/fake/orchestra") -> None:
@@ -404,6 +404,10 @@ class FakeWorld:
             run.timer.cancel()
         run.exit_code, run.ended, run.lost, run.error = code, self.clock.time(), lost, error
         run.done.set()
+
+    def close(self) -> None:
+        """Stop the clock's greenlet: nothing more happens in this world."""
+        self.clock.close()
 
     def listing(self) -> list[str]:
         """The run directories left in the work directory (what a discard must remove)."""

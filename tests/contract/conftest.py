@@ -115,7 +115,7 @@ def _fake_case(tmp_path: Path) -> Case:
         world.vanish(world.place_of(handle))
 
     return Case("fake", lambda: FakeBackend(world), render_fake, vanish, world.listing,
-                lambda backend: backend.close(), tmp_path)
+                lambda backend: backend.close(), tmp_path, cleanup=world.close)
 
 
 # --------------------------------------------------------------------------------------- local

@@ -87,3 +87,20 @@ def test_each_attempt_has_its_exit_code_and_the_last_repeats() -> None:
 def test_a_command_the_fake_cannot_run_is_refused_with_the_reason(command: str, says: str) -> None:
     with pytest.raises(ExecutionError, match=says.replace("'", ".").replace("-", r"\-")):
         parse_script(command)
+
+
+def test_a_manual_clock_moves_only_when_told() -> None:
+    from runaway.backend import Job
+    from runaway.fake import FakeBackend, FakeClock, FakeWorld
+
+    world = FakeWorld(clock=FakeClock(auto=False))
+    backend = FakeBackend(world)
+    backend.start()
+    slot = backend.acquire()
+    handle = backend.launch(slot, Job("e1", "c0", render_script(duration=10, exit=4)), lambda commit: iter(()))
+    run = world.runs[handle.remote_dir]
+    world.clock.advance(9.5)
+    assert run.running
+    world.clock.advance(0.5)
+    assert not run.running and backend.wait(handle, None).exit_code == 4
+    assert world.clock.time() - handle.started == 10.0
