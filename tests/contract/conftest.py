@@ -5,7 +5,7 @@ controller after the first died), a command that behaves as described, and the p
 assertions must not know: how a controller dies, how a place vanishes, what is left in the work
 directory. The real backends come from the project's public factories (runaway.backends.make_backend for
 local, runaway.profiles.make_backend for remote profiles): when runaway's seams are restructured, only the
-``_make_*`` functions here change.
+``_*_case`` functions here change (and the Slurm ``die`` hook, which empties AllocationBackend.allocations).
 
 The real cases need the dev cluster (tests/integration/conftest.py's ``devcluster`` fixture: skipped with
 the reason when it is absent, never under CI=true). gevent is monkey-patched in that conftest, the test

@@ -154,3 +154,33 @@ def test_results_of_concurrent_executions_land_on_their_own_branches(tmp_path) -
         assert git(campaign.root, "show", f"executions/{eid}:.orchestra/stdout").stdout == f"trained {code}"
     assert session.summary.finished == 6 and session.summary.failed == 6
     assert git(campaign.root, "fsck", "--strict").returncode == 0
+
+
+def _drive_with_delay(campaign, world: FakeWorld, point: dict, delay: float, advance: bool) -> str:
+    records, tips, order = _create(campaign, [point])
+    session = _session(campaign, 1)
+    backend = FakeBackend(world)
+    backend.running_commit_delay = delay  # as the local backend's: short runs skip their "running" commit
+    tasks = [Task(job_for(campaign.manifest, records[order[0]]))]
+    driver = gevent.spawn(session.drive, "local", records, tips, tasks, backend=backend)
+    with gevent.Timeout(20):
+        if advance:  # a long run: its "running" commit comes after the delay, while it still runs
+            while len(_story(campaign, order[0])) < 2:
+                gevent.sleep(0.05)
+            world.clock.advance(point["secs"])
+        driver.get()
+    return order[0]
+
+
+def test_a_run_shorter_than_the_running_commit_delay_goes_from_created_to_finished(tmp_path, world) -> None:
+    campaign = _campaign(tmp_path)
+    eid = _drive_with_delay(campaign, world, {"code": 0, "secs": 1}, delay=30.0, advance=False)
+    assert _story(campaign, eid) == ["created: code=0 secs=1", "finished: exit 0, objective=0.5"]
+
+
+def test_a_run_longer_than_the_running_commit_delay_gets_its_running_commit(tmp_path) -> None:
+    world = FakeWorld(places=1, slots=1, clock=FakeClock(auto=False))
+    campaign = _campaign(tmp_path)
+    eid = _drive_with_delay(campaign, world, {"code": 0, "secs": 3600}, delay=0.05, advance=True)
+    assert _story(campaign, eid) == ["created: code=0 secs=3600", "running on place1 slot 0",
+                                     "finished: exit 0, objective=0.5"]
