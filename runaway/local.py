@@ -32,7 +32,7 @@ from . import agent as agent_protocol
 from .agent_link import AgentLink, AgentRuns, attach_argv
 from .backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from .agent import pid_alive
-from .rundir import EXIT_FILE, MARKER, PID_FILE, STDERR_FILE, STDOUT_FILE, match_outputs, parse_exit_code
+from .rundir import EXIT_FILE, MARKER, META_DIR, PID_FILE, STDERR_FILE, STDOUT_FILE, match_outputs, parse_exit_code
 
 STOP_GRACE = 5.0
 POLL_INTERVAL = 0.2
@@ -146,14 +146,21 @@ class LocalBackend:
         self._free: gevent.queue.Queue[Slot] = gevent.queue.Queue()
         self._code_locks: dict[str, gevent.lock.Semaphore] = {}
         self.agent: AgentRuns | None = None
+        # Slots of executions re-attached after a restart, held until their wait() ends: a resume drives
+        # them beside new executions, which must not be given the slot (the cores) they still occupy.
+        self._held: dict[str, Slot] = {}
+        self._started = False
 
     # --- slots -------------------------------------------------------------------------------------------
     def start(self, expected: int = 0) -> None:
         (self.workdir / "runs").mkdir(parents=True, exist_ok=True)
         (self.workdir / "code").mkdir(parents=True, exist_ok=True)
         self._start_agent()
+        self._started = True
+        held = set(self._held.values())
         for index in range(self.slot_count):
-            self._free.put(Slot("localhost", index))
+            if Slot("localhost", index) not in held:
+                self._free.put(Slot("localhost", index))
 
     def _start_agent(self) -> None:
         if self.agent is not None:
@@ -205,6 +212,14 @@ class LocalBackend:
         return RunHandle(job.execution_id, slot, run_dir, pid=pid, started=started or started_local)
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
+        try:
+            return self._wait(handle, timeout)
+        finally:
+            held = self._held.pop(handle.execution_id, None)
+            if held is not None and self._started:
+                self._free.put(held)
+
+    def _wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
         if self.agent is not None and self.agent.owns(handle.execution_id):
             return self.agent.wait(handle.execution_id, timeout, handle.started or time.time())
         deadline = None if timeout is None else (handle.started or time.time()) + timeout
@@ -295,11 +310,27 @@ class LocalBackend:
         except (OSError, ValueError):
             pass
         started = self._mtime(run_dir / PID_FILE)
+        if slot is None:  # launched within the running-commit delay: the agent wrote down its slot
+            try:
+                slot = int((run_dir / META_DIR / "slot").read_text().strip())
+            except (OSError, ValueError):
+                pass
         handle = RunHandle(execution_id, Slot("localhost", slot or 0), str(run_dir), pid=pid, started=started)
         if self._read_exit(run_dir) is not None or (
                 pid is not None and pid_alive(pid) and self._is_our_wrapper(pid, run_dir)):
+            self._hold(execution_id, handle.slot)
             return handle
         return None  # never started, or died with the machine: it must run again
+
+    def _hold(self, execution_id: str, slot: Slot) -> None:
+        if slot.index >= self.slot_count or slot in self._held.values() or execution_id in self._held:
+            return  # a slot this backend does not have (fewer --slots now), or held already
+        if self._started:
+            try:
+                self._free.queue.remove(slot)  # gevent's Queue keeps its items in a deque
+            except ValueError:
+                return  # in use by a new execution already: nothing to hold
+        self._held[execution_id] = slot
 
     @staticmethod
     def _is_our_wrapper(pid: int, run_dir: Path) -> bool:

@@ -186,6 +186,7 @@ def q(text: str) -> str:
 
 
 MIN_POLL_INTERVAL = 0.05  # seconds between polls while executions end in bursts (see _watch_loop)
+SIGNALLED_EXIT = 128 + 15  # what a shell reports for a child TERMed: the agent's wait status says the same
 
 
 def _link_dropped(exc: BaseException) -> bool:
@@ -343,6 +344,10 @@ class RemoteRuns:
         self._remover = _Batcher(self._remove_many, max_items=64, parallel=2)
         self.settled = 0
         self.polls = 0  # observable: tests check that polls do not scale with executions
+        # Run directories whose execution this controller signalled (stop, timeout). A shell killed by a
+        # signal runs no EXIT trap, so the wrapper leaves no exit_code: without this, a stopped execution
+        # read as "died without an exit code", i.e. lost, a node failure that a retry policy re-runs.
+        self._signalled: set[str] = set()
 
     def prepare(self) -> None:
         """Resolve the workdir to an absolute path once, so no later command depends on ``~``."""
@@ -533,7 +538,9 @@ class RemoteRuns:
                                           error=f"run directory {parts[1]} vanished on {self.host.name}"))
             elif parts[0] == "dead":
                 watch.dead_seen += 1
-                if watch.dead_seen >= 2:  # twice: a shared filesystem may show exit_code late
+                if watch.dead_seen >= 2 and parts[1] in self._signalled:
+                    self._settle(eid, Outcome(SIGNALLED_EXIT, None, time.time()))  # as a TERMed wrapper's status
+                elif watch.dead_seen >= 2:  # twice: a shared filesystem may show exit_code late
                     self._settle(eid, Outcome(None, None, time.time(), lost=True,
                                               error=f"the process died without an exit code on {self.host.name}"))
 
@@ -587,6 +594,7 @@ class RemoteRuns:
     # -- stop, probe, collect, discard
     def kill(self, remote_dir: str, prefix: str = "", grace: float = STOP_GRACE) -> None:
         """TERM the execution's process group, KILL it after ``grace`` (detached, so we do not wait)."""
+        self._signalled.add(remote_dir)
         inner = (f"p=; read -r p < {q(remote_dir)}/{PID_FILE} 2>/dev/null; [ -n \"$p\" ] || exit 0; "
                  # `kill -SIG -PGID`: dash's builtin rejects `--` and `-s SIG -PGID`; this form works everywhere.
                  f"kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
@@ -693,6 +701,7 @@ class RemoteRuns:
     def discard(self, remote_dir: str) -> None:
         if not remote_dir.startswith(f"{self.workdir}/runs/"):
             raise ExecutionError(f"refusing to remove {remote_dir}: not under {self.workdir}/runs")
+        self._signalled.discard(remote_dir)
         self._remover.submit(remote_dir)
 
     def _remove_many(self, dirs: list[str]) -> list[object]:
