@@ -90,7 +90,7 @@ class FakeClock:
         if timeout is None:
             event.wait()
             return True
-        done = gevent.event.AsyncResult()
+        done: gevent.event.AsyncResult = gevent.event.AsyncResult()
         timer = self.call_at(self._now + max(0.0, timeout), lambda: done.set(False))
 
         def on_event(_event: object) -> None:
