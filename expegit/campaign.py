@@ -14,6 +14,7 @@ from orchestra import __version__
 from orchestra.manifest import MANIFEST_NAME, Manifest, check_manifest, load_manifest, manifest_from_checked_data
 
 from .gitstore import GitStore
+from .starter import find_entry_script, render_starter_manifest
 
 STARTER_MANIFEST = """\
 # orchestra.yaml: the manifest of this campaign. `expegit check` validates it.
@@ -143,7 +144,21 @@ def init_campaign(directory: Path, *, example: str | None = None) -> tuple[Campa
     store = GitStore.init(directory)
     if example is None:
         name = directory.name or "campaign"
-        manifest_path.write_text(STARTER_MANIFEST.format(name=name), "utf-8")
+        script = find_entry_script(directory, os.listdir(directory))
+        text = render_starter_manifest(name, script) if script else STARTER_MANIFEST.format(name=name)
+        manifest_path.write_text(text, "utf-8")
         added = [MANIFEST_NAME]
     sha = store.commit_all(added, f"expegit init: {'example ' + example if example else 'add orchestra.yaml'}")
     return Campaign(store), sha
+
+
+def untracked_files(root: Path) -> list[str]:
+    """Files git does not track (ignored ones left out): what an execution's copy of the code lacks."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "--others", "--exclude-standard", "-z"],
+                             capture_output=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted(p for p in out.decode("utf-8", "surrogateescape").split("\0") if p)

@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
                    help="a parameter value; repeat a name to sweep over several values")
     p.add_argument("--grid", action="store_true", help="run every point of the parameters' grid")
+    p.add_argument("--missing", action="store_true",
+                   help="only the points (and repeats) with no finished, running or created execution at this "
+                        "commit: a second `run --grid --missing` runs what the first did not finish")
     p.add_argument("--repeat", type=int, metavar="N", help="executions per parameter point (default: repeats:)")
     p.add_argument("--profile", metavar="NAME", help="where to run (default: the manifest's profile:)"
                    ).completer = complete_profiles  # type: ignore[attr-defined]
@@ -130,8 +133,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         target = Path(args.directory) / args.dir
         campaign, sha = init_campaign(target, example=args.example)
         what = f"example campaign {args.example!r}" if args.example else "campaign"
+        command = campaign.manifest.command if not args.example else None
         print(f"expegit: {what} ready in {campaign.root} (commit {sha[:8]}); next: cd into it and "
               f"`expegit run`")
+        if command:
+            print(f"expegit: its command: {command}  (edit orchestra.yaml to change it)")
+        from .campaign import untracked_files
+        from .starter import untracked_note
+
+        note = untracked_note(untracked_files(campaign.root))
+        if note:
+            print(f"expegit: {note}", file=sys.stderr)
         return 0
     if command == "check":
         campaign = _open(args)
@@ -153,9 +165,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise UsageError(f"--slots {args.slots}: must be at least 1")
         summary = run_campaign(campaign, assignments=args.params, grid=args.grid, repeat=args.repeat,
                                profile=args.profile, slots=args.slots, snapshot=args.snapshot,
-                               progress=_progress(args), dry_run=args.dry_run, leave=args.leave)
+                               progress=_progress(args), dry_run=args.dry_run, leave=args.leave,
+                               missing=args.missing)
         if args.dry_run:
             print(f"expegit: {summary.total} executions would run", file=sys.stderr)
+            return 0
+        if args.missing and summary.total == 0:
+            print("expegit: nothing to run: every point has an execution at this commit", file=sys.stderr)
             return 0
         return _report_summary(summary)
     if command == "resume":

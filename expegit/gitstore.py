@@ -136,6 +136,7 @@ class GitStore:
         self.root = Path(self.repo.path)
         self.git_dir = Path(self.repo.controldir())
         self._identity: bytes | None = None
+        self._identity_fallback = False
         self._staged: dict[bytes, object] | None = None
         self._pack_serial = 0
         # Objects of recent flushes: the next journal commit of an execution builds on its previous tip's
@@ -170,11 +171,18 @@ class GitStore:
                 email = config.get((b"user",), b"email")
             except KeyError:
                 name = email = None
-            name = name or os.environ.get("GIT_AUTHOR_NAME", "").encode() or b"orchestra"
-            email = email or os.environ.get("GIT_AUTHOR_EMAIL", "").encode() or \
-                f"orchestra@{socket.gethostname()}".encode()
+            name = name or os.environ.get("GIT_AUTHOR_NAME", "").encode() or None
+            email = email or os.environ.get("GIT_AUTHOR_EMAIL", "").encode() or None
+            self._identity_fallback = name is None or email is None
+            name = name or b"orchestra"
+            email = email or f"orchestra@{socket.gethostname()}".encode()
             self._identity = name + b" <" + email + b">"
         return self._identity
+
+    def identity_is_fallback(self) -> bool:
+        """Whether git has no user.name or user.email here, so that identity() made one up."""
+        self.identity()
+        return self._identity_fallback
 
     def head_commit(self) -> str | None:
         try:

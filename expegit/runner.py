@@ -69,13 +69,48 @@ def code_commit(campaign: Campaign, *, snapshot: bool) -> str:
         raise RepositoryError("the campaign has no commit yet", hint="commit your code first")
     dirty = campaign.store.dirty_paths()
     if not dirty:
+        _refuse_uncommitted_command_files(campaign, head)
         return head
     if not snapshot:
         shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
         raise RepositoryError(f"uncommitted changes to tracked files ({shown}): results would not name the "
                               f"code they ran", hint="commit them, stash them, or pass --snapshot to run a "
                                                      "snapshot commit of the working tree")
-    return campaign.store.snapshot(f"expegit snapshot of the working tree\n\nChanged: {', '.join(dirty)}\n")
+    commit = campaign.store.snapshot(f"expegit snapshot of the working tree\n\nChanged: {', '.join(dirty)}\n")
+    _refuse_uncommitted_command_files(campaign, commit)
+    return commit
+
+
+def command_files(command: str | Sequence[str]) -> list[str]:
+    """Words of the command that name files of the campaign (a script, a config): pure.
+
+    Placeholders are left out (their values are not files of the code), and so are options and words
+    that name programs on PATH.
+    """
+    import re
+    import shlex
+
+    if isinstance(command, str):
+        try:
+            words = shlex.split(re.sub(r"\{[^{}]*\}", "", command), comments=True)
+        except ValueError:
+            return []
+    else:
+        words = [w for w in command if "{" not in w]
+    return [w for w in words if not w.startswith("-") and "=" not in w and not w.startswith("/")
+            and (("/" in w and not w.startswith("$")) or re.search(r"\.(py|sh|R|jl|lua|pl|rb|js|m|ipynb|yaml|json)$", w))]
+
+
+def _refuse_uncommitted_command_files(campaign: Campaign, commit: str) -> None:
+    """Refuse before anything is created when the command names a file that exists here but not in the
+    commit: every execution would fail with "can't open file" (an `expegit init` beside an untracked
+    train.py did exactly that)."""
+    missing = [w for w in command_files(campaign.manifest.command)
+               if (campaign.root / w).is_file() and campaign.store.read_path(commit, w) is None]
+    if missing:
+        raise RepositoryError(f"the command names {', '.join(missing)}, which is not committed: executions run "
+                              f"the committed code and would not find it",
+                              hint=f"git add {' '.join(missing)} && git commit")
 
 
 def plan_specs(manifest: Manifest, commit: str, profile: str, *, assignments: Sequence[str], grid: bool,
@@ -89,6 +124,24 @@ def plan_specs(manifest: Manifest, commit: str, profile: str, *, assignments: Se
         for index in range(repeats):
             specs.append(ExecutionSpec(commit=commit, parameters=point, profile=profile, repeat=index))
     return specs
+
+
+def point_key(parameters: Mapping[str, Any], repeat: int) -> str:
+    """A parameter point and repeat index, compared canonically (1 == 1.0, True is not 1)."""
+    from orchestra.parameters import canonical_value
+
+    return json.dumps([sorted((k, repr(canonical_value(v))) for k, v in parameters.items()), repeat])
+
+
+def without_present(specs: Sequence[ExecutionSpec], records: Iterable[ExecutionRecord]) -> list[ExecutionSpec]:
+    """`run --missing`: the specs with no execution at the same commit that finished or may still finish.
+
+    Pure. Failed and cancelled executions do not count (the point is missing a result); created and
+    running ones do, so that a second `run --missing` beside a live one does not run them twice.
+    """
+    present = {(r.commit, point_key(r.parameters, r.repeat)) for r in records
+               if r.state in ("created", "running", "finished")}
+    return [s for s in specs if (s.commit, point_key(s.parameters, s.repeat)) not in present]
 
 
 def job_for(manifest: Manifest, record: ExecutionRecord) -> Job:
@@ -134,6 +187,7 @@ class JournalListener:
         self.on_result = on_result
         self.running_commit_delay = running_commit_delay
         self._delayed: dict[str, gevent.Greenlet] = {}
+        self._unmatched_said: set[str] = set()
 
     def _commit(self, record: ExecutionRecord, files: Mapping[str, Any] | None = None, *,
                 durable: bool = False) -> None:
@@ -176,6 +230,20 @@ class JournalListener:
         if pending is not None:
             pending.kill(block=False)
 
+    def _note_unmatched(self, record: ExecutionRecord, outputs: Sequence[str]) -> None:
+        """Say once per run when a declared output glob matched no file of a successful execution.
+
+        Why: a typo in `outputs:` (or a script writing elsewhere) committed nothing, silently.
+        """
+        import fnmatch
+
+        for pattern in self.manifest.outputs:
+            if pattern in self._unmatched_said or any(fnmatch.fnmatch(rel, pattern) for rel in outputs):
+                continue
+            self._unmatched_said.add(pattern)
+            self.progress.note(f"output {pattern!r} matched no file of execution {record.id} (exit 0): nothing of "
+                               f"it was committed; check outputs: in orchestra.yaml against what the command writes")
+
     def _fill(self, record: ExecutionRecord, result: AttemptResult) -> dict[str, Any]:
         outcome = result.outcome
         record.exit_code = outcome.exit_code
@@ -191,6 +259,8 @@ class JournalListener:
             for rel in collected.outputs:
                 files[rel] = collected.source(rel)
             record.outputs = list(collected.outputs)
+            if outcome.exit_code == 0:
+                self._note_unmatched(record, collected.outputs)
             for rel, path in ((STDOUT_FILE, collected.stdout), (STDERR_FILE, collected.stderr)):
                 if collected.contents is not None:
                     files[rel] = collected.contents.get(rel, b"")
@@ -421,6 +491,10 @@ class Session:
                 pass
 
     def run(self, groups: list[tuple[Any, ...]]) -> RunSummary:
+        if self.campaign.store.identity_is_fallback():
+            self.progress.note(f"no git identity is configured: results are recorded as "
+                               f"{self.campaign.store.identity().decode('utf-8', 'replace')}; set yours with "
+                               f"`git config --global user.name NAME` and `git config --global user.email EMAIL`")
         handler = gevent.signal_handler(signal.SIGINT, self._interrupt)
         term = gevent.signal_handler(signal.SIGTERM, self._interrupt)
         try:
@@ -448,13 +522,22 @@ def _tasks(manifest: Manifest, records: dict[str, ExecutionRecord], order: list[
 def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: bool = False,
                  repeat: int | None = None, profile: str | None = None, slots: int | None = None,
                  snapshot: bool = False, progress: Progress | None = None, dry_run: bool = False,
-                 leave: str = "none") -> RunSummary:
+                 leave: str = "none", missing: bool = False) -> RunSummary:
     """`expegit run`: create executions for HEAD (or a snapshot) and run them to the end."""
     manifest = campaign.manifest
     profile = profile or manifest.profile
     backend = make_backend(profile, manifest, campaign.workdir, slots=slots)  # validates the profile first
     commit = code_commit(campaign, snapshot=snapshot and not dry_run)
     specs = plan_specs(manifest, commit, profile, assignments=assignments, grid=grid, repeat=repeat)
+    if missing:
+        records, _tips, _problems = RecordIndex(campaign.store).load()
+        planned = len(specs)
+        specs = without_present(specs, records.values())
+        (progress or Progress(0)).note(f"{planned - len(specs)} of the {planned} points already have an execution "
+                                       f"at {commit[:8]}: running the {len(specs)} missing")
+        if not specs:
+            backend.close()
+            return RunSummary()
     if dry_run:
         summary = RunSummary(total=len(specs))
         for spec in specs:
