@@ -1,0 +1,440 @@
+"""Where each placeholder stands in a POSIX shell command: the quoting context the shell will read it in.
+
+A value can be quoted only for the context it lands in: single quotes (shlex.quote) are right for an unquoted
+word and wrong inside "...", where they stay literal and `$(...)` still runs. This lexer reads the command
+text the way sh and bash do, just far enough to tell, for every placeholder, whether it is an unquoted word,
+inside double quotes, in a heredoc body, inside backticks (how deep), or somewhere no quoting can protect a
+value (single quotes, comments, arithmetic, ...). It is a pure function of the text, so it is tested alone.
+
+Hints are written in the template's syntax (braces the shell sees are doubled) with {x} for the placeholder.
+Placeholders are marked by NUL in the text it reads (a shell command cannot contain NUL, so the mark cannot
+collide with the user's text). The lexer follows the syntax of bash as a superset of POSIX sh: a construct
+only bash has (``$'...'``, ``((...))``) is refused rather than misread under either shell.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+MARK = "\0"
+
+# Contexts where the value is quoted (see quoting.py for how each is quoted).
+WORD = "word"  # an unquoted word, also inside $(...) and unquoted ${VAR:-...}
+DOUBLE = "double"  # inside "..."
+HEREDOC = "heredoc"  # the body of a heredoc with an unquoted delimiter
+
+_BLANK = " \t"
+_META = " \t\n;&|()<>"  # characters that end an unquoted word
+_NAME_START = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
+_NAME = _NAME_START + "0123456789"
+_SPECIAL_PARAMS = "@*#?-$!0123456789"
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """The context of one placeholder: how to quote its value, or why it cannot be."""
+
+    context: str  # WORD, DOUBLE or HEREDOC when quotable; "refused" otherwise
+    backticks: int = 0  # enclosing `...` levels, each one more layer of backslash-escaping
+    refused: str | None = None  # why no quoting is safe there (a phrase that follows "placeholder {x} ")
+    hint: str | None = None  # how to rewrite the command
+
+    @property
+    def ok(self) -> bool:
+        return self.refused is None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Refusal:
+    reason: str
+    hint: str
+
+
+_SINGLE = _Refusal("is inside '...', where the shell takes every byte literally, so no quoting can protect a "
+                   "value there", "close the quotes around it ('text '{x}' more'), or use the argv form "
+                   "(command: [prog, arg, ...])")
+_ANSI = _Refusal("is inside $'...', whose escapes would reinterpret the value",
+                 "close the quotes around it ($'text '{x}), or use the argv form")
+_COMMENT = _Refusal("is inside a comment: a newline in its value would end the comment and run the rest",
+                    "delete it from the comment, or write {{x}} for literal braces")
+_ARITH = _Refusal("is inside arithmetic ($((...)) or ((...))), where the shell evaluates the value as code",
+                  "pass it as a word to the program instead, or use the argv form")
+_BACKSLASH = _Refusal("follows a backslash, which would escape the quote Orchestra puts around the value",
+                      "remove the backslash: the value is quoted for you")
+_DOLLAR = _Refusal("follows a bare $, which would turn the quoted value into $'...' or a variable name",
+                   "quote the $ ('$'{x}) or put a space between them")
+_HEREDOC_QUOTED = _Refusal("is in the body of a heredoc with a quoted delimiter (<<'EOF'), which the shell "
+                           "copies literally: nothing can stop a value from forging the end line",
+                           "use an unquoted delimiter (<<EOF): Orchestra then escapes the value for the body")
+_HEREDOC_NESTED = _Refusal("is inside a substitution within a heredoc body, where a newline in the value could "
+                           "end the heredoc early", "compute it before the heredoc (v=$(cmd {x})) and write "
+                           "$v in the body")
+_HEREDOC_DELIM = _Refusal("is part of a heredoc delimiter, which must be a fixed word",
+                          "write the delimiter literally (<<EOF)")
+_PARAM_NAME = _Refusal("is part of the name in ${...}", "a placeholder cannot name a variable; write ${{NAME:-{x}}}")
+_PARAM_OP = _Refusal("is in a ${...} form other than :- - := = :+ + :? ? # ## % %%, whose word the shell may "
+                     "evaluate", "use one of those forms unquoted, e.g. ${{VAR:-{x}}}, or move it out")
+_PARAM_DOUBLE = _Refusal("is inside \"${...}\": bash and dash read quotes in that word differently, so no "
+                         "quoting is right for both", "write the expansion unquoted (${{VAR:-{x}}}), where the "
+                         "value is quoted for you, or move the placeholder out of it")
+_BACKTICK_DOUBLE = _Refusal("is inside backticks within double quotes, where shells disagree on escapes",
+                            "use $(...) instead of backticks")
+_UNTERMINATED = _Refusal("follows an unterminated quote or substitution", "close the quote or the substitution")
+
+
+def scan(text: str) -> list[Site]:
+    """The Site of every MARK in ``text``, in order of position."""
+    sink: dict[int, Site] = {}
+    _Lexer(text, list(range(len(text))), sink, 0, None).run()
+    return [sink.get(i, Site("refused", refused=_UNTERMINATED.reason, hint=_UNTERMINATED.hint))
+            for i, ch in enumerate(text) if ch == MARK]
+
+
+class _Lexer:
+    """Reads one text (the command, or the unescaped body of a backtick substitution).
+
+    ``origin`` maps each index of this text back to the command's index, so sites found in a backtick body
+    are reported where the placeholder stands in the command. ``forced`` refuses every placeholder found
+    (a context where none is safe, like a substitution in a heredoc body), while still skipping the syntax.
+    """
+
+    def __init__(self, text: str, origin: list[int], sink: dict[int, Site], backticks: int,
+                 forced: _Refusal | None) -> None:
+        self.t = text
+        self.origin = origin
+        self.sink = sink
+        self.backticks = backticks
+        self.forced = forced
+        self.pending: list[tuple[str, bool, bool]] = []  # heredocs waiting for the next newline
+
+    # ------------------------------------------------------------------ recording
+    def site(self, i: int, context: str) -> None:
+        if self.forced is not None:
+            self.refuse(i, self.forced)
+            return
+        self.sink[self.origin[i]] = Site(context, self.backticks)
+
+    def refuse(self, i: int, why: _Refusal) -> None:
+        self.sink[self.origin[i]] = Site("refused", self.backticks, refused=why.reason, hint=why.hint)
+
+    def refuse_span(self, start: int, end: int, why: _Refusal) -> None:
+        for k in range(start, min(end, len(self.t))):
+            if self.t[k] == MARK:
+                self.refuse(k, self.forced or why)
+
+    def at_word_start(self, i: int) -> bool:
+        return i == 0 or self.t[i - 1] in _META
+
+    # ------------------------------------------------------------------ top level
+    def run(self) -> None:
+        self.script(0, None)
+
+    def script(self, i: int, closer: str | None) -> int:
+        """Commands from ``i`` to the end, or to the ``)`` closing a $( ... ); returns the index after it."""
+        t = self.t
+        depth = 0  # unquoted ( ... ) inside, so their ) does not close $(
+        cases = 0  # open `case`: its patterns end with a bare )
+        while i < len(t):
+            c = t[i]
+            if c == MARK:
+                self.word_mark(i, WORD)
+                i += 1
+            elif c == "\\":
+                if i + 1 < len(t) and t[i + 1] == MARK:
+                    self.refuse(i + 1, _BACKSLASH)
+                i += 2
+            elif c == "'":
+                end = t.find("'", i + 1)
+                end = len(t) if end < 0 else end
+                self.refuse_span(i + 1, end, _SINGLE)
+                i = end + 1
+            elif c == '"':
+                i = self.double(i + 1)
+            elif c == "`":
+                i = self.backtick(i + 1, in_double=False)
+            elif c == "$":
+                i = self.dollar(i, quoted=False)
+            elif c == "#" and self.at_word_start(i):
+                end = t.find("\n", i)
+                end = len(t) if end < 0 else end
+                self.refuse_span(i, end, _COMMENT)
+                i = end
+            elif c == "<" and t.startswith("<<", i) and not t.startswith("<<<", i):
+                i = self.heredoc_operator(i + 2)
+            elif c == "<" and t.startswith("<<<", i):
+                i += 3
+            elif c == "(" and t.startswith("((", i) and self.at_word_start(i):
+                i = self.arithmetic(i + 2)
+            elif c == "(":
+                depth += 1
+                i += 1
+            elif c == ")":
+                if depth:
+                    depth -= 1
+                elif cases:
+                    pass  # a case pattern's )
+                elif closer == ")":
+                    return i + 1
+                i += 1
+            elif c == "\n":
+                i = self.heredoc_bodies(i + 1) if self.pending else i + 1
+            elif self.at_word_start(i) and self.keyword(i, "case"):
+                cases += 1
+                i += 4
+            elif self.at_word_start(i) and self.keyword(i, "esac"):
+                cases = max(0, cases - 1)
+                i += 4
+            else:
+                i += 1
+        return i
+
+    def keyword(self, i: int, word: str) -> bool:
+        end = i + len(word)
+        return self.t.startswith(word, i) and (end == len(self.t) or self.t[end] in _META)
+
+    def word_mark(self, i: int, context: str) -> None:
+        if i > 0 and self.t[i - 1] == "$" and not (i > 1 and self.t[i - 2] == "\\"):
+            self.refuse(i, _DOLLAR)
+        else:
+            self.site(i, context)
+
+    # ------------------------------------------------------------------ quotes and substitutions
+    def double(self, i: int) -> int:
+        """Inside "..." from ``i``; returns the index after the closing quote."""
+        t = self.t
+        while i < len(t):
+            c = t[i]
+            if c == '"':
+                return i + 1
+            if c == MARK:
+                self.word_mark(i, DOUBLE)
+                i += 1
+            elif c == "\\":
+                if i + 1 < len(t) and t[i + 1] == MARK:
+                    self.refuse(i + 1, _BACKSLASH)
+                i += 2
+            elif c == "`":
+                i = self.backtick(i + 1, in_double=True)
+            elif c == "$":
+                i = self.dollar(i, quoted=True)
+            else:
+                i += 1
+        return i
+
+    def dollar(self, i: int, *, quoted: bool) -> int:
+        """A $ at ``i``: the expansion it starts; returns the index after it."""
+        t = self.t
+        nxt = t[i + 1] if i + 1 < len(t) else ""
+        if t.startswith("$((", i):
+            return self.arithmetic(i + 3)
+        if nxt == "(":
+            return self.script(i + 2, ")")
+        if nxt == "{":
+            return self.parameter(i + 2, quoted=quoted)
+        if nxt == "'" and not quoted:
+            j = i + 2
+            while j < len(t) and t[j] != "'":
+                j += 2 if t[j] == "\\" else 1
+            self.refuse_span(i + 2, j, _ANSI)
+            return j + 1
+        if nxt == '"' and not quoted:
+            return self.double(i + 2)
+        return i + 1  # $NAME, $1, $?: the name is scanned as ordinary text; a MARK after $ is refused there
+
+    def arithmetic(self, i: int) -> int:
+        """Inside $(( or (( from ``i``: to the )) that closes it."""
+        t = self.t
+        depth = 0
+        start = i
+        while i < len(t):
+            if t[i] == "(":
+                depth += 1
+            elif t[i] == ")":
+                if depth == 0 and t.startswith("))", i):
+                    self.refuse_span(start, i, _ARITH)
+                    return i + 2
+                depth = max(0, depth - 1)
+            i += 1
+        self.refuse_span(start, i, _ARITH)
+        return i
+
+    def parameter(self, i: int, *, quoted: bool) -> int:
+        """Inside ${ from ``i``: name, operator, word; returns the index after the closing }."""
+        t = self.t
+        start = i
+        if i < len(t) and t[i] == "#" and i + 1 < len(t) and t[i + 1] not in "}:-=+?%":
+            i += 1  # ${#NAME}: length
+        if i < len(t) and t[i] in _NAME_START:
+            while i < len(t) and t[i] in _NAME:
+                i += 1
+        elif i < len(t) and t[i] in _SPECIAL_PARAMS:
+            i += 1
+        if i < len(t) and t[i] == MARK or any(t[k] == MARK for k in range(start, i)):
+            end = self.skip_parameter(i)
+            self.refuse_span(start, end, _PARAM_NAME)
+            return end
+        op_start = i
+        for op in (":-", ":=", ":+", ":?", "##", "%%", "-", "=", "+", "?", "#", "%"):
+            if t.startswith(op, i):
+                i += len(op)
+                break
+        else:
+            if i < len(t) and t[i] == "}":
+                return i + 1
+            end = self.skip_parameter(i)
+            self.refuse_span(op_start, end, _PARAM_OP)
+            return end
+        if quoted:
+            end = self.skip_parameter(i)
+            self.refuse_span(i, end, _PARAM_DOUBLE)
+            return end
+        return self.parameter_word(i)
+
+    def parameter_word(self, i: int) -> int:
+        """The word of an unquoted ${NAME:-word}: quoting works in it as in a word, and it ends at a bare }."""
+        t = self.t
+        while i < len(t):
+            c = t[i]
+            if c == "}":
+                return i + 1
+            if c == MARK:
+                self.word_mark(i, WORD)
+                i += 1
+            elif c == "\\":
+                if i + 1 < len(t) and t[i + 1] == MARK:
+                    self.refuse(i + 1, _BACKSLASH)
+                i += 2
+            elif c == "'":
+                end = t.find("'", i + 1)
+                end = len(t) if end < 0 else end
+                self.refuse_span(i + 1, end, _SINGLE)
+                i = end + 1
+            elif c == '"':
+                i = self.double(i + 1)
+            elif c == "`":
+                i = self.backtick(i + 1, in_double=False)
+            elif c == "$":
+                i = self.dollar(i, quoted=False)
+            else:
+                i += 1
+        return i
+
+    def skip_parameter(self, i: int) -> int:
+        """Past the } that closes a ${ whose word is not read (placeholders in it are refused)."""
+        t = self.t
+        depth = 0
+        while i < len(t):
+            c = t[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == "'":
+                end = t.find("'", i + 1)
+                i = len(t) if end < 0 else end + 1
+                continue
+            if t.startswith("${", i):
+                depth += 1
+                i += 2
+                continue
+            if c == "}":
+                if depth == 0:
+                    return i + 1
+                depth -= 1
+            i += 1
+        return i
+
+    def backtick(self, i: int, *, in_double: bool) -> int:
+        """Inside `...` from ``i``: the body, unescaped one level, is a script of its own."""
+        t = self.t
+        body: list[str] = []
+        origin: list[int] = []
+        escapes = "$`\\" + ('"' if in_double else "")
+        while i < len(t) and t[i] != "`":
+            if t[i] == "\\" and i + 1 < len(t) and t[i + 1] in escapes:
+                body.append(t[i + 1])
+                origin.append(self.origin[i + 1])
+                i += 2
+                continue
+            body.append(t[i])
+            origin.append(self.origin[i])
+            i += 1
+        forced = self.forced or (_BACKTICK_DOUBLE if in_double else None)
+        inner = _Lexer("".join(body), origin, self.sink, self.backticks + 1, forced)
+        inner.run()
+        return i + 1
+
+    # ------------------------------------------------------------------ heredocs
+    def heredoc_operator(self, i: int) -> int:
+        """After << (or <<-): read the delimiter word; its body starts after the next newline."""
+        t = self.t
+        strip = i < len(t) and t[i] == "-"
+        i += strip
+        while i < len(t) and t[i] in _BLANK:
+            i += 1
+        start = i
+        word: list[str] = []
+        quoted = False
+        while i < len(t) and t[i] not in _META:
+            c = t[i]
+            if c in "'\"":
+                end = t.find(c, i + 1)
+                end = len(t) if end < 0 else end
+                word.append(t[i + 1:end])
+                quoted = True
+                i = end + 1
+            elif c == "\\":
+                word.append(t[i + 1:i + 2])
+                quoted = True
+                i += 2
+            else:
+                word.append(c)
+                i += 1
+        self.refuse_span(start, i, _HEREDOC_DELIM)
+        self.pending.append(("".join(word), quoted, strip))
+        return i
+
+    def heredoc_bodies(self, i: int) -> int:
+        """The bodies of the heredocs opened on the line that just ended, from ``i``; returns their end."""
+        t = self.t
+        pending, self.pending = self.pending, []
+        for delimiter, quoted, strip in pending:
+            while i < len(t):
+                end = t.find("\n", i)
+                end = len(t) if end < 0 else end
+                line = t[i:end]
+                if (line.lstrip("\t") if strip else line) == delimiter:
+                    i = end + 1
+                    break
+                if quoted:
+                    self.refuse_span(i, end, _HEREDOC_QUOTED)
+                else:
+                    self.heredoc_line(i, end)
+                i = end + 1
+        return i
+
+    def heredoc_line(self, i: int, end: int) -> None:
+        """One line of an unquoted heredoc body: like "..." except that " is not special."""
+        t = self.t
+        while i < end:
+            c = t[i]
+            if c == MARK:
+                if i > 0 and t[i - 1] == "$" and not (i > 1 and t[i - 2] == "\\"):
+                    self.refuse(i, _DOLLAR)
+                else:
+                    self.site(i, HEREDOC)
+                i += 1
+            elif c == "\\":
+                if i + 1 < end and t[i + 1] == MARK:
+                    self.refuse(i + 1, _BACKSLASH)
+                i += 2
+            elif c == "$" and i + 1 < end and t[i + 1] in "({":
+                # A substitution may span lines, but the shell ends the heredoc on a line equal to the
+                # delimiter first; what it contains is read with placeholders refused.
+                sub = _Lexer(t[i:end], self.origin[i:end], self.sink, self.backticks, _HEREDOC_NESTED)
+                i += sub.dollar(0, quoted=True)
+            elif c == "`":
+                close = t.find("`", i + 1, end)
+                close = end if close < 0 else close
+                self.refuse_span(i, close, _HEREDOC_NESTED)
+                i = close + 1
+            else:
+                i += 1
