@@ -2,8 +2,9 @@
 
 A command is a template: shell text with ``{name}`` placeholders (``{{``/``}}`` for literal braces). Each
 placeholder's value is quoted for the context it stands in (shell_lexer tells which): single-quoted as an
-unquoted word, backslash-escaped inside "..." or a heredoc body, escaped once more per enclosing backtick.
-Where no quoting is safe (inside '...', a comment, arithmetic, ...) the template is refused when the
+unquoted word, backslash-escaped inside "..." or a heredoc body, quotes closed and reopened inside '...',
+escaped once more per enclosing backtick. Where no quoting is safe (a comment, arithmetic, a quoted
+heredoc, ...) the template is refused when the
 manifest is checked, with the placeholder's position and a rewrite, so a hostile value never meets it.
 
 The argv form (a list of words) is turned into a template whose literal text is fully quoted and whose
@@ -18,7 +19,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .shell_lexer import DOUBLE, HEREDOC, MARK, WORD, Site, scan
+from .shell_lexer import ANSI, DOUBLE, HEREDOC, MARK, SINGLE, WORD, Site, scan
 
 
 class TemplateError(ValueError):
@@ -189,6 +190,9 @@ def quote_for(site: Site, text: str) -> str:
     - an unquoted word: single quotes (quote_word), where nothing is special but the closing quote;
     - inside "...": backslash before $ ` " \\ (the only characters special there, POSIX 2.2.3); escaping
       keeps the word one double-quoted string, unlike closing and reopening the quotes around the value;
+    - inside '...': close the quotes, the value as a quoted word, reopen: single quotes have no escapes,
+      so a quote always closes them, and the pieces stay one word; inside $'...' the same, reopening with
+      $' so the rest keeps its escapes;
     - a heredoc body: backslash before $ ` \\ (" is not special there), LINE_GUARD first and after each newline;
     - then one more layer of backslashes before $ ` \\ per enclosing backtick, which the shell removes when
       it reads the backtick's body.
@@ -199,6 +203,10 @@ def quote_for(site: Site, text: str) -> str:
         quoted = quote_word(text)
     elif site.context == DOUBLE:
         quoted = _DOUBLE_SPECIAL.sub(r"\\\1", text)
+    elif site.context == SINGLE:
+        quoted = "'" + quote_word(text) + "'"
+    elif site.context == ANSI:
+        quoted = "'" + quote_word(text) + "$'"
     elif site.context == HEREDOC:
         quoted = LINE_GUARD + _HEREDOC_SPECIAL.sub(r"\\\1", text).replace("\n", "\n" + LINE_GUARD)
     else:  # pragma: no cover - the lexer makes no other context

@@ -21,6 +21,8 @@ MARK = "\0"
 WORD = "word"  # an unquoted word, also inside $(...) and unquoted ${VAR:-...}
 DOUBLE = "double"  # inside "..."
 HEREDOC = "heredoc"  # the body of a heredoc with an unquoted delimiter
+SINGLE = "single"  # inside '...'
+ANSI = "ansi"  # inside bash's $'...'
 
 _BLANK = " \t"
 _META = " \t\n;&|()<>"  # characters that end an unquoted word
@@ -33,7 +35,7 @@ _SPECIAL_PARAMS = "@*#?-$!0123456789"
 class Site:
     """The context of one placeholder: how to quote its value, or why it cannot be."""
 
-    context: str  # WORD, DOUBLE or HEREDOC when quotable; "refused" otherwise
+    context: str  # WORD, DOUBLE, HEREDOC, SINGLE or ANSI when quotable; "refused" otherwise
     backticks: int = 0  # enclosing `...` levels, each one more layer of backslash-escaping
     refused: str | None = None  # why no quoting is safe there (a phrase that follows "placeholder {x} ")
     hint: str | None = None  # how to rewrite the command
@@ -49,11 +51,6 @@ class _Refusal:
     hint: str
 
 
-_SINGLE = _Refusal("is inside '...', where the shell takes every byte literally, so no quoting can protect a "
-                   "value there", "close the quotes around it ('text '{x}' more'), or use the argv form "
-                   "(command: [prog, arg, ...])")
-_ANSI = _Refusal("is inside $'...', whose escapes would reinterpret the value",
-                 "close the quotes around it ($'text '{x}), or use the argv form")
 _COMMENT = _Refusal("is inside a comment: a newline in its value would end the comment and run the rest",
                     "delete it from the comment, or write {{x}} for literal braces")
 _ARITH = _Refusal("is inside arithmetic ($((...)) or ((...))), where the shell evaluates the value as code",
@@ -121,6 +118,17 @@ class _Lexer:
             if self.t[k] == MARK:
                 self.refuse(k, self.forced or why)
 
+    def single(self, i: int) -> int:
+        """Inside '...' from ``i`` (nothing is special but the closing quote); returns the index after it."""
+        end = self.t.find("'", i)
+        if end < 0:
+            self.refuse_span(i, len(self.t), _UNTERMINATED)
+            return len(self.t)
+        for k in range(i, end):
+            if self.t[k] == MARK:
+                self.site(k, SINGLE)
+        return end + 1
+
     def at_word_start(self, i: int) -> bool:
         return i == 0 or self.t[i - 1] in _META
 
@@ -143,10 +151,7 @@ class _Lexer:
                     self.refuse(i + 1, _BACKSLASH)
                 i += 2
             elif c == "'":
-                end = t.find("'", i + 1)
-                end = len(t) if end < 0 else end
-                self.refuse_span(i + 1, end, _SINGLE)
-                i = end + 1
+                i = self.single(i + 1)
             elif c == '"':
                 i = self.double(i + 1)
             elif c == "`":
@@ -233,8 +238,15 @@ class _Lexer:
         if nxt == "'" and not quoted:
             j = i + 2
             while j < len(t) and t[j] != "'":
-                j += 2 if t[j] == "\\" else 1
-            self.refuse_span(i + 2, j, _ANSI)
+                if t[j] == MARK:
+                    self.site(j, ANSI)
+                elif t[j] == "\\":
+                    if j + 1 < len(t) and t[j + 1] == MARK:
+                        self.refuse(j + 1, _BACKSLASH)
+                    j += 1
+                j += 1
+            if j >= len(t):
+                self.refuse_span(i + 2, j, _UNTERMINATED)
             return j + 1
         if nxt == '"' and not quoted:
             return self.double(i + 2)
@@ -304,10 +316,7 @@ class _Lexer:
                     self.refuse(i + 1, _BACKSLASH)
                 i += 2
             elif c == "'":
-                end = t.find("'", i + 1)
-                end = len(t) if end < 0 else end
-                self.refuse_span(i + 1, end, _SINGLE)
-                i = end + 1
+                i = self.single(i + 1)
             elif c == '"':
                 i = self.double(i + 1)
             elif c == "`":

@@ -14,7 +14,7 @@ import pytest
 
 from orchestra.quoting import (LINE_GUARD, TemplateError, argv_template, parse_template, placeholders,
                                refusals, render_command, shell_problem, under_shell)
-from orchestra.shell_lexer import DOUBLE, HEREDOC, MARK, WORD, scan
+from orchestra.shell_lexer import ANSI, DOUBLE, HEREDOC, MARK, SINGLE, WORD, scan
 
 BASH = shutil.which("bash")
 SHELLS = ["/bin/sh"] + ([BASH] if BASH else [])
@@ -56,6 +56,11 @@ SHAPES: dict[str, tuple[str, object]] = {
     "${VAR:-{x}}": ("printf %s ${{UNSET_Z:-{x}}}", lambda v: v),
     "${VAR:+{x}}": ("V=1; printf %s ${{V:+{x}}}", lambda v: v),
     "${VAR#{x}}": ("V=abc; printf %s ${{V#{x}}}", lambda v: "abc"[len(v):] if "abc".startswith(v) else "abc"),
+    "single quotes": ("printf %s 'note={x}!'", lambda v: f"note={v}!"),
+    "single quotes in $(...) in double quotes": ('v="$(printf %s. \'a {x}\')"; printf %s "${{v%.}}"',
+                                                  lambda v: f"a {v}"),
+    "single quotes in backticks": ("v=`printf %s. 'a {x}'`; printf %s \"${{v%.}}\"", lambda v: f"a {v}"),
+    "single quotes in ${VAR:-...}": ("printf %s ${{UNSET_Z:-'a {x}'}}", lambda v: f"a {v}"),
     "${VAR:-{x}} in $(...)": ('v=$(printf %s. ${{UNSET_Z:-{x}}}); printf %s "${{v%.}}"', lambda v: v),
 }
 
@@ -119,9 +124,7 @@ def test_dash_has_no_random_so_the_default_shell_matters(tmp_path: Path) -> None
 
 # ---------------------------------------------------------------------------------------- refusals
 REFUSED = {
-    "echo 'note={x}'": "inside '...'",
-    "echo 'a' 'b{x}c'": "inside '...'",
-    "echo $'a{x}'": "$'...'",
+    "echo $'a\\{x}'": "backslash",
     "echo hi # {x}": "comment",
     "echo $(( {x} + 1 ))": "arithmetic",
     "(( i = {x} ))": "arithmetic",
@@ -138,9 +141,8 @@ REFUSED = {
     "cat <<EOF\n${{X:-{x}}}\nEOF\n": "substitution within a heredoc",
     "cat <<EOF\n`echo {x}`\nEOF\n": "substitution within a heredoc",
     "cat <<E{x}\nE\n": "heredoc delimiter",
-    "echo $(echo 'a{x}')": "inside '...'",
-    "echo `echo '{x}'`": "inside '...'",
-    "echo 'unterminated {x}": "inside '...'",
+    "echo 'unterminated {x}": "unterminated",
+    "echo $'unterminated {x}": "unterminated",
 }
 
 
@@ -156,9 +158,9 @@ def test_placeholders_where_no_quoting_is_safe_are_refused(template: str) -> Non
 
 
 def test_refusal_hint_names_the_placeholder() -> None:
-    [problem] = refusals("echo 'note={note}'")
-    assert str(problem).startswith("placeholder {note} is inside '...'")
-    assert "{note}" in (problem.hint or "")
+    [problem] = refusals("echo hi # note={note}")
+    assert str(problem).startswith("placeholder {note} is inside a comment")
+    assert "{{note}}" in (problem.hint or "")
 
 
 @pytest.mark.parametrize("template", list(SHAPES))
@@ -174,15 +176,15 @@ def contexts(text: str) -> list[str]:
 @pytest.mark.parametrize("text,expected", [
     (f"a {MARK} b", [WORD]),
     (f'a "{MARK}" {MARK}', [DOUBLE, WORD]),
-    (f"a '{MARK}' \"'{MARK}'\"", ["refused", DOUBLE]),  # a ' inside "..." is plain text
+    (f"a '{MARK}' \"'{MARK}'\" $'{MARK}'", [SINGLE, DOUBLE, ANSI]),  # a ' inside "..." is plain text
     (f'a "$(b "{MARK}" {MARK})"', [DOUBLE, WORD]),  # $(...) starts afresh inside "..."
     (f"a $(case x in y) b {MARK};; esac) {MARK}", [WORD, WORD]),  # a case pattern's ) does not close $(
-    (f"a $( (b) {MARK}) '{MARK}'", [WORD, "refused"]),
+    (f"a $( (b) {MARK}) # {MARK}", [WORD, "refused"]),
     (f"cat <<A; cat <<'B'\n{MARK}\nA\n{MARK}\nB\n{MARK}", [HEREDOC, "refused", WORD]),
     (f"cat <<-A\n\t{MARK}\n\tA\n{MARK}", [HEREDOC, WORD]),
     (f"cat <<A\n\"{MARK}\"\nA\n", [HEREDOC]),  # " is not special in a heredoc body
     (f"a#{MARK} #{MARK}\n{MARK}", [WORD, "refused", WORD]),  # # starts a comment only at a word start
-    (f"a ${{X:-'{MARK}'{MARK}}} {MARK}", ["refused", WORD, WORD]),
+    (f"a ${{X:-'{MARK}'{MARK}}} {MARK}", [SINGLE, WORD, WORD]),
     (f"a ${{#X}} {MARK}", [WORD]),
     (f"a $$ {MARK} $# {MARK}", [WORD, WORD]),
     (f"cat <<< {MARK}", [WORD]),
@@ -199,6 +201,15 @@ def test_lexer_counts_backtick_levels() -> None:
 # ---------------------------------------------------------------------------------------- rendering
 def test_double_quotes_escape_only_what_is_special_there() -> None:
     assert render_command('echo "n={x}"', {"x": 'a"b$c`d\\e\'f'}) == 'echo "n=a\\"b\\$c\\`d\\\\e\'f"'
+
+
+@pytest.mark.skipif(BASH is None, reason="bash is not installed")
+def test_ansi_c_quotes_keep_their_escapes_after_the_value(tmp_path: Path) -> None:
+    template = "printf %s $'a\\t{x}\\tb'"
+    for value in HOSTILE:
+        out = run_in_shell(render_command(template, {"x": value}), BASH or "bash", tmp_path)
+        assert out.decode() == f"a\t{value}\tb", value
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_heredoc_values_cannot_forge_the_delimiter() -> None:

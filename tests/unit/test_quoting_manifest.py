@@ -27,32 +27,39 @@ def position(text: str, needle: str, nth: int = 0) -> str:
 
 
 @pytest.mark.parametrize("command_yaml", [
-    "command: echo 'note={note}'\n",  # plain scalar
-    "command: \"echo 'note={note}' \\\"x\\\"\"\n",  # double-quoted, with escapes before it
-    "command: 'echo ''note={note}'''\n",  # single-quoted ('' is one quote)
-    "command: |\n  echo start\n  echo 'note={note}'\n",  # literal block
-    "command: >-\n  echo start &&\n  echo 'note={note}'\n",  # folded block
-    "command:\n  echo start &&\n  echo 'note={note}'\n",  # multi-line plain scalar
+    "command: echo $(( {note} ))\n",  # plain scalar
+    "command: \"echo \\\"x\\\" $(( {note} ))\"\n",  # double-quoted, with escapes before it
+    "command: 'echo ''x'' $(( {note} ))'\n",  # single-quoted ('' is one quote)
+    "command: |\n  echo start\n  echo $(( {note} ))\n",  # literal block
+    "command: >-\n  echo start &&\n  echo $(( {note} ))\n",  # folded block
+    "command:\n  echo start &&\n  echo $(( {note} ))\n",  # multi-line plain scalar
 ])
 def test_refusal_points_at_the_placeholder_in_every_yaml_style(command_yaml: str) -> None:
     text = "name: t\n" + command_yaml + PARAMS
     [error] = errors_of(text)
-    assert error.startswith(f"orchestra.yaml:{position(text, '{note}')}: command: placeholder {{note}} is inside '...'")
+    assert error.startswith(f"orchestra.yaml:{position(text, '{note}')}: command: placeholder {{note}} is inside arithmetic")
 
 
 def test_the_same_placeholder_twice_points_at_the_refused_one() -> None:
-    text = "name: t\ncommand: echo {note} && echo '{note}'\n" + PARAMS
+    text = "name: t\ncommand: echo {note} && echo $(({note}))\n" + PARAMS
     [error] = errors_of(text)
     assert error.startswith(f"orchestra.yaml:{position(text, '{note}', 1)}:")
 
 
 def test_every_refusal_is_reported_and_comes_with_a_fix() -> None:
-    text = "name: t\ncommand: |\n  echo '{note}' # {lr}\n  cat <<'EOF'\n  {lr}\n  EOF\n" + PARAMS
+    text = "name: t\ncommand: |\n  echo $(({note})) # {lr}\n  cat <<'EOF'\n  {lr}\n  EOF\n" + PARAMS
     manifest, errors = parse_manifest(text)
     assert manifest is None
-    assert [(e.line, e.col) for e in errors] == [(3, 9), (3, 19), (5, 3)]
+    assert [f"{e.line}:{e.col}" for e in errors] == [position(text, "{note}"), position(text, "{lr}"),
+                                                     position(text, "{lr}", 1)]
     assert all(e.hint for e in errors)
     assert "comment" in str(errors[1]) and "quoted delimiter" in str(errors[2])
+
+
+def test_a_single_quoted_placeholder_is_accepted_and_safe() -> None:
+    manifest, errors = parse_manifest("name: t\ncommand: echo 'note={note}'\n" + PARAMS)
+    assert errors == [] and manifest is not None
+    assert render_command(manifest.command, {"note": "$(touch x)"}) == "echo 'note=''$(touch x)'''"
 
 
 def test_an_unknown_placeholder_is_reported_where_it_stands() -> None:
