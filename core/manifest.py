@@ -371,6 +371,11 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
     )
 
 
+# Each error is found in the source by a scan from the value's start: a bound keeps a command of thousands of
+# bad placeholders from costing a scan each (the first few are what a user fixes first anyway).
+_MAX_COMMAND_ERRORS = 20
+
+
 def _command(raw: str | list[str], specs: Mapping[str, ParameterSpec], declared: set[str], c: _Checker) -> str:
     """The command as one template; every placeholder checked: declared, its format spec, where it stands.
 
@@ -389,9 +394,9 @@ def _command(raw: str | list[str], specs: Mapping[str, ParameterSpec], declared:
             continue
         if len(where) > 1:
             problems = []  # an argv word is quoted whole: no shell context to refuse
-        for problem in problems:
+        for problem in problems[:_MAX_COMMAND_ERRORS]:
             c.errors.append(_at_offset(c, where, text, problem.offset, f"{label}: {problem}", problem.hint))
-        for placeholder in fields:
+        for placeholder in fields[:_MAX_COMMAND_ERRORS]:
             field, fmt = placeholder.field, placeholder.spec
             if field not in declared:
                 close = difflib.get_close_matches(field, list(specs), n=1)
@@ -443,19 +448,17 @@ def _find_in_source(source: str, line: int | None, col: int | None, value: str,
     while 0 <= at < offset:
         occurrence += 1
         at = value.find(fragment, at + len(fragment))
-    starts = [0]
-    for number, ch in enumerate(source):
-        if ch == "\n":
-            starts.append(number + 1)
-    if line - 1 >= len(starts):
-        return None
-    pos = starts[line - 1] + col - 1 - len(fragment)
+    line_start = 0
+    for _ in range(line - 1):
+        line_start = source.find("\n", line_start) + 1
+        if line_start == 0:
+            return None
+    pos = line_start + col - 1 - len(fragment)
     for _ in range(occurrence + 1):
         pos = source.find(fragment, pos + len(fragment))
         if pos < 0:
             return None
-    found_line = source.count("\n", 0, pos) + 1
-    return found_line, pos - starts[found_line - 1] + 1
+    return source.count("\n", 0, pos) + 1, pos - (source.rfind("\n", 0, pos) + 1) + 1
 
 
 def _env_text(value: Any) -> str:

@@ -96,7 +96,12 @@ def parse_template(command: str) -> Template:
             text.append(c)
             i += 1
     shell_text = "".join(text)
-    return Template(command, shell_text, tuple(fields), tuple(scan(shell_text)))
+    try:
+        sites = scan(shell_text)
+    except RecursionError:  # thousands of nested $( or backticks: refuse rather than crash
+        raise TemplateError("substitutions are nested too deeply to check", 0,
+                            "use fewer nested $(...) or move the logic into a script") from None
+    return Template(command, shell_text, tuple(fields), tuple(sites))
 
 
 def placeholders(command: str) -> list[tuple[str, str]]:

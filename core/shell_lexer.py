@@ -409,7 +409,12 @@ class _Lexer:
             while i < len(t):
                 end = t.find("\n", i)
                 end = len(t) if end < 0 else end
-                line = t[i:end]
+                # In an unquoted body, backslash-newline joins lines before the shell compares them with the
+                # delimiter (dash and bash alike): `a\` then `EOF` is the line `aEOF`, and the body goes on.
+                while not quoted and end < len(t) and _odd_backslashes(t, i, end):
+                    nxt = t.find("\n", end + 1)
+                    end = len(t) if nxt < 0 else nxt
+                line = t[i:end] if quoted else t[i:end].replace("\\\n", "")
                 if (line.lstrip("\t") if strip else line) == delimiter:
                     i = end + 1
                     break
@@ -447,3 +452,11 @@ class _Lexer:
                 i = close + 1
             else:
                 i += 1
+
+
+def _odd_backslashes(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] ends with an odd run of backslashes (the last one escapes the newline)."""
+    count = 0
+    while end - count - 1 >= start and text[end - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1

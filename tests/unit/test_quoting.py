@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestra.quoting import (LINE_GUARD, TemplateError, argv_template, parse_template, placeholders,
                                refusals, render_command, shell_problem, under_shell)
@@ -52,6 +54,11 @@ SHAPES: dict[str, tuple[str, object]] = {
     "heredoc": ("cat <<EOF\n{x}\nEOF\n", lambda v: v + "\n"),
     "heredoc mid-line": ("cat <<EOF\nnote={x}!\nthen\nEOF\n", lambda v: f"note={v}!\nthen\n"),
     "heredoc <<- with tabs": ("cat <<-EOF\n\t{x}\n\tEOF\n", lambda v: v + "\n"),
+    "heredoc with a continued line": ("cat <<EOF\na\\\nEOF\n{x}\nEOF\n", lambda v: f"aEOF\n{v}\n"),
+    "heredoc with an escaped backslash at a line end": ("cat <<EOF\na\\\\\nEOF\nprintf %s {x}\n",
+                                                        lambda v: "a\\\n" + v),
+    "double quotes in ${VAR:-...}": ('printf %s ${{UNSET_Z:-"<{x}>"}}', lambda v: f"<{v}>"),
+    "heredoc in $(...)": ('v=$(cat <<EOF\n{x}\nEOF\n); printf %s "$v"', lambda v: v.rstrip("\n")),
     "heredoc then a word on its line": ("cat <<EOF; printf %s {x}\nbody\nEOF\n", lambda v: "body\n" + v),
     "${VAR:-{x}}": ("printf %s ${{UNSET_Z:-{x}}}", lambda v: v),
     "${VAR:+{x}}": ("V=1; printf %s ${{V:+{x}}}", lambda v: v),
@@ -245,3 +252,33 @@ def test_template_offsets() -> None:
 ])
 def test_shell_values(shell: object, ok: bool) -> None:
     assert (shell_problem(shell) is None) == ok
+
+
+# ---------------------------------------------------------------------------------------- robustness
+PIECES = st.sampled_from(list("ab {}'\"`$()\\#<-\n\t;|&:=+?%!") + [
+    "{x}", "{y:>3}", "$(", "${{", "}}", "{{", "<<EOF\n", "<<-EOF\n", "<<'EOF'\n", "\nEOF\n", "$((", "((", "$'",
+    "case ", " esac", "`", "\\`"])
+
+
+@given(st.lists(PIECES, max_size=40).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_any_template_renders_or_is_refused_with_an_offset(text: str) -> None:
+    try:
+        template = parse_template(text)
+    except TemplateError as exc:
+        assert 0 <= exc.offset <= len(text)
+        return
+    assert len(template.sites) == len(template.fields)
+    problems = refusals(text)
+    assert all(text[p.offset] == "{" for p in problems)
+    try:
+        render_command(text, {"x": "v'\"$`\\\n}", "y": "z"})
+    except TemplateError:
+        assert problems
+    else:
+        assert not problems
+
+
+def test_deep_nesting_is_refused_not_a_crash() -> None:
+    with pytest.raises(TemplateError, match="nested too deeply"):
+        parse_template("echo " + "$(" * 5000 + "{x}" + ")" * 5000)
