@@ -29,6 +29,8 @@ _META = " \t\n;&|()<>"  # characters that end an unquoted word
 _NAME_START = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
 _NAME = _NAME_START + "0123456789"
 _SPECIAL_PARAMS = "@*#?-$!0123456789"
+# Reserved words after which the next word is again the first word of a command.
+_LEADING_KEYWORDS = frozenset({"then", "do", "else", "elif", "if", "while", "until", "!", "{", "time"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,8 +143,18 @@ class _Lexer:
         t = self.t
         depth = 0  # unquoted ( ... ) inside, so their ) does not close $(
         cases = 0  # open `case`: its patterns end with a bare )
+        command_position = True  # where a reserved word (case, esac) is one: the first word of a command
         while i < len(t):
             c = t[i]
+            if c in ";&|()\n":
+                command_position = True
+            elif c not in _BLANK and self.at_word_start(i):
+                word = self.raw_word(i)
+                if command_position and word == "case":
+                    cases += 1
+                elif command_position and word == "esac" and cases:
+                    cases -= 1
+                command_position = word in _LEADING_KEYWORDS
             if c == MARK:
                 self.word_mark(i, WORD)
                 i += 1
@@ -182,19 +194,16 @@ class _Lexer:
                 i += 1
             elif c == "\n":
                 i = self.heredoc_bodies(i + 1) if self.pending else i + 1
-            elif self.at_word_start(i) and self.keyword(i, "case"):
-                cases += 1
-                i += 4
-            elif self.at_word_start(i) and self.keyword(i, "esac"):
-                cases = max(0, cases - 1)
-                i += 4
             else:
                 i += 1
         return i
 
-    def keyword(self, i: int, word: str) -> bool:
-        end = i + len(word)
-        return self.t.startswith(word, i) and (end == len(self.t) or self.t[end] in _META)
+    def raw_word(self, i: int) -> str:
+        """The unquoted characters from ``i`` to the next metacharacter: enough to spot a reserved word."""
+        end = i
+        while end < len(self.t) and self.t[end] not in _META:
+            end += 1
+        return self.t[i:end]
 
     def word_mark(self, i: int, context: str) -> None:
         if i > 0 and self.t[i - 1] == "$" and not (i > 1 and self.t[i - 2] == "\\"):

@@ -59,6 +59,8 @@ SHAPES: dict[str, tuple[str, object]] = {
                                                         lambda v: "a\\\n" + v),
     "double quotes in ${VAR:-...}": ('printf %s ${{UNSET_Z:-"<{x}>"}}', lambda v: f"<{v}>"),
     "heredoc in $(...)": ('v=$(cat <<EOF\n{x}\nEOF\n); printf %s "$v"', lambda v: v.rstrip("\n")),
+    "case in $(...)": ('v=$(case a in a) printf %s. {x};; esac); printf %s "${{v%.}}" "$(echo case)" "{x}"',
+                       lambda v: v + "case" + v),
     "heredoc then a word on its line": ("cat <<EOF; printf %s {x}\nbody\nEOF\n", lambda v: "body\n" + v),
     "${VAR:-{x}}": ("printf %s ${{UNSET_Z:-{x}}}", lambda v: v),
     "${VAR:+{x}}": ("V=1; printf %s ${{V:+{x}}}", lambda v: v),
@@ -187,6 +189,8 @@ def contexts(text: str) -> list[str]:
     (f'a "$(b "{MARK}" {MARK})"', [DOUBLE, WORD]),  # $(...) starts afresh inside "..."
     (f"a $(case x in y) b {MARK};; esac) {MARK}", [WORD, WORD]),  # a case pattern's ) does not close $(
     (f"a $( (b) {MARK}) # {MARK}", [WORD, "refused"]),
+    # `case` is a reserved word only as a command's first word: here the ) closes $( and "{x}" is quoted.
+    (f'"$(echo case)" "{MARK}" $(if case a in (a) :;; esac; then :; fi) "{MARK}"', [DOUBLE, DOUBLE]),
     (f"cat <<A; cat <<'B'\n{MARK}\nA\n{MARK}\nB\n{MARK}", [HEREDOC, "refused", WORD]),
     (f"cat <<-A\n\t{MARK}\n\tA\n{MARK}", [HEREDOC, WORD]),
     (f"cat <<A\n\"{MARK}\"\nA\n", [HEREDOC]),  # " is not special in a heredoc body
