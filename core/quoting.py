@@ -155,10 +155,11 @@ RESERVED = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "case", 
 def quote_word(text: str) -> str:
     """One shell word that reads back as ``text`` wherever it stands, command position included.
 
-    shlex.quote leaves [A-Za-z0-9@%+=:,./_-] bare, which is safe except for a reserved word (`if`) or an
-    assignment (`A=b`, which would set a variable instead of naming the program): those are quoted too.
+    shlex.quote leaves [A-Za-z0-9@%+=:,./_-] bare, which is safe except for a reserved word (`if`), an
+    assignment (`A=b`, which would set a variable instead of naming the program) and, inside bash's
+    [[ ... ]], a word like `-n` that reads as an operator unless quoted: those are quoted too.
     """
-    if text in RESERVED or "=" in text:
+    if text in RESERVED or "=" in text or text.startswith("-"):
         return "'" + text.replace("'", "'\"'\"'") + "'"
     return shlex.quote(text)
 

@@ -14,6 +14,7 @@ only bash has (``$'...'``, ``((...))``) is refused rather than misread under eit
 from __future__ import annotations
 
 import dataclasses
+import re
 
 MARK = "\0"
 
@@ -29,6 +30,8 @@ _META = " \t\n;&|()<>"  # characters that end an unquoted word
 _NAME_START = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
 _NAME = _NAME_START + "0123456789"
 _SPECIAL_PARAMS = "@*#?-$!0123456789"
+# An assignment word, NAME=... or NAME[subscript]=... (group 1: the subscript part, bash arrays).
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
 # Reserved words after which the next word is again the first word of a command.
 _LEADING_KEYWORDS = frozenset({"then", "do", "else", "elif", "if", "while", "until", "!", "{", "time"})
 
@@ -77,6 +80,13 @@ _PARAM_DOUBLE = _Refusal("is inside \"${...}\": bash and dash read quotes in tha
                          "value is quoted for you, or move the placeholder out of it")
 _BACKTICK_DOUBLE = _Refusal("is inside backticks within double quotes, where shells disagree on escapes",
                             "use $(...) instead of backticks")
+_AFTER_AMBIGUOUS = _Refusal("follows a ${...} with quotes or substitutions in its word, where dash and bash "
+                            "disagree on where it ends, so the quoting context after it is uncertain",
+                            "simplify that ${...} (no quotes inside), or put the placeholder before it")
+_TEST_ARITH = _Refusal("is in a [[ ... ]] with an arithmetic comparison (-eq, -lt, ...), whose operands bash "
+                       "evaluates as code", "compare with [ ... ] (test), or use the argv form")
+_SUBSCRIPT = _Refusal("is an array subscript in an assignment, which bash evaluates as arithmetic code",
+                      "pass it as a value (a[0]={x}), not as a subscript")
 _UNTERMINATED = _Refusal("follows an unterminated quote or substitution", "close the quote or the substitution")
 
 
@@ -110,6 +120,9 @@ class _Lexer:
         if self.forced is not None:
             self.refuse(i, self.forced)
             return
+        known = self.sink.get(self.origin[i])
+        if known is not None and not known.ok:
+            return  # refused up front (a [[ ]] comparison, text after an ambiguous ${...}): refusal wins
         self.sink[self.origin[i]] = Site(context, self.backticks)
 
     def refuse(self, i: int, why: _Refusal) -> None:
@@ -154,7 +167,12 @@ class _Lexer:
                     cases += 1
                 elif command_position and word == "esac" and cases:
                     cases -= 1
-                command_position = word in _LEADING_KEYWORDS
+                elif command_position and word == "[[":
+                    self.double_brackets(i)
+                assignment = _ASSIGNMENT.match(word)
+                if command_position and assignment and assignment.group(1):
+                    self.refuse_span(i, i + assignment.end(1), _SUBSCRIPT)
+                command_position = word in _LEADING_KEYWORDS or (command_position and assignment is not None)
             if c == MARK:
                 self.word_mark(i, WORD)
                 i += 1
@@ -197,6 +215,21 @@ class _Lexer:
             else:
                 i += 1
         return i
+
+    def double_brackets(self, i: int) -> None:
+        """bash's [[ ... ]] at ``i``: with an arithmetic comparison, every placeholder in it is refused."""
+        words = []
+        j = i + 2
+        while j < len(self.t):
+            while j < len(self.t) and self.t[j] in _BLANK:
+                j += 1
+            word = self.raw_word(j)
+            if word == "]]" or self.t[j:j + 1] in ("\n", ";", "&", "|") and word == "":
+                break
+            words.append(word)
+            j += max(1, len(word))
+        if any(w in ("-eq", "-ne", "-lt", "-le", "-gt", "-ge") for w in words):
+            self.refuse_span(i, j, _TEST_ARITH)
 
     def raw_word(self, i: int) -> str:
         """The unquoted characters from ``i`` to the next metacharacter: enough to spot a reserved word."""
@@ -340,11 +373,14 @@ class _Lexer:
         """Past the } that closes a ${ whose word is not read (placeholders in it are refused)."""
         t = self.t
         depth = 0
+        tricky = False
         while i < len(t):
             c = t[i]
             if c == "\\":
                 i += 2
                 continue
+            if c in "'\"`" or t.startswith("$(", i):
+                tricky = True  # where the } is depends on the shell: bash reads quotes here, dash does not
             if c == "'":
                 end = t.find("'", i + 1)
                 i = len(t) if end < 0 else end + 1
@@ -355,10 +391,13 @@ class _Lexer:
                 continue
             if c == "}":
                 if depth == 0:
-                    return i + 1
+                    break
                 depth -= 1
             i += 1
-        return i
+        end = min(i + 1, len(t))
+        if tricky:
+            self.refuse_span(end, len(t), _AFTER_AMBIGUOUS)
+        return end
 
     def backtick(self, i: int, *, in_double: bool) -> int:
         """Inside `...` from ``i``: the body, unescaped one level, is a script of its own."""

@@ -286,3 +286,31 @@ def test_any_template_renders_or_is_refused_with_an_offset(text: str) -> None:
 def test_deep_nesting_is_refused_not_a_crash() -> None:
     with pytest.raises(TemplateError, match="nested too deeply"):
         parse_template("echo " + "$(" * 5000 + "{x}" + ")" * 5000)
+
+
+@pytest.mark.parametrize("template,problem", [
+    ('echo "${{X:-"a}}"}}" {x}', "dash and bash disagree"),
+    ("echo ${{X/'a'/b}} {x}", "dash and bash disagree"),
+    ("[[ 1 -eq {x} ]] && echo", "arithmetic comparison"),
+    ("if [[ {x} -lt 3 ]]; then :; fi", "arithmetic comparison"),
+    ("a[{x}]=1", "array subscript"),
+    ("A=1 a[{x}]+=1 cmd", "array subscript"),
+])
+def test_bash_arithmetic_and_ambiguous_expansions_are_refused(template: str, problem: str) -> None:
+    [refusal] = refusals(template)
+    assert problem in str(refusal)
+
+
+@pytest.mark.parametrize("template", ["[[ {x} == a ]] && echo", "a[0]={x}", "echo a[{x}]=1", "echo ${{X:-a}} {x}"])
+def test_bash_constructs_without_arithmetic_are_quoted(template: str) -> None:
+    assert refusals(template) == []
+
+
+@pytest.mark.skipif(BASH is None, reason="bash is not installed")
+def test_double_brackets_string_comparison_is_safe_under_bash(tmp_path: Path) -> None:
+    for value in HOSTILE:
+        rendered = render_command('[[ {x} == "$V" ]] && printf yes', {"x": value}, shell="bash")
+        out = subprocess.run(["/bin/sh", "-c", 'eval "$1"', "sh", rendered], cwd=tmp_path, capture_output=True,
+                             env={"PATH": os.environ["PATH"], "V": value}, timeout=30)
+        assert out.stdout == b"yes", (value, out.stderr)
+        assert list(tmp_path.iterdir()) == []

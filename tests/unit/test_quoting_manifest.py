@@ -79,7 +79,7 @@ def test_argv_form_renders_words_that_never_meet_shell_syntax() -> None:
     manifest, errors = parse_manifest(text)
     assert errors == [] and manifest is not None
     assert render_command(manifest.command, {"lr": 0.5, "note": "a b;$(x)"}) == \
-        "python train.py --lr 0.5 '--note=''a b;$(x)' 'it'\"'\"'s'"
+        "python train.py '--lr' 0.5 '--note=''a b;$(x)' 'it'\"'\"'s'"
 
 
 def test_argv_form_words_are_not_shell_text() -> None:
