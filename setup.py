@@ -40,7 +40,7 @@ setup(
         "gevent>=23.9",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "selenium>=4.15"],
+        "test": ["pytest>=7.4", "selenium>=4.15", "hypothesis>=6.80"],
         "bench": ["optuna>=3.5"],
     },
     entry_points={
