@@ -48,7 +48,7 @@ class RetryPolicy:
 @dataclasses.dataclass(frozen=True)
 class Manifest:
     name: str
-    command: str
+    command: str  # a shell template; an argv-form command arrives as one (quoting.argv_template)
     parameters: Mapping[str, ParameterSpec]
     outputs: tuple[str, ...] = ()
     objective: Objective | None = None
@@ -384,6 +384,9 @@ def _command(raw: str | list[str], specs: Mapping[str, ParameterSpec], declared:
     """
     pieces: list[tuple[list[Any], str]] = [(["command", i], w) for i, w in enumerate(raw)] \
         if isinstance(raw, list) else [(["command"], raw)]
+    if isinstance(raw, list) and raw and not raw[0].strip():
+        c.at(["command", 0], "command[0]: the program to run is empty",
+             hint="the argv form starts with the program: command: [python, train.py, ...]")
     for where, text in pieces:
         label = "command" if len(where) == 1 else f"command[{where[1]}]"
         try:

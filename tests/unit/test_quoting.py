@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,26 @@ def test_double_brackets_string_comparison_is_safe_under_bash(tmp_path: Path) ->
                              env={"PATH": os.environ["PATH"], "V": value}, timeout=30)
         assert out.stdout == b"yes", (value, out.stderr)
         assert list(tmp_path.iterdir()) == []
+
+
+# Pieces a random template is built from, to run: no `&`, `|` or bare `(`, so no random text can define and
+# fork a function; no command name that exists, so only a value could create a file.
+RUNNABLE_PIECES = st.sampled_from(list("ab {}'\"`$)\\#<-\n\t;:=+?%!") + [
+    "{x}", "{x}", "{x}", "$(", "${{", "}}", "{{", "<<EOF\n", "<<-EOF\n", "<<'EOF'\n", "\nEOF\n", "$((", "$'",
+    "case ", " in ", " esac", "`", "\\`", "[[ ", " ]]", " -eq ", "printf %s "])
+ATTACKS = ["$(touch pwned1)", "`touch pwned2`", "'$(touch pwned3)'", '"$(touch pwned4)"', "\ntouch pwned5\n",
+           "\nEOF\ntouch pwned6\n", "\\", "a'b\"c}", "${-+}", ";touch pwned7;", "\n\tEOF\n$(touch pwned8)\n"]
+
+
+@given(st.lists(RUNNABLE_PIECES, max_size=30).map("".join), st.sampled_from(ATTACKS))
+@settings(max_examples=250, deadline=None)
+def test_no_accepted_template_lets_a_value_run(template: str, value: str) -> None:
+    try:
+        rendered = render_command(template, {"x": value})
+    except TemplateError:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for shell in SHELLS:
+            subprocess.run([shell, "-c", 'eval "$1"', "sh", rendered], cwd=tmp, capture_output=True,
+                           stdin=subprocess.DEVNULL, env={"PATH": os.environ["PATH"]}, timeout=30)
+            assert not [p for p in os.listdir(tmp) if p.startswith("pwned")], (template, value, rendered, shell)

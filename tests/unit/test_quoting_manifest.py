@@ -99,6 +99,7 @@ def test_argv_form_errors_point_into_the_word() -> None:
     ("command: []\n", "must not be empty"),
     ("command: [python, 3]\n", "expected a string"),
     ("command: {a: 1}\n", "expected"),
+    ("command: ['', x]\n", "the program to run is empty"),
 ])
 def test_bad_argv_forms(command_yaml: str, problem: str) -> None:
     [error] = errors_of("name: t\n" + command_yaml + PARAMS)
