@@ -13,6 +13,7 @@ placeholders are unquoted words, so it goes through the same path and no shell s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import shlex
@@ -53,6 +54,10 @@ class Template:
     sites: tuple[Site, ...]
 
 
+_BRACE = re.compile(r"[{}]")
+
+
+@functools.lru_cache(maxsize=64)  # a run renders one template for each of thousands of executions
 def parse_template(command: str) -> Template:
     """Split a command into shell text and placeholders; raises TemplateError on bad braces.
 
@@ -64,6 +69,13 @@ def parse_template(command: str) -> Template:
     fields: list[Placeholder] = []
     i = 0
     while i < len(command):
+        brace = _BRACE.search(command, i)
+        if brace is None:
+            text.append(command[i:])
+            break
+        if brace.start() > i:
+            text.append(command[i:brace.start()])
+            i = brace.start()
         c = command[i]
         if c == "{" and command.startswith("{{", i):
             text.append("{")
@@ -92,9 +104,6 @@ def parse_template(command: str) -> Template:
             fields.append(Placeholder(field, spec, i, close + 1))
             text.append(MARK)
             i = close + 1
-        else:
-            text.append(c)
-            i += 1
     shell_text = "".join(text)
     try:
         sites = scan(shell_text)

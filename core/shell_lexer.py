@@ -3,13 +3,15 @@
 A value can be quoted only for the context it lands in: single quotes (shlex.quote) are right for an unquoted
 word and wrong inside "...", where they stay literal and `$(...)` still runs. This lexer reads the command
 text the way sh and bash do, just far enough to tell, for every placeholder, whether it is an unquoted word,
-inside double quotes, in a heredoc body, inside backticks (how deep), or somewhere no quoting can protect a
-value (single quotes, comments, arithmetic, ...). It is a pure function of the text, so it is tested alone.
+inside "..." or '...', in a heredoc body, inside backticks (how deep), or somewhere no quoting can protect
+a value (comments, arithmetic, quoted heredocs, ...). It is a pure function of the text, tested alone.
 
 Hints are written in the template's syntax (braces the shell sees are doubled) with {x} for the placeholder.
 Placeholders are marked by NUL in the text it reads (a shell command cannot contain NUL, so the mark cannot
-collide with the user's text). The lexer follows the syntax of bash as a superset of POSIX sh: a construct
-only bash has (``$'...'``, ``((...))``) is refused rather than misread under either shell.
+collide with the user's text). The lexer follows the syntax of bash as a superset of POSIX sh: where the
+two read a construct differently (``((...))``, quotes inside ``"${...}"``), placeholders there are refused
+rather than quoted for one shell and misread by the other. One pass, linear in the text: a manifest's
+command may be large, and `expegit check` must stay fast.
 """
 from __future__ import annotations
 
@@ -30,6 +32,19 @@ _META = " \t\n;&|()<>"  # characters that end an unquoted word
 _NAME_START = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
 _NAME = _NAME_START + "0123456789"
 _SPECIAL_PARAMS = "@*#?-$!0123456789"
+# The characters each reader must stop at; runs of others are skipped in one regex step, which keeps a
+# large command's check fast (a character loop in Python costs microseconds per character).
+_SCRIPT_SPECIAL = re.compile(r"[\0\\'\"`$#<>()\n;&| \t]")
+_DOUBLE_SPECIAL = re.compile(r"[\0\\\"`$]")
+_WORD_SPECIAL = re.compile(r"[\0\\'\"`$}]")
+_HEREDOC_SPECIAL = re.compile(r"[\0\\`$]")
+
+
+def _next(text: str, special: re.Pattern[str], i: int) -> int:
+    found = special.search(text, i)
+    return len(text) if found is None else found.start()
+
+
 # An assignment word, NAME=... or NAME[subscript]=... (group 1: the subscript part, bash arrays).
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
 # Reserved words after which the next word is again the first word of a command.
@@ -114,6 +129,7 @@ class _Lexer:
         self.backticks = backticks
         self.forced = forced
         self.pending: list[tuple[str, bool, bool]] = []  # heredocs waiting for the next newline
+        self.poisoned = False  # every placeholder from some point on is already refused
 
     # ------------------------------------------------------------------ recording
     def site(self, i: int, context: str) -> None:
@@ -213,7 +229,8 @@ class _Lexer:
             elif c == "\n":
                 i = self.heredoc_bodies(i + 1) if self.pending else i + 1
             else:
-                i += 1
+                # A blank or operator ends a word: the next character may start one (#, case, [[).
+                i = i + 1 if c in _META else _next(t, _SCRIPT_SPECIAL, i + 1)  # plain text in one step
         return i
 
     def double_brackets(self, i: int) -> None:
@@ -264,7 +281,7 @@ class _Lexer:
             elif c == "$":
                 i = self.dollar(i, quoted=True)
             else:
-                i += 1
+                i = _next(t, _DOUBLE_SPECIAL, i + 1)  # past plain text in one step
         return i
 
     def dollar(self, i: int, *, quoted: bool) -> int:
@@ -366,7 +383,7 @@ class _Lexer:
             elif c == "$":
                 i = self.dollar(i, quoted=False)
             else:
-                i += 1
+                i = _next(t, _WORD_SPECIAL, i + 1)  # past plain text in one step
         return i
 
     def skip_parameter(self, i: int) -> int:
@@ -395,8 +412,9 @@ class _Lexer:
                 depth -= 1
             i += 1
         end = min(i + 1, len(t))
-        if tricky:
+        if tricky and not self.poisoned:
             self.refuse_span(end, len(t), _AFTER_AMBIGUOUS)
+            self.poisoned = True
         return end
 
     def backtick(self, i: int, *, in_double: bool) -> int:
@@ -499,7 +517,7 @@ class _Lexer:
                 self.refuse_span(i, close, _HEREDOC_NESTED)
                 i = close + 1
             else:
-                i += 1
+                i = _next(t, _HEREDOC_SPECIAL, i + 1)  # past plain text in one step
 
 
 def _odd_backslashes(text: str, start: int, end: int) -> bool:

@@ -192,6 +192,7 @@ def contexts(text: str) -> list[str]:
     (f"a $( (b) {MARK}) # {MARK}", [WORD, "refused"]),
     # `case` is a reserved word only as a command's first word: here the ) closes $( and "{x}" is quoted.
     (f'"$(echo case)" "{MARK}" $(if case a in (a) :;; esac; then :; fi) "{MARK}"', [DOUBLE, DOUBLE]),
+    (f'$(:;case a in a) {MARK};; esac) "{MARK}" $(:&&[[ 1 -eq {MARK} ]])', [WORD, DOUBLE, "refused"]),
     (f"cat <<A; cat <<'B'\n{MARK}\nA\n{MARK}\nB\n{MARK}", [HEREDOC, "refused", WORD]),
     (f"cat <<-A\n\t{MARK}\n\tA\n{MARK}", [HEREDOC, WORD]),
     (f"cat <<A\n\"{MARK}\"\nA\n", [HEREDOC]),  # " is not special in a heredoc body
