@@ -399,9 +399,14 @@ def _command(raw: str | list[str], specs: Mapping[str, ParameterSpec], declared:
             problems = []  # an argv word is quoted whole: no shell context to refuse
         for problem in problems[:_MAX_COMMAND_ERRORS]:
             c.errors.append(_at_offset(c, where, text, problem.offset, f"{label}: {problem}", problem.hint))
-        for placeholder in fields[:_MAX_COMMAND_ERRORS]:
+        reported = len(problems)
+        for placeholder in fields:
             field, fmt = placeholder.field, placeholder.spec
+            if reported >= _MAX_COMMAND_ERRORS and (field not in declared or fmt):
+                c.at(where, f"{label}: more problems with placeholders (fix the ones above first)")
+                break
             if field not in declared:
+                reported += 1
                 close = difflib.get_close_matches(field, list(specs), n=1)
                 c.errors.append(_at_offset(
                     c, where, text, placeholder.start,
@@ -413,6 +418,7 @@ def _command(raw: str | list[str], specs: Mapping[str, ParameterSpec], declared:
                 try:
                     format(sample, fmt)
                 except (ValueError, TypeError):
+                    reported += 1
                     c.errors.append(_at_offset(c, where, text, placeholder.start,
                                                f"{label}: format spec {{{field}:{fmt}}} does not apply to "
                                                f"parameter {field}", None))

@@ -124,3 +124,15 @@ def test_bad_shells_are_refused_with_their_position(value: str, problem: str) ->
     text = f"name: t\nshell: {value}\ncommand: echo\n"
     [error] = errors_of(text)
     assert error.startswith("orchestra.yaml:2:8: shell") and problem in error
+
+
+def test_every_placeholder_is_checked_however_many() -> None:
+    command = " ".join("{lr}" for _ in range(40)) + " {nope}"
+    [error] = errors_of(f"name: t\ncommand: echo {command}\n" + PARAMS)
+    assert "placeholder {nope} names no parameter" in error
+
+
+def test_errors_of_a_huge_command_are_bounded() -> None:
+    command = " ".join(f"$(({{lr}}))" for _ in range(500))
+    errors = errors_of(f"name: t\ncommand: echo {command}\n" + PARAMS)
+    assert len(errors) <= 25 and "inside arithmetic" in errors[0]
