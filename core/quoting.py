@@ -135,8 +135,8 @@ def _refusals(template: Template) -> list[TemplateError]:
 def argv_template(words: Sequence[str]) -> str:
     """The template of an argv-form command: literal text fully quoted, each placeholder an unquoted word part.
 
-    So ``[python, t.py, "--lr={lr}"]`` becomes ``'python' 't.py' '--lr='{lr}``: the shell sees only quoted
-    text and values render as single-quoted words, one argv word per element whatever the value holds.
+    So ``[python, t.py, "--lr={lr}"]`` becomes ``python t.py '--lr='{lr}``: the shell sees only quoted (or
+    plainly safe) text, and values render as quoted word parts: one argv word per element, whatever the value.
     """
     out = []
     for word in words:
