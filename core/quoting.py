@@ -169,8 +169,12 @@ def quote_word(text: str) -> str:
     [[ ... ]], a word like `-n` that reads as an operator unless quoted: those are quoted too.
     """
     if text in RESERVED or "=" in text or text.startswith("-"):
-        return "'" + text.replace("'", "'\"'\"'") + "'"
+        return _single_quoted(text)
     return shlex.quote(text)
+
+
+def _single_quoted(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def _unbrace(text: str) -> str:
@@ -215,7 +219,7 @@ def quote_for(site: Site, text: str) -> str:
     if not site.ok:
         raise TemplateError(f"placeholder {site.refused}", hint=site.hint)
     if site.context == WORD:
-        quoted = quote_word(text)
+        quoted = _single_quoted(text) if site.glued else quote_word(text)
     elif site.context == DOUBLE:
         quoted = _DOUBLE_SPECIAL.sub(r"\\\1", text)
     elif site.context == SINGLE:

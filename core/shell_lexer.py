@@ -57,6 +57,9 @@ class Site:
 
     context: str  # WORD, DOUBLE, HEREDOC, SINGLE or ANSI when quotable; "refused" otherwise
     backticks: int = 0  # enclosing `...` levels, each one more layer of backslash-escaping
+    # WORD: the template goes on with = + or [ right after it, so a bare value could complete an assignment
+    # ({x}=1 with x=PATH): its value is then always quoted, and a quoted name is never an assignment.
+    glued: bool = False
     refused: str | None = None  # why no quoting is safe there (a phrase that follows "placeholder {x} ")
     hint: str | None = None  # how to rewrite the command
 
@@ -139,7 +142,8 @@ class _Lexer:
         known = self.sink.get(self.origin[i])
         if known is not None and not known.ok:
             return  # refused up front (a [[ ]] comparison, text after an ambiguous ${...}): refusal wins
-        self.sink[self.origin[i]] = Site(context, self.backticks)
+        glued = context == WORD and self.t[i + 1:i + 2] in ("=", "+", "[")
+        self.sink[self.origin[i]] = Site(context, self.backticks, glued=glued)
 
     def refuse(self, i: int, why: _Refusal) -> None:
         self.sink[self.origin[i]] = Site("refused", self.backticks, refused=why.reason, hint=why.hint)

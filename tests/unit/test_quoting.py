@@ -225,6 +225,17 @@ def test_ansi_c_quotes_keep_their_escapes_after_the_value(tmp_path: Path) -> Non
         assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_value_never_completes_an_assignment(shell: str, tmp_path: Path) -> None:
+    # `{x}=1 cmd` with x=HOME would set HOME for cmd if the value went bare; quoted, it names a program.
+    rendered = render_command('{x}=1 printf %s "$HOME" 2>/dev/null; {y}+=2 2>/dev/null; printf %s "$HOME"',
+                              {"x": "HOME", "y": "HOME"})
+    assert rendered.startswith("'HOME'=1 ") and "'HOME'+=2" in rendered
+    done = subprocess.run([shell, "-c", 'eval "$1"', "sh", rendered], cwd=tmp_path, capture_output=True,
+                          env={"PATH": os.environ["PATH"], "HOME": "/home/nobody"}, timeout=30)
+    assert done.stdout == b"/home/nobody"
+
+
 def test_heredoc_values_cannot_forge_the_delimiter() -> None:
     rendered = render_command("cat <<EOF\nE{x}OF\nEOF\n", {"x": ""})
     assert rendered == f"cat <<EOF\nE{LINE_GUARD}OF\nEOF\n"
