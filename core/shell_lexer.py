@@ -47,6 +47,9 @@ def _next(text: str, special: re.Pattern[str], i: int) -> int:
 
 # An assignment word, NAME=... or NAME[subscript]=... (group 1: the subscript part, bash arrays).
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
+# A program that takes a script after -c (sh -c, bash -ec, ...): placeholders in that script would be code.
+_SHELL_NAMES = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ksh93", "mksh", "ash", "yash", "posh"})
+_DASH_C = re.compile(r"-[A-Za-z]*c[A-Za-z]*")
 # Reserved words after which the next word is again the first word of a command.
 _LEADING_KEYWORDS = frozenset({"then", "do", "else", "elif", "if", "while", "until", "!", "{", "time"})
 
@@ -105,6 +108,9 @@ _TEST_ARITH = _Refusal("is in a [[ ... ]] with an arithmetic comparison (-eq, -l
                        "evaluates as code", "compare with [ ... ] (test), or use the argv form")
 _SUBSCRIPT = _Refusal("is an array subscript in an assignment, which bash evaluates as arithmetic code",
                       "pass it as a value (a[0]={x}), not as a subscript")
+_NESTED_SHELL = _Refusal("is in the script of a nested shell (sh -c '...'), which runs the value as code",
+                         "pass it to the script as an argument: sh -c 'exit \"$1\"' sh {x}")
+_EVAL = _Refusal("is an argument of eval, which runs the value as code", "run the command without eval")
 _UNTERMINATED = _Refusal("follows an unterminated quote or substitution", "close the quote or the substitution")
 
 
@@ -177,12 +183,17 @@ class _Lexer:
         depth = 0  # unquoted ( ... ) inside, so their ) does not close $(
         cases = 0  # open `case`: its patterns end with a bare )
         command_position = True  # where a reserved word (case, esac) is one: the first word of a command
+        code = _CodeWords(self)
         while i < len(t):
             c = t[i]
+            if c in _BLANK:
+                code.word_ends(i)
             if c in ";&|()\n":
+                code.command_ends(i)
                 command_position = True
             elif c not in _BLANK and self.at_word_start(i):
                 word = self.raw_word(i)
+                code.word_starts(i, word, command_position)
                 if command_position and word == "case":
                     cases += 1
                 elif command_position and word == "esac" and cases:
@@ -228,6 +239,7 @@ class _Lexer:
                 elif cases:
                     pass  # a case pattern's )
                 elif closer == ")":
+                    code.command_ends(i)
                     return i + 1
                 i += 1
             elif c == "\n":
@@ -235,6 +247,7 @@ class _Lexer:
             else:
                 # A blank or operator ends a word: the next character may start one (#, case, [[).
                 i = i + 1 if c in _META else _next(t, _SCRIPT_SPECIAL, i + 1)  # plain text in one step
+        code.command_ends(i)
         return i
 
     def double_brackets(self, i: int) -> None:
@@ -522,6 +535,43 @@ class _Lexer:
                 i = close + 1
             else:
                 i = _next(t, _HEREDOC_SPECIAL, i + 1)  # past plain text in one step
+
+
+class _CodeWords:
+    """Words of a simple command that a program runs as shell code: the script of `sh -c`, eval's arguments.
+
+    Quoting makes a value one exact argument, but these programs then parse that argument as a script, so
+    a placeholder there would be code again (`sh -c 'exit {x}'` with x = `0; rm -rf ~`). Refused, with the
+    fix that keeps the value data: pass it as an argument of the script, `sh -c 'exit "$1"' sh {x}`.
+    """
+
+    def __init__(self, lexer: _Lexer) -> None:
+        self.lexer = lexer
+        self.shell = False  # a shell's name was a word of this command
+        self.dash_c = False  # ... and then its -c option: the next non-option word is the script
+        self.script_start = -1
+        self.eval_start = -1
+
+    def word_starts(self, i: int, word: str, command_position: bool) -> None:
+        if self.dash_c and not word.startswith("-"):
+            self.script_start, self.dash_c, self.shell = i, False, False
+        elif self.shell and _DASH_C.fullmatch(word):
+            self.dash_c = True
+        elif word.rsplit("/", 1)[-1] in _SHELL_NAMES:
+            self.shell = True
+        elif command_position and word == "eval" and self.eval_start < 0:
+            self.eval_start = i
+
+    def word_ends(self, i: int) -> None:
+        if self.script_start >= 0:
+            self.lexer.refuse_span(self.script_start, i, _NESTED_SHELL)
+            self.script_start = -1
+
+    def command_ends(self, i: int) -> None:
+        self.word_ends(i)
+        if self.eval_start >= 0:
+            self.lexer.refuse_span(self.eval_start, i, _EVAL)
+        self.eval_start, self.shell, self.dash_c = -1, False, False
 
 
 def _odd_backslashes(text: str, start: int, end: int) -> bool:

@@ -116,6 +116,7 @@ def test_shell_bash_runs_bash_syntax(canary: Path) -> None:
     ("'echo hi  # n={n}'", "is inside a comment"),
     ("|\n  cat <<'EOF'\n  {n}\n  EOF", "is in the body of a heredoc with a quoted delimiter"),
     ('echo "${{X:-{n}}}"', 'is inside "${...}"'),
+    ("sh -c 'exit {n}'", "is in the script of a nested shell"),
 ])
 def test_check_refuses_unsafe_placeholders_at_their_position_and_run_creates_nothing(
         tmp_path: Path, command: str, problem: str) -> None:

@@ -62,6 +62,7 @@ SHAPES: dict[str, tuple[str, object]] = {
     "heredoc in $(...)": ('v=$(cat <<EOF\n{x}\nEOF\n); printf %s "$v"', lambda v: v.rstrip("\n")),
     "case in $(...)": ('v=$(case a in a) printf %s. {x};; esac); printf %s "${{v%.}}" "$(echo case)" "{x}"',
                        lambda v: v + "case" + v),
+    "argument of sh -c": ("sh -c 'printf %s \"$1\"' sh {x}", lambda v: v),
     "heredoc then a word on its line": ("cat <<EOF; printf %s {x}\nbody\nEOF\n", lambda v: "body\n" + v),
     "${VAR:-{x}}": ("printf %s ${{UNSET_Z:-{x}}}", lambda v: v),
     "${VAR:+{x}}": ("V=1; printf %s ${{V:+{x}}}", lambda v: v),
@@ -307,6 +308,11 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
     ("[[ 1 -eq {x} ]] && echo", "arithmetic comparison"),
     ("if [[ {x} -lt 3 ]]; then :; fi", "arithmetic comparison"),
     ("a[{x}]=1", "array subscript"),
+    ("sh -c 'exit {x}'", "nested shell"),
+    ("timeout 5 /bin/bash -ec \"echo {x}\" name", "nested shell"),
+    ("sh -c -- 'echo '{x}", "nested shell"),
+    ("eval echo {x}", "eval"),
+    ("v=$(eval \"echo {x}\")", "eval"),
     ("A=1 a[{x}]+=1 cmd", "array subscript"),
 ])
 def test_bash_arithmetic_and_ambiguous_expansions_are_refused(template: str, problem: str) -> None:
@@ -314,7 +320,9 @@ def test_bash_arithmetic_and_ambiguous_expansions_are_refused(template: str, pro
     assert problem in str(refusal)
 
 
-@pytest.mark.parametrize("template", ["[[ {x} == a ]] && echo", "a[0]={x}", "echo a[{x}]=1", "echo ${{X:-a}} {x}"])
+@pytest.mark.parametrize("template", ["[[ {x} == a ]] && echo", "a[0]={x}", "echo a[{x}]=1", "echo ${{X:-a}} {x}",
+                                      "sh -c 'exit \"$1\"' sh {x}", "sh script.sh {x}", "echo eval {x}",
+                                      "eval true; echo {x}", "sh -c 'echo $0' {x}"])
 def test_bash_constructs_without_arithmetic_are_quoted(template: str) -> None:
     assert refusals(template) == []
 
