@@ -48,7 +48,7 @@ def _next(text: str, special: re.Pattern[str], i: int) -> int:
 # An assignment word, NAME=... or NAME[subscript]=... (group 1: the subscript part, bash arrays).
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
 # A program that takes a script after -c (sh -c, bash -ec, ...): placeholders in that script would be code.
-_SHELL_NAMES = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ksh93", "mksh", "ash", "yash", "posh"})
+_SHELL_NAMES = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ksh93", "mksh", "ash", "yash", "posh", "su"})
 _DASH_C = re.compile(r"-[A-Za-z]*c[A-Za-z]*")
 # Reserved words after which the next word is again the first word of a command.
 _LEADING_KEYWORDS = frozenset({"then", "do", "else", "elif", "if", "while", "until", "!", "{", "time"})
@@ -110,7 +110,8 @@ _SUBSCRIPT = _Refusal("is an array subscript in an assignment, which bash evalua
                       "pass it as a value (a[0]={x}), not as a subscript")
 _NESTED_SHELL = _Refusal("is in the script of a nested shell (sh -c '...'), which runs the value as code",
                          "pass it to the script as an argument: sh -c 'exit \"$1\"' sh {x}")
-_EVAL = _Refusal("is an argument of eval, which runs the value as code", "run the command without eval")
+_EVAL = _Refusal("is an argument of eval or trap, which run it as code",
+                 "run the command directly, or have the handler read the value from a variable")
 _UNTERMINATED = _Refusal("follows an unterminated quote or substitution", "close the quote or the substitution")
 
 
@@ -538,7 +539,7 @@ class _Lexer:
 
 
 class _CodeWords:
-    """Words of a simple command that a program runs as shell code: the script of `sh -c`, eval's arguments.
+    """Words of a simple command run as shell code: the script of `sh -c` (or su -c), eval's and trap's.
 
     Quoting makes a value one exact argument, but these programs then parse that argument as a script, so
     a placeholder there would be code again (`sh -c 'exit {x}'` with x = `0; rm -rf ~`). Refused, with the
@@ -559,7 +560,7 @@ class _CodeWords:
             self.dash_c = True
         elif word.rsplit("/", 1)[-1] in _SHELL_NAMES:
             self.shell = True
-        elif command_position and word == "eval" and self.eval_start < 0:
+        elif command_position and word in ("eval", "trap") and self.eval_start < 0:
             self.eval_start = i
 
     def word_ends(self, i: int) -> None:

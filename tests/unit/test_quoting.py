@@ -312,6 +312,8 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
     ("timeout 5 /bin/bash -ec \"echo {x}\" name", "nested shell"),
     ("sh -c -- 'echo '{x}", "nested shell"),
     ("eval echo {x}", "eval"),
+    ("trap 'echo {x}' EXIT", "trap"),
+    ("su -c 'id {x}' nobody", "nested shell"),
     ("v=$(eval \"echo {x}\")", "eval"),
     ("A=1 a[{x}]+=1 cmd", "array subscript"),
 ])
