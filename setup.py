@@ -49,7 +49,7 @@ setup(
         # import-linter and mypy run as tests (tests/unit/test_static_checks.py); the stubs are what
         # mypy needs of the typed-elsewhere dependencies. invoke runs tasks.py.
         "test": ["pytest>=7.4", "selenium>=4.15", "import-linter>=2.17", "mypy>=1.10", "types-jsonschema",
-                 "types-gevent", "invoke>=2.2"],
+                 "types-gevent", "invoke>=2.2", "hypothesis>=6.80"],
         "bench": ["optuna>=3.5", "hyperqueue>=0.27"],
     },
     entry_points={

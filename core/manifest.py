@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .durations import parse_duration
 from .errors import ManifestError
 from .parameters import ParameterSpec, canonical_value
-from .quoting import placeholders
+from .quoting import TemplateError, argv_template, parse_template, refusals, shell_problem
 from .search import search_problems
 
 if TYPE_CHECKING:  # jsonschema is imported where it validates: read-only commands never load it
@@ -49,7 +49,7 @@ class RetryPolicy:
 @dataclasses.dataclass(frozen=True)
 class Manifest:
     name: str
-    command: str
+    command: str  # a shell template; an argv-form command arrives as one (quoting.argv_template)
     parameters: Mapping[str, ParameterSpec]
     outputs: tuple[str, ...] = ()
     objective: Objective | None = None
@@ -60,6 +60,7 @@ class Manifest:
     profile: str = "local"
     profiles: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    shell: str | None = None  # None: the wrapper's /bin/sh runs the command itself
     description: str = ""
     path: str = MANIFEST_NAME
     data: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # plain form, for hashing searches
@@ -109,9 +110,10 @@ def _dotted(path: list[Any]) -> str:
 class _Checker:
     """Collects every problem of one manifest with its position; the first is what most commands show."""
 
-    def __init__(self, path: str, root: Any) -> None:
+    def __init__(self, path: str, root: Any, source: str = "") -> None:
         self.path = path
         self.root = root
+        self.source = source  # the manifest's text: positions inside a string value are found in it
         self.errors: list[ManifestError] = []
 
     def at(self, where: list[Any], message: str, *, key: str | None = None, hint: str | None = None) -> None:
@@ -237,7 +239,7 @@ def parse_manifest(text: str, path: str = MANIFEST_NAME, *,
         return None, [ManifestError(f"the manifest must be a mapping of keys, got {_describe(_plain(root))}",
                                     path=path, line=1, col=1)]
     duplicates = _duplicate_keys(text)
-    checker = _Checker(path, root)
+    checker = _Checker(path, root, text)
     for line, col, key in duplicates:
         checker.errors.append(ManifestError(f"key {key!r} appears twice", path=path, line=line, col=col))
     data = _plain(root)
@@ -285,25 +287,12 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
             if other == name:
                 c.at(where, f"parameters.{name}.when: a parameter cannot depend on itself", key=other)
 
-    command = data["command"]
-    try:
-        fields = placeholders(command)
-    except ValueError as exc:
-        c.at(["command"], f"command: {exc}")
-        fields = []
-    declared = set(data.get("parameters") or {})
-    for field, fmt in fields:
-        if field not in declared:
-            close = difflib.get_close_matches(field, list(specs), n=1)
-            c.at(["command"], f"command: placeholder {{{field}}} names no parameter; declared: "
-                              f"{', '.join(specs) or '(none)'}", hint=f"did you mean {{{close[0]}}}?" if close else
-                 "declare it under parameters: or write {{ }} for literal braces")
-        elif fmt and field in specs:
-            sample = specs[field].default_value() or specs[field].low or (specs[field].choices or ("",))[0]
-            try:
-                format(sample, fmt)
-            except (ValueError, TypeError):
-                c.at(["command"], f"command: format spec {{{field}:{fmt}}} does not apply to parameter {field}")
+    command = _command(data["command"], specs, set(data.get("parameters") or {}), c)
+    shell = data.get("shell")
+    if shell is not None:
+        problem = shell_problem(shell)
+        if problem is not None:
+            c.at(["shell"], f"shell: {problem[0]}", hint=problem[1])
 
     objective = None
     if "objective" in data:
@@ -364,9 +353,109 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
     return Manifest(
         name=data["name"], command=command, parameters=specs, outputs=tuple(data.get("outputs") or ()),
         objective=objective, repeats=data.get("repeats", 1), timeout=timeout, retries=retries,
-        search=search, profile=profile, profiles=profiles, env=env, description=data.get("description", ""),
+        search=search, profile=profile, profiles=profiles, env=env, shell=shell,
+        description=data.get("description", ""),
         path=c.path, data=data,
     )
+
+
+# Each error is found in the source by a scan from the value's start: a bound keeps a command of thousands of
+# bad placeholders from costing a scan each (the first few are what a user fixes first anyway).
+_MAX_COMMAND_ERRORS = 20
+
+
+def _command(raw: str | list[str], specs: Mapping[str, ParameterSpec], declared: set[str], c: _Checker) -> str:
+    """The command as one template; every placeholder checked: declared, its format spec, where it stands.
+
+    The argv form (a list) becomes a template of fully quoted words (quoting.argv_template), so both forms
+    render through one path. Each problem is reported at the placeholder itself, inside the string.
+    """
+    pieces: list[tuple[list[Any], str]] = [(["command", i], w) for i, w in enumerate(raw)] \
+        if isinstance(raw, list) else [(["command"], raw)]
+    if isinstance(raw, list) and raw and not raw[0].strip():
+        c.at(["command", 0], "command[0]: the program to run is empty",
+             hint="the argv form starts with the program: command: [python, train.py, ...]")
+    for where, text in pieces:
+        label = "command" if len(where) == 1 else f"command[{where[1]}]"
+        try:
+            fields = parse_template(text).fields
+            problems = refusals(text)
+        except TemplateError as exc:
+            c.errors.append(_at_offset(c, where, text, exc.offset, f"{label}: {exc}", exc.hint))
+            continue
+        if len(where) > 1:
+            problems = []  # an argv word is quoted whole: no shell context to refuse
+        for problem in problems[:_MAX_COMMAND_ERRORS]:
+            c.errors.append(_at_offset(c, where, text, problem.offset, f"{label}: {problem}", problem.hint))
+        reported = len(problems)
+        for placeholder in fields:
+            field, fmt = placeholder.field, placeholder.spec
+            if reported >= _MAX_COMMAND_ERRORS and (field not in declared or fmt):
+                c.at(where, f"{label}: more problems with placeholders (fix the ones above first)")
+                break
+            if field not in declared:
+                reported += 1
+                close = difflib.get_close_matches(field, list(specs), n=1)
+                c.errors.append(_at_offset(
+                    c, where, text, placeholder.start,
+                    f"{label}: placeholder {{{field}}} names no parameter; declared: {', '.join(specs) or '(none)'}",
+                    f"did you mean {{{close[0]}}}?" if close else
+                    "declare it under parameters: or write {{ }} for literal braces"))
+            elif fmt and field in specs:
+                sample = specs[field].default_value() or specs[field].low or (specs[field].choices or ("",))[0]
+                try:
+                    format(sample, fmt)
+                except (ValueError, TypeError):
+                    reported += 1
+                    c.errors.append(_at_offset(c, where, text, placeholder.start,
+                                               f"{label}: format spec {{{field}:{fmt}}} does not apply to "
+                                               f"parameter {field}", None))
+    if isinstance(raw, str):
+        return raw
+    try:
+        return argv_template(raw)
+    except TemplateError:  # reported above, at the word
+        return ""
+
+
+def _at_offset(c: _Checker, where: list[Any], value: str, offset: int, message: str,
+               hint: str | None) -> ManifestError:
+    """An error at ``offset`` inside the string at ``where``: its own line and column in the manifest.
+
+    YAML may write a string in many ways (plain, quoted with escapes, folded, block), so the text at the
+    offset is looked for in the source from where the value starts, as its k-th occurrence there (the
+    k-th in the value too): a placeholder's text survives every YAML style unchanged. Falls back to where
+    the value starts when the source is not at hand (data already checked once, from a cache).
+    """
+    line, col = _position(c.root, where)
+    located = _find_in_source(c.source, line, col, value, offset)
+    if located is not None:
+        line, col = located
+    return ManifestError(message, path=c.path, line=line, col=col, hint=hint)
+
+
+def _find_in_source(source: str, line: int | None, col: int | None, value: str,
+                    offset: int) -> tuple[int, int] | None:
+    if not source or line is None or col is None or not 0 <= offset < len(value):
+        return None
+    close = value.find("}", offset) if value[offset] == "{" else -1
+    fragment = value[offset:close + 1] if close >= 0 else value[offset]
+    occurrence = 0
+    at = value.find(fragment)
+    while 0 <= at < offset:
+        occurrence += 1
+        at = value.find(fragment, at + len(fragment))
+    line_start = 0
+    for _ in range(line - 1):
+        line_start = source.find("\n", line_start) + 1
+        if line_start == 0:
+            return None
+    pos = line_start + col - 1 - len(fragment)
+    for _ in range(occurrence + 1):
+        pos = source.find(fragment, pos + len(fragment))
+        if pos < 0:
+            return None
+    return source.count("\n", 0, pos) + 1, pos - (source.rfind("\n", 0, pos) + 1) + 1
 
 
 def _env_text(value: Any) -> str:

@@ -408,7 +408,7 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
             for spec in specs:
                 record = ExecutionRecord(
                     id=new_execution_id(), campaign=manifest.name, commit=spec.commit,
-                    command=render_command(manifest.command, spec.parameters), parameters=dict(spec.parameters),
+                    command=render_command(manifest.command, spec.parameters, manifest.shell), parameters=dict(spec.parameters),
                     profile=spec.profile, repeat=spec.repeat, search=spec.search, author=author,
                     created=utc_now())
                 while record.id in taken:  # 48 random bits collided: astronomically rare, just redraw
@@ -541,7 +541,7 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
     if dry_run:
         summary = RunSummary(total=len(specs))
         for spec in specs:
-            print(render_command(manifest.command, spec.parameters))
+            print(render_command(manifest.command, spec.parameters, manifest.shell))
         return summary
     # Connecting, preparing the remote workdir and starting agents overlap with creating the branches:
     # both take a few tenths of a second, and the executions wait for both.

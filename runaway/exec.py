@@ -496,7 +496,10 @@ def batch_command(profile_name: str, words: Sequence[str], params_file: Path, *,
     shipment = ship_directory(cwd, warn=lambda s: print(f"runaway: warning: {s}", file=err), exclude=[results])
     jobs = []
     for index, values in enumerate(lines, 1):
-        command = render_command(template, values)
+        try:
+            command = render_command(template, values)  # quoted for where each {name} stands, or refused
+        except ValueError as exc:
+            raise UsageError(f"command: {exc}", hint=getattr(exc, "hint", None)) from None
         job = _job(shipment.commit, command, shipment.prefix, tuple(outputs) or ("**",), timeout,
                    {**(env or {}), "ORCHESTRA_RUNAWAY": "batch", "RUNAWAY_LINE": str(index)})
         jobs.append((job, results / line_dir_name(index, values), LineResult(index, values, job.execution_id)))

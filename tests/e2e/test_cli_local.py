@@ -147,7 +147,7 @@ def test_bad_manifest_creates_nothing(tmp_path: Path) -> None:
     for command, prefix in ((["check"], ""), (["run"], "expegit: error: ")):
         result = cli(root, "expegit", *command)
         assert result.returncode == 3
-        assert result.stderr.startswith(prefix + "orchestra.yaml:2:10: command: placeholder {nope}")
+        assert result.stderr.startswith(prefix + "orchestra.yaml:2:15: command: placeholder {nope}")
         assert "Traceback" not in result.stderr
     assert git(root, "for-each-ref", "refs/heads/executions").stdout == ""
     debug = cli(root, "expegit", "--debug", "run")

@@ -88,7 +88,7 @@ def test_batch_reports_failures_and_bad_lines(tmp_path):
     params = tmp_path / "p.txt"
     params.write_text("code=0\ncode=5\n")
     result = cli(repo, "runaway", "batch", "local", "--params", str(params), "--results", str(tmp_path / "r"),
-                 "--", "sh -c 'exit {code}'")
+                 "--", "sh -c 'exit \"$1\"' sh {code}")
     assert result.returncode == 1, result.stderr
     assert "exit 5" in result.stdout and "1 failed" in result.stderr
     params.write_text("nope=1\n")
