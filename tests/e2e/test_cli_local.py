@@ -287,7 +287,7 @@ def test_resume_refuses_while_a_run_is_still_creating_its_executions(tmp_path: P
 
 
 def test_leave_failed_keeps_the_run_directories_of_failed_executions_only(tmp_path: Path) -> None:
-    root = make_campaign(tmp_path / "c", 'name: leave\ncommand: "echo trace {i} > trace.txt; exit $(({i} % 2))"\n'
+    root = make_campaign(tmp_path / "c", 'name: leave\ncommand: "echo trace {i} > trace.txt; exit $(expr {i} % 2)"\n'
                                          "parameters:\n  i: {type: int, low: 1, high: 4}\n")
     run = cli(root, "expegit", "run", "--grid", "--slots", "2", "--leave", "failed")
     assert run.returncode == 1, run.stderr  # two failed
