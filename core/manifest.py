@@ -30,10 +30,10 @@ if TYPE_CHECKING:  # jsonschema is imported where it validates: read-only comman
 
 MANIFEST_NAME = "orchestra.yaml"
 RETRY_KINDS = ("exit", "timeout", "node-failure", "walltime")
-# A manifest is written by hand; the largest real ones (long `choices:` lists) are a few MB. 16 MiB
-# loads in a few seconds and well under 1 GB (bench/manifest_load.py); a bigger file is refused
-# before it is read whole, since its data belongs in a file the command reads.
-MAX_MANIFEST_BYTES = 16 * 2**20
+# A manifest is written by hand; the biggest real ones (long `choices:` lists) are a few MB. At 8 MiB the
+# slowest shapes still load in seconds and under 1 GB (bench/manifest_load.py); a bigger file is refused
+# before it is read whole: data that size belongs in a file the command reads.
+MAX_MANIFEST_BYTES = 8 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,10 +210,10 @@ def parse_manifest(text: str | bytes, path: str = MANIFEST_NAME, *,
 
 def _schema_errors(root: dict[str, Any], checker: _Checker) -> list[list[Any]]:
     """Report every schema problem of the manifest and of its shared profiles; returns their key paths."""
-    import jsonschema  # imported here: read-only commands on a known-good manifest never need it
+    from .schema_check import validator as schema_validator  # jsonschema: only where a manifest is checked
 
     paths: list[list[Any]] = []
-    validator = jsonschema.Draft202012Validator(load_schema("orchestra.schema.json"))
+    validator = schema_validator("orchestra.schema.json")
     for err in validator.iter_errors(root):
         checker.schema_error(err)
         paths.append(_error_path(err))
@@ -221,7 +221,7 @@ def _schema_errors(root: dict[str, Any], checker: _Checker) -> list[list[Any]]:
     if isinstance(profiles, dict):
         # A shared profile may leave required keys (host, account) to each user's personal file, so only
         # what is written is checked here: unknown keys and wrong values, with their lines.
-        profile_validator = jsonschema.Draft202012Validator(load_schema("profile.schema.json"))
+        profile_validator = schema_validator("profile.schema.json")
         for name, profile in profiles.items():
             if not isinstance(profile, dict) or profile.get("kind") not in ("local", "ssh", "slurm", "command"):
                 continue  # the manifest schema said so already

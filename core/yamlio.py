@@ -23,12 +23,15 @@ from ruamel.yaml.nodes import ScalarNode
 # Every limit is a guard against a hostile or mistaken file, far above what a hand-written one needs.
 MAX_ALIAS_NODES = 10_000  # nodes that alias references may add to a document, all aliases together
 MAX_DEPTH = 100  # nested mappings and lists
-MAX_BYTES = 16 * 2**20  # see check_manifest (core/manifest.py) for why 16 MiB
+MAX_BYTES = 2**20  # profile files are a dozen lines; manifests have their own limit (core/manifest.py)
 
 _local = threading.local()
 _TAG = "tag:yaml.org,2002:"
 _STR, _MERGE = _TAG + "str", _TAG + "merge"
 _CONSTRUCTED = {_TAG + t for t in ("null", "bool", "int", "float", "timestamp", "binary")}
+# YAML 1.2's core schema words (ruamel's resolver for 1.2, the default), without a regex per scalar.
+_WORDS: dict[str, Any] = {"": None, "~": None, "null": None, "Null": None, "NULL": None, "true": True, "True": True,
+                          "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT = re.compile(r"[-+]?[0-9]+\Z")  # decimal ints and floats are most numbers: built without ruamel
 _FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
 # The characters YAML allows in a stream (YAML 1.2, 5.1); the scanner's own error gives no line.
@@ -182,7 +185,7 @@ def read_text(path: str | os.PathLike[str], limit: int = MAX_BYTES) -> str:
     with open(path, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise YamlError(f"the file is over {limit // 2**20} MiB; Orchestra reads YAML files up to that size",
+        raise YamlError(f"the file is over {limit / 2**20:g} MiB, the most Orchestra reads here",
                         1, 1, hint="keep long value lists in a data file that the command reads")
     return decode(data)
 
@@ -232,7 +235,10 @@ def _compose(parser: Any, resolver: Any, constructor: Any, string_keys: bool) ->
         if tag is None or tag == "!":
             if tag == "!" or not event.implicit[0]:
                 return value  # quoted or block scalars, and the non-specific tag, are text
-            if value[:1] not in first_chars:
+            if value in _WORDS:
+                return _WORDS[value]
+            first = value[:1]
+            if first not in first_chars or first in "tTfFnN~":  # only the words above start so
                 return value
             if _INT.match(value):
                 return int(value)

@@ -104,6 +104,8 @@ class Campaign:
 
     def check(self) -> list[ManifestError]:
         manifest, errors = check_manifest(self._shown_path())
+        if manifest is not None and self._manifest is None:
+            self._manifest = manifest  # `expegit check` then prints its summary without parsing again
         if manifest is not None and manifest.search is not None:
             from parasearch.study import search_problems  # late: only manifests with a search need it
 
