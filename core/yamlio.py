@@ -185,7 +185,8 @@ def read_text(path: str | os.PathLike[str], limit: int = MAX_BYTES) -> str:
     with open(path, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise YamlError(f"the file is over {limit / 2**20:g} MiB, the most Orchestra reads here",
+        size = f"{limit / 2**20:g} MiB" if limit >= 2**20 else f"{limit / 2**10:g} KiB"
+        raise YamlError(f"the file is over {size}, the most Orchestra reads here",
                         1, 1, hint="keep long value lists in a data file that the command reads")
     return decode(data)
 
