@@ -40,7 +40,8 @@ setup(
         "gevent>=23.9",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "selenium>=4.15"],
+        # hypothesis: the loader's property-based tests (tests/unit/test_manifest_properties.py)
+        "test": ["pytest>=7.4", "selenium>=4.15", "hypothesis>=6.100"],
         "bench": ["optuna>=3.5"],
     },
     entry_points={

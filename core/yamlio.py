@@ -256,8 +256,8 @@ def _compose(parser: Any, resolver: Any, constructor: Any, string_keys: bool) ->
         try:
             return constructor.construct_object(ScalarNode(tag, value, event.start_mark, event.end_mark,
                                                            event.style))
-        except (_RuamelError, ValueError, TypeError) as exc:
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except Exception as exc:  # a constructor failing on any text (`!!int ''`: IndexError) is the text's fault
+            problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
             raise _error(f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}: {problem}", event.start_mark) from None
 
     def add(value: Any, mark: Any, marks: Marks | None, size: int) -> None:
