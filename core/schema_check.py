@@ -44,22 +44,70 @@ def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return walk(schema, frozenset())
 
 
+_NUMBER = (int, float)
+_KNOWN = {"type", "enum", "minimum", "maximum", "minLength", "minItems", "items", "properties",
+          "additionalProperties", "required"}
+
+
 def _fast_test(subschema: Any) -> Fast | None:
-    """A test that, when it passes, proves ``subschema`` accepts the value; None when there is none."""
-    if not isinstance(subschema, dict):
+    """A test that, when it passes, proves ``subschema`` accepts the value; None when there is none.
+
+    Only the keywords of _KNOWN are understood; a test may fail on a valid value (jsonschema then
+    decides), never pass an invalid one."""
+    if not isinstance(subschema, dict) or set(subschema) - _IGNORED - _KNOWN:
         return None
-    keys = set(subschema) - _IGNORED
-    if keys == {"type"}:
+    checks: list[Fast] = []
+    if "type" in subschema:
         names = subschema["type"]
         names = [names] if isinstance(names, str) else names
         if not isinstance(names, list) or not all(n in _TYPES for n in names):
             return None
-        tests = [_TYPES[n] for n in names]
-        return lambda v: any(t(v) for t in tests)
-    if keys == {"enum"} and isinstance(subschema["enum"], list):
+        if "object" in names or "array" in names:
+            if len(names) != 1:
+                return None
+            checks.append((lambda v: type(v) is dict) if names == ["object"] else (lambda v: type(v) is list))
+        else:
+            tests = [_TYPES[n] for n in names]
+            checks.append(lambda v: any(t(v) for t in tests))
+    if "enum" in subschema:
+        if not isinstance(subschema["enum"], list):
+            return None
         allowed = {(type(e), e) for e in subschema["enum"] if isinstance(e, (str, int, float, bool))}
-        return lambda v: isinstance(v, (str, int, float, bool)) and (type(v), v) in allowed
-    return None
+        checks.append(lambda v: isinstance(v, (str, int, float, bool)) and (type(v), v) in allowed)
+    for key, fits in (("minimum", lambda v, n: v >= n), ("maximum", lambda v, n: v <= n)):
+        if key in subschema:
+            bound = subschema[key]
+            checks.append(lambda v, b=bound, f=fits: type(v) not in _NUMBER or f(v, b))
+    if "minLength" in subschema:
+        checks.append(lambda v, n=subschema["minLength"]: type(v) is not str or len(v) >= n)
+    if "minItems" in subschema:
+        checks.append(lambda v, n=subschema["minItems"]: type(v) is not list or len(v) >= n)
+    if "items" in subschema:
+        item = _fast_test(subschema["items"])
+        if item is None:
+            return None
+        checks.append(lambda v: type(v) is not list or all(item(x) for x in v))
+    if {"properties", "additionalProperties", "required"} & set(subschema):
+        props = {k: _fast_test(sub) for k, sub in (subschema.get("properties") or {}).items()}
+        extra = subschema.get("additionalProperties", True)
+        extra_test = extra if isinstance(extra, bool) else _fast_test(extra)
+        required = list(subschema.get("required", ()))
+
+        def fits_object(v: Any) -> bool:
+            if type(v) is not dict:
+                return True
+            if any(r not in v for r in required):
+                return False
+            for key, value in v.items():
+                test = props.get(key, extra_test) if key in props else extra_test
+                if test is True:
+                    continue
+                if test is False or test is None or not test(value):
+                    return False
+            return True
+
+        checks.append(fits_object)
+    return lambda v: all(check(v) for check in checks)
 
 
 @lru_cache(maxsize=None)

@@ -130,7 +130,7 @@ class _Frame:
         self.size = 1
         self.anchor = anchor
         self.key: Any = _NO_KEY
-        self.key_mark: Any = None
+        self.key_mark = 0  # packed position of the pending key
         self.merges: list[tuple[dict[Any, Any], Marks]] = []
         self.at = at  # this collection's key or index in its parent, for Duplicate.path
         self.start_mark = start_mark
@@ -271,7 +271,7 @@ def _compose(parser: Any, resolver: Any, constructor: Any, string_keys: bool) ->
             if marks is not None:
                 frame.marks.children[len(frame.data)] = marks
             frame.data.append(value)
-            values.append(_pack(mark))  # type: ignore[union-attr]
+            values.append(mark.line << 32 | mark.column)  # type: ignore[union-attr]
             return
         if frame.key is _NO_KEY:
             if marks is not None:
@@ -285,7 +285,7 @@ def _compose(parser: Any, resolver: Any, constructor: Any, string_keys: bool) ->
                         hash(value)
                     except TypeError:
                         raise _error("this key cannot be used as a key", mark, "write the key as text") from None
-            frame.key, frame.key_mark = value, mark
+            frame.key, frame.key_mark = value, mark.line << 32 | mark.column
             return
         key, key_mark = frame.key, frame.key_mark
         frame.key = _NO_KEY
@@ -300,11 +300,11 @@ def _compose(parser: Any, resolver: Any, constructor: Any, string_keys: bool) ->
         keys = frame.marks.keys
         if key in frame.data:
             path = tuple(f.at for f in stack[1:])
-            duplicates.append(Duplicate(path, key, _unpack(keys[key]), _unpack(_pack(key_mark))))
+            duplicates.append(Duplicate(path, key, _unpack(keys[key]), _unpack(key_mark)))
             return
         frame.data[key] = value
-        keys[key] = _pack(key_mark)
-        frame.marks.values[key] = _pack(mark)  # type: ignore[index]
+        keys[key] = key_mark
+        frame.marks.values[key] = mark.line << 32 | mark.column  # type: ignore[index]
         if marks is not None:
             frame.marks.children[key] = marks
 
