@@ -259,7 +259,8 @@ def _buildable(root: dict[str, Any], schema_errors: list[list[Any]]) -> dict[str
             data["parameters"] = {n: ({"value": 0} if n in bad else d) for n, d in params.items()}
     if "profiles" in bad_top:
         profiles = root.get("profiles")
-        data["profiles"] = {n: ({"kind": "local"} if ["profiles", n] in [p[:2] for p in schema_errors] else p)
+        bad_profiles = {p[1] for p in schema_errors if len(p) >= 2 and p[0] == "profiles"}
+        data["profiles"] = {n: ({"kind": "local"} if n in bad_profiles else p)
                             for n, p in profiles.items()} if isinstance(profiles, dict) else {}
         if not isinstance(profiles, dict):
             data.pop("profile", None)
@@ -275,13 +276,18 @@ def _dropped_parameters(root: dict[str, Any], schema_errors: list[list[Any]]) ->
     return {str(p[1]) for p in schema_errors if len(p) >= 2 and p[0] == "parameters"}
 
 
+# The parameter names a message mentions: as a placeholder ({name} or {name:fmt}) or quoted ('name').
+_NAMED = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)[}:]|'([A-Za-z_][A-Za-z0-9_]*)'")
+
+
 def _follows_from(error: ManifestError, where: list[Any], dropped: set[str]) -> bool:
     """Whether a semantic error is only the echo of a parameter the schema refused (a placeholder or a
     `when` naming it): the schema's own error says what to fix."""
-    if where[:2] and where[0] == "parameters" and len(where) >= 2 and where[1] in dropped:
+    if not dropped:
+        return False
+    if len(where) >= 2 and where[0] == "parameters" and where[1] in dropped:
         return True
-    return any(f"{{{name}}}" in error.message or f"{{{name}:" in error.message or f"{name!r}" in error.message
-               for name in dropped)
+    return any(name in dropped for names in _NAMED.findall(error.message) for name in names if name)
 
 
 def _sorted(errors: list[ManifestError]) -> list[ManifestError]:
