@@ -200,3 +200,17 @@ def test_positions_are_kept_for_keys_values_and_items() -> None:
     assert doc.position(["a", "d"]) == (3, 6)
     assert doc.position(["a", "b", 1, "c"]) == (2, 14)
     assert doc.position(["a", "missing", "deeper"]) == (2, 3)  # nearest ancestor written
+
+
+def test_expegit_check_parses_the_manifest_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import orchestra.yamlio as yamlio
+    from expegit.campaign import open_campaign
+
+    root = make_campaign(tmp_path / "c", HEAD)
+    calls: list[int] = []
+    real = yamlio.load_located
+    monkeypatch.setattr(yamlio, "load_located", lambda *a, **k: calls.append(1) or real(*a, **k))
+    campaign = open_campaign(root)
+    assert campaign.check() == []
+    assert campaign.manifest.name == "demo"  # what `expegit check` prints next
+    assert len(calls) == 1
