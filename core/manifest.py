@@ -104,7 +104,7 @@ class _Checker:
             extras = [k for k in err.instance if k not in allowed] if isinstance(err.instance, Mapping) else []
             for extra in extras:
                 valid = f"; valid keys: {', '.join(allowed)}" if allowed else ""
-                self.at(where, f"unknown key {extra!r} in {_dotted(where)}{valid}", key=str(extra),
+                self.at(where, f"unknown key {_shown(extra)} in {_dotted(where)}{valid}", key=str(extra),
                         hint=did_you_mean(extra, allowed))
             return
         if validator == "required":
@@ -114,7 +114,7 @@ class _Checker:
             return
         if validator == "enum":
             choices = ", ".join(str(c) for c in err.validator_value)
-            self.at(where, f"{_dotted(where)}: {err.instance!r} is not one of: {choices}",
+            self.at(where, f"{_dotted(where)}: {_shown(err.instance)} is not one of: {choices}",
                     hint=did_you_mean(err.instance, err.validator_value))
             return
         if validator == "type":
@@ -125,7 +125,7 @@ class _Checker:
             self.at(where, "name must be one line of text")
             return
         if validator == "propertyNames" or (validator == "pattern" and where == ["parameters"]):
-            self.at(where, f"{_dotted(where)}: {err.instance!r} is not a valid parameter name "
+            self.at(where, f"{_dotted(where)}: {_shown(err.instance)} is not a valid parameter name "
                            f"(letters, digits and _; not starting with a digit)", key=str(err.instance))
             return
         if validator in ("minimum", "maximum", "minLength", "minItems", "minProperties", "uniqueItems"):
@@ -149,15 +149,21 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return f"string {value!r}"
-    return f"{type(value).__name__} {value!r}"
+        return f"string {_shown(value)}"
+    return f"{type(value).__name__} {_shown(value)}"
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut to fit one line of a message (a value may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _schema_message(err: "jsonschema.ValidationError") -> str:
     v = err.validator_value
     return {
-        "minimum": f"must be at least {v}, got {err.instance!r}",
-        "maximum": f"must be at most {v}, got {err.instance!r}",
+        "minimum": f"must be at least {v}, got {_shown(err.instance)}",
+        "maximum": f"must be at most {v}, got {_shown(err.instance)}",
         "minLength": "must not be empty",
         "minItems": "must not be empty",
         "minProperties": "must not be empty",
@@ -190,7 +196,7 @@ def parse_manifest(text: str | bytes, path: str = MANIFEST_NAME, *,
     for dup in doc.duplicates:
         where = f" in {_dotted(list(dup.path))}" if dup.path else ""
         checker.errors.append(ManifestError(
-            f"key {dup.key!r} appears twice{where}: first at line {dup.first[0]}, again at line {dup.again[0]}",
+            f"key {_shown(dup.key)} appears twice{where}: first at line {dup.first[0]}, again at line {dup.again[0]}",
             path=path, line=dup.again[0], col=dup.again[1], hint="keep one of them"))
         checker.wheres.append(list(dup.path))
     schema_errors = _schema_errors(root, checker)

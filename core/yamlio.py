@@ -241,7 +241,7 @@ def _compose(parser: Any, resolver: Any, constructor: Any, string_keys: bool) ->
             first = value[:1]
             if first not in first_chars or first in "tTfFnN~":  # only the words above start so
                 return value
-            if _INT.match(value):
+            if _INT.match(value) and len(value) <= 4000:  # longer: Python refuses int(str), see below
                 return int(value)
             if _FLOAT.match(value):
                 return float(value)
@@ -258,7 +258,8 @@ def _compose(parser: Any, resolver: Any, constructor: Any, string_keys: bool) ->
                                                            event.style))
         except Exception as exc:  # a constructor failing on any text (`!!int ''`: IndexError) is the text's fault
             problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise _error(f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}: {problem}", event.start_mark) from None
+            shown = repr(value) if len(value) <= 40 else repr(value[:37]) + "..."
+            raise _error(f"{shown} is not a valid {tag.rsplit(':', 1)[-1]}: {problem[:200]}", event.start_mark) from None
 
     def add(value: Any, mark: Any, marks: Marks | None, size: int) -> None:
         if not stack:
@@ -386,7 +387,8 @@ def load_plain(text: str | bytes) -> Any:
 
 
 def duplicate_error(dup: Duplicate) -> YamlError:
-    return YamlError(f"key {dup.key!r} appears twice, at line {dup.first[0]} and line {dup.again[0]}",
+    key = repr(dup.key) if len(repr(dup.key)) <= 60 else repr(dup.key)[:57] + "..."
+    return YamlError(f"key {key} appears twice, at line {dup.first[0]} and line {dup.again[0]}",
                      *dup.again, hint="keep one of them")
 
 
