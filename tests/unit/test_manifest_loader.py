@@ -214,3 +214,12 @@ def test_expegit_check_parses_the_manifest_once(tmp_path: Path, monkeypatch: pyt
     assert campaign.check() == []
     assert campaign.manifest.name == "demo"  # what `expegit check` prints next
     assert len(calls) == 1
+
+
+def test_messages_stay_short_for_huge_values_and_keys() -> None:
+    manifest, errors = parse_manifest("name: d\ncommand: x\nrepeats: " + "x" * 100_000 + "\n" + "k" * 1000 + ": 1\n")
+    assert manifest is None and len(errors) == 2
+    too_long = parse_manifest("name: d\ncommand: x\ntimeout: " + "9" * 5000 + "\n")[1]
+    assert len(too_long) == 1 and "is not a valid int" in str(too_long[0])
+    for error in errors + too_long:
+        assert LOCATED.match(str(error)) and len(str(error)) < 400, str(error)[:500]
