@@ -254,8 +254,13 @@ def _compose(parser: Any, resolver: Any, constructor: Any, string_keys: bool) ->
             raise _error(f"tag {tag} is not supported (only YAML's standard scalar types are)",
                          event.start_mark, "remove the tag, or quote the value")
         try:
-            return constructor.construct_object(ScalarNode(tag, value, event.start_mark, event.end_mark,
-                                                           event.style))
+            constructed = constructor.construct_object(ScalarNode(tag, value, event.start_mark, event.end_mark,
+                                                                  event.style))
+            if type(constructed) is int and constructed.bit_length() > 13_000:
+                # Python cannot print an int of more than 4300 digits (repr raises): refuse it here,
+                # before any message tries to quote it.
+                raise ValueError("more than 4000 digits")
+            return constructed
         except Exception as exc:  # a constructor failing on any text (`!!int ''`: IndexError) is the text's fault
             problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
             shown = repr(value) if len(value) <= 40 else repr(value[:37]) + "..."

@@ -221,5 +221,9 @@ def test_messages_stay_short_for_huge_values_and_keys() -> None:
     assert manifest is None and len(errors) == 2
     too_long = parse_manifest("name: d\ncommand: x\ntimeout: " + "9" * 5000 + "\n")[1]
     assert len(too_long) == 1 and "is not a valid int" in str(too_long[0])
+    # A hex int that Python builds but cannot print (repr raises past 4300 digits) is refused while loading.
+    hex_int = parse_manifest("name: 0x" + "f" * 5000 + "\ncommand: x\n")[1]
+    assert len(hex_int) == 1 and "is not a valid int" in str(hex_int[0])
+    errors += hex_int
     for error in errors + too_long:
         assert LOCATED.match(str(error)) and len(str(error)) < 400, str(error)[:500]
