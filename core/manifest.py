@@ -194,9 +194,9 @@ def parse_manifest(text: str | bytes, path: str = MANIFEST_NAME, *,
                                     path=path, line=1, col=1)]
     checker = _Checker(path, doc)
     for dup in doc.duplicates:
-        where = f" in {_dotted(list(dup.path))}" if dup.path else ""
+        inside = f" in {_dotted(list(dup.path))}" if dup.path else ""
         checker.errors.append(ManifestError(
-            f"key {_shown(dup.key)} appears twice{where}: first at line {dup.first[0]}, again at line {dup.again[0]}",
+            f"key {_shown(dup.key)} appears twice{inside}: first at line {dup.first[0]}, again at line {dup.again[0]}",
             path=path, line=dup.again[0], col=dup.again[1], hint="keep one of them"))
         checker.wheres.append(list(dup.path))
     schema_errors = _schema_errors(root, checker)
@@ -240,7 +240,7 @@ def _schema_errors(root: dict[str, Any], checker: _Checker) -> list[list[Any]]:
 
 
 def _error_path(err: "jsonschema.ValidationError") -> list[Any]:
-    path = list(err.absolute_path)
+    path: list[Any] = list(err.absolute_path)
     if err.validator == "propertyNames":  # the bad name is the instance, not a path below it
         path.append(err.instance)
     return path

@@ -74,14 +74,18 @@ def _fast_test(subschema: Any) -> Fast | None:
             return None
         allowed = {(type(e), e) for e in subschema["enum"] if isinstance(e, (str, int, float, bool))}
         checks.append(lambda v: isinstance(v, (str, int, float, bool)) and (type(v), v) in allowed)
-    for key, fits in (("minimum", lambda v, n: v >= n), ("maximum", lambda v, n: v <= n)):
-        if key in subschema:
-            bound = subschema[key]
-            checks.append(lambda v, b=bound, f=fits: type(v) not in _NUMBER or f(v, b))
+    if "minimum" in subschema:
+        low = subschema["minimum"]
+        checks.append(lambda v: type(v) not in _NUMBER or v >= low)
+    if "maximum" in subschema:
+        high = subschema["maximum"]
+        checks.append(lambda v: type(v) not in _NUMBER or v <= high)
     if "minLength" in subschema:
-        checks.append(lambda v, n=subschema["minLength"]: type(v) is not str or len(v) >= n)
+        min_length = subschema["minLength"]
+        checks.append(lambda v: type(v) is not str or len(v) >= min_length)
     if "minItems" in subschema:
-        checks.append(lambda v, n=subschema["minItems"]: type(v) is not list or len(v) >= n)
+        min_items = subschema["minItems"]
+        checks.append(lambda v: type(v) is not list or len(v) >= min_items)
     if "items" in subschema:
         item = _fast_test(subschema["items"])
         if item is None:

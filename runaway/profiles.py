@@ -279,8 +279,8 @@ def load_profile_file(path: Path) -> dict[str, Any]:
     except YamlError as exc:
         raise ProfileError(f"{path}:{exc.line}:{exc.col}: {exc.message}", hint=exc.hint) from None
     if doc.duplicates:
-        exc = duplicate_error(doc.duplicates[0])
-        raise ProfileError(f"{path}:{exc.line}:{exc.col}: {exc.message}", hint=exc.hint)
+        twice = duplicate_error(doc.duplicates[0])
+        raise ProfileError(f"{path}:{twice.line}:{twice.col}: {twice.message}", hint=twice.hint)
     if not isinstance(doc.data, Mapping):
         raise ProfileError(f"{path}:{doc.start[0]}:{doc.start[1]}: a profile file holds one mapping "
                            f"(kind: ..., ...)")
