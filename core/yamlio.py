@@ -33,7 +33,7 @@ _CONSTRUCTED = {_TAG + t for t in ("null", "bool", "int", "float", "timestamp", 
 _WORDS: dict[str, Any] = {"": None, "~": None, "null": None, "Null": None, "NULL": None, "true": True, "True": True,
                           "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT = re.compile(r"[-+]?[0-9]+\Z")  # decimal ints and floats are most numbers: built without ruamel
-_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
+_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|\.[0-9]+)\Z")  # `.5e3` is text in 1.2
 # The characters YAML allows in a stream (YAML 1.2, 5.1); the scanner's own error gives no line.
 _NOT_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -325,6 +325,8 @@ def _compose(parser: Any, resolver: Any, constructor: Any, string_keys: bool) ->
         kind = type(event)
         if kind is ev.ScalarEvent:
             value = scalar(event)
+            if value is _MERGE_KEY and not (stack and stack[-1].marks.keys is not None and stack[-1].key is _NO_KEY):
+                value = "<<"  # a merge key only means one where a key stands; elsewhere it is text
             if event.anchor is not None:
                 anchors[event.anchor] = (value, None, 1)
             add(value, event.start_mark, None, 1)

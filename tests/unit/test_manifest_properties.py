@@ -9,6 +9,7 @@ machine); otherwise "loader-dev" runs fewer, random examples. HYPOTHESIS_PROFILE
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -192,3 +193,51 @@ def test_manifest_and_profile_files(data: bytes) -> None:
             build_profile("p", profile, str(path))
         except ProfileError as exc:
             assert "\n" not in str(exc) and "'p'" in str(exc)
+
+
+@LOADER
+@given(st.from_regex(r"[-+]?[0-9._eExXoObB+a-fA-F:~]{0,9}", fullmatch=True)
+       | st.sampled_from(["yes", "No", "on", "null", "Null", "NULL", "~", "true", "TRUE", "False", ".inf", "-.INF",
+                          ".nan", "2024-01-01", "2024-01-01T10:00:00Z", "0o17", "0x1F", "1_000", "<<", "="]))
+def test_scalars_read_as_ruamel_reads_them(word: str) -> None:
+    # The composer builds common numbers itself: it must agree with ruamel's own safe loader (YAML 1.2).
+    from ruamel.yaml import YAML
+
+    from orchestra.yamlio import YamlError, load_plain
+
+    text = f"a: {word}\n"
+    try:
+        expected = YAML(typ="safe", pure=False).load(text)
+    except Exception:
+        try:
+            got = load_plain(text)
+        except YamlError:
+            return  # both refuse it
+        # `<<` and `=` as values: ruamel's safe loader has no constructor for their tags; they are text here
+        assert word in ("<<", "=") and got == {"a": word}
+        return
+    assert repr(load_plain(text)) == repr(expected), (word, load_plain(text), expected)
+
+
+PLAIN = (str, int, float, bool, type(None), bytes, datetime.date)
+
+
+def is_plain(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, PLAIN) and is_plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(is_plain(v) for v in value)
+    return isinstance(value, PLAIN)
+
+
+@LOADER
+@given(yamlish() | mutated())
+def test_the_plain_loader_gives_plain_data_or_a_located_error(text: str) -> None:
+    from orchestra.yamlio import YamlError, load_plain
+
+    try:
+        data = load_plain(text)
+    except YamlError as exc:
+        assert exc.line >= 1 and exc.col >= 1 and "\n" not in exc.message
+        return
+    assert is_plain(data), repr(data)
