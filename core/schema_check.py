@@ -9,6 +9,7 @@ own, with the same path, validator and message as before.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
@@ -46,7 +47,7 @@ def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 
 _NUMBER = (int, float)
 _KNOWN = {"type", "enum", "minimum", "maximum", "minLength", "minItems", "items", "properties",
-          "additionalProperties", "required"}
+          "additionalProperties", "required", "pattern"}
 
 
 def _fast_test(subschema: Any) -> Fast | None:
@@ -80,6 +81,12 @@ def _fast_test(subschema: Any) -> Fast | None:
     if "maximum" in subschema:
         high = subschema["maximum"]
         checks.append(lambda v: type(v) not in _NUMBER or v <= high)
+    if "pattern" in subschema:
+        try:
+            pattern = re.compile(subschema["pattern"])
+        except (re.error, TypeError):
+            return None
+        checks.append(lambda v: type(v) is not str or pattern.search(v) is not None)
     if "minLength" in subschema:
         min_length = subschema["minLength"]
         checks.append(lambda v: type(v) is not str or len(v) >= min_length)
@@ -119,7 +126,8 @@ def _validator_class() -> Any:
     import jsonschema
 
     base = jsonschema.Draft202012Validator
-    items, properties, additional = (base.VALIDATORS[k] for k in ("items", "properties", "additionalProperties"))
+    items, properties, additional, property_names = (
+        base.VALIDATORS[k] for k in ("items", "properties", "additionalProperties", "propertyNames"))
     tests: dict[int, tuple[Any, Fast | None]] = {}  # id(subschema) -> (subschema kept alive, its test)
 
     def test_of(subschema: Any) -> Fast | None:
@@ -160,9 +168,19 @@ def _validator_class() -> Any:
             if name not in known and not test(value):
                 yield from validator.descend(value, sub, path=name)
 
+    def fast_names(validator: Any, names: Any, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
+        test = test_of(names)
+        if test is None or not isinstance(instance, dict):
+            yield from property_names(validator, names, instance, schema)
+            return
+        for name in instance:
+            if not test(name):
+                yield from validator.descend(instance=name, schema=names)
+
     del properties  # replaced whole: its only work is the descend we do
     return jsonschema.validators.extend(base, {"items": fast_items, "properties": fast_properties,
-                                               "additionalProperties": fast_additional})
+                                               "additionalProperties": fast_additional,
+                                               "propertyNames": fast_names})
 
 
 @lru_cache(maxsize=None)
