@@ -47,9 +47,10 @@ setup(
     ],
     extras_require={
         # import-linter and mypy run as tests (tests/unit/test_static_checks.py); the stubs are what
-        # mypy needs of the typed-elsewhere dependencies. invoke runs tasks.py.
+        # mypy needs of the typed-elsewhere dependencies. invoke runs tasks.py. hypothesis: the loader's and
+        # the quoting's property-based tests.
         "test": ["pytest>=7.4", "selenium>=4.15", "import-linter>=2.17", "mypy>=1.10", "types-jsonschema",
-                 "types-gevent", "invoke>=2.2", "hypothesis>=6.80"],
+                 "types-gevent", "invoke>=2.2", "hypothesis>=6.100"],
         "bench": ["optuna>=3.5", "hyperqueue>=0.27"],
     },
     entry_points={

@@ -6,6 +6,11 @@ tell them apart without parsing messages.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 
 class OrchestraError(Exception):
     """Root of every error a user can act on. ``str(err)`` is the one-line message the CLI prints."""
@@ -79,6 +84,16 @@ class UsageError(OrchestraError):
     exit_code = 2
 
 
+def did_you_mean(word: object, choices: "Iterable[str]") -> str | None:
+    """The hint for a misspelt key or value, shared so that manifests and profiles suggest alike."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    if not close and isinstance(word, str):  # a case slip (`Parameters`) is closer than difflib thinks
+        close = [c for c in map(str, choices) if c.lower() == word.lower()][:1]
+    return f"did you mean {close[0]!r}?" if close else None
+
+
 # Exit codes that are not errors: kept here so every CLI agrees on them.
 EXIT_OK = 0
 EXIT_EXECUTIONS_FAILED = 1
@@ -87,5 +102,5 @@ EXIT_INTERRUPTED = 130
 __all__ = [
     "OrchestraError", "ManifestError", "ProfileError", "ConnectionError_", "SchedulerError",
     "ExecutionError", "RepositoryError", "SearchError", "UsageError",
-    "EXIT_OK", "EXIT_EXECUTIONS_FAILED", "EXIT_INTERRUPTED",
+    "EXIT_OK", "EXIT_EXECUTIONS_FAILED", "EXIT_INTERRUPTED", "did_you_mean",
 ]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .durations import parse_duration
-from .errors import ManifestError
+from .errors import ManifestError, did_you_mean
 from .parameters import ParameterSpec, canonical_value
 from .quoting import TemplateError, argv_template, parse_template, refusals, shell_problem
 from .search import search_problems
@@ -27,8 +27,14 @@ from .search import search_problems
 if TYPE_CHECKING:  # jsonschema is imported where it validates: read-only commands never load it
     import jsonschema
 
+    from .yamlio import Document
+
 MANIFEST_NAME = "orchestra.yaml"
 RETRY_KINDS = ("exit", "timeout", "node-failure", "walltime")
+# A manifest is written by hand; the biggest real ones (long `choices:` lists) are a few MB. At 8 MiB the
+# slowest shapes still load in seconds and under 1 GB (bench/manifest_load.py); a bigger file is refused
+# before it is read whole: data that size belongs in a file the command reads.
+MAX_MANIFEST_BYTES = 8 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,34 +81,6 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
-def _position(node: Any, path: list[Any]) -> tuple[int | None, int | None]:
-    """1-based (line, col) of the value at ``path``, falling back to the nearest ancestor known."""
-    best: tuple[int | None, int | None] = (1, 1)
-    current = node
-    for key in path:
-        try:
-            if isinstance(key, int):
-                line, col = current.lc.item(key)
-            else:
-                line, col = current.lc.value(key) if key in current else current.lc.key(key)
-            best = (line + 1, col + 1)
-            current = current[key]
-        except Exception:  # scalars and missing keys carry no position: keep the parent's
-            break
-    return best
-
-
-def _key_position(node: Any, path: list[Any], key: str) -> tuple[int | None, int | None]:
-    current = node
-    try:
-        for part in path:
-            current = current[part]
-        line, col = current.lc.key(key)
-        return line + 1, col + 1
-    except Exception:
-        return _position(node, path)
-
-
 def _dotted(path: list[Any]) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
@@ -110,18 +88,20 @@ def _dotted(path: list[Any]) -> str:
 class _Checker:
     """Collects every problem of one manifest with its position; the first is what most commands show."""
 
-    def __init__(self, path: str, root: Any, source: str = "") -> None:
+    def __init__(self, path: str, doc: "Document", source: str = "") -> None:
         self.path = path
-        self.root = root
+        self.doc = doc
         self.source = source  # the manifest's text: positions inside a string value are found in it
         self.errors: list[ManifestError] = []
+        self.wheres: list[list[Any]] = []  # the key path of each error, to drop follow-ups of a bad part
 
     def at(self, where: list[Any], message: str, *, key: str | None = None, hint: str | None = None) -> None:
-        line, col = _key_position(self.root, where, key) if key is not None else _position(self.root, where)
+        line, col = self.doc.key_position(where, key) if key is not None else self.doc.position(where)
         self.errors.append(ManifestError(message, path=self.path, line=line, col=col, hint=hint))
+        self.wheres.append(list(where))
 
-    def schema_error(self, err: "jsonschema.ValidationError") -> None:
-        where = list(err.absolute_path)
+    def schema_error(self, err: "jsonschema.ValidationError", prefix: tuple[Any, ...] = ()) -> None:
+        where = [*prefix, *err.absolute_path]
         validator = err.validator
         # jsonschema types these as "anything a schema may hold"; for the validators named below they are
         # a mapping (additionalProperties) and a list or a string (enum, type).
@@ -131,10 +111,9 @@ class _Checker:
             allowed = list((schema.get("properties") or {}).keys())
             extras = [k for k in err.instance if k not in allowed] if isinstance(err.instance, Mapping) else []
             for extra in extras:
-                close = difflib.get_close_matches(str(extra), allowed, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else None
                 valid = f"; valid keys: {', '.join(allowed)}" if allowed else ""
-                self.at(where, f"unknown key {extra!r} in {_dotted(where)}{valid}", key=str(extra), hint=hint)
+                self.at(where, f"unknown key {_shown(extra)} in {_dotted(where)}{valid}", key=str(extra),
+                        hint=did_you_mean(extra, allowed))
             return
         if validator == "required":
             missing = re.findall(r"'([^']+)' is a required property", err.message)
@@ -143,9 +122,8 @@ class _Checker:
             return
         if validator == "enum":
             choices = ", ".join(str(c) for c in value)
-            close = difflib.get_close_matches(str(err.instance), [str(c) for c in value], n=1)
-            self.at(where, f"{_dotted(where)}: {err.instance!r} is not one of: {choices}",
-                    hint=f"did you mean {close[0]!r}?" if close else None)
+            self.at(where, f"{_dotted(where)}: {_shown(err.instance)} is not one of: {choices}",
+                    hint=did_you_mean(err.instance, value))
             return
         if validator == "type":
             expected = value if isinstance(value, str) else " or ".join(value)
@@ -155,7 +133,7 @@ class _Checker:
             self.at(where, "name must be one line of text")
             return
         if validator == "propertyNames" or (validator == "pattern" and where == ["parameters"]):
-            self.at(where, f"{_dotted(where)}: {err.instance!r} is not a valid parameter name "
+            self.at(where, f"{_dotted(where)}: {_shown(err.instance)} is not a valid parameter name "
                            f"(letters, digits and _; not starting with a digit)", key=str(err.instance))
             return
         if validator in ("minimum", "maximum", "minLength", "minItems", "minProperties", "uniqueItems"):
@@ -179,15 +157,21 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return f"string {value!r}"
-    return f"{type(value).__name__} {value!r}"
+        return f"string {_shown(value)}"
+    return f"{type(value).__name__} {_shown(value)}"
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut to fit one line of a message (a value may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _schema_message(err: "jsonschema.ValidationError") -> str:
     v = err.validator_value
     return {
-        "minimum": f"must be at least {v}, got {err.instance!r}",
-        "maximum": f"must be at most {v}, got {err.instance!r}",
+        "minimum": f"must be at least {v}, got {_shown(err.instance)}",
+        "maximum": f"must be at most {v}, got {_shown(err.instance)}",
         "minLength": "must not be empty",
         "minItems": "must not be empty",
         "minProperties": "must not be empty",
@@ -195,69 +179,130 @@ def _schema_message(err: "jsonschema.ValidationError") -> str:
     }.get(str(err.validator), err.message)
 
 
-def _plain(node: Any) -> Any:
-    """CommentedMap/Seq into dict/list (ruamel's scalars subclass str/int/float: normalise them too)."""
-    if isinstance(node, Mapping):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, bool) or node is None:
-        return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    return node
-
-
-def _first_yaml_problem(exc: Exception, path: str) -> ManifestError:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    line = mark.line + 1 if mark is not None else None
-    col = mark.column + 1 if mark is not None else None
-    return ManifestError(f"YAML syntax error: {problem}", path=path, line=line, col=col,
-                         hint="check indentation, colons and quotes around values with ':' or '#'")
-
-
-def parse_manifest(text: str, path: str = MANIFEST_NAME, *,
+def parse_manifest(text: str | bytes, path: str = MANIFEST_NAME, *,
                    personal_profiles: Mapping[str, Any] | None = None) -> tuple[Manifest | None, list[ManifestError]]:
-    """Parse and check a manifest text; returns the Manifest (None if invalid) and every error found."""
-    import jsonschema  # imported here: read-only commands on a known-good manifest never need it
+    """Parse and check a manifest text; returns the Manifest (None if invalid) and every error found.
 
-    from .yamlio import load_roundtrip
+    One pass of the YAML composer gives the data and every position; independent problems (a duplicate
+    key, schema errors, the semantic checks on the parts the schema accepted) are all reported, in file
+    order, so one `expegit check` shows what to fix.
+    """
+    from .yamlio import YamlError, load_located
 
     try:
-        root = load_roundtrip(text)
-    except Exception as exc:  # ruamel's parser and scanner errors share no useful base class
-        return None, [_first_yaml_problem(exc, path)]
+        doc = load_located(text, string_keys=True)
+    except YamlError as exc:
+        return None, [ManifestError(exc.message, path=path, line=exc.line, col=exc.col, hint=exc.hint)]
+    root = doc.data
     if root is None:
         return None, [ManifestError("the manifest is empty", path=path, line=1, col=1,
                                     hint="run `expegit init` for a commented starter manifest")]
-    if not isinstance(root, Mapping):
-        return None, [ManifestError(f"the manifest must be a mapping of keys, got {_describe(_plain(root))}",
+    if not isinstance(root, dict):
+        return None, [ManifestError(f"the manifest must be a mapping of keys, got {_describe(root)}",
                                     path=path, line=1, col=1)]
-    duplicates = _duplicate_keys(text)
-    checker = _Checker(path, root, text)
-    for line, col, key in duplicates:
-        checker.errors.append(ManifestError(f"key {key!r} appears twice", path=path, line=line, col=col))
-    data = _plain(root)
-    validator = jsonschema.Draft202012Validator(load_schema("orchestra.schema.json"))
-    for err in validator.iter_errors(data):
-        checker.schema_error(err)
-    if checker.errors:
+    source = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    checker = _Checker(path, doc, source)
+    for dup in doc.duplicates:
+        inside = f" in {_dotted(list(dup.path))}" if dup.path else ""
+        checker.errors.append(ManifestError(
+            f"key {_shown(dup.key)} appears twice{inside}: first at line {dup.first[0]}, again at line {dup.again[0]}",
+            path=path, line=dup.again[0], col=dup.again[1], hint="keep one of them"))
+        checker.wheres.append(list(dup.path))
+    schema_errors = _schema_errors(root, checker)
+    data = _buildable(root, schema_errors)
+    if data is None:
         return None, _sorted(checker.errors)
-    manifest = _build(data, checker, personal_profiles or {})
+    builder = _Checker(path, doc, source)
+    manifest = _build(data, builder, personal_profiles or {})
+    dropped = _dropped_parameters(root, schema_errors)
+    for error, where in zip(builder.errors, builder.wheres):
+        if not _follows_from(error, where, dropped):
+            checker.errors.append(error)
     if checker.errors:
         return None, _sorted(checker.errors)
     return manifest, []
 
 
-def _duplicate_keys(text: str) -> list[tuple[int, int, str]]:
-    # ruamel refuses duplicate keys with an exception whose message is long; we find them ourselves so the
-    # error is one line. Only top-level duplicates matter enough to catch before the parser does.
-    return []
+def _schema_errors(root: dict[str, Any], checker: _Checker) -> list[list[Any]]:
+    """Report every schema problem of the manifest and of its shared profiles; returns their key paths."""
+    from .schema_check import validator as schema_validator  # jsonschema: only where a manifest is checked
+
+    paths: list[list[Any]] = []
+    validator = schema_validator("orchestra.schema.json")
+    for err in validator.iter_errors(root):
+        checker.schema_error(err)
+        paths.append(_error_path(err))
+    profiles = root.get("profiles")
+    if isinstance(profiles, dict):
+        # A shared profile may leave required keys (host, account) to each user's personal file, so only
+        # what is written is checked here: unknown keys and wrong values, with their lines.
+        profile_validator = schema_validator("profile.schema.json")
+        for name, profile in profiles.items():
+            if not isinstance(profile, dict) or profile.get("kind") not in ("local", "ssh", "slurm", "command"):
+                continue  # the manifest schema said so already
+            for err in profile_validator.iter_errors(profile):
+                if err.validator in ("required", "if", "then", "allOf"):
+                    continue
+                checker.schema_error(err, ("profiles", name))
+                paths.append(["profiles", name, *_error_path(err)])
+    return paths
+
+
+def _error_path(err: "jsonschema.ValidationError") -> list[Any]:
+    path: list[Any] = list(err.absolute_path)
+    if err.validator == "propertyNames":  # the bad name is the instance, not a path below it
+        path.append(err.instance)
+    return path
+
+
+def _buildable(root: dict[str, Any], schema_errors: list[list[Any]]) -> dict[str, Any] | None:
+    """``root`` with the parts the schema refused set aside, so the semantic checks can still run on the
+    rest; None when what is left cannot make a manifest (no valid name or command)."""
+    if not schema_errors:
+        return root
+    bad_top = {p[0] for p in schema_errors if p}
+    if not isinstance(root.get("name"), str) or not isinstance(root.get("command"), str) or \
+            {"name", "command"} & bad_top:
+        return None
+    data = {k: v for k, v in root.items() if k not in bad_top or k in ("parameters", "profiles", "objective")}
+    if "parameters" in bad_top:
+        params = root.get("parameters")
+        if not isinstance(params, dict):
+            data.pop("parameters")
+        else:
+            bad = _dropped_parameters(root, schema_errors)
+            data["parameters"] = {n: ({"value": 0} if n in bad else d) for n, d in params.items()}
+    if "profiles" in bad_top:
+        profiles = root.get("profiles")
+        bad_profiles = {p[1] for p in schema_errors if len(p) >= 2 and p[0] == "profiles"}
+        data["profiles"] = {n: ({"kind": "local"} if n in bad_profiles else p)
+                            for n, p in profiles.items()} if isinstance(profiles, dict) else {}
+        if not isinstance(profiles, dict):
+            data.pop("profile", None)
+    if "objective" in bad_top:
+        data["objective"] = {"metric": "objective", "from": "metrics.json"}  # stands in for the bad one
+    return data
+
+
+def _dropped_parameters(root: dict[str, Any], schema_errors: list[list[Any]]) -> set[str]:
+    params = root.get("parameters")
+    if not isinstance(params, dict):
+        return set()
+    return {str(p[1]) for p in schema_errors if len(p) >= 2 and p[0] == "parameters"}
+
+
+# The parameter names a message mentions: as a placeholder ({name} or {name:fmt}) or quoted ('name').
+_NAMED = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)[}:]|'([A-Za-z_][A-Za-z0-9_]*)'")
+
+
+def _follows_from(error: ManifestError, where: list[Any], dropped: set[str]) -> bool:
+    """Whether a semantic error is only the echo of a parameter the schema refused (a placeholder or a
+    `when` naming it): the schema's own error says what to fix."""
+    if not dropped:
+        return False
+    if len(where) >= 2 and where[0] == "parameters" and where[1] in dropped:
+        return True
+    return any(name in dropped for names in _NAMED.findall(error.message) for name in names if name)
 
 
 def _sorted(errors: list[ManifestError]) -> list[ManifestError]:
@@ -427,7 +472,7 @@ def _at_offset(c: _Checker, where: list[Any], value: str, offset: int, message: 
     k-th in the value too): a placeholder's text survives every YAML style unchanged. Falls back to where
     the value starts when the source is not at hand (data already checked once, from a cache).
     """
-    line, col = _position(c.root, where)
+    line, col = c.doc.position(where)
     located = _find_in_source(c.source, line, col, value, offset)
     if located is not None:
         line, col = located
@@ -557,7 +602,11 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Load and check a manifest file; the first problem found is raised as ManifestError."""
     manifest, errors = check_manifest(path)
     if errors:
-        raise errors[0]
+        first = errors[0]
+        if len(errors) > 1:
+            more = f"{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}: `expegit check` lists them all"
+            first.hint = f"{first.hint}; {more}" if first.hint else more
+        raise first
     assert manifest is not None
     return manifest
 
@@ -568,18 +617,24 @@ def manifest_from_checked_data(data: Mapping[str, Any], path: str = MANIFEST_NAM
     Skips the YAML round-trip and the schema; the semantic checks still run, since they depend on the
     personal profiles too. None if they now fail: the caller then parses the text again for positions.
     """
-    checker = _Checker(path, data)
+    from .yamlio import Document
+
+    checker = _Checker(path, Document(data, None, []))
     manifest = _build(json.loads(json.dumps(data)), checker, list_personal_profiles())
     return None if checker.errors else manifest
 
 
 def check_manifest(path: str | os.PathLike[str]) -> tuple[Manifest | None, list[ManifestError]]:
     shown = os.path.relpath(path) if os.path.isabs(path) else str(path)
+    from .yamlio import YamlError, read_text
+
     try:
-        text = Path(path).read_text("utf-8")
+        text = read_text(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         return None, [ManifestError("no manifest here", path=shown,
                                     hint="run `expegit init` to create a campaign, or cd into one")]
-    except UnicodeDecodeError as exc:
-        return None, [ManifestError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=shown)]
+    except OSError as exc:
+        return None, [ManifestError(f"cannot read the manifest: {exc.strerror}", path=shown)]
+    except YamlError as exc:
+        return None, [ManifestError(exc.message, path=shown, line=exc.line, col=exc.col, hint=exc.hint)]
     return parse_manifest(text, shown, personal_profiles=list_personal_profiles())

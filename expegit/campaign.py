@@ -105,7 +105,9 @@ class Campaign:
 
     def check(self) -> list[ManifestError]:
         # The search: section is checked with the rest of the manifest (orchestra.search), in core.
-        _manifest, errors = check_manifest(self._shown_path())
+        manifest, errors = check_manifest(self._shown_path())
+        if manifest is not None and self._manifest is None:
+            self._manifest = manifest  # `expegit check` then prints its summary without parsing again
         return errors
 
 

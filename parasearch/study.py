@@ -144,12 +144,10 @@ def search_problems(manifest: Manifest, text: str | None = None) -> list[Orchest
 
 def _search_position(manifest: Manifest, text: str | None) -> tuple[int | None, int | None]:
     try:
-        from orchestra.yamlio import load_roundtrip
+        from orchestra.yamlio import load_located  # bounded and fast: a manifest may be megabytes
 
-        root = load_roundtrip(text if text is not None else Path(manifest.path).read_text("utf-8"))
-        node = root["search"]
-        line, col = node.lc.value("algorithm") if hasattr(node, "lc") else root.lc.key("search")
-        return line + 1, col + 1
+        doc = load_located(text if text is not None else Path(manifest.path).read_text("utf-8"), string_keys=True)
+        return doc.position(["search", "algorithm"])
     except Exception:  # a position is a courtesy: the message stands without it
         return None, None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.durations import parse_duration
-from orchestra.errors import ProfileError
+from orchestra.errors import ProfileError, did_you_mean
 
 KINDS = ("local", "ssh", "slurm", "command")
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "profile.schema.json"
@@ -121,27 +121,60 @@ def _schema_props(kind: str) -> list[str]:
 
 
 def validate(name: str, data: Any, source: str = "profile") -> None:
-    """Raise ProfileError naming the profile, the key path and what is valid there."""
+    """Raise ProfileError naming the profile, the key path and what is valid there.
+
+    When ``source`` is a file load_profile_file() read, the message starts with ``FILE:LINE:COL:`` of the
+    key or value at fault, as manifest errors do."""
     if not isinstance(data, Mapping):
-        raise ProfileError(f"{source}: profile {name!r} must be a mapping, not {type(data).__name__}")
+        raise ProfileError(f"{_where(source, [])}: profile {name!r} must be a mapping, not {type(data).__name__}")
     kind = data.get("kind")
     if kind not in KINDS:
-        close = difflib.get_close_matches(str(kind), KINDS, n=1)
-        raise ProfileError(f"{source}: profile {name!r}: kind {kind!r} is not one of {', '.join(KINDS)}",
-                           hint=f"did you mean {close[0]!r}?" if close else None)
+        raise ProfileError(f"{_where(source, ['kind'])}: profile {name!r}: kind {kind!r} is not one of "
+                           f"{', '.join(KINDS)}", hint=did_you_mean(kind, KINDS))
     valid = _schema_props(kind)
-    unknown = sorted(set(data) - set(valid))
+    unknown = sorted(set(data) - set(valid), key=lambda k: (_position(source, [], k) or (0, 0), str(k)))
     if unknown:
-        close = difflib.get_close_matches(unknown[0], valid, n=1)
-        raise ProfileError(f"{source}: profile {name!r}: unknown key {unknown[0]!r} for kind {kind}; valid keys: "
-                           f"{', '.join(valid)}", hint=f"did you mean {close[0]!r}?" if close else None)
+        raise ProfileError(f"{_where(source, [], key=unknown[0])}: profile {name!r}: unknown key {unknown[0]!r} "
+                           f"for kind {kind}; valid keys: {', '.join(valid)}", hint=did_you_mean(unknown[0], valid))
     if kind == "ssh" and "host" not in data and "hosts" not in data:
-        raise ProfileError(f"{source}: profile {name!r}: kind ssh needs `host: ALIAS` or `hosts: [ALIAS, ...]`")
+        raise ProfileError(f"{_where(source, [])}: profile {name!r}: kind ssh needs `host: ALIAS` or `hosts: [ALIAS, ...]`")
     errors = sorted(_validator().iter_errors(dict(data)), key=lambda e: (len(e.absolute_path), e.message))
     if errors:
         err = max(errors, key=lambda e: len(e.absolute_path))  # the most specific one
-        where = ".".join(str(p) for p in err.absolute_path) or "(top)"
-        raise ProfileError(f"{source}: profile {name!r}: {where}: {err.message}")
+        path = list(err.absolute_path)
+        where = ".".join(str(p) for p in path) or "(top)"
+        if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
+            allowed = list((err.schema.get("properties") or {}).keys())
+            extra = next((k for k in err.instance if k not in allowed), None)
+            if extra is not None:
+                raise ProfileError(f"{_where(source, path, key=extra)}: profile {name!r}: {where}: unknown key "
+                                   f"{extra!r}; valid keys: {', '.join(allowed)}", hint=did_you_mean(extra, allowed))
+        raise ProfileError(f"{_where(source, path)}: profile {name!r}: {where}: {err.message}")
+
+
+# The positions of the profile files load_profile_file() read, by the path it was given as text: validate()
+# is called with that path as ``source`` (resolve_profile), so its messages can say FILE:LINE:COL.
+_documents: dict[str, Any] = {}
+
+
+def _position(source: str, path: list[Any], key: Any = None) -> tuple[int, int] | None:
+    """Where the file ``source`` wrote ``path`` (or ``key`` in it); None when the value came from
+    elsewhere (the manifest's shared profile it was merged over)."""
+    doc = _documents.get(source)
+    if doc is None:
+        return None
+    node = doc.data
+    for part in [*path, key] if key is not None else path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return doc.key_position(path, key) if key is not None else doc.position(path)
+
+
+def _where(source: str, path: list[Any], *, key: Any = None) -> str:
+    position = _position(source, path, key)
+    return source if position is None else f"{source}:{position[0]}:{position[1]}"
 
 
 def _duration(value: Any, what: str, name: str) -> float:
@@ -236,17 +269,25 @@ def personal_dir() -> Path:
 
 
 def load_profile_file(path: Path) -> dict[str, Any]:
-    from orchestra.yamlio import load_plain
+    """The mapping in a personal profile file; ProfileError with FILE:LINE:COL for what cannot be read."""
+    from orchestra.yamlio import YamlError, duplicate_error, load_located, read_text
 
     try:
-        data = load_plain(path.read_text("utf-8"))
+        doc = load_located(read_text(path), string_keys=True)
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
-    except Exception as exc:  # ruamel raises many classes
-        raise ProfileError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, Mapping):
-        raise ProfileError(f"{path}: a profile file holds one mapping (kind: ..., ...)")
-    return dict(data)
+    except YamlError as exc:
+        raise ProfileError(f"{path}:{exc.line}:{exc.col}: {exc.message}", hint=exc.hint) from None
+    if doc.duplicates:
+        twice = duplicate_error(doc.duplicates[0])
+        raise ProfileError(f"{path}:{twice.line}:{twice.col}: {twice.message}", hint=twice.hint)
+    if not isinstance(doc.data, Mapping):
+        raise ProfileError(f"{path}:{doc.start[0]}:{doc.start[1]}: a profile file holds one mapping "
+                           f"(kind: ..., ...)")
+    if len(_documents) > 64:  # a long-lived process resolving many files: positions are a courtesy
+        _documents.clear()
+    _documents[str(path)] = doc
+    return dict(doc.data)
 
 
 def resolve_profile(name: str, shared: Mapping[str, Mapping[str, Any]] | None = None,

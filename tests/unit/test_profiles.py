@@ -87,3 +87,37 @@ def test_bad_yaml_file(tmp_path):
     with pytest.raises(ProfileError) as err:
         load_profile_file(path)
     assert str(path) in str(err.value)
+
+
+def test_profile_file_errors_give_line_and_column(tmp_path):
+    # Each message starts FILE:LINE:COL at the key or value at fault, as manifest errors do.
+    cases = {
+        "typo.yaml": ("kind: slurm\nhost: h\nslot_per_node: 4\n", ":3:1: profile 'typo': unknown key 'slot_per_node'",
+                      "did you mean 'slots_per_node'"),
+        "nested.yaml": ("kind: slurm\nhost: h\nallocation:\n  nodes: 0\n", ":4:10: profile 'nested': allocation.nodes", ""),
+        "nestedkey.yaml": ("kind: slurm\nhost: h\nallocation:\n  gpus: 1\n", ":4:3: profile 'nestedkey': allocation: unknown "
+                           "key 'gpus'", ""),
+        "kind.yaml": ("host: h\nkind: sssh\n", ":2:7: profile 'kind': kind 'sssh'", "did you mean 'ssh'"),
+    }
+    for name, (text, needle, hint) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ProfileError) as err:
+            resolve_profile(name[:-5], {}, tmp_path)
+        assert str(err.value).startswith(str(tmp_path / name) + needle), str(err.value)
+        assert hint in str(err.value)
+
+
+def test_profile_file_yaml_problems_are_located(tmp_path):
+    for text, needle in [("kind: ssh\nhost: a\nhost: b\n", ":3:1: key 'host' appears twice, at line 2 and line 3"),
+                         ("kind: ssh\nhost: [a\n", ":3:1: YAML syntax error"),
+                         (b"kind: ssh\nhost: \xff\n", ":2:7: not UTF-8 text"),
+                         ("- kind: ssh\n", ":1:1: a profile file holds one mapping"),
+                         ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                          "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+                          "nodes")]:
+        path = tmp_path / "p.yaml"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(ProfileError) as err:
+            load_profile_file(path)
+        assert str(err.value).startswith(str(path) + ":") and needle in str(err.value), str(err.value)
+        assert "\n" not in str(err.value)
