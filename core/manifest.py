@@ -95,6 +95,11 @@ class _Checker:
         self.errors: list[ManifestError] = []
         self.wheres: list[list[Any]] = []  # the key path of each error, to drop follow-ups of a bad part
 
+    def add(self, where: list[Any], error: ManifestError) -> None:
+        """An error positioned by the caller (inside a string value); ``where`` is its key path."""
+        self.errors.append(error)
+        self.wheres.append(list(where))
+
     def at(self, where: list[Any], message: str, *, key: str | None = None, hint: str | None = None) -> None:
         line, col = self.doc.key_position(where, key) if key is not None else self.doc.position(where)
         self.errors.append(ManifestError(message, path=self.path, line=line, col=col, hint=hint))
@@ -426,12 +431,12 @@ def _command(raw: str | list[str], specs: Mapping[str, ParameterSpec], declared:
             fields = parse_template(text).fields
             problems = refusals(text)
         except TemplateError as exc:
-            c.errors.append(_at_offset(c, where, text, exc.offset, f"{label}: {exc}", exc.hint))
+            c.add(where, _at_offset(c, where, text, exc.offset, f"{label}: {exc}", exc.hint))
             continue
         if len(where) > 1:
             problems = []  # an argv word is quoted whole: no shell context to refuse
         for problem in problems[:_MAX_COMMAND_ERRORS]:
-            c.errors.append(_at_offset(c, where, text, problem.offset, f"{label}: {problem}", problem.hint))
+            c.add(where, _at_offset(c, where, text, problem.offset, f"{label}: {problem}", problem.hint))
         reported = len(problems)
         for placeholder in fields:
             field, fmt = placeholder.field, placeholder.spec
@@ -441,7 +446,7 @@ def _command(raw: str | list[str], specs: Mapping[str, ParameterSpec], declared:
             if field not in declared:
                 reported += 1
                 close = difflib.get_close_matches(field, list(specs), n=1)
-                c.errors.append(_at_offset(
+                c.add(where, _at_offset(
                     c, where, text, placeholder.start,
                     f"{label}: placeholder {{{field}}} names no parameter; declared: {', '.join(specs) or '(none)'}",
                     f"did you mean {{{close[0]}}}?" if close else
@@ -452,7 +457,7 @@ def _command(raw: str | list[str], specs: Mapping[str, ParameterSpec], declared:
                     format(sample, fmt)
                 except (ValueError, TypeError):
                     reported += 1
-                    c.errors.append(_at_offset(c, where, text, placeholder.start,
+                    c.add(where, _at_offset(c, where, text, placeholder.start,
                                                f"{label}: format spec {{{field}:{fmt}}} does not apply to "
                                                f"parameter {field}", None))
     if isinstance(raw, str):

@@ -42,7 +42,8 @@ def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
             return [walk(v, seen) for v in node]
         return node
 
-    return walk(schema, frozenset())
+    result: dict[str, Any] = walk(schema, frozenset())
+    return result
 
 
 _NUMBER = (int, float)
@@ -178,9 +179,9 @@ def _validator_class() -> Any:
                 yield from validator.descend(instance=name, schema=names)
 
     del properties  # replaced whole: its only work is the descend we do
-    return jsonschema.validators.extend(base, {"items": fast_items, "properties": fast_properties,
-                                               "additionalProperties": fast_additional,
-                                               "propertyNames": fast_names})
+    checks = {"items": fast_items, "properties": fast_properties, "additionalProperties": fast_additional,
+              "propertyNames": fast_names}
+    return jsonschema.validators.extend(base, checks)  # type: ignore[no-untyped-call]
 
 
 @lru_cache(maxsize=None)

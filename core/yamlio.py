@@ -60,7 +60,7 @@ class Duplicate:
 
 
 def _pack(mark: Any) -> int:
-    return mark.line << 32 | mark.column
+    return int(mark.line << 32 | mark.column)
 
 
 def _unpack(packed: int) -> tuple[int, int]:
@@ -310,7 +310,7 @@ def _compose(parser: Any, resolver: Any, constructor: Any, string_keys: bool) ->
             return
         frame.data[key] = value
         keys[key] = key_mark
-        frame.marks.values[key] = mark.line << 32 | mark.column  # type: ignore[index]
+        frame.marks.values[key] = mark.line << 32 | mark.column
         if marks is not None:
             frame.marks.children[key] = marks
 
@@ -364,7 +364,7 @@ def _compose(parser: Any, resolver: Any, constructor: Any, string_keys: bool) ->
                     if key not in frame.data:
                         frame.data[key] = value
                         frame.marks.keys[key] = source_marks.keys[key]  # type: ignore[index]
-                        frame.marks.values[key] = source_marks.values[key]  # type: ignore[index,call-overload]
+                        frame.marks.values[key] = source_marks.values[key]
                         if key in source_marks.children:
                             frame.marks.children[key] = source_marks.children[key]
             if frame.anchor is not None:
