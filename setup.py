@@ -36,7 +36,7 @@ setup(
         "jsonschema>=4.18",
         "numpy>=1.24",
         "scipy>=1.11",
-        "tenacity>=8.2",
+        "tenacity>=8.3",  # stop_before_delay (runaway/backoff.py)
         "gevent>=23.9",
     ],
     extras_require={

@@ -11,7 +11,6 @@ retries and collection as ``expegit run``; only the listener differs (files on d
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import io
@@ -40,10 +39,11 @@ from orchestra.quoting import render_command
 
 from .backend import Backend, Job, RunHandle
 from .controller import AttemptResult, Controller, Task
+from .factory import make_backend
 from .profiles import LocalProfile, Profile, SlurmProfile, SSHProfile, resolve_profile
 
 if TYPE_CHECKING:
-    from .hosts import Host
+    from .transports import Transport
 
 MANIFEST = "orchestra.yaml"
 DEFAULT_RETRY = RetryPolicy(max=2, on=("node-failure", "walltime"), backoff=1.0)
@@ -76,21 +76,6 @@ def load_profile(name: str, cwd: Path) -> Profile:
         if isinstance(data, dict) and isinstance(data.get("profiles"), dict):
             shared = dict(data["profiles"])
     return resolve_profile(name, shared)
-
-
-def make_backend(profile: Profile, *, slots: int | None = None) -> Backend:
-    if isinstance(profile, LocalProfile):
-        from .local import LocalBackend
-
-        base = Path(profile.workdir).expanduser() if profile.workdir else \
-            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orchestra" / "runaway"
-        return LocalBackend(base, slots or profile.slots, dict(profile.env))
-    if slots is not None:
-        raise ProfileError(f"--slots applies to local profiles; profile {profile.name!r} is {profile.kind}: set its "
-                           f"slots (ssh) or slots_per_node and allocation.nodes (slurm) instead")
-    from .profiles import make_backend as make_remote
-
-    return make_remote(profile)
 
 
 # ------------------------------------------------------------------------------------------- code
@@ -240,34 +225,8 @@ class _Tail:
         self.offsets = [0, 0]
         self._greenlet = gevent.spawn(self._loop)
 
-    def _host(self) -> Any:
-        runs = getattr(self.backend, "runs", None)
-        if isinstance(runs, dict):
-            runs = runs.get(self.handle.slot.host)
-        return getattr(runs, "host", None)
-
     def _read(self) -> tuple[bytes, bytes]:
-        meta = f"{self.handle.remote_dir}/.orchestra"
-        host = self._host()
-        if host is None:  # local
-            chunks = []
-            for name, offset in zip(("stdout", "stderr"), self.offsets):
-                try:
-                    with open(f"{meta}/{name}", "rb") as handle:
-                        handle.seek(offset)
-                        chunks.append(handle.read())
-                except OSError:
-                    chunks.append(b"")
-            return chunks[0], chunks[1]
-        o, e = self.offsets
-        cmd = (f"cd {shlex.quote(meta)} 2>/dev/null || exit 0; "
-               f"tail -c +{o + 1} stdout 2>/dev/null | base64 | tr -d '\\n'; echo; "
-               f"tail -c +{e + 1} stderr 2>/dev/null | base64 | tr -d '\\n'; echo")
-        result = host.run(cmd, timeout=30, warn=True)
-        parts = result.stdout.split("\n")
-        if len(parts) < 2:
-            return b"", b""
-        return base64.b64decode(parts[0] or b""), base64.b64decode(parts[1] or b"")
+        return self.backend.read_output(self.handle, (self.offsets[0], self.offsets[1]))
 
     def _emit(self, out: bytes, err: bytes) -> None:
         for data, stream, index in ((out, self.out, 0), (err, self.err, 1)):
@@ -549,7 +508,7 @@ class _StepFailed(Exception):
         self.cause = cause
 
 
-def _check_agent_python(host: "Host", python: str, timeout: float) -> None:
+def _check_agent_python(host: "Transport", python: str, timeout: float) -> None:
     """The agent (runaway/agent.py) needs Python 3.6 on the host; say so before anything is launched."""
     probe = host.run(f"{shlex.quote(python)} -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'",
                      timeout=timeout, warn=True)
@@ -575,7 +534,7 @@ def test_profile(profile_name: str, *, cwd: Path, timeout: float = 120.0, out: T
     """``runaway test``: connection, allocation, nodes, one trivial run; each step timed, with the fix."""
     steps = _Steps(out)
     state: dict[str, Any] = {}
-    backend: Any = None
+    backend: Backend | None = None
     try:
         def profile_step() -> str:
             state["profile"] = load_profile(profile_name, cwd)
@@ -588,7 +547,7 @@ def test_profile(profile_name: str, *, cwd: Path, timeout: float = 120.0, out: T
         profile = state["profile"]
         backend = make_backend(profile)
         if not isinstance(profile, LocalProfile):
-            hosts = list(backend.hosts.values()) if isinstance(profile, SSHProfile) else [backend.host]
+            hosts = backend.transports()
 
             def connect() -> str:
                 details = []
@@ -597,8 +556,7 @@ def test_profile(profile_name: str, *, cwd: Path, timeout: float = 120.0, out: T
                         t0 = time.monotonic()
                         host.check()
                         host.run("true", timeout=timeout)
-                        details.append(f"{host.spec.user}@{host.spec.hostname}:{host.spec.port} "
-                                       f"({(time.monotonic() - t0) * 1000:.0f} ms)")
+                        details.append(f"{host.describe()} ({(time.monotonic() - t0) * 1000:.0f} ms)")
                 return ", ".join(details)
 
             steps.step("connection", connect)
@@ -622,13 +580,13 @@ def test_profile(profile_name: str, *, cwd: Path, timeout: float = 120.0, out: T
                 return "python3, tar" + (", sbatch/squeue/srun/scancel" if profile.kind == "slurm" else "")
 
             steps.step("tools", tools)
-        steps.step("workdir", lambda: (backend.start(), _workdir(backend))[1],
+        steps.step("workdir", lambda: (backend.start(), _workdir(backend, profile))[1],
                    fix="check that the profile's workdir is writable on the host")
         if isinstance(profile, SlurmProfile):
             def allocate() -> str:
                 with gevent.Timeout(timeout):
                     state["slot"] = backend.acquire()
-                alloc = backend._slot_alloc.get(state["slot"])
+                alloc = backend.allocation_of(state["slot"])
                 return f"job {alloc.job_id}" if alloc else ""
 
             pending_fix = ("the allocation did not start: check `squeue -u $USER` (its reason) and `sinfo`; ask for "
@@ -636,7 +594,7 @@ def test_profile(profile_name: str, *, cwd: Path, timeout: float = 120.0, out: T
             steps.step("allocation", allocate, fix=pending_fix)
 
             def nodes() -> str:
-                alloc = backend._slot_alloc.get(state["slot"])
+                alloc = backend.allocation_of(state["slot"])
                 names = list(alloc.nodes) if alloc else []
                 return f"{len(names)} node(s) x {profile.slots_per_node} slot(s): {', '.join(names)}"
 
@@ -686,13 +644,11 @@ def test_profile(profile_name: str, *, cwd: Path, timeout: float = 120.0, out: T
     return 0
 
 
-def _workdir(backend: Any) -> str:
-    runs = getattr(backend, "runs", None)
-    if isinstance(runs, dict):
-        return ", ".join(f"{h}:{r.workdir}" for h, r in runs.items())
-    if runs is not None:
-        return runs.workdir
-    return str(getattr(backend, "workdir", ""))
+def _workdir(backend: Backend, profile: Profile) -> str:
+    workdirs = backend.workdirs()
+    if isinstance(profile, SSHProfile):
+        return ", ".join(f"{h}:{w}" for h, w in workdirs.items())
+    return ", ".join(workdirs.values())
 
 
 __all__ = ["batch_command", "command_line", "command_template", "exec_command", "load_profile",
