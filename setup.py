@@ -18,7 +18,7 @@ setup(
     packages=[
         "orchestra", "orchestra.schemas", "orchestra.hooks",
         "expegit", "expegit.examples", "expegit.report",
-        "runaway", "parasearch",
+        "runaway", "runaway.agent", "runaway.launchers", "runaway.providers", "runaway.transports", "parasearch",
     ],
     package_data={
         "orchestra.schemas": ["*.json"],

@@ -11,7 +11,6 @@ run directory's files (:class:`LocalFiles`, the agent launcher's fallback here).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -94,10 +93,10 @@ class LocalAgent:
 
     def start(self, places: Sequence[Place]) -> dict[Place, tuple[AgentRuns, dict[str, str]]]:
         workdir = self.backend.workdir
-        source = Path(agent_protocol.__file__)
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+        source = agent_protocol.write_bundle(workdir / "bin")  # the same one file a remote host runs
+        digest = agent_protocol.bundle_digest()
         agent_dir = workdir / "agents" / f"local-{digest}"  # a new version gets its own agent
-        argv = attach_argv(sys.executable, str(source), str(agent_dir), str(workdir), spawn=True,
+        argv = attach_argv(sys.executable, source, str(agent_dir), str(workdir), spawn=True,
                            idle_exit=AGENT_IDLE_EXIT)
         argv[2] = "ensure"  # start it if needed; then this controller talks to its socket directly
         # The environment executions start from is this controller's, not the agent's (which may have

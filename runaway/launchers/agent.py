@@ -9,7 +9,6 @@ machine talks to its socket (runaway/local.py).
 """
 from __future__ import annotations
 
-import hashlib
 import shlex
 import time
 import uuid
@@ -45,10 +44,10 @@ class PlaceFiles(Protocol):
 
 
 def install_agent(host: "Transport", workdir: str) -> str:
-    """Ship agent.py into ``<workdir>/bin`` once per content version (its name carries its hash)."""
-    source = Path(protocol.__file__).read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:12]
-    path = f"{workdir}/bin/orchestra-agent-{digest}.py"
+    """Ship the agent (one file: the zipapp of runaway/agent/) into ``<workdir>/bin`` once per version
+    (its name carries the hash of its bytes)."""
+    source = protocol.bundle()
+    path = f"{workdir}/bin/orchestra-agent-{protocol.bundle_digest()}.pyz"
     target = shlex.quote(path)
     host.put_stream([source], f"mkdir -p {shlex.quote(workdir)}/bin && {{ [ -s {target} ] || "
                               f"{{ cat > {target}.tmp.$$ && mv -f {target}.tmp.$$ {target}; }}; }}", timeout=120)

@@ -17,6 +17,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pytest
 from runaway import agent
 from runaway.rundir import MARKER, WRAPPER
 
-AGENT = Path(agent.__file__)
+AGENT = Path(agent.write_bundle(tempfile.mkdtemp(prefix="orchestra-agent-")))  # the one file hosts run
 WRAPPER_B64 = base64.b64encode(WRAPPER.encode()).decode()
 TEST_BUDGET = 20  # seconds per test, daemon start and stop included
 
