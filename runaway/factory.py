@@ -7,6 +7,7 @@ watched) over transports (how commands reach the places)::
     ssh      FixedBackend(FixedProvider(hosts), AgentLauncher | ShellLauncher, SSHTransport per host)
     slurm    AllocationBackend(SlurmProvider, AgentLauncher(NodeAgents) | ShellLauncher(srun), SSHTransport)
     command  AllocationBackend(CommandProvider(templates), ShellLauncher(launch template), SSHTransport)
+    oar      AllocationBackend(OARProvider, ShellLauncher(oarsh prefix), SSHTransport)
 
 Everything remote is imported late, so a local profile never imports paramiko.
 """
@@ -23,6 +24,8 @@ from .profiles import CommandProfile, LocalProfile, Profile, SlurmProfile, SSHPr
 
 if TYPE_CHECKING:
     from orchestra.manifest import Manifest
+
+    from .launchers import Launcher
 
     from .providers import AllocationProvider
 
@@ -78,8 +81,8 @@ def _fixed_backend(profile: SSHProfile) -> Backend:
                                         poll_interval=profile.poll_interval)
             for cfg in profile.hosts}
     shell = ShellLauncher(runs.__getitem__, setup=profile.setup)
-    launcher = (AgentLauncher(HostAgents(runs.__getitem__, profile.python), shell, setup=profile.setup)
-                if profile.launcher == "agent" else shell)
+    launcher: Launcher = (AgentLauncher(HostAgents(runs.__getitem__, profile.python), shell, setup=profile.setup)
+                          if profile.launcher == "agent" else shell)
     provider = FixedProvider([(cfg.destination, cfg.slots) for cfg in profile.hosts])
     return FixedBackend(profile, provider, launcher, runs)
 
@@ -89,6 +92,9 @@ def allocation_provider(profile: SlurmProfile) -> "AllocationProvider":
     if isinstance(profile, CommandProfile):
         from .providers.command import CommandProvider
         return CommandProvider(profile)
+    if profile.kind == "oar":
+        from .providers.oar import OARProvider
+        return OARProvider(profile)
     from .providers.slurm import SlurmProvider
     return SlurmProvider()
 
@@ -108,7 +114,7 @@ def _allocation_backend(profile: SlurmProfile, state_dir: Path | None) -> Backen
                       poll_interval=profile.poll_interval, pid_file=LAUNCHER_PID_FILE, marker=provider.step_marker)
     shell = ShellLauncher(lambda _host: runs, setup=profile.setup, prefix_of=node_prefix(provider.launcher),
                           wait_pid=10.0)
-    launcher = shell
+    launcher: Launcher = shell
     if getattr(profile, "launcher", "srun") == "agent" and provider.supports_agent:
         launcher = AgentLauncher(NodeAgents(runs, profile.python, profile.name), shell, setup=profile.setup,
                                  running_commit_delay=0.0, lost_error="its allocation ended")
