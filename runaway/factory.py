@@ -115,7 +115,7 @@ def _allocation_backend(profile: SlurmProfile, state_dir: Path | None) -> Backen
     shell = ShellLauncher(lambda _host: runs, setup=profile.setup, prefix_of=node_prefix(provider.launcher),
                           wait_pid=10.0)
     launcher: Launcher = shell
-    if getattr(profile, "launcher", "srun") == "agent" and provider.supports_agent:
+    if profile.launcher == "agent" and provider.supports_agent:
         launcher = AgentLauncher(NodeAgents(runs, profile.python, profile.name), shell, setup=profile.setup,
                                  running_commit_delay=0.0, lost_error="its allocation ended")
     ledger = AllocationLedger(state_dir / "allocations", profile.name) if state_dir is not None else None

@@ -222,7 +222,7 @@ class RemoteRuns:
         try:
             result = self.host.run(self._launch_script(items), timeout=120, warn=True)
             if result.exit_code is None:
-                raise RemoteCommandError(self.host.name, result)
+                raise RemoteCommandError(self.host.name, result)  # type: ignore[arg-type]  # its Result
         except (ConnectionError_, RemoteCommandError) as exc:
             if not link_dropped(exc):
                 raise

@@ -47,9 +47,7 @@ its wrapper). The results are entries ``f <b64 path> <size> <octal mode>\\n<size
 ``.orchestra/stdout``, ``.orchestra/stderr`` and the files matching the output globs (regular files only,
 never through a symlink; paths relative, without '..').
 """
-import io
 import os
-import zipfile
 
 from .attach import attach, ensure, main
 from .daemon import Agent
@@ -72,6 +70,9 @@ def bundle():
     Deterministic (fixed timestamps and order), so its hash names a version: a host or a local agent
     directory keyed by it is reused exactly while the sources do not change."""
     if not _BUNDLE:
+        import io
+        import zipfile  # only the controller builds the bundle: the agent itself never imports zipfile
+
         here = os.path.dirname(os.path.abspath(__file__))
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:

@@ -60,8 +60,9 @@ class NodeAgents:
         links = {place: gevent.spawn(self._attach, place) for place in places}
         gevent.joinall(list(links.values()))
         failed = [f"{place.node}: {g.exception}" for place, g in links.items() if g.exception is not None]
-        started = {place: (g.value, {"launcher_pid": pids[place.node]} if place.node in pids else {})
-                   for place, g in links.items() if g.exception is None}
+        started: dict[Place, tuple[AgentRuns, dict[str, str]]] = {
+            place: (g.value, {"launcher_pid": pids[place.node]} if place.node in pids else {})
+            for place, g in links.items() if g.exception is None and g.value is not None}
         if failed:  # those that answered are kept: the next tick retries only the others
             raise PartialStart(f"allocation {places[0].allocation}: the node agents did not answer: "
                                f"{'; '.join(failed)}", started)

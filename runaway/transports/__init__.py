@@ -15,10 +15,18 @@ from typing import Protocol
 class CommandResult(Protocol):
     """What one command left (``runaway.hosts.Result`` over SSH, ``LocalResult`` here)."""
 
-    command: str
-    exit_code: int | None  # None: it did not end (timed out, link dropped)
-    stdout: str
-    stderr: str
+    @property
+    def command(self) -> str: ...
+
+    @property
+    def exit_code(self) -> int | None:
+        """None: it did not end (timed out, link dropped)."""
+
+    @property
+    def stdout(self) -> str: ...
+
+    @property
+    def stderr(self) -> str: ...
 
     @property
     def ok(self) -> bool: ...

@@ -122,15 +122,16 @@ class AgentSocketSession:
         self.cmd = f"local agent in {agent_dir}"
         self.log = log
         self.socket_name = socket_name
-        self.sock = self._connect(agent_dir)
-        if self.sock is None:
+        sock = self._connect(agent_dir)
+        if sock is None:
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "ab") as err:
                 started = gevent.subprocess.run(ensure_argv, stdin=gevent.subprocess.DEVNULL,
                                                 stdout=err, stderr=err, timeout=30)
-            self.sock = self._connect(agent_dir) if started.returncode == 0 else None
-        if self.sock is None:
+            sock = self._connect(agent_dir) if started.returncode == 0 else None
+        if sock is None:
             raise ConnectionError_(f"the local agent in {agent_dir} does not answer: {self.stderr_tail()}")
+        self.sock: gevent.socket.socket = sock
 
     def _connect(self, agent_dir: Path) -> gevent.socket.socket | None:
         path = str(agent_dir / self.socket_name)
