@@ -26,7 +26,7 @@ from ..agent_link import AgentExit, AgentLink, attach_command, extract_results
 from ..backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from ..backoff import RECONNECT_FOR
 from ..rundir import META_DIR, STDERR_FILE, STDOUT_FILE, STOP_GRACE
-from . import Found, Place, place_of
+from . import Found, Place
 
 if TYPE_CHECKING:
     from ..remote_runs import RemoteRuns
@@ -75,6 +75,7 @@ class AgentRuns:
         self._exits: dict[str, gevent.event.AsyncResult] = {}
         self._results: dict[str, AgentExit] = {}
         self._launched: set[str] = set()  # launched here and not discarded yet
+        self.down = False  # its place went away (the launcher stops routing to it)
 
     def owns(self, execution_id: str) -> bool:
         """Whether this place launched the execution (and so is waited on through the agent)."""
@@ -216,12 +217,11 @@ class HostAgents:
 class AgentLauncher:
     """Executions started by the places' agents; what an earlier controller left goes to ``fallback``."""
 
-    def __init__(self, starter: AgentStarter, fallback: Fallback, place_of: Callable[[Slot], Place | None] = place_of, *,
+    def __init__(self, starter: AgentStarter, fallback: Fallback, *,
                  setup: Iterable[str] = (), running_commit_delay: float = 1.0,
                  lost_error: str = "its place's agent went away", timeout_from_launch: bool = True) -> None:
         self.starter = starter
         self.fallback = fallback
-        self.place_of = place_of
         self.setup = tuple(setup)
         # With an agent, a resume finds a just-launched execution by its run directory on the hosts, so
         # short executions need no "running" commit.
@@ -232,6 +232,8 @@ class AgentLauncher:
         self.meta: dict[Place, dict[str, str]] = {}
         self._launched_at: dict[str, float] = {}
         self._found: set[str] = set()  # re-attached: watched through their files
+        # Which agent launched each execution: one dict lookup on the hot path, no Place built per call.
+        self._by_eid: dict[str, AgentRuns] = {}
 
     def start(self) -> None:
         self.starter.install()
@@ -259,6 +261,7 @@ class AgentLauncher:
             agent_runs = self.agents.pop(place, None)
             self.meta.pop(place, None)
             if agent_runs is not None:
+                agent_runs.down = True
                 agent_runs.link.fail_all(error)
                 agent_runs.link.close()
 
@@ -270,15 +273,17 @@ class AgentLauncher:
         now = self._launched_at[job.execution_id] = time.time()
         remote_dir, pid, started = agent_runs.launch(job, code, env=env, setup=self.setup, slot_index=slot.index,
                                                      meta=self.meta.get(place))
+        self._by_eid[job.execution_id] = agent_runs
         return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started or now)
 
     def _agent_of(self, handle: RunHandle) -> AgentRuns | None:
         """The agent an execution was launched through, or None (re-attached, or its place is gone)."""
         if handle.execution_id in self._found:
             return None
-        place = self.place_of(handle.slot)
-        agent_runs = self.agents.get(place) if place is not None else None
-        return agent_runs if agent_runs is not None and agent_runs.owns(handle.execution_id) else None
+        agent_runs = self._by_eid.get(handle.execution_id)
+        if agent_runs is None or agent_runs.down or not agent_runs.owns(handle.execution_id):
+            return None
+        return agent_runs
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
         agent_runs = self._agent_of(handle)
@@ -300,6 +305,7 @@ class AgentLauncher:
 
     def discard(self, handle: RunHandle) -> None:
         agent_runs = self._agent_of(handle)
+        self._by_eid.pop(handle.execution_id, None)
         if agent_runs is not None:
             agent_runs.discard(handle.execution_id, handle.remote_dir)  # the agent recycles it
         else:

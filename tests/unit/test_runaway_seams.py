@@ -114,6 +114,7 @@ def test_the_local_path_never_imports_paramiko(tmp_path):
 class _Agent:
     def __init__(self) -> None:
         self.launched: set[str] = set()
+        self.down = False
 
     def owns(self, execution_id: str) -> bool:
         return execution_id in self.launched
