@@ -1,6 +1,6 @@
-"""The controller's side of runaway/agent.py: one session per agent, kept open, re-opened after a drop.
+"""The controller's side of the agent (runaway/agent/): one session per agent, kept open, re-opened after a drop.
 
-An :class:`AgentLink` owns one attach session (an SSH channel running ``agent.py attach``, or an
+An :class:`AgentLink` owns one attach session (an SSH channel running the agent's ``attach``, or an
 ``srun --overlap`` step doing the same on a Slurm node). Requests from many greenlets are coalesced into
 one write; one reader greenlet parses events and hands each execution's exit (and its results payload) to
 whoever waits for it. When the session drops, the link re-opens it with backoff and tells the agent again

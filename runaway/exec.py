@@ -3,8 +3,9 @@
 ``runaway exec`` ships the current directory (a git repository's HEAD via ``git archive``, or a plain
 directory as a tar stream), runs one command on one slot of a profile, streams its output live, and brings
 the files it created or changed back. ``runaway batch`` does the same for one command per line of a
-parameter file (``runaway test``, which checks a profile step by step, is runaway/check.py). Why a library module: the CLI stays
-thin (parse, call one function here, map errors), and tests drive these functions directly.
+parameter file (``runaway test``, which checks a profile step by step, is runaway/check.py). Why a
+library module: the CLI stays thin (parse, call one function here, map errors), and tests drive these
+functions directly.
 
 Both ``exec`` and ``batch`` go through :class:`runaway.controller.Controller`, the same slot placement,
 retries and collection as ``expegit run``; only the listener differs (files on disk instead of commits).

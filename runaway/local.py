@@ -1,7 +1,7 @@
 """The ``local`` backend: executions are processes on this machine, one per slot.
 
 Executions are started by the same agent that runs them on SSH hosts and Slurm nodes
-(runaway/agent.py), here reached through a pipe to its ``attach`` instead of an SSH channel. Why: the
+(runaway/agent/), here reached through its unix socket instead of an SSH channel. Why: the
 agent is a second process, so creating run directories, spawning and reaping happen on the other
 core while the controller commits; and it recycles run directories, which on the disks measured
 here cut most of an execution's cost (a new inode costs ~1 ms of kernel time, see agent.RunDirs).

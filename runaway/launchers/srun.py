@@ -50,7 +50,8 @@ class NodeAgents:
             parts.append(
                 f"mkdir -p {d} && {{ {{ [ -s {d}/srun_pid ] && kill -0 \"$(cat {d}/srun_pid)\" 2>/dev/null; }} || {{ "
                 f"setsid nohup {srun_prefix(place.allocation, place.node)}{serve} </dev/null >>{d}/agent.log 2>&1 & "
-                f"echo $! > {d}/srun_pid; }}; }} && printf '%s %s\\n' {shlex.quote(place.node)} \"$(cat {d}/srun_pid)\"")
+                f"echo $! > {d}/srun_pid; }}; }} && "
+                f"printf '%s %s\\n' {shlex.quote(place.node)} \"$(cat {d}/srun_pid)\"")
         result = self.runs.host.run("; ".join(parts), timeout=120)
         pids: dict[str, str] = {}
         for line in result.stdout.splitlines():
@@ -72,9 +73,10 @@ class NodeAgents:
         assert place.allocation is not None and place.node is not None
         # -u: srun line-buffers a task's output by default, and results frames are binary.
         prefix = srun_prefix(place.allocation, place.node).replace("srun ", "srun -u ", 1)
-        return start_agent_runs(self.runs, self.python, spawn=False, agent_dir=self.agent_dir(place.allocation, place.node),
-                                prefix=prefix, name=f"{self.name}:{place.allocation}:{place.node}",
-                                reconnect_for=20.0, agent_path=self.agent_path)
+        return start_agent_runs(self.runs, self.python, spawn=False,
+                                agent_dir=self.agent_dir(place.allocation, place.node), prefix=prefix,
+                                name=f"{self.name}:{place.allocation}:{place.node}", reconnect_for=20.0,
+                                agent_path=self.agent_path)
 
 
 def node_prefix(prefix_of: Callable[[str, str], str]) -> Callable[[Place], str]:

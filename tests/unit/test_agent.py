@@ -1,4 +1,4 @@
-"""runaway/agent.py for real: its pure line protocol, its results packing, and the daemon end to end.
+"""runaway/agent/ for real, as its bundle: its pure line protocol, its results packing, the daemon end to end.
 
 No mocks. The pure functions get hostile inputs (shell metacharacters, newlines, quotes, unicode) because
 everything a controller sends crosses SSH as one text line. The results functions run on real
