@@ -18,7 +18,7 @@ setup(
     packages=[
         "orchestra", "orchestra.schemas", "orchestra_hooks",
         "expegit", "expegit.examples", "expegit.report",
-        "runaway", "parasearch",
+        "runaway", "runaway.agent", "runaway.launchers", "runaway.providers", "runaway.transports", "parasearch",
     ],
     package_data={
         "orchestra.schemas": ["*.json"],
@@ -41,7 +41,7 @@ setup(
         "jsonschema>=4.18",
         "numpy>=1.24",
         "scipy>=1.11",
-        "tenacity>=8.2",
+        "tenacity>=8.3",  # stop_before_delay (runaway/backoff.py)
         "argcomplete>=3.1",  # shell completion (bash, zsh) of subcommands, profiles and execution ids
         "gevent>=23.9",
     ],

@@ -26,10 +26,10 @@ from orchestra.manifest import Manifest
 from orchestra.parameters import expand_points, parse_assignments
 from orchestra.progress import Progress
 from orchestra.quoting import render_command
-from runaway.backend import Job, RunHandle
+from runaway.backend import Backend, Job, RunHandle
 from runaway.rundir import STDERR_FILE, STDOUT_FILE
 from runaway.allocation_ledger import orphaned_profiles
-from runaway.backends import make_backend
+from runaway.factory import campaign_backend as make_backend
 from runaway.controller import AttemptResult, Controller, Task
 
 from .campaign import Campaign
@@ -451,21 +451,20 @@ class Session:
             controller.stop()
 
     def drive(self, profile: str, records: dict[str, ExecutionRecord], tips: dict[str, str],
-              tasks: Iterable[Task], backend: Any = None, started: gevent.Greenlet | None = None,
+              tasks: Iterable[Task], backend: Backend | None = None, started: gevent.Greenlet | None = None,
               adopted: Iterable[str] = ()) -> None:
         # `resume` passes the backend its re-attached handles came from: it holds their slots.
         backend = backend or make_backend(profile, self.manifest, self.campaign.workdir, slots=self.slots)
         writer = JournalWriter(self.campaign.store)
         listener = JournalListener(writer, self.manifest, records, tips, self.progress, self.summary,
                                    self.on_result,
-                                   running_commit_delay=getattr(backend, "running_commit_delay", 0.0))
+                                   running_commit_delay=backend.running_commit_delay)
         controller = Controller(backend, listener, self.campaign.store.archive, retry=self.manifest.retries,
                                 staging=self.campaign.workdir / "staging", leave=self.leave)
         self.controllers.append(controller)
         for execution_id in adopted:  # re-attached, but the dead controller's "running" commit never landed
             listener.journal_running(execution_id)
-        waiting_for = getattr(backend, "waiting_for", None)
-        watcher = gevent.spawn(self._show_waiting, waiting_for) if waiting_for is not None else None
+        watcher = gevent.spawn(self._show_waiting, backend.waiting_for)
         try:
             if started is not None:
                 started.get()  # the warm-up begun while the executions were created (raises its error)
@@ -546,8 +545,8 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
     # Connecting, preparing the remote workdir and starting agents overlap with creating the branches:
     # both take a few tenths of a second, and the executions wait for both.
     warmup = gevent.spawn(backend.start, len(specs))
-    submitted = getattr(backend, "submitted", None)
-    if submitted is not None:
+    submitted = backend.submitted
+    if not submitted.is_set():
         # A scheduler backend's first allocation waits in the queue for ~1 s at best: ask for it before
         # creating the branches (which keep this process busy), not after.
         warmup.link_exception(lambda _greenlet: submitted.set())  # a failed start reports at drive()
@@ -620,7 +619,7 @@ def _release_orphaned_allocations(campaign: Campaign, manifest: Manifest, profil
             progress.note(f"allocations of profile {profile} are left as they are: {exc}")
             continue
         try:
-            released = getattr(backend, "release_orphans", list)()
+            released = backend.release_orphans()
         finally:
             backend.close()
         if released:

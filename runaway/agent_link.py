@@ -1,6 +1,6 @@
-"""The controller's side of runaway/agent.py: one session per agent, kept open, re-opened after a drop.
+"""The controller's side of the agent (runaway/agent/): one session per agent, kept open, re-opened after a drop.
 
-An :class:`AgentLink` owns one attach session (an SSH channel running ``agent.py attach``, or an
+An :class:`AgentLink` owns one attach session (an SSH channel running the agent's ``attach``, or an
 ``srun --overlap`` step doing the same on a Slurm node). Requests from many greenlets are coalesced into
 one write; one reader greenlet parses events and hands each execution's exit (and its results payload) to
 whoever waits for it. When the session drops, the link re-opens it with backoff and tells the agent again
@@ -8,7 +8,7 @@ what it still waits for: launches not yet acknowledged are re-sent (the agent ne
 started ones are re-watched. Removals and kills are re-sent until a ``pong`` confirms the agent read them.
 
 :class:`AgentRuns` is what a backend uses for one place (an SSH host, a node): launch, wait, collect,
-discard and stop on top of a link, with the workdir and code cache of :class:`RemoteRuns`.
+discard and stop on top of a link, lives with the agent launcher (runaway/launchers/agent.py).
 """
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ import os
 import shlex
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import gevent
@@ -32,16 +31,12 @@ import gevent.event
 from orchestra.errors import ConnectionError_, ExecutionError
 
 from . import agent as protocol
-from .backend import CodeArchive, Collected, Job, Outcome
-from .rundir import MARKER, META_DIR, STDERR_FILE, STDOUT_FILE, WRAPPER
+from .backoff import RECONNECT_FOR, retrying
+from .rundir import MARKER, WRAPPER
 
-if TYPE_CHECKING:  # the local backend uses this module without SSH: paramiko is not imported for it
-    from .hosts import Host, Session
-    from .ssh_backend import RemoteRuns
+if TYPE_CHECKING:
+    from .transports import Session
 
-RECONNECT_FOR = 120.0  # seconds a dropped session keeps being re-opened before its executions are lost
-STOP_GRACE = 5.0
-LAUNCH_ANSWER_WITHIN = 600.0  # an agent busy copying a very large code tree answers late, a hung one never
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +56,6 @@ class AgentExit:
 
 class LinkLost(ConnectionError_):
     """The agent stayed unreachable for longer than the reconnect budget."""
-
-
-def install_agent(host: Host, workdir: str) -> str:
-    """Ship agent.py into ``<workdir>/bin`` once per content version (its name carries its hash)."""
-    source = Path(protocol.__file__).read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:12]
-    path = f"{workdir}/bin/orchestra-agent-{digest}.py"
-    target = shlex.quote(path)
-    host.put_stream([source], f"mkdir -p {shlex.quote(workdir)}/bin && {{ [ -s {target} ] || "
-                              f"{{ cat > {target}.tmp.$$ && mv -f {target}.tmp.$$ {target}; }}; }}", timeout=120)
-    return path
 
 
 def attach_argv(python: str, agent_path: str, agent_dir: str, root: str, *, spawn: bool,
@@ -358,23 +342,20 @@ class AgentLink:
         if dead is not None:
             dead.close()
         self.session = None
-        give_up = time.monotonic() + self.reconnect_for
-        delay = 0.2
-        while not self._closed:
-            try:
-                self._connect()
-                break
-            except (ConnectionError_, ExecutionError, OSError) as exc:
-                if time.monotonic() > give_up:
-                    self.error = LinkLost(f"{self.name}: agent unreachable for {self.reconnect_for:.0f}s: {exc}")
-                    for execution_id in list(self.pending):
-                        self._settle(execution_id, AgentExit(None, None, time.time(), b"", error=str(self.error)))
-                    self._up.set()
-                    self._closed = True
-                    return
-                log.warning("%s: re-attaching to the agent failed (%s); retrying", self.name, exc)
-                gevent.sleep(delay)
-                delay = min(5.0, delay * 2)
+        retry = retrying(self.reconnect_for,
+                         lambda exc: isinstance(exc, (ConnectionError_, ExecutionError, OSError)) and not self._closed,
+                         f"{self.name}: re-attaching to the agent failed", stop_after=True)
+        try:
+            retry(self._connect)
+        except (ConnectionError_, ExecutionError, OSError) as exc:
+            if self._closed:
+                return
+            self.error = LinkLost(f"{self.name}: agent unreachable for {self.reconnect_for:.0f}s: {exc}")
+            for execution_id in list(self.pending):
+                self._settle(execution_id, AgentExit(None, None, time.time(), b"", error=str(self.error)))
+            self._up.set()
+            self._closed = True
+            return
         self.reconnects += 1
         # Say again what we wait for. A launch the agent never read is started now; one it read is
         # recognised by its run directory and watched instead.
@@ -414,105 +395,5 @@ def extract_results(handle: BinaryIO, dest: Path) -> list[str]:
         files.append(rel)
 
 
-# ------------------------------------------------------------------------------------ one place
-class AgentRuns:
-    """Executions on one agent: an SSH host, or one node of an allocation (its link goes through srun)."""
-
-    def __init__(self, files: "RemoteRuns", link: AgentLink) -> None:
-        self.files = files
-        self.link = link
-        self._exits: dict[str, gevent.event.AsyncResult] = {}
-        self._results: dict[str, AgentExit] = {}
-        self._launched: set[str] = set()  # launched here and not discarded yet
-
-    def owns(self, execution_id: str) -> bool:
-        """Whether this place launched the execution (and so is waited on through the agent)."""
-        return execution_id in self._launched
-
-    def launch(self, job: Job, code: CodeArchive, *, env: Mapping[str, str], setup: Iterable[str],
-               slot_index: int | None, meta: Mapping[str, str] | None = None) -> tuple[str, int | None, float | None]:
-        """Start the job through the agent; return (run dir, pid, start time) once the agent started it."""
-        code_dir = self.files.ensure_code(job.commit, code)
-        run_dir = self.files.run_dir(job.execution_id)
-        command = "\n".join([*setup, job.command]) if setup else job.command
-        line = protocol.render_request("launch", job.execution_id, run_dir=run_dir, code_dir=code_dir,
-                                       command=command, env=dict(env), outputs=list(job.outputs),
-                                       slot=slot_index, meta=dict(meta or {}), token=uuid.uuid4().hex)
-        pending = self.link.launch(job.execution_id, line)
-        self._exits[job.execution_id] = pending.exited
-        self._launched.add(job.execution_id)
-        try:
-            started = pending.started.get(timeout=LAUNCH_ANSWER_WITHIN)
-        except gevent.Timeout:
-            self._exits.pop(job.execution_id, None)
-            self._launched.discard(job.execution_id)
-            self.link.forget(job.execution_id)
-            raise ExecutionError(f"{self.link.name}: the agent did not start {job.execution_id} within "
-                                 f"{LAUNCH_ANSWER_WITHIN:.0f}s") from None
-        if started is None:  # refused or ended at once: wait() reports how
-            return run_dir, None, None
-        return run_dir, started[0], started[1]
-
-    def wait(self, execution_id: str, timeout: float | None, started_local: float) -> Outcome:
-        result = self._exits[execution_id]
-        remaining = None if timeout is None else max(0.0, started_local + timeout - time.time())
-        timed_out = False
-        try:
-            done: AgentExit = result.get(timeout=remaining)
-        except gevent.Timeout:
-            timed_out = True
-            self.stop(execution_id)
-            try:
-                done = result.get(timeout=STOP_GRACE + 30)
-            except gevent.Timeout:
-                self._exits.pop(execution_id, None)
-                self.link.forget(execution_id)
-                self._results[execution_id] = AgentExit(None, None, time.time(), b"", error="no end seen")
-                return Outcome(None, None, time.time(), timed_out=True, error=f"timed out after {timeout:g}s")
-        self._exits.pop(execution_id, None)
-        self._results[execution_id] = done
-        if timed_out:
-            return Outcome(done.code, done.started, done.ended, timed_out=True,
-                           error=f"timed out after {timeout:g}s")
-        if done.code is None:
-            return Outcome(None, done.started, done.ended, lost=True, error=done.error)
-        return Outcome(done.code, done.started, done.ended, error=done.error)
-
-    def collect(self, execution_id: str, dest: Path) -> Collected:
-        """The results of an ended execution: in memory when small (see Collected), else under ``dest``."""
-        done = self._results.pop(execution_id, None)
-        if done is None:
-            raise ExecutionError(f"{self.link.name}: no results for {execution_id}")
-        stdout, stderr = dest / STDOUT_FILE, dest / STDERR_FILE
-        if not done.payload:  # nothing came back (a timeout that never saw its end): an empty result
-            return Collected(dest, stdout, stderr, [], contents={})
-        try:
-            if isinstance(done.payload, bytes):
-                contents = protocol.parse_results(done.payload)
-                outputs = sorted(f for f in contents if PurePosixPath(f).parts[0] != META_DIR)
-                return Collected(dest, stdout, stderr, outputs, contents=contents)
-            try:
-                with done.payload.open("rb") as handle:
-                    files = extract_results(handle, dest)
-            finally:
-                done.payload.unlink(missing_ok=True)
-        except ValueError as exc:
-            raise ExecutionError(f"{self.link.name}: results of {execution_id} refused: {exc}") from exc
-        for path in (stdout, stderr):
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch()
-        outputs = sorted(f for f in files if PurePosixPath(f).parts[0] != META_DIR)
-        return Collected(dest, stdout, stderr, outputs)
-
-    def discard(self, execution_id: str, run_dir: str) -> None:
-        self._launched.discard(execution_id)
-        self._results.pop(execution_id, None)
-        self.link.send(protocol.render_request("remove", execution_id, run_dir=run_dir))
-
-    def stop(self, execution_id: str, grace: float = STOP_GRACE) -> None:
-        self.link.send(protocol.render_request("kill", execution_id, signal=15, grace=grace))
-
-
-__all__ = ["AgentExit", "AgentLink", "AgentRuns", "LinkLost", "attach_argv", "attach_command", "install_agent",
+__all__ = ["AgentExit", "AgentLink", "LinkLost", "attach_argv", "attach_command", "extract_results",
            "serve_command"]

@@ -10,7 +10,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import gevent.event
+
+    from .transports import Transport
 
 # A function that yields the bytes of an uncompressed tar of a commit's tree (expegit provides it).
 CodeArchive = Callable[[str], Iterable[bytes]]
@@ -23,6 +28,7 @@ class Slot:
     host: str
     index: int
     node: str | None = None  # scheduler node name when it differs from the host reached by SSH
+    allocation: str | None = None  # the scheduler's job id of the allocation the node belongs to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,17 +115,32 @@ class Collected:
 LEAVE_POLICIES = ("none", "failed", "all")
 
 
+@dataclasses.dataclass(frozen=True)
+class AllocationInfo:
+    """Which allocation a slot belongs to (what `runaway test` shows)."""
+
+    job_id: str
+    nodes: tuple[str, ...]
+
+
 class NoSlot(Exception):
     """acquire() gave up because the controller is stopping (a slot may never come: an allocation the
     scheduler keeps pending)."""
 
 
 class Backend(Protocol):
+    """What the controller, the runner and `runaway` call: every method any caller uses is declared here,
+    so no caller probes a backend with getattr. A backend is a provider (where places come from) plus a
+    launcher (how executions start and are watched) over transports; runaway/factory.py builds them."""
+
     name: str
     # Seconds an execution may run before its "running" journal commit is written. Local runs can be found
     # again from their run directory alone, so short ones skip that commit; a remote backend needs the
     # record's host and directory to re-attach, so it keeps 0.
     running_commit_delay: float
+    # Set once the first allocation is asked for (or none is needed): `expegit run` creates its branches
+    # after that, so an allocation queues meanwhile instead of after them.
+    submitted: "gevent.event.Event"
 
     def start(self, expected: int = 0) -> None:
         """Connect, start allocations; slots become available through acquire().
@@ -129,8 +150,13 @@ class Backend(Protocol):
         """
 
     def acquire(self) -> Slot:
-        """Block until a slot is free, and hold it. A backend whose slots may never come (a pending
-        allocation) also has ``stop_waiting()``, after which acquire() raises NoSlot."""
+        """Block until a slot is free, and hold it; raises NoSlot once ``stop_waiting()`` was called."""
+
+    def stop_waiting(self) -> None:
+        """The controller stops: a slot that may never come (a pending allocation) is not waited for."""
+
+    def waiting_for(self) -> str | None:
+        """What executions wait on when no slot can take them (a pending allocation and its reason)."""
 
     def release(self, slot: Slot) -> None:
         """Give a slot back (after its execution was collected or abandoned)."""
@@ -150,9 +176,24 @@ class Backend(Protocol):
     def stop(self, handle: RunHandle) -> None:
         """Stop a running execution (Ctrl-C, cancellation)."""
 
+    def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
+        """stdout and stderr written past ``offsets`` (bytes already read) while it runs (`runaway exec`)."""
+
     def reattach(self, execution_id: str, host: str | None, slot: int | None,
                  remote_dir: str | None) -> RunHandle | None:
         """A handle for an execution launched by an earlier controller, or None if nothing is left."""
+
+    def release_orphans(self) -> list[str]:
+        """Give back the allocations of controllers that are gone (their job ids); [] without a scheduler."""
+
+    def allocation_of(self, slot: Slot) -> AllocationInfo | None:
+        """The allocation a slot belongs to; None for fixed places."""
+
+    def transports(self) -> list[Transport]:
+        """How the backend reaches its places (empty for this machine): `runaway test` checks them."""
+
+    def workdirs(self) -> dict[str, str]:
+        """Each host's work directory, once started."""
 
     def close(self) -> None:
         """Release allocations and connections."""

@@ -95,7 +95,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                                  outputs=args.outputs, timeout=args.timeout, slots=args.slots,
                                  env=_env(args.env))
     if args.command == "test":
-        return api.test_profile(args.profile, cwd=cwd, timeout=args.timeout)
+        from runaway.check import test_profile
+
+        return test_profile(args.profile, cwd=cwd, timeout=args.timeout)
     raise UsageError(f"unknown command {args.command!r}")
 
 

@@ -73,9 +73,7 @@ class Controller:
         if self.stopping.is_set():
             return
         self.stopping.set()
-        stop_waiting = getattr(self.backend, "stop_waiting", None)
-        if stop_waiting is not None:
-            stop_waiting()  # a slot that may never come (a pending allocation) is not waited for
+        self.backend.stop_waiting()  # a slot that may never come (a pending allocation) is not waited for
         for handle in list(self._running.values()):
             try:
                 self.backend.stop(handle)

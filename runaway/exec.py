@@ -3,15 +3,15 @@
 ``runaway exec`` ships the current directory (a git repository's HEAD via ``git archive``, or a plain
 directory as a tar stream), runs one command on one slot of a profile, streams its output live, and brings
 the files it created or changed back. ``runaway batch`` does the same for one command per line of a
-parameter file. ``runaway test`` checks a profile step by step. Why a library module: the CLI stays
-thin (parse, call one function here, map errors), and tests drive these functions directly.
+parameter file (``runaway test``, which checks a profile step by step, is runaway/check.py). Why a
+library module: the CLI stays thin (parse, call one function here, map errors), and tests drive these
+functions directly.
 
 Both ``exec`` and ``batch`` go through :class:`runaway.controller.Controller`, the same slot placement,
 retries and collection as ``expegit run``; only the listener differs (files on disk instead of commits).
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import io
@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import gevent
 
@@ -40,10 +40,8 @@ from orchestra.quoting import render_command
 
 from .backend import Backend, Job, RunHandle
 from .controller import AttemptResult, Controller, Task
-from .profiles import LocalProfile, Profile, SlurmProfile, SSHProfile, resolve_profile
-
-if TYPE_CHECKING:
-    from .hosts import Host
+from .factory import make_backend
+from .profiles import Profile, resolve_profile
 
 MANIFEST = "orchestra.yaml"
 DEFAULT_RETRY = RetryPolicy(max=2, on=("node-failure", "walltime"), backoff=1.0)
@@ -76,21 +74,6 @@ def load_profile(name: str, cwd: Path) -> Profile:
         if isinstance(data, dict) and isinstance(data.get("profiles"), dict):
             shared = dict(data["profiles"])
     return resolve_profile(name, shared)
-
-
-def make_backend(profile: Profile, *, slots: int | None = None) -> Backend:
-    if isinstance(profile, LocalProfile):
-        from .local import LocalBackend
-
-        base = Path(profile.workdir).expanduser() if profile.workdir else \
-            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orchestra" / "runaway"
-        return LocalBackend(base, slots or profile.slots, dict(profile.env))
-    if slots is not None:
-        raise ProfileError(f"--slots applies to local profiles; profile {profile.name!r} is {profile.kind}: set its "
-                           f"slots (ssh) or slots_per_node and allocation.nodes (slurm) instead")
-    from .profiles import make_backend as make_remote
-
-    return make_remote(profile)
 
 
 # ------------------------------------------------------------------------------------------- code
@@ -240,34 +223,8 @@ class _Tail:
         self.offsets = [0, 0]
         self._greenlet = gevent.spawn(self._loop)
 
-    def _host(self) -> Any:
-        runs = getattr(self.backend, "runs", None)
-        if isinstance(runs, dict):
-            runs = runs.get(self.handle.slot.host)
-        return getattr(runs, "host", None)
-
     def _read(self) -> tuple[bytes, bytes]:
-        meta = f"{self.handle.remote_dir}/.orchestra"
-        host = self._host()
-        if host is None:  # local
-            chunks = []
-            for name, offset in zip(("stdout", "stderr"), self.offsets):
-                try:
-                    with open(f"{meta}/{name}", "rb") as handle:
-                        handle.seek(offset)
-                        chunks.append(handle.read())
-                except OSError:
-                    chunks.append(b"")
-            return chunks[0], chunks[1]
-        o, e = self.offsets
-        cmd = (f"cd {shlex.quote(meta)} 2>/dev/null || exit 0; "
-               f"tail -c +{o + 1} stdout 2>/dev/null | base64 | tr -d '\\n'; echo; "
-               f"tail -c +{e + 1} stderr 2>/dev/null | base64 | tr -d '\\n'; echo")
-        result = host.run(cmd, timeout=30, warn=True)
-        parts = result.stdout.split("\n")
-        if len(parts) < 2:
-            return b"", b""
-        return base64.b64decode(parts[0] or b""), base64.b64decode(parts[1] or b"")
+        return self.backend.read_output(self.handle, (self.offsets[0], self.offsets[1]))
 
     def _emit(self, out: bytes, err: bytes) -> None:
         for data, stream, index in ((out, self.out, 0), (err, self.err, 1)):
@@ -521,182 +478,5 @@ def batch_command(profile_name: str, words: Sequence[str], params_file: Path, *,
     return EXIT_EXECUTIONS_FAILED if failed else 0
 
 
-# ---------------------------------------------------------------------------------------------- test
-class _Steps:
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.failed = False
-
-    def step(self, name: str, action: Callable[[], str | None], fix: str | None = None) -> Any:
-        start = time.monotonic()
-        try:
-            detail = action()
-        except BaseException as exc:
-            elapsed = time.monotonic() - start
-            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            hint = getattr(exc, "hint", None) or fix
-            if isinstance(exc, gevent.Timeout):
-                message = f"no answer within {exc.seconds:g}s"
-            print(f"FAIL  {name:<12} {elapsed:6.2f}s  {message}", file=self.out, flush=True)
-            if hint:
-                print(f"      fix: {hint}", file=self.out, flush=True)
-            self.failed = True
-            raise _StepFailed(exc) from None
-        print(f"ok    {name:<12} {time.monotonic() - start:6.2f}s  {detail or ''}".rstrip(), file=self.out, flush=True)
-        return detail
-
-
-class _StepFailed(Exception):
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-def _check_agent_python(host: "Host", python: str, timeout: float) -> None:
-    """The agent (runaway/agent.py) needs Python 3.6 on the host; say so before anything is launched."""
-    probe = host.run(f"{shlex.quote(python)} -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'",
-                     timeout=timeout, warn=True)
-    words = probe.stdout.strip().split(".")
-    version = tuple(int(w) for w in words if w.isdigit())
-    if len(version) != 2 or version < (3, 6):
-        raise ProfileError(f"{host.name}: {python} is {probe.stdout.strip() or 'not runnable'}; the agent needs "
-                           "Python 3.6 or later", hint="set python: to a newer interpreter in the profile, or "
-                                                        "launcher: shell (ssh) / srun (slurm)")
-
-
-def _empty_archive(commit: str) -> Iterator[bytes]:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("README")
-        data = b"runaway test\n"
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    yield buf.getvalue()
-
-
-def test_profile(profile_name: str, *, cwd: Path, timeout: float = 120.0, out: TextIO = sys.stdout) -> int:
-    """``runaway test``: connection, allocation, nodes, one trivial run; each step timed, with the fix."""
-    steps = _Steps(out)
-    state: dict[str, Any] = {}
-    backend: Any = None
-    try:
-        def profile_step() -> str:
-            state["profile"] = load_profile(profile_name, cwd)
-            p = state["profile"]
-            where = (", ".join(h.destination for h in p.hosts) if isinstance(p, SSHProfile) else
-                     getattr(p, "host", "") or "this machine")
-            return f"{p.kind} on {where}"
-
-        steps.step("profile", profile_step)
-        profile = state["profile"]
-        backend = make_backend(profile)
-        if not isinstance(profile, LocalProfile):
-            hosts = list(backend.hosts.values()) if isinstance(profile, SSHProfile) else [backend.host]
-
-            def connect() -> str:
-                details = []
-                for host in hosts:
-                    with gevent.Timeout(timeout):
-                        t0 = time.monotonic()
-                        host.check()
-                        host.run("true", timeout=timeout)
-                        details.append(f"{host.spec.user}@{host.spec.hostname}:{host.spec.port} "
-                                       f"({(time.monotonic() - t0) * 1000:.0f} ms)")
-                return ", ".join(details)
-
-            steps.step("connection", connect)
-
-            def tools() -> str:
-                found = []
-                for host in hosts:
-                    need = [profile.python, "tar", "setsid", "nohup"]
-                    if isinstance(profile, SlurmProfile) and profile.kind == "slurm":
-                        need += ["sbatch", "squeue", "srun", "scancel"]
-                    script = "; ".join(f"command -v {shlex.quote(t)} >/dev/null || echo {shlex.quote(t)}"
-                                       for t in need)
-                    missing = host.run(script, timeout=timeout, warn=True).stdout.split()
-                    if missing:
-                        raise ProfileError(f"{host.name}: not found on the host: {', '.join(missing)}",
-                                           hint="install them or put them on the PATH of non-interactive shells"
-                                                + ("; or set python: in the profile" if profile.python in missing else ""))
-                    if getattr(profile, "launcher", "") == "agent":
-                        _check_agent_python(host, profile.python, timeout)
-                    found.append(host.name)
-                return "python3, tar" + (", sbatch/squeue/srun/scancel" if profile.kind == "slurm" else "")
-
-            steps.step("tools", tools)
-        steps.step("workdir", lambda: (backend.start(), _workdir(backend))[1],
-                   fix="check that the profile's workdir is writable on the host")
-        if isinstance(profile, SlurmProfile):
-            def allocate() -> str:
-                with gevent.Timeout(timeout):
-                    state["slot"] = backend.acquire()
-                alloc = backend._slot_alloc.get(state["slot"])
-                return f"job {alloc.job_id}" if alloc else ""
-
-            pending_fix = ("the allocation did not start: check `squeue -u $USER` (its reason) and `sinfo`; ask for "
-                           "fewer allocation.nodes, a shorter walltime or another partition")
-            steps.step("allocation", allocate, fix=pending_fix)
-
-            def nodes() -> str:
-                alloc = backend._slot_alloc.get(state["slot"])
-                names = list(alloc.nodes) if alloc else []
-                return f"{len(names)} node(s) x {profile.slots_per_node} slot(s): {', '.join(names)}"
-
-            steps.step("nodes", nodes)
-        else:
-            state["slot"] = backend.acquire()
-
-        def trivial() -> str:
-            job = Job(uuid.uuid4().hex[:12], hashlib.sha256(b"runaway-test").hexdigest(),
-                      "echo runaway-ok; hostname", timeout=timeout)
-            with gevent.Timeout(timeout + 30):
-                handle = backend.launch(state["slot"], job, _empty_archive)
-                outcome = backend.wait(handle, timeout)
-                staging = Path(tempfile.mkdtemp(prefix="runaway-test-"))
-                try:
-                    collected = backend.collect(handle, job, staging / "out").materialized()
-                    text = collected.stdout.read_text(errors="replace").split()
-                    error = collected.stderr.read_text(errors="replace").strip()
-                finally:
-                    backend.discard(handle)
-                    shutil.rmtree(staging, ignore_errors=True)
-            if outcome.exit_code != 0 or not text or text[0] != "runaway-ok":
-                raise ExecutionError(f"the trivial run ended with exit {outcome.exit_code} "
-                                     f"{outcome.error or ''}: {error[-200:]}".rstrip(),
-                                     hint="run the failing step by hand on the host; check setup: and env: of the profile")
-            where = handle.slot.node or handle.slot.host
-            machine = f" ({text[1]})" if len(text) > 1 and text[1] != where else ""
-            return f"exit 0 on {where}{machine} slot {handle.slot.index}"
-
-        steps.step("run", trivial)
-        backend.release(state["slot"])
-    except _StepFailed as failed:
-        cause = failed.cause
-        if backend is not None:
-            try:
-                backend.close()
-            except Exception:
-                pass
-            backend = None
-        return cause.exit_code if isinstance(cause, OrchestraError) else 1
-    finally:
-        if backend is not None:
-            t0 = time.monotonic()
-            backend.close()
-            print(f"ok    {'release':<12} {time.monotonic() - t0:6.2f}s", file=out, flush=True)
-    print(f"profile {profile_name}: all steps passed", file=out)
-    return 0
-
-
-def _workdir(backend: Any) -> str:
-    runs = getattr(backend, "runs", None)
-    if isinstance(runs, dict):
-        return ", ".join(f"{h}:{r.workdir}" for h, r in runs.items())
-    if runs is not None:
-        return runs.workdir
-    return str(getattr(backend, "workdir", ""))
-
-
 __all__ = ["batch_command", "command_line", "command_template", "exec_command", "load_profile",
-           "parse_params_file", "ship_directory", "test_profile"]
+           "parse_params_file", "ship_directory"]

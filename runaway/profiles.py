@@ -310,22 +310,5 @@ def resolve_profile(name: str, shared: Mapping[str, Mapping[str, Any]] | None = 
     return build_profile(name, merge(shared.get(name), personal), source)
 
 
-def make_backend(profile: Profile, *, state_dir: Path | None = None) -> Any:
-    """The backend for a remote profile (``local`` is built by the controller's own code).
-
-    ``state_dir``: the campaign's private directory, where allocation backends record the allocations
-    they hold (runaway/allocation_ledger.py); None outside a campaign (`runaway exec`)."""
-    if isinstance(profile, (CommandProfile, SlurmProfile)):
-        from .allocation_ledger import AllocationLedger
-        from .slurm import AllocationBackend, CommandProvider, SlurmProvider
-        ledger = AllocationLedger(state_dir / "allocations", profile.name) if state_dir is not None else None
-        provider = CommandProvider(profile) if isinstance(profile, CommandProfile) else SlurmProvider()
-        return AllocationBackend(profile, provider, ledger)
-    if isinstance(profile, SSHProfile):
-        from .ssh_backend import SSHBackend
-        return SSHBackend(profile)
-    raise ProfileError(f"profile {profile.name!r}: kind {profile.kind} has no remote backend")
-
-
 __all__ = ["AllocationSpec", "CommandProfile", "LocalProfile", "Profile", "SSHHostConfig", "SSHProfile",
-           "SlurmProfile", "build_profile", "make_backend", "merge", "resolve_profile", "validate"]
+           "SlurmProfile", "build_profile", "merge", "resolve_profile", "validate"]

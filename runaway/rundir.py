@@ -18,6 +18,7 @@ EXIT_FILE = f"{META_DIR}/exit_code"
 STDOUT_FILE = f"{META_DIR}/stdout"
 STDERR_FILE = f"{META_DIR}/stderr"
 MARKER = "orchestra-run"
+STOP_GRACE = 5.0  # seconds between TERM and KILL of an execution's process group
 
 # $1: the command line (already quoted by Orchestra). Run with cwd = the run directory.
 # Only shell builtins besides the command itself: every extra process costs throughput on short runs.

@@ -8,7 +8,8 @@ import gevent
 import pytest
 
 from runaway.backend import Job
-from runaway.profiles import build_profile, load_profile_file, make_backend
+from runaway.factory import make_backend
+from runaway.profiles import build_profile, load_profile_file
 
 pytestmark = pytest.mark.usefixtures("remote_workdir_cleanup")
 

@@ -9,7 +9,8 @@ import pytest
 
 from runaway.backend import Job
 from runaway.profiles import build_profile
-from runaway.ssh_backend import SSHBackend
+from runaway.factory import make_backend
+from runaway.fixed_backend import FixedBackend
 
 pytestmark = pytest.mark.usefixtures("remote_workdir_cleanup")
 
@@ -27,10 +28,10 @@ print("warn", file=sys.stderr)
 """
 
 
-def _backend(devcluster, tmp_path: Path, **extra) -> SSHBackend:
+def _backend(devcluster, tmp_path: Path, **extra) -> FixedBackend:
     data = {"kind": "ssh", "host": "devcluster", "slots": 4, "ssh_config": devcluster.ssh_config,
             "workdir": f"~/.orchestra-test-{tmp_path.name}", "poll_interval": 0.3, **extra}
-    backend = SSHBackend(build_profile("dev", data))
+    backend = make_backend(build_profile("dev", data))
     backend.start()
     return backend
 

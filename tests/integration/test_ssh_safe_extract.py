@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestra.errors import ExecutionError
-from runaway.ssh_backend import _split_trailer, safe_extract
+from runaway.transfer import safe_extract, split_trailer as _split_trailer
 
 
 def _tar(*members: tuple[str, str, str]) -> io.BytesIO:

@@ -1,4 +1,4 @@
-"""runaway/agent.py for real: its pure line protocol, its results packing, and the daemon end to end.
+"""runaway/agent/ for real, as its bundle: its pure line protocol, its results packing, the daemon end to end.
 
 No mocks. The pure functions get hostile inputs (shell metacharacters, newlines, quotes, unicode) because
 everything a controller sends crosses SSH as one text line. The results functions run on real
@@ -17,6 +17,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pytest
 from runaway import agent
 from runaway.rundir import MARKER, WRAPPER
 
-AGENT = Path(agent.__file__)
+AGENT = Path(agent.write_bundle(tempfile.mkdtemp(prefix="orchestra-agent-")))  # the one file hosts run
 WRAPPER_B64 = base64.b64encode(WRAPPER.encode()).decode()
 TEST_BUDGET = 20  # seconds per test, daemon start and stop included
 

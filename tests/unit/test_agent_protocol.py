@@ -368,4 +368,25 @@ def test_the_shipped_agent_parses_as_python_3_6():
 
     import runaway.agent
 
-    ast.parse(Path(runaway.agent.__file__).read_text(), feature_version=(3, 6))
+    package = Path(runaway.agent.__file__).parent
+    for name in runaway.agent.MODULES:  # every module that goes into the bundle
+        ast.parse((package / name).read_text(), filename=name, feature_version=(3, 6))
+
+
+def test_the_bundle_is_one_deterministic_file_that_runs(tmp_path):
+    """Hosts get the agent as ONE file (a zipapp of runaway/agent/): same sources, same bytes (its hash
+    names the version), and it runs as a program without the package installed."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import runaway.agent
+
+    data = runaway.agent.bundle()
+    path = Path(runaway.agent.write_bundle(tmp_path))
+    assert path.read_bytes() == data and runaway.agent.bundle_digest() in path.name
+    names = zipfile.ZipFile(path).namelist()
+    assert names[0] == "__main__.py" and {f"orchestra_agent/{m}" for m in runaway.agent.MODULES} <= set(names)
+    done = subprocess.run([sys.executable, "-I", str(path)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=30)
+    assert done.returncode == 2 and "usage: orchestra-agent.pyz" in done.stderr

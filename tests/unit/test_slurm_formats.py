@@ -1,4 +1,4 @@
-"""Pure render/parse functions of runaway.slurm: no cluster, no network."""
+"""Pure render/parse functions of the Slurm and command providers: no cluster, no network."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +7,11 @@ import pytest
 
 from orchestra.errors import ProfileError, SchedulerError
 from runaway.profiles import AllocationSpec
-from runaway.slurm import (JobState, parse_list_nodes_output, parse_nodelist, parse_ready_file,
-                           parse_sbatch_output, parse_slurm_time, parse_squeue_output, render_sbatch_script,
-                           render_template, srun_prefix)
+from runaway.launchers.srun import srun_prefix
+from runaway.providers import JobState
+from runaway.providers.command import parse_list_nodes_output, render_template
+from runaway.providers.slurm import (parse_nodelist, parse_ready_file, parse_sbatch_output, parse_slurm_time,
+                                     parse_squeue_output, render_sbatch_script)
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -1,0 +1,423 @@
+"""The allocation backend: executions placed on slots of allocations held from a scheduler.
+
+A provider (runaway/providers/: Slurm, PBS templates, OAR) says where allocations come from; a launcher
+(runaway/launchers/: srun steps or node agents) starts executions on their nodes; everything goes
+through ONE transport to the cluster's frontend. This module is what sits between: the manager that
+asks for allocations when executions wait, gives them back once drained, and turns their nodes into
+slots. Runtime rules: one ``squeue`` (or one batched ``list_nodes``) per cluster per interval, whatever
+the number of executions; no placement on an allocation within ``walltime_margin`` of its end;
+allocations are cancelled when the queue has drained for ``idle_release`` seconds and at close().
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shlex
+import time
+from pathlib import Path
+
+import gevent
+import gevent.event
+import gevent.queue
+
+from orchestra.errors import SchedulerError
+
+from .allocation_ledger import AllocationLedger
+from .backend import AllocationInfo, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
+from .launchers import Launcher, Place
+from .profiles import SlurmProfile
+from .providers import ENDED_STATES, AllocationProvider, JobState
+from .providers.slurm import render_nodelist
+from .remote_runs import RemoteRuns
+from .slots import SlotPool
+from .transports import Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Allocation:
+    job_id: str
+    submitted: float
+    state: str = "PENDING"
+    nodes: tuple[str, ...] = ()
+    slots: list[Slot] = dataclasses.field(default_factory=list)
+    expires: float | None = None  # local epoch seconds
+    idle_since: float | None = None
+    closing: bool = False
+    ready: tuple[float, list[str]] | None = None  # (start epoch, nodes) from the ready file
+    reason: str = ""  # the scheduler's reason while it is pending (Resources, Priority, JobHeldUser, ...)
+
+
+class AllocationBackend:
+    """``slurm`` and ``command`` profiles (and OAR): a provider plus a launcher over the frontend's transport."""
+
+    # The record must name the host and directory before a resume can re-attach.
+    running_commit_delay = 0.0
+
+    def __init__(self, profile: SlurmProfile, provider: AllocationProvider, launcher: Launcher, runs: RemoteRuns,
+                 ledger: AllocationLedger | None = None) -> None:
+        self.profile = profile
+        self.provider = provider
+        self.launcher = launcher
+        # Which allocations this controller holds, beside the campaign: what a resume gives back if it dies.
+        self.ledger = ledger
+        self._orphans: dict[Path, list[str]] | None = None  # a dead controller's allocations (resume)
+        self.name = profile.kind
+        self.runs = runs
+        self.host: Transport = runs.host
+        self.pool = SlotPool()
+        self.allocations: dict[str, Allocation] = {}
+        self._slot_alloc: dict[Slot, Allocation] = {}
+        self._busy: set[Slot] = set()
+        self._waiting = 0
+        self._give_up = False  # stop_waiting(): the controller stops, acquire() must not wait any longer
+        self._next_index = 0
+        self._files_watched: set[str] = set()  # executions re-attached: watched through their files
+        self._wake = gevent.event.Event()
+        self._manager: gevent.Greenlet | None = None
+        self._closed = False
+        self.squeue_calls = 0
+        self._last_squeue = 0.0
+        self._expected = 0
+        self._warming = False  # an allocation asked for ahead of the first acquire() is not idle yet
+        # Set once the first allocation is asked for (or none was needed): `expegit run` creates its
+        # branches after that, so the allocation queues meanwhile instead of after them.
+        self.submitted = gevent.event.Event()
+        self.job_name = f"orchestra-{profile.name}"[:60]
+        spec = profile.allocation
+        self.margin = profile.walltime_margin if profile.walltime_margin is not None else \
+            min(120.0, 0.1 * spec.walltime)
+        self.error: Exception | None = None
+
+
+    # -- lifecycle
+    def start(self, expected: int = 0) -> None:
+        self._expected = expected
+        self._warming = expected > 0
+        if self._orphans is None and self.ledger is not None:
+            left = sorted(j for jobs in self.ledger.orphans().values() for j in jobs)
+            if left:
+                log.warning("%s: allocation%s %s of a controller that is gone still hold%s nodes; `expegit resume` "
+                            "collects what runs in them and gives them back", self.profile.name,
+                            "s" if len(left) > 1 else "", ", ".join(left), "" if len(left) > 1 else "s")
+        self.runs.prepare()
+        self.launcher.start()
+        self.provider.prepare(self.host, self.runs.workdir)
+        self._manager = gevent.spawn(self._manage)
+
+    def _await_ready(self, alloc: Allocation) -> None:
+        """Learn the moment a submitted allocation starts from its ready file (Slurm's placeholder writes
+        it), instead of the next squeue: that saved up to a whole squeue interval per allocation."""
+        for _ in range(3):  # the first ~90 s; after that the regular squeue interval is good enough
+            if self._closed or alloc.state != "PENDING" or alloc.closing:
+                return
+            try:
+                ready = self.provider.wait_ready(self.host, alloc.job_id, 30.0)
+            except Exception as exc:  # noqa: BLE001 - an optimisation: squeue still sees the start
+                log.debug("%s: waiting for allocation %s to start: %s", self.profile.name, alloc.job_id, exc)
+                return
+            if ready is not None:
+                alloc.ready = ready
+                self._wake.set()
+                return
+
+    def _places(self, alloc: Allocation) -> list[Place]:
+        return [Place(self.profile.host, node, alloc.job_id) for node in alloc.nodes]
+
+    def _forget(self, allocs: list[Allocation] | None, job_ids: list[str]) -> None:
+        """Allocations that ended: their places go down, their agent and ready files on the frontend too."""
+        for alloc in allocs or ():
+            self.launcher.places_down(self._places(alloc), f"allocation {alloc.job_id} ended under the execution")
+        if job_ids and self.provider.writes_ready_files:
+            globs = " ".join(f"{shlex.quote(self.runs.workdir)}/agents/{shlex.quote(j)}.* "
+                             f"{shlex.quote(self.runs.workdir)}/ready/{shlex.quote(j)}" for j in job_ids)
+            self.host.run(f"rm -rf -- {globs}", timeout=60, warn=True)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._manager is not None:
+            self._manager.kill(block=True)
+            self._manager = None
+        self.runs.stop_watching()
+        self.launcher.drain()  # the last removals
+        live = list(self.allocations.values())
+        if live:
+            ids = [a.job_id for a in live]
+            try:
+                self.provider.cancel(self.host, ids)
+                if self.ledger is not None:
+                    self.ledger.remove(ids)  # given back; only a failed cancel leaves them for a resume
+                self._forget(live, ids)
+            except Exception as exc:  # best effort: say which jobs may be left behind
+                log.warning("cancelling allocations %s failed: %s", ids, exc)
+        self.allocations.clear()
+        if self._orphans:
+            try:
+                self.release_orphans()
+            except Exception as exc:  # best effort, as above
+                log.warning("releasing allocations %s failed: %s", sorted(self._orphans.values()), exc)
+        self.launcher.close()
+        self.host.close()
+
+    # -- slots
+    def acquire(self) -> Slot:
+        self._warming = False
+        self._waiting += 1
+        self._wake.set()
+        try:
+            while True:
+                if self.error is not None:
+                    raise self.error
+                if self._give_up:
+                    raise NoSlot()
+                try:
+                    slot = self.pool.acquire(timeout=0.2)
+                except gevent.queue.Empty:
+                    continue
+                alloc = self._slot_alloc.get(slot)
+                if alloc is None or alloc.closing or not self._usable(alloc):
+                    continue  # the allocation ended or is too close to its end: drop the slot
+                self._busy.add(slot)
+                alloc.idle_since = None
+                return slot
+        finally:
+            self._waiting -= 1
+
+    def stop_waiting(self) -> None:
+        """Ctrl-C while the allocation is still pending: acquire() raises NoSlot instead of waiting on."""
+        self._give_up = True
+        self._wake.set()
+
+    def release(self, slot: Slot) -> None:
+        self._busy.discard(slot)
+        alloc = self._slot_alloc.get(slot)
+        if alloc is None or alloc.closing:
+            return
+        self.pool.release(slot)
+        self._wake.set()
+
+    def _usable(self, alloc: Allocation) -> bool:
+        return alloc.state == "RUNNING" and (alloc.expires is None or alloc.expires - time.time() > self.margin)
+
+    # -- the manager: the only place that talks to the scheduler
+    def _manage(self) -> None:
+        failures = 0
+        while not self._closed:
+            try:
+                self._tick()
+                failures = 0
+            except SchedulerError as exc:
+                failures += 1
+                log.warning("%s: %s", self.profile.name, exc)
+                if failures >= 5 or not self.allocations:
+                    self.error = exc
+            except Exception as exc:  # the connection: keep trying, the Host reconnects
+                failures += 1
+                log.warning("%s: scheduler poll failed: %s", self.profile.name, exc)
+                if failures >= 10:
+                    self.error = exc
+            self._wake.clear()
+            self._wake.wait(timeout=self.profile.squeue_interval)
+            gevent.sleep(0 if failures == 0 else min(30.0, failures * self.profile.squeue_interval))
+
+    def _tick(self) -> None:
+        now = time.time()
+        if self._orphans and not self._files_watched:
+            try:
+                self.release_orphans()  # what the resume re-attached has ended: their nodes can go
+            except Exception as exc:  # noqa: BLE001 - never the campaign's failure; close() tries again
+                log.warning("%s: releasing allocations %s failed: %s", self.profile.name,
+                            sorted(self._orphans.values()), exc)
+        for alloc in list(self.allocations.values()):
+            if alloc.state == "PENDING" and alloc.ready is not None:
+                start, nodes = alloc.ready
+                left = self.profile.allocation.walltime - max(0.0, now - start)
+                self._update(alloc, JobState(alloc.job_id, "RUNNING", left, tuple(nodes)), now)
+        # squeue at most once per interval, however often the manager is woken.
+        if self.allocations and now - self._last_squeue >= self.profile.squeue_interval:
+            self._last_squeue = now
+            self.squeue_calls += 1
+            states = self.provider.poll(self.host, list(self.allocations))
+            for job_id, alloc in list(self.allocations.items()):
+                self._update(alloc, states.get(job_id), now)
+        # Demand: waiters that no free slot will serve. Submit at most one pending allocation at a time.
+        pending = [a for a in self.allocations.values() if a.state != "RUNNING"]
+        usable_free = sum(1 for a in self.allocations.values() if self._usable(a) for s in a.slots
+                          if s not in self._busy)
+        demand = max(self._waiting, self._expected if not self.allocations else 0)
+        self._expected = 0  # only the first allocation is asked for ahead of the first acquire()
+        if demand > usable_free and not pending and len(self.allocations) < self.profile.max_allocations:
+            job_id = self.provider.submit(self.host, self.profile.allocation, self.job_name)
+            if self.ledger is not None:
+                self.ledger.add(job_id)
+            log.info("%s: submitted allocation %s", self.profile.name, job_id)
+            alloc = self.allocations[job_id] = Allocation(job_id, now)
+            gevent.spawn(self._await_ready, alloc)
+        self.submitted.set()
+        # Drained: no one waiting and nothing running on it for idle_release -> give the nodes back.
+        to_cancel = []
+        for alloc in list(self.allocations.values()):
+            if alloc.state != "RUNNING":
+                if self._waiting == 0 and alloc.state == "PENDING" and not self._busy and not self._warming:
+                    to_cancel.append(alloc)
+                continue
+            busy = any(s in self._busy for s in alloc.slots)
+            if not busy and not self._usable(alloc):
+                to_cancel.append(alloc)  # too close to its walltime to take work: give it back now
+                continue
+            if busy or self._waiting > 0 or self._warming:
+                alloc.idle_since = None
+                continue
+            alloc.idle_since = alloc.idle_since or now
+            if now - alloc.idle_since >= self.profile.idle_release:
+                to_cancel.append(alloc)
+        if to_cancel:
+            for alloc in to_cancel:
+                self._drop(alloc)
+            self.provider.cancel(self.host, [a.job_id for a in to_cancel])
+            self._forget(to_cancel, [a.job_id for a in to_cancel])
+            log.info("%s: released allocations %s", self.profile.name, [a.job_id for a in to_cancel])
+
+    def _update(self, alloc: Allocation, state: JobState | None, now: float) -> None:
+        if state is None or state.state in ENDED_STATES:
+            if state is None and alloc.state == "PENDING" and now - alloc.submitted < 5:
+                return  # a fresh submission may not be listed yet
+            log.info("%s: allocation %s ended (%s)", self.profile.name, alloc.job_id,
+                     state.state if state else "gone")
+            self._drop(alloc)
+            return
+        if state.running and alloc.state != "RUNNING":
+            alloc.nodes = state.nodes
+            # Raises (node agents that do not answer): the allocation stays pending, the next tick retries.
+            self.launcher.places_up(self._places(alloc))
+            alloc.state = "RUNNING"
+            walltime = self.profile.allocation.walltime
+            alloc.expires = now + (state.time_left if state.time_left is not None else walltime)
+            for node in alloc.nodes:
+                for _ in range(self.profile.slots_per_node):
+                    slot = Slot(self.profile.host, self._next_index, node, alloc.job_id)
+                    self._next_index += 1
+                    alloc.slots.append(slot)
+                    self._slot_alloc[slot] = alloc
+                    self.pool.add(slot)
+        elif state.running and state.time_left is not None:
+            alloc.expires = now + state.time_left
+        elif not state.running:
+            alloc.state = state.state
+            alloc.reason = state.reason
+
+    def _drop(self, alloc: Allocation) -> None:
+        alloc.closing = True
+        for slot in alloc.slots:
+            self.pool.retire(slot)
+        self.allocations.pop(alloc.job_id, None)
+        self.launcher.places_down(self._places(alloc), f"allocation {alloc.job_id} ended under the execution")
+        if self.ledger is not None:
+            self.ledger.remove([alloc.job_id])
+
+    def waiting_for(self) -> str | None:
+        """What executions wait on when no slot can take them: the allocation the scheduler has not
+        started yet, with its reason (shown on the progress line: on a busy cluster that can be hours)."""
+        if self._waiting == 0 or any(self._usable(a) for a in self.allocations.values()):
+            return None
+        for alloc in self.allocations.values():
+            if alloc.state == "RUNNING" or alloc.closing:
+                continue
+            if alloc.ready is not None:
+                return f"allocation {alloc.job_id} starting on {render_nodelist(alloc.ready[1])}"
+            reason = f" ({alloc.reason})" if alloc.reason and alloc.reason != "None" else ""
+            return f"allocation {alloc.job_id} {alloc.state.lower()}{reason}"
+        return None
+
+    # -- allocations a dead controller left (recorded in the ledger)
+    def release_orphans(self) -> list[str]:
+        """Cancel the allocations of controllers that are gone; what ran in them is over or lost."""
+        if self.ledger is None:
+            return []
+        if self._orphans is None:
+            self._orphans = self.ledger.orphans()
+        released = []
+        for path, jobs in list(self._orphans.items()):
+            if not self.runs.workdir:
+                self.runs.prepare()
+            self.provider.cancel(self.host, jobs)
+            self._forget(None, jobs)
+            self.ledger.forget(path, jobs)
+            del self._orphans[path]
+            released += jobs
+        if released:
+            log.info("%s: released allocations %s of a controller that is gone", self.profile.name, released)
+        return released
+
+    # -- executions
+    def allocation_of(self, slot: Slot) -> AllocationInfo | None:
+        alloc = self._slot_alloc.get(slot)
+        return AllocationInfo(alloc.job_id, alloc.nodes) if alloc is not None else None
+
+    def _alloc_of(self, slot: Slot) -> Allocation:
+        alloc = self._slot_alloc.get(slot)
+        if alloc is None or slot.node is None:
+            raise SchedulerError(f"slot {slot} belongs to no allocation of profile {self.profile.name}")
+        return alloc
+
+    def launch(self, slot: Slot, job: Job, code: CodeArchive) -> RunHandle:
+        alloc = self._alloc_of(slot)
+        assert slot.node is not None
+        env = {**self.profile.env, **job.env, "ORCHESTRA_EXECUTION_ID": job.execution_id,
+               "ORCHESTRA_SLOT": str(slot.index), "ORCHESTRA_NODE": slot.node,
+               "ORCHESTRA_ALLOCATION": alloc.job_id}
+        return self.launcher.launch(Place(self.profile.host, slot.node, alloc.job_id), slot, job, code, env)
+
+    def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
+        outcome = self.launcher.wait(handle, timeout)
+        alloc = self._slot_alloc.get(handle.slot)
+        if alloc is not None and not outcome.timed_out and (outcome.lost or (outcome.exit_code or 0) > 128):
+            # Lost, or killed by a signal: if its allocation ended at the same time (walltime, scancel, node
+            # failure), it was lost with it, which a retry policy treats differently from a crash.
+            deadline = time.time() + 2 * self.profile.squeue_interval + 2
+            self._wake.set()
+            while not alloc.closing and time.time() < deadline:
+                gevent.sleep(0.1)
+            if alloc.closing:
+                return dataclasses.replace(outcome, lost=True,
+                                           error=f"allocation {alloc.job_id} ended under the execution")
+        return outcome
+
+    def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
+        return self.launcher.collect(handle, job, dest)
+
+    def discard(self, handle: RunHandle) -> None:
+        self.launcher.discard(handle)
+        self._files_watched.discard(handle.execution_id)
+
+    def stop(self, handle: RunHandle) -> None:
+        self.launcher.stop(handle)
+
+    def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
+        return self.launcher.read_output(handle, offsets)
+
+    def transports(self) -> list[Transport]:
+        return [self.host]
+
+    def workdirs(self) -> dict[str, str]:
+        return {self.profile.host: self.runs.workdir}
+
+    def reattach(self, execution_id: str, host: str | None, slot: int | None,
+                 remote_dir: str | None) -> RunHandle | None:
+        """Re-attach by the launcher (srun) still alive on the frontend; the slot is not re-counted
+        because the allocation it ran in is not adopted by this controller."""
+        if host is not None and host != self.profile.host:
+            return None
+        if self._orphans is None and self.ledger is not None:
+            # A resume: the dead controller's allocations go once what is re-attached in them has ended.
+            self._orphans = self.ledger.orphans()
+        found = self.launcher.find(execution_id, self.profile.host, remote_dir)
+        if found is None:
+            return None
+        self._files_watched.add(execution_id)
+        return RunHandle(execution_id, Slot(self.profile.host, slot if slot is not None else -1), found.remote_dir,
+                         pid=found.pid, started=found.started)
+
+
+__all__ = ["Allocation", "AllocationBackend"]

@@ -1,0 +1,151 @@
+"""The fixed backend (``kind: ssh``): a provider of fixed places (hosts with their slots) plus a launcher
+(the resident agent, or the shell way) over one SSH transport per host.
+
+Executions re-attached after a controller restart are watched through their run-directory files,
+which needs nothing from any agent (the launcher's fallback); their slots are claimed until they end.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gevent
+import gevent.event
+
+from orchestra.errors import ProfileError
+
+from .backend import AllocationInfo, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
+from .launchers import Launcher, Place
+from .profiles import SSHProfile
+from .providers.fixed import FixedProvider
+from .remote_runs import RemoteRuns, q
+from .slots import SlotPool
+from .transports import Transport
+
+
+class FixedBackend:
+    name = "ssh"
+
+    def __init__(self, profile: SSHProfile, provider: FixedProvider, launcher: Launcher,
+                 runs: dict[str, RemoteRuns]) -> None:
+        self.profile = profile
+        self.provider = provider
+        self.launcher = launcher
+        self.runs = runs
+        self.hosts: dict[str, Transport] = {name: r.host for name, r in runs.items()}
+        self.pool = SlotPool()
+        self.running_commit_delay = launcher.running_commit_delay
+        self.submitted = gevent.event.Event()
+        self.submitted.set()  # nothing to ask a scheduler for
+        self._run_listing: dict[str, set[str]] | None = None
+        self._reattached: dict[str, Slot] = {}
+
+    def start(self, expected: int = 0) -> None:
+        jobs = [gevent.spawn(self._start_host, place) for place in self.provider.places()]
+        gevent.joinall(jobs)
+        for job in jobs:
+            if job.exception is not None:
+                raise job.exception
+        for slot in self.provider.slots():
+            self.pool.add(slot)
+
+    def _start_host(self, place: Place) -> None:
+        runs = self.runs[place.host]
+        if not runs.workdir:
+            runs.prepare()
+        self.launcher.places_up([place])
+
+    def acquire(self) -> Slot:
+        return self.pool.acquire()
+
+    def stop_waiting(self) -> None:
+        return None  # fixed slots always come back
+
+    def waiting_for(self) -> str | None:
+        return None
+
+    def release(self, slot: Slot) -> None:
+        self.pool.release(slot)
+
+    def _runs(self, host: str) -> RemoteRuns:
+        try:
+            return self.runs[host]
+        except KeyError:
+            raise ProfileError(f"profile {self.profile.name}: no host {host!r}; hosts: "
+                               f"{', '.join(self.runs)}") from None
+
+    def launch(self, slot: Slot, job: Job, code: CodeArchive) -> RunHandle:
+        self._runs(slot.host)
+        env = {**self.profile.env, **job.env, "ORCHESTRA_EXECUTION_ID": job.execution_id,
+               "ORCHESTRA_SLOT": str(slot.index)}
+        return self.launcher.launch(Place(slot.host), slot, job, code, env)
+
+    def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
+        try:
+            return self.launcher.wait(handle, timeout)
+        finally:
+            if self._reattached.pop(handle.execution_id, None) is not None:
+                # The controller holds no slot for a re-attached execution: give its slot back here.
+                self.pool.unclaim(handle.slot)
+
+    def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
+        return self.launcher.collect(handle, job, dest)
+
+    def discard(self, handle: RunHandle) -> None:
+        self.launcher.discard(handle)
+
+    def stop(self, handle: RunHandle) -> None:
+        self.launcher.stop(handle)
+
+    def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
+        return self.launcher.read_output(handle, offsets)
+
+    def _host_holding(self, execution_id: str) -> str | None:
+        """The host whose workdir has this execution's run directory (one listing per host per resume)."""
+        if self._run_listing is None:
+            listing: dict[str, set[str]] = {}
+            for name, runs in self.runs.items():
+                if not runs.workdir:
+                    runs.prepare()
+                result = runs.host.run(f"ls -1 {q(runs.workdir)}/runs", warn=True, timeout=120)
+                listing[name] = set(result.stdout.split())
+            self._run_listing = listing
+        return next((name for name, ids in self._run_listing.items() if execution_id in ids), None)
+
+    def reattach(self, execution_id: str, host: str | None, slot: int | None,
+                 remote_dir: str | None) -> RunHandle | None:
+        if host is None and self.running_commit_delay > 0:
+            host = self._host_holding(execution_id)  # launched within the running-commit delay
+        if host is None or host not in self.runs:
+            return None
+        found = self.launcher.find(execution_id, host, remote_dir)
+        if found is None:
+            return None
+        index = slot if slot is not None else found.slot
+        the_slot = Slot(host, index if index is not None else 0)
+        if index is not None and index < self.provider.slot_count(host) and the_slot not in self._reattached.values():
+            self.pool.claim(the_slot)  # held until the re-attached execution ends (see wait)
+            self._reattached[execution_id] = the_slot
+        return RunHandle(execution_id, the_slot, found.remote_dir, pid=found.pid, started=found.started)
+
+    def release_orphans(self) -> list[str]:
+        return []  # no allocations
+
+    def allocation_of(self, slot: Slot) -> AllocationInfo | None:
+        return None
+
+    def transports(self) -> list[Transport]:
+        return list(self.hosts.values())
+
+    def workdirs(self) -> dict[str, str]:
+        return {name: runs.workdir for name, runs in self.runs.items()}
+
+    def close(self) -> None:
+        self.launcher.drain()  # the last removals
+        self.launcher.close()
+        for runs in self.runs.values():
+            runs.stop_watching()
+        for host in self.hosts.values():
+            host.close()
+
+
+__all__ = ["FixedBackend"]
