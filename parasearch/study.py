@@ -430,7 +430,7 @@ def status_text(study: Study) -> str:
 def _capacity_note(study: Study) -> str | None:
     """What `run` would say about slots against parallel on the manifest's profile (None: nothing)."""
     try:
-        from runaway.backends import profile_for
+        from runaway.factory import profile_for
 
         profile = profile_for(study.manifest.profile, study.manifest)
     except OrchestraError:
@@ -767,7 +767,7 @@ def run_study(campaign: "Campaign", *, algorithm: str | None = None, budget: int
               progress: Progress | None = None, leave: str = "none", snapshot: bool = False) -> StudyRun:
     """`parasearch run`: continue the study from the branches, asking points as slots free up."""
     from expegit.runner import ControllerRegistry, code_commit
-    from runaway.backends import make_backend, profile_for
+    from runaway.factory import campaign_backend as make_backend, profile_for
 
     study = load_study(campaign, algorithm=algorithm, budget=budget, parallel=parallel)
     study.sampler  # noqa: B018 - a sampler that cannot be built fails before anything is created
@@ -824,7 +824,7 @@ def slots_for_search(profile: Any, slots: int | None, parallel: int) -> tuple[in
 def _run_study(campaign: "Campaign", study: Study, *, profile: str, slots: int | None, progress: Progress,
                commit: str, ledger: Path, own: set[str], leave: str) -> StudyRun:
     from expegit.runner import Session
-    from runaway.backends import make_backend
+    from runaway.factory import campaign_backend as make_backend
 
     manifest = study.manifest
     backends: dict[str, Any] = {}

@@ -134,7 +134,11 @@ def test_profile(profile_name: str, *, cwd: Path, timeout: float = 120.0, out: T
                 return "python3, tar" + (", sbatch/squeue/srun/scancel" if profile.kind == "slurm" else "")
 
             steps.step("tools", tools)
-        steps.step("workdir", lambda: (live.start(), _workdir(live, profile))[1],
+        def workdir() -> str:
+            live.start()
+            return _workdir(live, profile)
+
+        steps.step("workdir", workdir,
                    fix="check that the profile's workdir is writable on the host")
         if isinstance(profile, SlurmProfile):
             def allocate() -> str:

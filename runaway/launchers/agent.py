@@ -110,12 +110,12 @@ class AgentRuns:
         remaining = None if timeout is None else max(0.0, started_local + timeout - time.time())
         timed_out = False
         try:
-            done: AgentExit = result.get(timeout=remaining)
+            done: AgentExit = result.get(timeout=remaining)  # type: ignore[assignment]
         except gevent.Timeout:
             timed_out = True
             self.stop(execution_id)
             try:
-                done = result.get(timeout=STOP_GRACE + 30)
+                done = result.get(timeout=STOP_GRACE + 30)  # type: ignore[assignment]
             except gevent.Timeout:
                 self._exits.pop(execution_id, None)
                 self.link.forget(execution_id)

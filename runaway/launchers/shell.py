@@ -79,11 +79,11 @@ class ShellLauncher:
             start_local = handle.started or time.time()
         remaining = None if timeout is None else max(0.0, start_local + timeout - time.time())
         try:
-            outcome: Outcome = result.get(timeout=remaining)
+            outcome: Outcome = result.get(timeout=remaining)  # type: ignore[assignment]
         except gevent.Timeout:
             runs.kill(handle.remote_dir, self._prefix(handle.slot))
             try:
-                final: Outcome = result.get(timeout=STOP_GRACE + 4 * runs.poll_interval + 5)
+                final: Outcome = result.get(timeout=STOP_GRACE + 4 * runs.poll_interval + 5)  # type: ignore[assignment]
                 code = final.exit_code
             except gevent.Timeout:
                 code = None

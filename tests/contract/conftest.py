@@ -3,8 +3,8 @@
 Each case gives the tests the same few things: a fresh backend over the same places (a second one is a
 controller after the first died), a command that behaves as described, and the per-backend hooks the
 assertions must not know: how a controller dies, how a place vanishes, what is left in the work
-directory. The real backends come from the project's public factories (runaway.backends.make_backend for
-local, runaway.profiles.make_backend for remote profiles): when runaway's seams are restructured, only the
+directory. The real backends come from the project's one factory (runaway.factory: campaign_backend for
+local, make_backend for remote profiles): when the factory changes, only the
 ``_*_case`` functions here change (and the Slurm ``die`` hook, which empties AllocationBackend.allocations).
 
 The real cases need the dev cluster (tests/integration/conftest.py's ``devcluster`` fixture: skipped with
@@ -143,7 +143,7 @@ def _kill(pids: list[int], sig: int, group: bool = False) -> None:
 
 
 def _local_case(tmp_path: Path) -> Case:
-    from runaway.backends import make_backend
+    from runaway.factory import campaign_backend as make_backend
 
     workdir = tmp_path / "campaign-private"
     manifest = Manifest(name="contract", command="true", parameters={})
@@ -203,7 +203,8 @@ def _remote_common(cluster: DevCluster, tag: str) -> dict:
 
 
 def _ssh_case(tmp_path: Path, cluster: DevCluster, launcher: str) -> Case:
-    from runaway.profiles import build_profile, make_backend
+    from runaway.factory import make_backend
+    from runaway.profiles import build_profile
 
     tag = f"contract-{uuid.uuid4().hex[:10]}"
     profile = build_profile("contract", {"kind": "ssh", "slots": 2, "launcher": launcher,
@@ -220,7 +221,8 @@ def _ssh_case(tmp_path: Path, cluster: DevCluster, launcher: str) -> Case:
 
 
 def _allocation_case(tmp_path: Path, cluster: DevCluster, kind: str, launcher: str | None) -> Case:
-    from runaway.profiles import build_profile, load_profile_file, make_backend
+    from runaway.factory import make_backend
+    from runaway.profiles import build_profile, load_profile_file
 
     tag = f"contract-{uuid.uuid4().hex[:10]}"
     name = f"ct{tag[-10:]}"  # unique: the allocation's job name is orchestra-<profile name>
