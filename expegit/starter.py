@@ -127,9 +127,8 @@ def find_entry_script(root: Path, names: Iterable[str]) -> EntryScript | None:
 
 
 def _yaml_value(value: Any) -> str:
-    """A YAML flow scalar for a literal read from the script (JSON is valid YAML flow syntax)."""
-    if isinstance(value, str):
-        return json.dumps(value)
+    """A YAML flow scalar for a literal read from the script: JSON is valid YAML flow syntax, and quotes
+    every string (a default like "yes" or "1e3" stays a string)."""
     return json.dumps(value)
 
 
