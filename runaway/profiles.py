@@ -19,7 +19,7 @@ from typing import Any
 from orchestra.durations import parse_duration
 from orchestra.errors import ProfileError, did_you_mean
 
-KINDS = ("local", "ssh", "slurm", "command")
+KINDS = ("local", "ssh", "slurm", "oar", "command")
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "profile.schema.json"
 
 
@@ -117,7 +117,7 @@ def _validator() -> Any:
 
 def _schema_props(kind: str) -> list[str]:
     schema = _validator().schema
-    return sorted(schema["$defs"][kind]["properties"])
+    return sorted(schema["$defs"]["slurm" if kind == "oar" else kind]["properties"])  # oar has slurm's keys
 
 
 def validate(name: str, data: Any, source: str = "profile") -> None:
@@ -243,6 +243,10 @@ def build_profile(name: str, data: Mapping[str, Any], source: str = "profile") -
                            f"allocation.walltime ({values['allocation'].walltime:g}s)")
     if kind == "slurm":
         return SlurmProfile(**values, launcher=data.get("launcher", "agent"))
+    if kind == "oar":
+        # The same allocation settings as Slurm's; executions start through oarsh on the nodes (the agent
+        # needs a binary-clean step, which oarsh's ssh is not: runaway/providers/oar.py).
+        return SlurmProfile(**values, launcher="srun", kind="oar")
     for key in ("start", "job_id_regex", "list_nodes", "cancel", "launch"):
         if key in data:
             values[key] = data[key]

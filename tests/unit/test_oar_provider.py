@@ -102,3 +102,18 @@ def test_factory_builds_oar_profiles_on_the_oar_provider_with_the_shell_launcher
         assert backend.provider.launcher("4211", "node-3.grid").startswith("env OAR_JOB_ID=4211 python3 -c ")
     finally:
         backend.close()
+
+
+def test_an_oar_profile_is_a_kind_of_its_own_built_by_the_one_factory(tmp_path):
+    from runaway.allocation_backend import AllocationBackend
+    from runaway.factory import make_backend
+    from runaway.profiles import build_profile, validate
+
+    data = {"kind": "oar", "host": "frontend.example", "slots_per_node": 4,
+            "allocation": {"nodes": 2, "walltime": "1-00:00:00", "partition": "default"}}
+    validate("grid5000", data)
+    profile = build_profile("grid5000", data)
+    assert profile.kind == "oar" and profile.allocation.walltime == 86400 and profile.launcher == "srun"
+    backend = make_backend(profile, state_dir=tmp_path)  # builds only: nothing connects before start()
+    assert isinstance(backend, AllocationBackend) and isinstance(backend.provider, OARProvider)
+    backend.close()
