@@ -1,0 +1,171 @@
+"""Every command block of README.md and docs/tutorial.md runs, in order, against the dev cluster.
+
+So the docs cannot drift from the tool: a renamed flag, a changed default or a new refusal fails here,
+naming the document, the line and the command. Each document gets a fresh HOME (a reader's machine: a git
+identity and nothing else) and runs its blocks as one reader's terminal would, one after the other, cwd
+and variables carried from block to block (tests/docblocks.py says how blocks are marked). The dev
+cluster's environment (`devcluster.sh env`: SLURM_CONF and the ORCHESTRA_DEVCLUSTER_* paths) is exported.
+
+The README's "Try it" runs `pip install .` in a checkout. It runs for real, in a copy of the repository's
+files and with `pip` resolving to a throwaway virtualenv (which sees this interpreter's packages through a
+.pth file, so PIP_NO_DEPS=1 leaves the test environment's dependencies alone): the test environment's own
+installation is never touched, and the `expegit` the next blocks find is the one that block installed.
+
+The CLIs run as subprocesses (no gevent in this process). Skipped with the reason when the dev cluster is
+not up, except under CI=true, where that fails.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tests.docblocks import Block, parse_blocks, steps
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVCLUSTER = ROOT / "tests" / "cluster" / "devcluster.sh"
+DEFAULT_CLUSTER_DIR = "/tmp/orchestra-devcluster"
+BLOCK_TIMEOUT = 300  # seconds; the slowest block (a Slurm campaign) takes well under a minute here
+
+# Where each document's reader starts: the README's in their checkout (it says `pip install .`), the
+# tutorial's in their home directory.
+DOCUMENTS = {"README.md": "checkout", "docs/tutorial.md": "home"}
+
+_PRELUDE = """\
+set -e -o pipefail
+set -a   # every variable a block sets is exported, so the next block (a new bash) still has it
+cd "$(cat {state}/cwd)"
+. {state}/env
+trap 'echo $((LINENO - {offset})) > {state}/failed_line' ERR
+trap 'pwd > {state}/cwd; export -p > {state}/env' EXIT
+"""
+
+
+def render_block_script(block: Block, state: Path) -> str:
+    """The bash script that runs one block in the state the previous blocks left (cwd, variables)."""
+    prelude = _PRELUDE.format(state=shlex.quote(str(state)), offset=_PRELUDE.count("\n"))
+    return prelude + block.text
+
+
+def _must_run() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _cluster_env() -> dict[str, str]:
+    status = subprocess.run(["bash", str(DEVCLUSTER), "status"], capture_output=True, text=True)
+    if status.returncode != 0:
+        reason = "the dev cluster is not up: run `sudo bash tests/cluster/devcluster.sh up` first"
+        if _must_run():
+            pytest.fail(reason + " (CI=true: the docs test must not be skipped)")
+        pytest.skip(reason)
+    out = subprocess.run(["bash", str(DEVCLUSTER), "env"], capture_output=True, text=True, check=True).stdout
+    env = {}
+    for line in out.splitlines():
+        if line.startswith("export ") and "=" in line:
+            name, _, value = line[len("export "):].partition("=")
+            env[name] = shlex.split(value)[0] if value else ""
+    if env.get("ORCHESTRA_DEVCLUSTER_DIR", DEFAULT_CLUSTER_DIR) != DEFAULT_CLUSTER_DIR:
+        # The docs name the default directory, as a reader's would be.
+        reason = f"the docs use the dev cluster in {DEFAULT_CLUSTER_DIR}, this one is elsewhere"
+        if _must_run():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return env
+
+
+def _throwaway_pip(venv: Path) -> None:
+    """A virtualenv whose `pip install .` installs there, seeing (not changing) this interpreter's packages."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"]
+    parents = [p for p in [*site.getsitepackages(), sysconfig.get_paths()["purelib"]] if Path(p).is_dir()]
+    Path(purelib, "_parent_site.pth").write_text("\n".join(dict.fromkeys(parents)) + "\n")
+    pip = venv / "bin" / "pip"
+    pip.write_text(f'#!/bin/sh\nexec "{venv / "bin" / "python"}" -m pip "$@"\n')
+    pip.chmod(0o755)
+
+
+def _copy_checkout(dest: Path) -> None:
+    """The repository's files as a clone would have them (tracked and new, not ignored)."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+
+
+def _reader_env(home: Path, cluster: dict[str, str], venv: Path) -> dict[str, str]:
+    scripts = sysconfig.get_path("scripts")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "ORCHESTRA_", "SLURM", "XDG_"))}
+    env.update(cluster, HOME=str(home), PIP_NO_DEPS="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
+               PATH=os.pathsep.join([str(venv / "bin"), scripts, env.get("PATH", "")]))
+    env.pop("VIRTUAL_ENV", None)
+    (home / ".gitconfig").write_text("[user]\n\tname = Ada Newcomer\n\temail = ada@example.org\n"
+                                     "[init]\n\tdefaultBranch = main\n")
+    return env
+
+
+def _run_block(block: Block, state: Path, env: dict[str, str], log: list[str]) -> None:
+    script = state / "block.sh"
+    script.write_text(render_block_script(block, state))
+    (state / "failed_line").unlink(missing_ok=True)
+    proc = subprocess.Popen(["bash", str(script)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=BLOCK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"{block.document}:{block.line}: the block did not finish in {BLOCK_TIMEOUT} s\n{output}")
+    log.append(f"--- {block.document}:{block.line} (exit {proc.returncode})\n{block.text}>>>\n{output}")
+    if proc.returncode == block.expected_exit:
+        return
+    failed = state / "failed_line"
+    offset = int(failed.read_text()) if failed.exists() else 1
+    where = f"{block.document}:{block.line + offset - 1}"
+    expected = "" if block.expected_exit == 0 else f" (the doc expects exit {block.expected_exit})"
+    pytest.fail(f"{where}: `{block.command_at(offset)}` exited {proc.returncode}{expected}\n"
+                f"--- its output:\n{output[-4000:]}", pytrace=False)
+
+
+@pytest.mark.parametrize("document", sorted(DOCUMENTS))
+def test_every_command_block_runs(document: str, tmp_path: Path) -> None:
+    cluster = _cluster_env()
+    home, state = tmp_path / "home", tmp_path / "state"
+    home.mkdir()
+    state.mkdir()
+    venv = tmp_path / "venv"
+    _throwaway_pip(venv)
+    env = _reader_env(home, cluster, venv)
+    start = home
+    if DOCUMENTS[document] == "checkout":
+        start = home / "orchestra"
+        _copy_checkout(start)
+    (state / "cwd").write_text(str(start))
+    (state / "env").write_text("")
+    log: list[str] = []
+    blocks = steps(parse_blocks((ROOT / document).read_text(), document))
+    assert any(b.run for b in blocks), f"{document} has no command block to run"
+    try:
+        for block in blocks:
+            if block.file is not None:
+                path = Path((state / "cwd").read_text().strip()) / block.file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(block.text)
+            else:
+                _run_block(block, state, env, log)
+    finally:
+        # Every block's output, for whoever updates the output shown in the docs.
+        (tmp_path / "transcript.txt").write_text("\n".join(log))
+        if os.environ.get("ORCHESTRA_DOCS_TRANSCRIPT"):
+            shutil.copy(tmp_path / "transcript.txt",
+                        Path(os.environ["ORCHESTRA_DOCS_TRANSCRIPT"]) / (document.replace("/", "_") + ".txt"))
