@@ -216,3 +216,60 @@ def test_the_readme_exit_code_table_is_core_errors() -> None:
 def test_example_profiles_name_only_tests_that_exist(path: Path) -> None:
     for name in re.findall(r"tests/[\w/]+\.py", path.read_text()):
         assert (ROOT / name).exists(), f"{path.name} cites {name}, which does not exist"
+
+
+# ------------------------------------------------------------------------------- the CLI tables
+def _actions(parser: Any, words: list[str]) -> list[tuple[str, ...]] | None:
+    """The options of the subcommand ``words``, each as its option strings (None if there is no such one)."""
+    import argparse
+
+    for word in words:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or word not in subs[0].choices:
+            return None
+        parser = subs[0].choices[word]
+    return [tuple(action.option_strings) for action in parser._actions
+            if action.option_strings and action.help != argparse.SUPPRESS]  # hidden ones are not for users
+
+
+def _documented_commands() -> list[tuple[str, list[str], set[str], str]]:
+    """(program, subcommand words, options, the README line) of each command syntax the README shows."""
+    found = []
+    for line in README.splitlines():
+        m = re.match(r"^\| `((?:expegit|parasearch) [^`]*)` \|", line) or re.match(r"^    (runaway \w+ .*)$", line)
+        if not m:
+            continue
+        program, *rest = m.group(1).split()
+        words = []
+        for word in rest:
+            if not re.fullmatch(r"[a-z][a-z-]*", word):
+                break
+            words.append(word)
+        options = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", m.group(1)))
+        found.append((program, words, options, line.strip()))
+    return found
+
+
+def test_every_option_the_readme_shows_exists_and_every_option_of_a_command_is_shown() -> None:
+    from expegit.cli import _parser as expegit_parser
+    from parasearch.cli import _parser as parasearch_parser
+    from runaway.cli import _parser as runaway_parser
+
+    parsers = {"expegit": expegit_parser(), "parasearch": parasearch_parser(), "runaway": runaway_parser()}
+    documented = _documented_commands()
+    assert len(documented) >= 20, documented
+    shown: dict[tuple[str, ...], set[str]] = {}
+    for program, words, options, line in documented:
+        real = _actions(parsers[program], words)
+        assert real is not None, f"README shows `{program} {' '.join(words)}`, which does not exist: {line}"
+        unknown = options - {s for strings in real for s in strings}
+        assert not unknown, f"README shows {sorted(unknown)} that `{program} {' '.join(words)}` lacks: {line}"
+        shown.setdefault((program, *words), set()).update(options)
+    hidden = {"-h", "--debug", "-C"}  # common to all, described once above the table
+    missing = {}
+    for key, options in shown.items():
+        actions = _actions(parsers[key[0]], list(key[1:])) or []
+        lacking = [strings[-1] for strings in actions if not (set(strings) & (options | hidden))]
+        if lacking:
+            missing[" ".join(key)] = lacking
+    assert not missing, f"options the README's command tables do not show: {missing}"
