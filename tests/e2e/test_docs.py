@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import signal
 import site
 import subprocess
 import sys
@@ -28,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.docblocks import Block, parse_blocks, steps
+from tests.docblocks import Block
+from tests.docrunner import DocStepFailed, run_document
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVCLUSTER = ROOT / "tests" / "cluster" / "devcluster.sh"
@@ -38,22 +38,6 @@ BLOCK_TIMEOUT = 300  # seconds; the slowest block (a Slurm campaign) takes well 
 # Where each document's reader starts: the README's in their checkout (it says `pip install .`), the
 # tutorial's in their home directory.
 DOCUMENTS = {"README.md": "checkout", "docs/tutorial.md": "home"}
-
-_PRELUDE = """\
-set -e -o pipefail
-set -a   # every variable a block sets is exported, so the next block (a new bash) still has it
-cd "$(cat {state}/cwd)"
-. {state}/env
-trap 'echo $((LINENO - {offset})) > {state}/failed_line' ERR
-trap 'pwd > {state}/cwd; export -p > {state}/env' EXIT
-"""
-
-
-def render_block_script(block: Block, state: Path) -> str:
-    """The bash script that runs one block in the state the previous blocks left (cwd, variables)."""
-    prelude = _PRELUDE.format(state=shlex.quote(str(state)), offset=_PRELUDE.count("\n"))
-    return prelude + block.text
-
 
 def _must_run() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -114,35 +98,11 @@ def _reader_env(home: Path, cluster: dict[str, str], venv: Path) -> dict[str, st
     return env
 
 
-def _run_block(block: Block, state: Path, env: dict[str, str], log: list[str]) -> None:
-    script = state / "block.sh"
-    script.write_text(render_block_script(block, state))
-    (state / "failed_line").unlink(missing_ok=True)
-    proc = subprocess.Popen(["bash", str(script)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=BLOCK_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"{block.document}:{block.line}: the block did not finish in {BLOCK_TIMEOUT} s\n{output}")
-    log.append(f"--- {block.document}:{block.line} (exit {proc.returncode})\n{block.text}>>>\n{output}")
-    if proc.returncode == block.expected_exit:
-        return
-    failed = state / "failed_line"
-    offset = int(failed.read_text()) if failed.exists() else 1
-    where = f"{block.document}:{block.line + offset - 1}"
-    expected = "" if block.expected_exit == 0 else f" (the doc expects exit {block.expected_exit})"
-    pytest.fail(f"{where}: `{block.command_at(offset)}` exited {proc.returncode}{expected}\n"
-                f"--- its output:\n{output[-4000:]}", pytrace=False)
-
-
 @pytest.mark.parametrize("document", sorted(DOCUMENTS))
 def test_every_command_block_runs(document: str, tmp_path: Path) -> None:
     cluster = _cluster_env()
     home, state = tmp_path / "home", tmp_path / "state"
     home.mkdir()
-    state.mkdir()
     venv = tmp_path / "venv"
     _throwaway_pip(venv)
     env = _reader_env(home, cluster, venv)
@@ -150,22 +110,20 @@ def test_every_command_block_runs(document: str, tmp_path: Path) -> None:
     if DOCUMENTS[document] == "checkout":
         start = home / "orchestra"
         _copy_checkout(start)
-    (state / "cwd").write_text(str(start))
-    (state / "env").write_text("")
     log: list[str] = []
-    blocks = steps(parse_blocks((ROOT / document).read_text(), document))
-    assert any(b.run for b in blocks), f"{document} has no command block to run"
+
+    def record(block: Block, output: str) -> None:
+        log.append(f"--- {block.document}:{block.line}\n{block.text}>>>\n{output}")
+
     try:
-        for block in blocks:
-            if block.file is not None:
-                path = Path((state / "cwd").read_text().strip()) / block.file
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(block.text)
-            else:
-                _run_block(block, state, env, log)
+        ran = run_document((ROOT / document).read_text(), document, start, state, env, timeout=BLOCK_TIMEOUT,
+                           on_output=record)
+    except DocStepFailed as failure:
+        pytest.fail(str(failure), pytrace=False)
     finally:
         # Every block's output, for whoever updates the output shown in the docs.
         (tmp_path / "transcript.txt").write_text("\n".join(log))
         if os.environ.get("ORCHESTRA_DOCS_TRANSCRIPT"):
             shutil.copy(tmp_path / "transcript.txt",
                         Path(os.environ["ORCHESTRA_DOCS_TRANSCRIPT"]) / (document.replace("/", "_") + ".txt"))
+    assert ran, f"{document} has no command block to run"
