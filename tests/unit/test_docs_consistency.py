@@ -273,3 +273,20 @@ def test_every_option_the_readme_shows_exists_and_every_option_of_a_command_is_s
         if lacking:
             missing[" ".join(key)] = lacking
     assert not missing, f"options the README's command tables do not show: {missing}"
+
+
+# ------------------------------------------------------------------------------- the dev cluster
+def test_the_docs_list_the_packages_and_exports_devcluster_sh_has() -> None:
+    """Bringing the cluster up needs root because it installs these: whoever reads that must see them all."""
+    script = (ROOT / "tests" / "cluster" / "devcluster.sh").read_text()
+    packages = set(re.findall(r"missing\+=\(([\w.-]+)\)", script))
+    assert {"openssh-server", "slurmctld", "munge"} <= packages, packages
+    cluster_readme = (ROOT / "tests" / "cluster" / "README.md").read_text()
+    for name, text in (("docs/tutorial.md", TUTORIAL), ("tests/cluster/README.md", cluster_readme)):
+        listed = re.search(r"Debian packages \(`([^`]+)`", text)
+        assert listed, name
+        assert set(listed.group(1).split()) == packages, (name, sorted(packages ^ set(listed.group(1).split())))
+    exports = {e for e in re.findall(r"^export (\w+)=", script, re.M) if e.startswith("ORCHESTRA_DEVCLUSTER_")}
+    assert len(exports) >= 5, exports
+    missing = {e for e in exports if f"`{e}" not in cluster_readme}
+    assert not missing, f"tests/cluster/README.md does not list the exports {sorted(missing)}"
