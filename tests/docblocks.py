@@ -8,7 +8,9 @@ with one HTML comment on the line just above its fence (invisible when the Markd
 - ``<!-- exits N -->`` above one: it is expected to fail, with exactly that exit status;
 - ``<!-- file: PATH -->`` above a block of any language: the reader saves it as PATH (relative to the
   directory the previous commands left them in), so the test writes it there before the next block;
-- any other block (``text`` for printed output, ``yaml``, ``python``...) is shown, never run.
+- any other block (``text`` for printed output, ``yaml``, ``python``...) is shown, never run. A ``text``
+  block right below a command block (blank lines between them at most) is what those commands print:
+  the test checks it against what they printed (see :func:`output_mismatches`).
 
 Why comments rather than info-string flags (```` ```sh norun ````): renderers differ on what they accept
 after the language, and a reader copying the block must not see test machinery.
@@ -43,6 +45,8 @@ class Block:
     expected_exit: int = 0
     file: str | None = None    # save the text under this path instead of running it
     why_not_run: str | None = None
+    shown_output: str | None = None   # the ```text block right below a command block
+    shown_line: int = 0               # its first content line
 
     def command_at(self, offset: int) -> str:
         """The block's line ``offset`` (1-based), for naming the command that failed."""
@@ -79,6 +83,7 @@ def parse_blocks(markdown: str, document: str) -> list[Block]:
     lines = markdown.splitlines()
     pending: _Mark | None = None
     index = 0
+    previous_end = 0  # index of the line after the last closing fence
     while index < len(lines):
         raw = lines[index]
         opening = _FENCE.match(raw)
@@ -109,6 +114,11 @@ def parse_blocks(markdown: str, document: str) -> list[Block]:
         text = "\n".join(body) + "\n"
         mark = pending or _Mark(0)
         pending = None
+        previous = blocks[-1] if blocks else None
+        if language == "text" and previous is not None and previous.run and previous.shown_output is None \
+                and not any(line.strip() for line in lines[previous_end:start - 2]):
+            blocks[-1] = dataclasses.replace(previous, shown_output=text, shown_line=start)
+        previous_end = index
         if mark.file is not None:
             blocks.append(Block(document, start, language, text, run=False, file=mark.file))
             continue
@@ -124,3 +134,36 @@ def parse_blocks(markdown: str, document: str) -> list[Block]:
 def steps(blocks: list[Block]) -> list[Block]:
     """What a test does with a document, in order: the blocks to run and the files to write."""
     return [b for b in blocks if b.run or b.file is not None]
+
+
+# -- shown output against printed output ------------------------------------------------------------------
+# What differs from run to run, or from the reader's machine to the test's, is normalised on both sides:
+# values (numbers, with their unit letters left alone: 0.175s; words of hexadecimal digits: ids and
+# commits), host key fingerprints, the dev cluster's node names (node1...) and runs of spaces. What is
+# left is the wording, which must not drift. In a shown line, "..." stands for anything (an abridged
+# line); a line that is only "..." stands for lines left out.
+_VALUE = re.compile(r"[-+]?(?:\b\d+\.\d+(?:e[-+]?\d+)?|\b[0-9a-f]*\d[0-9a-f]*\b)")
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/=]+")
+_NODE = re.compile(r"\bnode\d+\b")
+
+
+def normalise(line: str) -> str:
+    """A printed or shown line with what varies between runs replaced by stand-ins."""
+    line = _FINGERPRINT.sub("SHA256:<fp>", line)
+    line = _NODE.sub("node<v>", line)
+    line = _VALUE.sub("<v>", line)
+    return " ".join(line.split())
+
+
+def output_mismatches(shown: str, printed: str) -> list[str]:
+    """The shown lines that match no printed line (in any order: parallel executions finish in any order)."""
+    candidates = [normalise(line) for line in printed.splitlines()]
+    missing = []
+    for line in shown.splitlines():
+        wanted = normalise(line)
+        if not wanted or wanted == "...":
+            continue
+        pattern = re.compile(".*".join(re.escape(part.strip()) for part in wanted.split("...")))
+        if not any(pattern.fullmatch(candidate) for candidate in candidates):
+            missing.append(line)
+    return missing

@@ -7,6 +7,7 @@ fails at its first failing command (`set -e -o pipefail`); an ERR trap records t
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import signal
@@ -14,7 +15,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tests.docblocks import Block, parse_blocks, steps
+from tests.docblocks import Block, output_mismatches, parse_blocks, steps
 
 _PRELUDE = """\
 set -e -o pipefail
@@ -58,13 +59,24 @@ def run_block(block: Block, state: Path, env: Mapping[str, str], timeout: float)
                         f"{proc.returncode}{expected}\n--- its output:\n{output[-4000:]}")
 
 
+@dataclasses.dataclass
+class DocRun:
+    """What running a document found: the blocks run, and the shown output lines nothing printed."""
+
+    ran: int = 0
+    mismatches: list[str] = dataclasses.field(default_factory=list)  # "document:line: `shown line`"
+
+
 def run_document(markdown: str, document: str, start: Path, state: Path, env: Mapping[str, str], *,
-                 timeout: float = 300, on_output: Callable[[Block, str], None] | None = None) -> int:
-    """Every step of the document from directory ``start``; the number of blocks run. ``state`` is scratch."""
+                 timeout: float = 300, on_output: Callable[[Block, str], None] | None = None,
+                 shown_as: Callable[[str], str] = lambda printed: printed) -> DocRun:
+    """Every step of the document from directory ``start`` (``state`` is scratch); DocStepFailed on the first
+    block that exits otherwise than the document says. ``shown_as`` turns printed text into what a reader's
+    machine would print (the test's home directory into the one shown, ...) before it is compared."""
     state.mkdir(parents=True, exist_ok=True)
     (state / "cwd").write_text(str(start))
     (state / "env").write_text("")
-    ran = 0
+    result = DocRun()
     for block in steps(parse_blocks(markdown, document)):
         if block.file is not None:
             path = Path((state / "cwd").read_text().strip()) / block.file
@@ -72,7 +84,12 @@ def run_document(markdown: str, document: str, start: Path, state: Path, env: Ma
             path.write_text(block.text)
             continue
         output = run_block(block, state, env, timeout)
-        ran += 1
+        result.ran += 1
         if on_output:
             on_output(block, output)
-    return ran
+        if block.shown_output is not None:
+            lines = block.shown_output.splitlines()
+            for missing in output_mismatches(block.shown_output, shown_as(output)):
+                line = block.shown_line + lines.index(missing)
+                result.mismatches.append(f"{block.document}:{line}: `{missing.strip()}`")
+    return result

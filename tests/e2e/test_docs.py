@@ -1,7 +1,9 @@
 """Every command block of README.md and docs/tutorial.md runs, in order, against the dev cluster.
 
-So the docs cannot drift from the tool: a renamed flag, a changed default or a new refusal fails here,
-naming the document, the line and the command. Each document gets a fresh HOME (a reader's machine: a git
+So the docs cannot drift from the tool: a renamed flag, a changed default or a new refusal fails
+test_every_command_block_runs, naming the document, the line and the command; a reworded message fails
+test_the_output_shown_is_what_the_commands_print, naming the shown line that nothing printed (values,
+ids and times are normalised, see tests/docblocks.py). Each document gets a fresh HOME (a reader's machine: a git
 identity and nothing else) and runs its blocks as one reader's terminal would, one after the other, cwd
 and variables carried from block to block (tests/docblocks.py says how blocks are marked). The dev
 cluster's environment (`devcluster.sh env`: SLURM_CONF and the ORCHESTRA_DEVCLUSTER_* paths) is exported.
@@ -18,19 +20,23 @@ each document's blocks and their output are written there.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shlex
 import shutil
+import socket
 import site
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.docblocks import Block
-from tests.docrunner import DocStepFailed, run_document
+from tests.docrunner import DocRun, DocStepFailed, run_document
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVCLUSTER = ROOT / "tests" / "cluster" / "devcluster.sh"
@@ -104,11 +110,33 @@ def _reader_env(home: Path, cluster: dict[str, str], venv: Path) -> dict[str, st
     return env
 
 
-@pytest.mark.parametrize("document", sorted(DOCUMENTS))
-def test_every_command_block_runs(document: str, tmp_path: Path) -> None:
+@dataclasses.dataclass
+class _Outcome:
+    document: str
+    failure: str | None
+    run: DocRun
+
+
+def _as_shown(home: Path) -> Callable[[str], str]:
+    """Printed text as the docs show it: the reader's home is /home/ada, this machine is called vm."""
+    host = socket.gethostname()
+
+    def convert(printed: str) -> str:
+        printed = printed.replace(str(home), "/home/ada")
+        printed = re.sub(rf"(?m)^{re.escape(host)}$", "vm", printed)  # `ssh devcluster hostname`
+        return printed.replace(f"({host})", "(vm)")                   # `runaway test`: the node's name
+
+    return convert
+
+
+@pytest.fixture(scope="module", params=sorted(DOCUMENTS))
+def outcome(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> _Outcome:
+    """The document run once, for both tests below."""
+    document = request.param
     start_in, needs_cluster = DOCUMENTS[document]
     cluster = _cluster_env(needs_cluster)
-    home, state = tmp_path / "home", tmp_path / "state"
+    tmp_path = tmp_path_factory.mktemp(document.replace("/", "_"))
+    home = tmp_path / "home"
     home.mkdir()
     venv = tmp_path / "venv"
     _throwaway_pip(venv)
@@ -122,15 +150,31 @@ def test_every_command_block_runs(document: str, tmp_path: Path) -> None:
     def record(block: Block, output: str) -> None:
         log.append(f"--- {block.document}:{block.line}\n{block.text}>>>\n{output}")
 
+    failure, result = None, DocRun()
     try:
-        ran = run_document((ROOT / document).read_text(), document, start, state, env, timeout=BLOCK_TIMEOUT,
-                           on_output=record)
-    except DocStepFailed as failure:
-        pytest.fail(str(failure), pytrace=False)
+        result = run_document((ROOT / document).read_text(), document, start, tmp_path / "state", env,
+                              timeout=BLOCK_TIMEOUT, on_output=record, shown_as=_as_shown(home))
+    except DocStepFailed as failed:
+        failure = str(failed)
     finally:
         # Every block's output, for whoever updates the output shown in the docs.
         (tmp_path / "transcript.txt").write_text("\n".join(log))
         if os.environ.get("ORCHESTRA_DOCS_TRANSCRIPT"):
             shutil.copy(tmp_path / "transcript.txt",
                         Path(os.environ["ORCHESTRA_DOCS_TRANSCRIPT"]) / (document.replace("/", "_") + ".txt"))
-    assert ran, f"{document} has no command block to run"
+    return _Outcome(document, failure, result)
+
+
+def test_every_command_block_runs(outcome: _Outcome) -> None:
+    if outcome.failure:
+        pytest.fail(outcome.failure, pytrace=False)
+    assert outcome.run.ran, f"{outcome.document} has no command block to run"
+
+
+def test_the_output_shown_is_what_the_commands_print(outcome: _Outcome) -> None:
+    """Wording, not values: ids, numbers and fingerprints are normalised (tests/docblocks.py)."""
+    if outcome.failure:
+        pytest.fail(f"{outcome.document}: its commands failed (see test_every_command_block_runs)", pytrace=False)
+    assert not outcome.run.mismatches, (
+        "shown output that the commands no longer print (update it from the transcript: run with "
+        "ORCHESTRA_DOCS_TRANSCRIPT=DIR):\n" + "\n".join(outcome.run.mismatches))

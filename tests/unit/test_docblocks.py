@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docblocks import DocFormatError, parse_blocks, steps
+from tests.docblocks import DocFormatError, output_mismatches, parse_blocks, steps
 from tests.docrunner import DocStepFailed, run_document
 
 DOC = """\
@@ -125,3 +125,58 @@ def test_an_expected_exit_passes_only_with_that_code(tmp_path: Path) -> None:
     (tmp_path / "c").mkdir()
     with pytest.raises(DocStepFailed, match=r"exited 1 \(the document expects exit 3\)"):
         _run(tmp_path / "c", "<!-- exits 3 -->\n```sh\nexit 1\n```\n")
+
+
+# ------------------------------------------------------------------------------- shown output
+def test_a_text_block_right_below_a_command_block_is_its_shown_output() -> None:
+    doc = ("```sh\necho a\n```\n\n```text\na\n```\n\nprose\n\n```text\nnot output\n```\n\n"
+           "```sh\necho b\n```\nprose\n```text\nb\n```\n")
+    first, _, _, second, _ = parse_blocks(doc, "d.md")
+    assert (first.shown_output, first.shown_line) == ("a\n", 6)
+    assert second.shown_output is None  # prose between: that text block is not what it printed
+
+
+def test_what_varies_between_runs_is_normalised_and_wording_is_not() -> None:
+    printed = ("finished 98bd8e9c0f78 lr=0.001 layers=2 exit=0 0.175s objective=1.10942\n"
+               "FAIL  connection  0.05s  host key is unknown (ssh-ed25519 SHA256:1PBW0T6cZhH5/xx+z)\n"
+               "expegit: 3 executions: 3 finished, 0 failed\n")
+    shown = ("finished 2c09babe5e60 lr=0.01 layers=2 exit=0 0.246s objective=0.109417\n"
+             "FAIL connection 0.10s host key is unknown (ssh-ed25519 SHA256:otherFingerprint)\n"
+             "...\n"
+             "expegit: 20 executions: 20 finished, 0 failed\n")
+    assert output_mismatches(shown, printed) == []
+    assert output_mismatches("expegit: 3 executions: 3 done, 0 failed\n", printed) == [
+        "expegit: 3 executions: 3 done, 0 failed"]
+
+
+def test_an_abridged_line_matches_with_its_dots_standing_for_anything() -> None:
+    printed = "orchestra.yaml:8:1: unknown key 'objectve'; valid keys: name, command, outputs (hint: did you mean 'objective'?)\n"
+    assert output_mismatches("orchestra.yaml:8:1: unknown key 'objectve'; valid keys: name, ... (hint: did you mean 'objective'?)\n",
+                             printed) == []
+    assert output_mismatches("orchestra.yaml:8:1: unknown key ... (hint: use 'objective')\n", printed) != []
+
+
+def test_lines_match_in_any_order_but_each_must_be_printed() -> None:
+    printed = "finished a1b2c3d4e5f6 lr=0.03\nfinished 0a1b2c3d4e5f lr=0.003\n"
+    assert output_mismatches("finished 111111aaaaaa lr=0.003\nfinished 222222bbbbbb lr=0.03\n", printed) == []
+    assert output_mismatches("failed 111111aaaaaa lr=0.003\n", printed) == ["failed 111111aaaaaa lr=0.003"]
+
+
+@pytest.mark.parametrize("shown, printed", [
+    ("7598ead finished: exit 0", "6051899 finished: exit 0"),              # a commit of digits only
+    ("objective=1.1094171540468067", "objective=0.25"),
+    ("0.175s  lr=1.0e-4", "12.5s  lr=0.001"),
+    ("2 node(s) x 2 slot(s): node1, node2", "2 node(s) x 2 slot(s): node3, node4"),
+    ("ok    allocation     1.56s  job 327", "ok    allocation     0.44s  job 331"),
+])
+def test_values_that_vary_normalise_alike(shown: str, printed: str) -> None:
+    assert output_mismatches(shown, printed) == []
+
+
+@pytest.mark.parametrize("shown, printed", [
+    ("exit 0 on devcluster", "exit 0 on localhost"),
+    ("0.175s", "0.175ms"),
+    ("finished 98bd8e9c0f78", "failed 98bd8e9c0f78"),
+])
+def test_words_that_differ_do_not(shown: str, printed: str) -> None:
+    assert output_mismatches(shown, printed) == [shown]
