@@ -48,6 +48,7 @@ BLOCK_TIMEOUT = 300  # seconds; the slowest block (a Slurm campaign) takes well 
 # any machine, so they run even where the cluster is absent.
 DOCUMENTS = {"README.md": ("checkout", False), "docs/tutorial.md": ("home", True)}
 
+
 def _must_run() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -63,7 +64,7 @@ def _cluster_env(needed: bool) -> dict[str, str]:
             pytest.fail(reason + " (CI=true: the docs test must not be skipped)")
         pytest.skip(reason)
     out = subprocess.run(["bash", str(DEVCLUSTER), "env"], capture_output=True, text=True, check=True).stdout
-    env = {}
+    env: dict[str, str] = {}
     for line in out.splitlines():
         if line.startswith("export ") and "=" in line:
             name, _, value = line[len("export "):].partition("=")
