@@ -20,7 +20,7 @@ from orchestra import errors
 from orchestra.durations import parse_duration
 from orchestra.errors import ProfileError
 from parasearch.study import StudyConfig
-from runaway.exec import _check_agent_python
+from runaway.check import _check_agent_python
 from runaway.profiles import build_profile, load_profile_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +75,10 @@ def test_every_document_states_the_agent_python_that_runaway_test_checks() -> No
 def test_the_agent_parses_as_the_oldest_python_it_claims_to_run_on() -> None:
     """Syntax newer than the documented minimum (a walrus, a match) would fail on such a host at start."""
     major, minor = map(int, _oldest_accepted_agent_python().split("."))
-    ast.parse((ROOT / "runaway" / "agent.py").read_text(), feature_version=(major, minor))
+    sources = sorted((ROOT / "runaway" / "agent").glob("*.py"))  # the package the shipped zipapp is built from
+    assert sources
+    for source in sources:
+        ast.parse(source.read_text(), filename=str(source), feature_version=(major, minor))
 
 
 def test_the_tutorial_asks_for_the_python_setup_py_requires() -> None:
