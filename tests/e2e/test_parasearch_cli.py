@@ -106,7 +106,7 @@ def test_bad_search_is_refused_before_anything_is_created(tmp_path: Path) -> Non
 def test_kill9_then_rerun_and_a_collaborator_cover_the_grid_exactly_once(tmp_path: Path) -> None:
     root = make_campaign(tmp_path / "c", manifest("{algorithm: grid, budget: 9, parallel: 3}",
                                                   x="{type: float, low: -1, high: 1, steps: 3}",
-                                                  y="{type: int, low: 0, high: 3}", sleep=" 0.4"), {"f.py": OBJECTIVE})
+                                                  y="{type: int, low: 0, high: 3}", sleep=" 1.0"), {"f.py": OBJECTIVE})
     env = dict(os.environ, **GIT_ENV)
     proc = subprocess.Popen([sys.executable, "-m", "parasearch", "run", "-q"], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
