@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestra.errors import ManifestError, OrchestraError, SearchError
+from orchestra.errors import ManifestError, OrchestraError, SearchError, did_you_mean
 from orchestra.execution import FINAL_STATES, ExecutionRecord, ExecutionSpec
 from orchestra.manifest import Manifest
 from orchestra.progress import Progress
@@ -85,8 +85,9 @@ def study_config(manifest: Manifest, *, algorithm: str | None = None, budget: in
 
 def _check_config(config: StudyConfig, has_objective: bool) -> None:
     if config.algorithm not in ALGORITHMS:
-        raise SearchError(f"unknown search algorithm {config.algorithm!r}",
-                          hint=f"use one of {', '.join(ALGORITHMS)}")
+        close = did_you_mean(config.algorithm, ALGORITHMS)  # as the manifest's own check says it
+        raise SearchError(f"unknown search algorithm {config.algorithm!r}; use one of {', '.join(ALGORITHMS)}",
+                          hint=close)
     if config.budget < 1:
         raise SearchError(f"search budget must be at least 1, got {config.budget}")
     if config.parallel < 1:

@@ -68,7 +68,7 @@ class LocalProfile:
 class SSHProfile(_RemoteCommon):
     hosts: tuple[SSHHostConfig, ...] = ()
     # agent: one resident process per host fed through one session (runaway/agent.py);
-    # shell: a remote shell per batch of launches, polls and collects (hosts whose python3 is < 3.8)
+    # shell: a remote shell per batch of launches, polls and collects (hosts whose python3 is < 3.6)
     launcher: str = "agent"
     kind: str = "ssh"
 

@@ -255,3 +255,10 @@ def test_a_bad_range_is_one_error_not_also_no_parameters(tmp_path: Path) -> None
     assert check.returncode == 3
     assert "log scale needs low > 0" in check.stderr + check.stdout
     assert "no parameters to search over" not in check.stderr + check.stdout
+
+
+def test_a_misspelt_algorithm_on_the_command_line_gets_a_did_you_mean(tmp_path: Path) -> None:
+    root = make_campaign(tmp_path / "c", manifest("{algorithm: grid, budget: 4}"), {"f.py": OBJECTIVE})
+    run = cli(root, "parasearch", "run", "--algorithm", "sobl")
+    assert run.returncode == 9 and "did you mean 'sobol'?" in run.stderr, run.stderr
+    assert git(root, "for-each-ref", "refs/heads/executions").stdout == ""
