@@ -58,10 +58,20 @@ def summarize(values: Sequence[float]) -> tuple[float, float | None, float | Non
     return mean, std, mean - half, mean + half
 
 
+def is_seed(name: str) -> bool:
+    """A seed parameter (``seed``, ``random_seed``, ``seed_init``...) varies between repeats of one point:
+    sweeping it (the starter manifest's ``seed: {low: 0, high: 4}`` with --grid) is how users repeat."""
+    lowered = name.lower()
+    return lowered == "seed" or lowered.endswith("_seed") or lowered.startswith("seed_")
+
+
 def configurations(records: Iterable[ExecutionRecord], goal: str = "minimize", *,
-                   ignore: Iterable[str] = ()) -> list[Configuration]:
-    """Finished executions with an objective, grouped by parameter point (``ignore``: names, such as a
-    seed parameter, that vary between repeats), best mean first."""
+                   ignore: Iterable[str] | None = None) -> list[Configuration]:
+    """Finished executions with an objective, grouped by parameter point, best mean first. ``ignore``: the
+    names that vary between repeats; by default the seed parameters (is_seed), () to group by every one."""
+    records = list(records)
+    if ignore is None:
+        ignore = sorted({k for r in records for k in r.parameters if is_seed(k)})
     ignore = tuple(ignore)
     groups: dict[str, list[ExecutionRecord]] = {}
     for r in records:

@@ -112,8 +112,9 @@ class AnalysisCampaign(Campaign):
         raw = self.store.read_path(tip, METRICS_STREAM_PATH) if tip else None
         return parse_metrics_lines(raw.decode("utf-8", "replace")) if raw else []
 
-    def configurations(self, *, ignore: Sequence[str] = ()) -> list[Configuration]:
-        """Parameter points aggregated over their repeats, best mean first (``ignore``: e.g. a seed)."""
+    def configurations(self, *, ignore: Sequence[str] | None = None) -> list[Configuration]:
+        """Parameter points aggregated over their repeats, best mean first (``ignore``: the parameters that
+        vary between repeats; by default those named like a seed)."""
         objective = self.manifest.objective
         goal = objective.goal if objective is not None else "minimize"
         return configurations(self.executions("finished"), goal, ignore=ignore)

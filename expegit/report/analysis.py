@@ -33,7 +33,7 @@ def configurations_table_html(configs: Sequence[Configuration], pages_by_id: dic
                 if c.overlaps_best else "")
         params = "".join(f'<span class="param"><b>{esc(str(n))}</b>={esc(fmt_num(v))}</span>'
                          for n, v in c.parameters.items())
-        links = " ".join(f'<a class="mono" href="{esc(pages_by_id[i])}">{esc(i[:8])}</a>'
+        links = " ".join(f'<a class="mono" href="{esc(pages_by_id[i])}">{esc(i)}</a>'
                          for i in c.ids[:8] if i in pages_by_id) + (" …" if len(c.ids) > 8 else "")
         cls = "best" if c.best else "overlaps" if c.overlaps_best else ""
         rows.append(f'<tr class="{cls}" data-n="{c.n}"><td>{mark}</td><td class="num">{k + 1}</td>'

@@ -127,6 +127,9 @@ def test_configurations_sorted_by_goal_and_overlap_marked() -> None:
     ignored = configurations([rec(1, objective=1.0, parameters={"lr": 1, "seed": 0}),
                               rec(2, objective=2.0, parameters={"lr": 1, "seed": 1})], ignore=["seed"])
     assert len(ignored) == 1 and ignored[0].n == 2 and ignored[0].parameters == {"lr": 1}
+    seeds = [rec(i, objective=float(i), parameters={"lr": 1, "random_seed": i}) for i in range(3)]
+    assert [c.n for c in configurations(seeds)] == [3]  # seed parameters are repeats by default
+    assert [c.n for c in configurations(seeds, ignore=())] == [1, 1, 1]
 
 
 def _comparison() -> Comparison:
