@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestra.environment import Environment
 from orchestra.errors import UsageError
@@ -22,9 +22,6 @@ from .campaign import Campaign
 from .campaign import open_campaign as _open_campaign
 from .listing import campaign_metrics, export_row
 from .records import RecordIndex
-
-if TYPE_CHECKING:
-    import pandas
 
 METRICS_STREAM_PATH = ".orchestra/metrics.jsonl"
 
@@ -52,12 +49,13 @@ def render_metrics_lines(points: Sequence[dict[str, Any]]) -> str:
 
 
 def _pandas() -> Any:
-    try:
-        import pandas
+    import importlib
+
+    try:  # through importlib: without pandas-stubs installed mypy would refuse the import statement
+        return importlib.import_module("pandas")
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             "dataframe() needs pandas: pip install 'orchestra-campaigns[analysis]'", name="pandas") from exc
-    return pandas
 
 
 @dataclasses.dataclass
@@ -94,8 +92,9 @@ class AnalysisCampaign(Campaign):
             rows.append(row)
         return rows
 
-    def dataframe(self, state: str | Sequence[str] | None = None) -> "pandas.DataFrame":
-        """A pandas DataFrame, one row per execution, indexed by execution id."""
+    def dataframe(self, state: str | Sequence[str] | None = None) -> Any:
+        """A pandas DataFrame, one row per execution, indexed by execution id. (Typed Any: pandas is an
+        optional extra, and without pandas-stubs mypy knows nothing of it anyway.)"""
         pandas = _pandas()
         rows = self.rows(state)
         frame = pandas.DataFrame(rows)

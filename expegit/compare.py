@@ -13,6 +13,7 @@ from typing import Any
 
 from orchestra.environment import (CONDA_EXPORT_PATH, PIP_FREEZE_PATH, Environment, PackageDiff,
                                    diff_environments, diff_packages)
+from orchestra.errors import UsageError
 from orchestra.execution import RECORD_PATH, ExecutionRecord, render_branch_name
 
 from .campaign import Campaign
@@ -66,10 +67,10 @@ def compare_executions(campaign: Campaign, first: str, second: str) -> Compariso
     index = RecordIndex(campaign.store)
     ids = [index.resolve(first), index.resolve(second)]
     tips = [campaign.store.ref("refs/heads/" + render_branch_name(i)) for i in ids]
-    records = [index.record_at(t) for t in tips if t is not None]
-    assert len(records) == 2 and tips[0] is not None and tips[1] is not None
-    ra, rb = records
     ta, tb = tips
+    if ta is None or tb is None:  # deleted between resolve() and here
+        raise UsageError(f"execution {ids[0] if ta is None else ids[1]} no longer exists")
+    ra, rb = index.record_at(ta), index.record_at(tb)
     store = campaign.store
 
     def blob_text(tip: str, path: str) -> str | None:

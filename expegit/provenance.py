@@ -84,7 +84,7 @@ def render_crate(name: str, command: str, records: Sequence[ExecutionRecord],
             action["isBasedOn"] = {"@id": f"#execution-{r.rerun_of}"}
         graph[action["@id"]] = action
         actions.append({"@id": action["@id"]})
-    root = {"@id": "./", "@type": "Dataset", "name": name,
+    root: dict[str, Any] = {"@id": "./", "@type": "Dataset", "name": name,
             "description": f"Orchestra campaign {name}: {len(records)} executions",
             "conformsTo": {"@id": PROCESS_RUN}, "hasPart": data_parts, "mentions": actions,
             "license": {"@id": "#license"}}

@@ -180,3 +180,12 @@ def test_ro_crate_document_parses_back() -> None:
                              "parameters": {"lr": 0.1, "opt": "adam"}, "results": [f"executions/{done.id}/m.json"],
                              "startTime": done.started, "endTime": done.ended, "agent": "Ada L"}
     assert back[failed.id]["state"] == "failed" and back[failed.id]["startTime"] == failed.created
+
+
+def test_status_skips_grouping_without_repeats_or_seeds() -> None:
+    from expegit.aggregate import may_have_repeats
+
+    plain = [rec(i, objective=1.0, parameters={"lr": i}) for i in range(3)]
+    assert not may_have_repeats(plain, ["lr"])
+    assert may_have_repeats(plain, ["lr", "seed"])
+    assert may_have_repeats(plain + [rec(9, objective=1.0, repeat=1)], ["lr"])
