@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..aggregate import Configuration, configurations, has_repeats
-from ..importance import ImportanceUnavailable, parameter_importance
+from ..importance import MAX_EXECUTIONS, ImportanceUnavailable, parameter_importance
 from . import svg
 from .fmt import esc, fmt_num
 from .layout import page
@@ -139,9 +139,11 @@ def analysis_page(data: ReportData, pages: list[str]) -> str:
         parts.append('<section class="card" id="importance-card"><h2>Parameter importance</h2>'
                      f'<p class="muted empty-note">Not shown: {esc(str(why))}.</p></section>')
     else:
+        scored = sum(1 for r in records if r.state == "finished" and r.objective is not None)
+        sample = f" (the last {MAX_EXECUTIONS} of {scored} executions)" if scored > MAX_EXECUTIONS else ""
         parts.append(_figure(importance_plot(importances),
                              "PED-ANOVA (Optuna): the share of the objective's variance among the best executions "
-                             "each parameter explains", wide=True).replace("<figure ", '<figure id="importance-card" ', 1))
+                             f"each parameter explains{sample}", wide=True).replace("<figure ", '<figure id="importance-card" ', 1))
     return page("Analysis", "".join(parts), root="", active="analysis", campaign=data.campaign,
                 generated=data.generated)
 
