@@ -132,6 +132,9 @@ def test_compare_names_the_package_that_changed(campaign: Path) -> None:
     assert data["environment"]["packages"] == {"added": {}, "removed": {}, "changed": {"torch": ["2.1.0", "2.2.0"]}}
     assert data["environment"]["fields"] == {}
     assert PIP_FREEZE_PATH not in data["outputs"]  # compared package by package, not as a file
+    unknown = cli(campaign, "expegit", "compare", a["id"], "fffffff")
+    assert unknown.returncode == 2 and "no execution matches 'fffffff'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
     # `expegit list` reads the environment section back through its cache
     assert records(campaign)[0]["environment"]["driver"] == "550.54"
 
