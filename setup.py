@@ -50,7 +50,12 @@ setup(
         # mypy needs of the typed-elsewhere dependencies. invoke runs tasks.py. hypothesis: the loader's and
         # the quoting's property-based tests.
         "test": ["pytest>=7.4", "selenium>=4.15", "import-linter>=2.17", "mypy>=1.10", "types-jsonschema",
-                 "types-gevent", "invoke>=2.2", "hypothesis>=6.100"],
+                 "types-gevent", "invoke>=2.2", "hypothesis>=6.100",
+                 # the RO-Crate export is read back and checked by the rocrate library (roc-validator, the
+                 # profile's own validator, pins rich<14, which import-linter's rich>=14.2 excludes)
+                 "rocrate>=0.11", "pandas>=2.0", "optuna>=3.6"],
+        # The notebook API's DataFrame (pandas) and the report's parameter importance (Optuna's PED-ANOVA).
+        "analysis": ["pandas>=2.0", "optuna>=3.6"],
         "bench": ["optuna>=3.5", "hyperqueue>=0.27"],
     },
     entry_points={

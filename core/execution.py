@@ -8,6 +8,7 @@ and fixed; it is parsed by the YAML library, so any hand-edited but valid YAML s
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -65,6 +66,10 @@ class ExecutionSpec:
     profile: str
     repeat: int = 0
     search: str | None = None
+    # `expegit rerun`: the execution this one repeats, and the command it ran (kept verbatim, so a rerun
+    # runs what the original ran even after the manifest's command changed).
+    rerun_of: str | None = None
+    command: str | None = None
 
 
 @dataclasses.dataclass
@@ -94,12 +99,18 @@ class ExecutionRecord:
     objective: float | None = None
     outputs: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
+    # The execution this one re-ran (`expegit rerun`); absent from the records of ordinary executions.
+    rerun_of: str | None = None
+    # Software and hardware it ran on (orchestra.environment.Environment.to_dict()); absent until captured.
+    environment: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its deep copy is a visible cost when thousands of records are written.
         data = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["parameters"] = dict(self.parameters)
         data["outputs"] = list(self.outputs)
+        if self.environment is not None:
+            data["environment"] = dict(self.environment)
         return data
 
     @classmethod
@@ -131,12 +142,22 @@ class ExecutionRecord:
         values = {k: data[k] for k in known if k in data}
         values["parameters"] = dict(data["parameters"])
         values["outputs"] = list(data.get("outputs") or [])
+        if values.get("rerun_of") is not None and not is_execution_id(str(values["rerun_of"])):
+            raise ExecutionError(f"execution record rerun_of {values['rerun_of']!r} is not an execution id")
+        environment = values.get("environment")
+        if environment is not None and not isinstance(environment, Mapping):
+            raise ExecutionError("execution record environment is not a mapping")
+        if environment is not None:
+            values["environment"] = dict(environment)
         return cls(**values)
 
 
 _FIELD_ORDER = [f.name for f in dataclasses.fields(ExecutionRecord)]
 _FIELD_NAMES = tuple(_FIELD_ORDER)
 _FIELD_SET = frozenset(_FIELD_ORDER)
+# Fields written only when set: records of executions that are no rerun and have no captured environment
+# stay byte-identical to what earlier versions wrote (and earlier readers accept them).
+_OPTIONAL_FIELDS = frozenset({"rerun_of", "environment"})
 _NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]')
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
@@ -185,6 +206,14 @@ def render_record(record: ExecutionRecord) -> str:
     lines = []
     for key in _FIELD_ORDER:
         value = data[key]
+        if key in _OPTIONAL_FIELDS and value is None:
+            continue
+        if key == "environment":
+            # One line of JSON (valid YAML flow style; ASCII-escaped so no control character survives): the
+            # section is nested and free-form, and the fast parser reads it back with json.
+            lines.append("environment: " + json.dumps(value, ensure_ascii=True, sort_keys=True, allow_nan=False,
+                                                      separators=(", ", ": ")))
+            continue
         if key == "parameters":
             if not value:
                 lines.append("parameters: {}")
@@ -291,6 +320,12 @@ def parse_rendered_record(text: str) -> dict[str, Any]:
                 raise _NotOurs
             block = top
             data[top] = {} if top == "parameters" else []
+        elif top == "environment" and top_value.startswith("{"):
+            block = None
+            try:
+                data[top] = json.loads(top_value)
+            except ValueError:
+                raise _NotOurs from None
         else:
             block = None
             data[top] = _parse_scalar(top_value)

@@ -71,9 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="+", metavar="ID").completer = complete_execution_ids  # type: ignore[attr-defined]
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
-    p = sub.add_parser("export", help="one row per execution for pandas and friends")
-    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p = sub.add_parser("export", help="one row per execution for pandas and friends, or an RO-Crate")
+    p.add_argument("--format", choices=["csv", "jsonl", "ro-crate"], default="csv",
+                   help="ro-crate: a Workflow Run RO-Crate (Process Run Crate) directory, outputs included")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write here instead of stdout (ro-crate: the directory, default ./ro-crate)")
     p.add_argument("--state", action="append", default=[])
 
     _add_collaboration(sub)
@@ -82,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # Subcommands that live beside their library code: each module offers add_parsers(sub) and
 # dispatch(args) -> int, and marks its parsers with set_defaults(extension=MODULE_NAME).
-EXTENSIONS = ("collaboration_cli", "report_cli")
+EXTENSIONS = ("collaboration_cli", "report_cli", "analysis_cli")
 
 
 def _add_collaboration(sub: argparse._SubParsersAction) -> None:
@@ -220,6 +222,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         campaign = _open(args)
         records = select(campaign, args.state)
+        if args.format == "ro-crate":
+            from .provenance import write_crate
+
+            written = write_crate(campaign, records, Path(args.output or "ro-crate"))
+            print(f"expegit: RO-Crate of {len(records)} executions: {written}", file=sys.stderr)
+            return 0
         metrics = campaign_metrics(campaign, records)
         if args.output:
             with open(args.output, "w", newline="", encoding="utf-8") as out:

@@ -35,6 +35,8 @@ def status_text(campaign: Campaign) -> str:
             best = pick(scored, key=lambda r: r.objective)
             params = " ".join(f"{k}={v}" for k, v in best.parameters.items())
             lines.append(f"  best {objective.metric} = {best.objective:g} ({best.id}: {params})")
+            lines.extend(_configuration_lines(scored, objective.goal, objective.metric,
+                                              campaign.manifest.parameters))
     running = sorted((r for r in records.values() if r.state == "running"), key=lambda r: r.started or "")
     for record in running[:10]:
         lines.append(f"  running {record.id} on {record.node or record.host} slot {record.slot} since {record.started}")
@@ -46,6 +48,17 @@ def status_text(campaign: Campaign) -> str:
     if problems:
         lines.append(f"  {len(problems)} branches with unreadable records (`expegit list` names them)")
     return "\n".join(lines)
+
+
+def _configuration_lines(scored: Sequence[ExecutionRecord], goal: str, metric: str,
+                         parameter_names: Iterable[str]) -> list[str]:
+    """Only where a parameter point has repeats: one execution per point is already the list above."""
+    from .aggregate import configurations, has_repeats, may_have_repeats, render_configurations
+
+    if not may_have_repeats(scored, parameter_names):
+        return []
+    configs = configurations(scored, goal)
+    return render_configurations(configs, metric) if has_repeats(configs) else []
 
 
 def select(campaign: Campaign, states: Sequence[str] = ()) -> list[ExecutionRecord]:

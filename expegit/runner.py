@@ -408,9 +408,9 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
             for spec in specs:
                 record = ExecutionRecord(
                     id=new_execution_id(), campaign=manifest.name, commit=spec.commit,
-                    command=render_command(manifest.command, spec.parameters, manifest.shell), parameters=dict(spec.parameters),
-                    profile=spec.profile, repeat=spec.repeat, search=spec.search, author=author,
-                    created=utc_now())
+                    command=spec.command or render_command(manifest.command, spec.parameters, manifest.shell),
+                    parameters=dict(spec.parameters), profile=spec.profile, repeat=spec.repeat, search=spec.search,
+                    author=author, created=utc_now(), rerun_of=spec.rerun_of)
                 while record.id in taken:  # 48 random bits collided: astronomically rare, just redraw
                     record.id = new_execution_id()
                 taken.add(record.id)
@@ -542,6 +542,22 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
         for spec in specs:
             print(render_command(manifest.command, spec.parameters, manifest.shell))
         return summary
+    return run_specs(campaign, specs, backend=backend, slots=slots, progress=progress, leave=leave)
+
+
+def run_specs(campaign: Campaign, specs: list[ExecutionSpec], *, backend: Any = None, slots: int | None = None,
+              progress: Progress | None = None, leave: str = "none") -> RunSummary:
+    """Create the executions of ``specs`` (all on one profile) as branches and run them to the end.
+
+    `expegit run` and `expegit rerun` both come here, so a rerun is created, run and journaled exactly as
+    the execution it repeats was. ``backend`` is the profile's, when the caller made it to validate early.
+    """
+    manifest = campaign.manifest
+    profiles = {spec.profile for spec in specs}
+    if len(profiles) != 1:
+        raise UsageError(f"executions to run on {len(profiles)} profiles at once: give one profile")
+    profile = profiles.pop()
+    backend = backend or make_backend(profile, manifest, campaign.workdir, slots=slots)
     # Connecting, preparing the remote workdir and starting agents overlap with creating the branches:
     # both take a few tenths of a second, and the executions wait for both.
     warmup = gevent.spawn(backend.start, len(specs))
@@ -564,7 +580,7 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
             warmup.kill()
             backend.close()
             raise
-        del specs
+        specs = []  # the records hold them now; free the list
         progress = progress or Progress(len(order))
         progress.total = len(order)
         session = Session(campaign, manifest, slots=slots, progress=progress, leave=leave)

@@ -163,6 +163,39 @@ def grid_report(repeats: int = 3) -> ReportData:
                       commits, views, parameter_types={"scale": "float", "layers": "int"})
 
 
+def repeats_report(repeats: int = 4, seed: int = 3) -> ReportData:
+    """Repeats over seeds that do differ (noise on the objective): configurations with real intervals, enough
+    executions for parameter importance, and an environment section on the first two executions (one
+    package apart) for the compare view."""
+    rng = random.Random(seed)
+    sha = "b" * 40
+    commits = {sha: CommitInfo(sha, "Sweep lr and width over seeds", "Alice Martin", _iso(T0))}
+    views = []
+    n = 0
+    for lr in (0.001, 0.01, 0.1):
+        for width in (64, 256):
+            for opt in ("sgd", "adam"):
+                centre = 0.3 + 0.4 * abs(math.log10(lr) + 2) + (0.02 if width == 64 else 0.0) + (0.01 if opt == "sgd" else 0)
+                for repeat in range(repeats):
+                    loss = round(centre + rng.gauss(0, 0.03), 6)
+                    start = T0 + _dt.timedelta(minutes=n)
+                    env = None
+                    if n < 2:
+                        env = {"os": "Debian 13", "python": "3.11.7 /usr/bin/python3", "driver": "550.54",
+                               "gpus": [{"name": "H200"}], "packages_blob": ("c" if n == 0 else "d") * 40}
+                    record = ExecutionRecord(
+                        id=f"{0xb00000000000 + n:012x}", campaign="sweep", commit=sha, command="python train.py",
+                        parameters={"lr": lr, "width": width, "opt": opt, "seed": repeat}, profile="local",
+                        state="finished", repeat=0, attempt=1, author="alice", host="laptop", slot=n % 4,
+                        created=_iso(start), started=_iso(start), ended=_iso(start + _dt.timedelta(seconds=30)),
+                        duration=30.0, exit_code=0, objective=loss, outputs=["metrics.json"], environment=env)
+                    views.append(ExecutionView(record, "", "", {}, [("metrics.json", 40)],
+                                               {"val_loss": loss, "val_acc": val_acc(loss)}))
+                    n += 1
+    return ReportData("sweep", {"metric": "val_loss", "goal": "minimize"}, _iso(T0 + _dt.timedelta(hours=2)),
+                      commits, views, parameter_types={"lr": "float", "width": "int", "seed": "int"})
+
+
 def hostile_views(rng: random.Random, sha: str) -> list[ExecutionView]:
     """Executions with markup in every user-controlled field, including parameter names."""
     views = []

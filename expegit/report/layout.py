@@ -12,7 +12,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "base-uri 'none'; form-action 'none'")
 
 NAV = (("index.html", "overview", "Overview"), ("executions.html", "executions", "Executions"),
-       ("plots.html", "plots", "Plots"))
+       ("plots.html", "plots", "Plots"), ("analysis.html", "analysis", "Analysis"))
 
 
 def page(title: str, body: str, *, root: str, active: str, campaign: str, generated: str,

@@ -166,7 +166,7 @@ def executions_page(data: ReportData) -> str:
     options = "".join(f'<option value="{s}">{s} ({counts[s]})</option>' for s in (*STATES, "unknown")
                       if counts.get(s))
     metric, _ = objective_label(data)
-    columns = [("id", "id", ""), ("state", "state", ""), ("parameters", "parameters", ""),
+    columns = [("select", "", ""), ("id", "id", ""), ("state", "state", ""), ("parameters", "parameters", ""),
                ("objective", metric, "")]
     # Every other metric of the metrics files gets its own column (the objective already has one).
     others = [name for name in report_metrics(data) if name != metric]
@@ -174,6 +174,7 @@ def executions_page(data: ReportData) -> str:
     columns += [("duration", "duration", ""), ("node", "node", ""), ("profile", "profile", ""),
                 ("commit", "commit", ""), ("started", "started", "")]
     head = "".join(
+        '<th data-key="select" class="c-select"><span class="sr-only">compare</span></th>' if key == "select" else
         f'<th data-key="{key}"' + (f' data-metric="{esc(name)}"' if name else "")
         + f' aria-sort="none"><button type="button">{esc(label)}<i class="arrow"></i></button></th>'
         for key, label, name in columns)
@@ -191,7 +192,9 @@ def executions_page(data: ReportData) -> str:
         f"</option>{options}</select>"
         '<select id="page-size" aria-label="rows per page"><option>25</option><option selected>50</option>'
         "<option>100</option><option>250</option></select>"
-        '<span id="count" class="muted"></span></div>'
+        '<span id="count" class="muted"></span>'
+        '<button type="button" id="compare" disabled title="tick two executions, then compare them">'
+        "Compare (0/2)</button></div>"
         '<div class="table-scroll"><table id="executions" class="executions">'
         f"<thead><tr>{head}</tr></thead><tbody></tbody></table></div>"
         '<p id="no-rows" class="muted empty-row" hidden>No execution matches.</p>'
@@ -267,4 +270,20 @@ def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
                 generated=data.generated)
 
 
-__all__ = ["overview_page", "executions_page", "plots_page", "badge_html", "params_html", "table_html"]
+def compare_page(data: ReportData) -> str:
+    """The shell of compare.html#a=ID&b=ID; report.js fills it from data.js (what `expegit compare` shows of
+    the records: parameters, code commit, place, timings, objective and metrics, environment)."""
+    body = (
+        '<section class="hero"><div><h1>Compare</h1><p class="muted" id="compare-what">Tick two executions in '
+        '<a href="executions.html">the table</a>, then press Compare. <code>expegit compare A B</code> adds the '
+        "code's diffstat, package differences and the output files that differ.</p></div></section>"
+        '<section class="card"><div class="table-scroll"><table id="compare-table" class="compare">'
+        '<thead><tr><th></th><th id="compare-a">A</th><th id="compare-b">B</th><th>B − A</th></tr></thead>'
+        "<tbody></tbody></table></div>"
+        '<p id="compare-missing" class="muted" hidden>These executions are not in this report.</p>'
+        '<noscript><p class="muted">The comparison needs JavaScript; <code>expegit compare</code> does not.</p>'
+        "</noscript></section>")
+    return page("Compare", body, root="", active="compare", campaign=data.campaign, generated=data.generated)
+
+
+__all__ = ["overview_page", "executions_page", "plots_page", "compare_page", "badge_html", "params_html", "table_html"]

@@ -1,6 +1,6 @@
 """Writing the whole site: ``write_report`` is the one entry point the git layer calls.
 
-Layout: index.html, executions.html, plots.html, execution.html (+ details/<xx>.js shards), data.js,
+Layout: index.html, executions.html, plots.html, analysis.html, compare.html, execution.html (+ details/<xx>.js shards), data.js,
 assets/, files/<execution>/<output path>.
 
 The site is built in a sibling temporary directory and swapped in with renames, so a reader (or a web
@@ -24,7 +24,8 @@ from .execution_page import DETAILS_DIR, detail_entry, execution_shell, page_hre
 from .files import OutputEntry, write_outputs
 from .fmt import safe_page_name
 from .model import OutputLoader, ReportData, objective_label
-from .pages import executions_page, overview_page, plots_page
+from .analysis import analysis_page
+from .pages import compare_page, executions_page, overview_page, plots_page
 from .plots import progress_plot
 from .reuse import previous_details, reuse_outputs
 
@@ -75,6 +76,8 @@ def render_site(data: ReportData, root: Path, load_outputs: OutputLoader | None 
     _write(root / "index.html", overview_page(data, pages, progress))
     _write(root / "executions.html", executions_page(data))
     _write(root / "plots.html", plots_page(data, progress))
+    _write(root / "analysis.html", analysis_page(data, pages))
+    _write(root / "compare.html", compare_page(data))
     _write(root / "execution.html", execution_shell(data))
     shards: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     last = len(names) - 1

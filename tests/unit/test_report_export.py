@@ -144,8 +144,8 @@ def test_executions_table_has_node_profile_and_a_column_per_metric() -> None:
     assert report_metrics(data) == ["val_loss", "val_acc"]
     html = executions_page(data)
     keys = re.findall(r'<th data-key="([a-z]+)"', html)
-    assert keys == ["id", "state", "parameters", "objective", "metric", "duration", "node", "profile", "commit",
-                    "started"]
+    assert keys == ["select", "id", "state", "parameters", "objective", "metric", "duration", "node", "profile",
+                    "commit", "started"]
     assert 'data-metric="val_acc"' in html and 'data-key="host"' not in html
 
 

@@ -298,7 +298,15 @@
         a.setAttribute("href", ROOT + row.page);
         for (var c = 0; c < heads.length; c++) {
           var key = heads[c].getAttribute("data-key");
-          if (key === "id") cell(tr, "id", a);
+          if (key === "select") {
+            var box = el("input", "pick");
+            box.type = "checkbox";
+            box.setAttribute("data-id", String(r.id));
+            box.setAttribute("aria-label", "compare " + String(r.id));
+            box.checked = picked.indexOf(String(r.id)) >= 0;
+            cell(tr, "select", box);
+          }
+          else if (key === "id") cell(tr, "id", a);
           else if (key === "state") cell(tr, "state", el("span", "badge s-" + stateClass(r.state), String(r.state)));
           else if (key === "parameters") cell(tr, "parameters", paramsNode(r.parameters));
           else if (key === "objective") cell(tr, "objective", fmtNum(r.objective));
@@ -337,7 +345,7 @@
     next.addEventListener("click", function () { view.page += 1; render(); });
     table.tHead.addEventListener("click", function (ev) {
       var th = ev.target.closest("th");
-      if (!th) return;
+      if (!th || th.getAttribute("data-key") === "select") return;
       var key = columnKey(th);
       if (view.sort === key) view.dir = -view.dir;
       else { view.sort = key; view.dir = (key === "objective" && GOAL_MAX) ? -1 : 1; }
@@ -345,8 +353,30 @@
       recompute();
       render();
     });
+    /* Ticked executions for the compare view: the two most recently ticked stay ticked. */
+    var picked = [];
+    var compareBtn = document.getElementById("compare");
+    function showPicked() {
+      if (!compareBtn) return;
+      compareBtn.disabled = picked.length !== 2;
+      compareBtn.textContent = "Compare (" + picked.length + "/2)";
+    }
+    if (compareBtn) compareBtn.addEventListener("click", function () {
+      if (picked.length === 2) window.location.href = ROOT + "compare.html#a=" + encodeURIComponent(picked[0])
+        + "&b=" + encodeURIComponent(picked[1]);
+    });
+    tbody.addEventListener("change", function (ev) {
+      var box = ev.target;
+      if (!box.classList || !box.classList.contains("pick")) return;
+      var id = box.getAttribute("data-id");
+      picked = picked.filter(function (x) { return x !== id; });
+      if (box.checked) picked.push(id);
+      while (picked.length > 2) picked.shift();
+      render();
+      showPicked();
+    });
     tbody.addEventListener("click", function (ev) {
-      if (ev.target.closest("a")) return;
+      if (ev.target.closest("a") || ev.target.closest("td.c-select")) return;
       var tr = ev.target.closest("tr");
       if (tr && tr.getAttribute("data-href")) window.location.href = tr.getAttribute("data-href");
     });
@@ -584,8 +614,67 @@
     });
   }
 
+  /* ---------------------------------------------------------------- compare view (compare.html#a=ID&b=ID) */
+  function setupCompare() {
+    var table = document.getElementById("compare-table");
+    if (!table || !DATA) return;
+    var hash = readHash();
+    var byId = {};
+    DATA.executions.forEach(function (item) { byId[String(item.record.id)] = item; });
+    var A = byId[hash.a], B = byId[hash.b];
+    if (!A || !B) { document.getElementById("compare-missing").hidden = false; return; }
+    var ra = A.record, rb = B.record;
+    var metric = (DATA.objective && DATA.objective.metric) || "objective";
+    [["compare-a", A], ["compare-b", B]].forEach(function (pair) {
+      var th = document.getElementById(pair[0]);
+      var link = el("a", "mono", String(pair[1].record.id));
+      link.setAttribute("href", ROOT + pair[1].page);
+      th.textContent = "";
+      th.appendChild(link);
+    });
+    var tbody = table.tBodies[0];
+    function row(label, x, y, numeric, section) {
+      var tr = el("tr", section ? "c-section" : null);
+      tr.appendChild(el("th", null, label));
+      var differ = JSON.stringify(x === undefined ? null : x) !== JSON.stringify(y === undefined ? null : y);
+      [x, y].forEach(function (v) {
+        var td = el("td", (numeric ? "num" : "") + (differ ? " diff" : ""),
+          (v === undefined || v === null) ? "—" : (typeof v === "object" ? JSON.stringify(v) : fmtNum(v)));
+        tr.appendChild(td);
+      });
+      var delta = (numeric && typeof x === "number" && typeof y === "number") ? y - x : null;
+      tr.appendChild(el("td", "num", delta === null ? "" : (delta > 0 ? "+" : "") + fmtNum(delta)));
+      tr.setAttribute("data-differs", differ ? "1" : "0");
+      tbody.appendChild(tr);
+    }
+    function commitText(r) {
+      var c = DATA.commits[r.commit];
+      return String(r.commit).slice(0, 12) + (c ? " " + c.subject : "");
+    }
+    row("state", ra.state, rb.state);
+    row("commit", commitText(ra), commitText(rb));
+    row("profile", ra.profile, rb.profile);
+    row("where", whereText(ra), whereText(rb));
+    row("started", fmtTime(ra.started), fmtTime(rb.started));
+    row("duration", ra.duration, rb.duration, true);
+    row(metric + " (objective)", ra.objective, rb.objective, true);
+    var ma = A.metrics || {}, mb = B.metrics || {};
+    Object.keys(Object.assign({}, ma, mb)).forEach(function (k) {
+      if (k !== metric) row(k, ma[k], mb[k], true);
+    });
+    var pa = ra.parameters || {}, pb = rb.parameters || {};
+    Object.keys(Object.assign({}, pa, pb)).forEach(function (k) { row("param " + k, pa[k], pb[k], false); });
+    var ea = ra.environment || {}, eb = rb.environment || {};
+    Object.keys(Object.assign({}, ea, eb)).forEach(function (k) { row("env " + k, ea[k], eb[k], false); });
+    if (ra.rerun_of || rb.rerun_of) row("rerun of", ra.rerun_of, rb.rerun_of);
+    document.getElementById("compare-what").textContent = tbody.querySelectorAll('tr[data-differs="1"]').length
+      + " of " + tbody.rows.length + " facts differ (highlighted). `expegit compare " + String(ra.id) + " "
+      + String(rb.id) + "` adds the code's diffstat, package differences and the output files that differ.";
+  }
+
   setupPlots();
   setupMetricPicker();
+  setupCompare();
   setupTable();
   setupExecution();
 })();
