@@ -184,3 +184,26 @@ def test_a_run_longer_than_the_running_commit_delay_gets_its_running_commit(tmp_
     eid = _drive_with_delay(campaign, world, {"code": 0, "secs": 3600}, delay=0.05, advance=True)
     assert _story(campaign, eid) == ["created: code=0 secs=3600", "running on place1 slot 0",
                                      "finished: exit 0, objective=0.5"]
+
+
+def test_a_result_is_handed_on_before_later_executions_print_their_lines(tmp_path) -> None:
+    """parasearch prints its "best" line from on_result: it must come right under the execution's own
+    finished line, not below the lines of executions that ended while this one's commit was written."""
+    world = FakeWorld(places=1, slots=3)
+    campaign = _campaign(tmp_path)
+    records, tips, order = _create(campaign, [{"code": 0, "secs": 5}, {"code": 0, "secs": 5}, {"code": 0, "secs": 5}])
+    stream = io.StringIO()
+    misplaced: list[str] = []
+
+    def on_result(record) -> None:
+        finished = [line for line in stream.getvalue().splitlines() if line.startswith("finished")]
+        if not finished or record.id not in finished[-1]:
+            misplaced.append(record.id)
+
+    session = Session(campaign, campaign.manifest, slots=None, on_result=on_result,
+                      progress=Progress(len(order), stream=stream, live=False, quiet=False))
+    tasks = [Task(job_for(campaign.manifest, records[i])) for i in order]
+    with gevent.Timeout(20):
+        session.drive("local", records, tips, tasks, backend=FakeBackend(world))
+    assert session.summary.finished == 3
+    assert misplaced == [], stream.getvalue()
