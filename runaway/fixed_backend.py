@@ -20,9 +20,10 @@ from .providers.fixed import FixedProvider
 from .remote_runs import RemoteRuns, q
 from .slots import SlotPool
 from .transports import Transport
+from .slot_requests import SlotsOnly
 
 
-class FixedBackend:
+class FixedBackend(SlotsOnly):
     name = "ssh"
 
     def __init__(self, profile: SSHProfile, provider: FixedProvider, launcher: Launcher,

@@ -19,7 +19,9 @@ import tarfile
 import time
 from pathlib import Path
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gevent
 import gevent.event
@@ -29,7 +31,12 @@ import gevent.queue
 from . import agent as agent_protocol
 from .agent import pid_alive
 from .agent_link import AgentLink, attach_argv
-from .backend import AllocationInfo, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
+from orchestra.errors import ProfileError
+from orchestra.resources import Request
+
+from .backend import AllocationInfo, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
+from .capacity import local_capacity
+from .placement import Binding, NodeCapacity, Packer, bound_env, impossible, memory_limit_line
 from .launchers import Found, Place
 from .launchers.agent import AgentLauncher, AgentRuns
 from .rundir import EXIT_FILE, MARKER, PID_FILE, STDERR_FILE, STDOUT_FILE, STOP_GRACE, match_outputs, parse_exit_code
@@ -225,8 +232,19 @@ class LocalBackend:
     name = "local"
     running_commit_delay = 1.0
 
-    def __init__(self, workdir: Path, slots: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, slots: int | None = None, env: dict[str, str] | None = None, *,
+                 capacity: Mapping[str, Any] | None = None, limit_memory: bool | None = None,
+                 profile: str = "local") -> None:
         self.workdir = workdir
+        self.profile = profile
+        # Packing by resources (runaway/placement.py): set up by check_requests() only when the manifest
+        # declares `resources:`; without it the slot queue below is all there is, as before.
+        self.declared_capacity = dict(capacity or {})
+        self.limit_memory = limit_memory
+        self._packer: Packer | None = None
+        self._bindings: dict[Slot, Binding] = {}
+        self._placed = gevent.event.Event()  # set when a binding is given back
+        self._stop_waiting = False
         self.slot_count = max(1, slots or os.cpu_count() or 1)
         self.env = env or {}
         self._free: gevent.queue.Queue[Slot] = gevent.queue.Queue()
@@ -254,13 +272,52 @@ class LocalBackend:
         return self._free.get()
 
     def stop_waiting(self) -> None:
-        return None  # local slots always come back
+        self._stop_waiting = True  # local slots always come back; only packing waits on a release
+        self._placed.set()
 
     def waiting_for(self) -> str | None:
         return None
 
     def release(self, slot: Slot) -> None:
+        binding = self._bindings.pop(slot, None)
+        if binding is not None and self._packer is not None:
+            self._packer.release(binding)
+            self._placed.set()
+            return
         self._free.put(slot)
+
+    # --- packing by resources ----------------------------------------------------------------------------
+    def capacity(self) -> NodeCapacity:
+        return local_capacity("localhost", self.declared_capacity)
+
+    def check_requests(self, requests: Sequence[Request]) -> None:
+        if self._packer is None:
+            self._packer = Packer([self.capacity()])
+        nodes = self._packer.capacities()
+        for request in dict.fromkeys(requests):
+            why = impossible(request, nodes, self.profile)
+            if why is not None:
+                raise ProfileError(why)
+
+    def acquire_for(self, requests: Sequence[Request], wait: bool = True) -> tuple[int, Slot] | None:
+        if self._packer is None:
+            self.check_requests(requests)
+        assert self._packer is not None
+        while True:
+            if self._stop_waiting:
+                raise NoSlot()
+            chosen = self._packer.choose(requests)
+            if chosen is not None:
+                index, binding = chosen
+                used = {slot.index for slot in self._bindings}
+                number = next(i for i in range(len(used) + 1) if i not in used)  # the lowest free number
+                slot = Slot("localhost", number)
+                self._bindings[slot] = binding
+                return index, slot
+            if not wait:
+                return None
+            self._placed.clear()
+            self._placed.wait()
 
     # --- code --------------------------------------------------------------------------------------------
     def code_dir(self, commit: str, code: CodeArchive) -> Path:
@@ -283,7 +340,20 @@ class LocalBackend:
     # --- lifecycle ---------------------------------------------------------------------------------------
     def launch(self, slot: Slot, job: Job, code: CodeArchive) -> RunHandle:
         assert self.launcher.agents, "start() first"
-        return self.launcher.launch(PLACE, slot, job, code, dict(job.env))
+        binding = self._bindings.get(slot)
+        if binding is None:
+            return self.launcher.launch(PLACE, slot, job, code, dict(job.env))
+        # RLIMIT_AS counts address space, not memory: CUDA reserves tens of GB of it per process, so an
+        # execution with GPUs gets the limit only where the profile asks for it (limit_memory: true).
+        limit = self.limit_memory if self.limit_memory is not None else not binding.gpus
+        if binding.memory is not None and not limit:
+            binding = dataclasses.replace(binding, memory=None)
+        env = bound_env(binding, job.env)
+        if binding.memory is not None:
+            job = dataclasses.replace(job, command=f"{memory_limit_line(binding.memory)}\n{job.command}")
+        handle = self.launcher.launch(PLACE, slot, job, code, env, affinity=binding.cores)
+        handle.binding = binding
+        return handle
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
         try:

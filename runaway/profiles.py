@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestra.durations import parse_duration
 from orchestra.errors import ProfileError, did_you_mean
+from orchestra.resources import parse_size
 
 KINDS = ("local", "ssh", "slurm", "command")
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "profile.schema.json"
@@ -62,6 +63,11 @@ class LocalProfile:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     workdir: str | None = None
     kind: str = "local"
+    # Capacity for packing by resources: the declared part of {cpus, gpus, memory} (the rest is detected
+    # by runaway/capacity.py when a manifest declares `resources:`), and whether memory requests become
+    # an RLIMIT_AS.
+    capacity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    limit_memory: bool | None = None  # None: for executions without GPUs (see LocalBackend.launch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +227,14 @@ def build_profile(name: str, data: Mapping[str, Any], source: str = "profile") -
     validate(name, data, source)
     kind = data["kind"]
     if kind == "local":
-        return LocalProfile(name, slots=data.get("slots"), env=_env(data.get("env")), workdir=data.get("workdir"))
+        capacity = {key: data[key] for key in ("cpus", "gpus", "memory") if key in data}
+        if "memory" in capacity:
+            try:
+                parse_size(capacity["memory"])
+            except ValueError as exc:
+                raise ProfileError(f"{_where(source, ['memory'])}: profile {name!r}: memory: {exc}") from None
+        return LocalProfile(name, slots=data.get("slots"), env=_env(data.get("env")), workdir=data.get("workdir"),
+                            capacity=capacity, limit_memory=data.get("limit_memory"))
     if kind == "ssh":
         per_host = int(data.get("slots", 1))
         entries = list(data.get("hosts") or []) + ([data["host"]] if "host" in data else [])
