@@ -38,7 +38,9 @@ class NodeCapacity:
     def describe(self) -> str:
         parts = [f"{len(self.cores)} cores", f"{len(self.gpus)} GPUs"]
         if self.memory is not None:
-            parts.append(f"{render_size(self.memory)} memory")
+            exact = render_size(self.memory)
+            shown = exact if exact[-1] in "GTP" else f"{self.memory / 2**30:.1f}G"
+            parts.append(f"{shown} memory")
         return ", ".join(parts)
 
 
