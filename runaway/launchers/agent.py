@@ -276,8 +276,9 @@ class AgentLauncher:
             where = f"{place.node} of allocation {place.allocation}" if place.allocation else place.host
             raise SchedulerError(f"no agent on {where}")
         now = self._launched_at[job.execution_id] = time.time()
+        bound = {"affinity": affinity} if affinity else {}  # only a binding by resources has one
         remote_dir, pid, started = agent_runs.launch(job, code, env=env, setup=self.setup, slot_index=slot.index,
-                                                     meta=self.meta.get(place), affinity=affinity)
+                                                     meta=self.meta.get(place), **bound)
         self._by_eid[job.execution_id] = agent_runs
         return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started or now)
 
