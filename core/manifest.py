@@ -430,7 +430,7 @@ def _resources(declared: Any, specs: Mapping[str, ParameterSpec], c: _Checker) -
     for key, value in declared.items():
         name = placeholder(value)
         spec = specs.get(name) if name is not None else None
-        if spec is None:
+        if name is None or spec is None:
             continue
         if spec.kind == "choice":
             values: list[Any] = list(spec.choices)

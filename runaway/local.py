@@ -36,10 +36,11 @@ from orchestra.resources import Request
 
 from .backend import AllocationInfo, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
 from .capacity import local_capacity
-from .placement import Binding, NodeCapacity, Packer, bound_env, impossible, memory_limit_line
+from .placement import (BINDING_FILE, Binding, NodeCapacity, Packer, bound_env, impossible, memory_limit_line,
+                        parse_binding, render_binding)
 from .launchers import Found, Place
 from .launchers.agent import AgentLauncher, AgentRuns
-from .rundir import EXIT_FILE, MARKER, PID_FILE, STDERR_FILE, STDOUT_FILE, STOP_GRACE, match_outputs, parse_exit_code
+from .rundir import EXIT_FILE, MARKER, META_DIR, PID_FILE, STDERR_FILE, STDOUT_FILE, STOP_GRACE, match_outputs, parse_exit_code
 from .transports import Transport
 from .transports.local import AgentSocketSession, LocalTransport
 
@@ -243,6 +244,7 @@ class LocalBackend:
         self.limit_memory = limit_memory
         self._packer: Packer | None = None
         self._bindings: dict[Slot, Binding] = {}
+        self._held_bindings: dict[str, Binding] = {}  # of executions re-attached after a restart
         self._placed = gevent.event.Event()  # set when a binding is given back
         self._stop_waiting = False
         self.slot_count = max(1, slots or os.cpu_count() or 1)
@@ -351,7 +353,8 @@ class LocalBackend:
         env = bound_env(binding, job.env)
         if binding.memory is not None:
             job = dataclasses.replace(job, command=f"{memory_limit_line(binding.memory)}\n{job.command}")
-        handle = self.launcher.launch(PLACE, slot, job, code, env, affinity=binding.cores)
+        handle = self.launcher.launch(PLACE, slot, job, code, env, affinity=binding.cores,
+                                      meta={BINDING_FILE: render_binding(binding)})
         handle.binding = binding
         return handle
 
@@ -362,6 +365,10 @@ class LocalBackend:
             held = self._held.pop(handle.execution_id, None)
             if held is not None and self._started:
                 self._free.put(held)
+            bound = self._held_bindings.pop(handle.execution_id, None)
+            if bound is not None and self._packer is not None:
+                self._packer.release(bound)
+                self._placed.set()
 
     def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
         return self.launcher.collect(handle, job, dest)
@@ -385,7 +392,23 @@ class LocalBackend:
         handle = RunHandle(execution_id, Slot("localhost", slot or 0), found.remote_dir, pid=found.pid,
                            started=found.started)
         self._hold(execution_id, handle.slot)
+        self._hold_binding(handle)
         return handle
+
+    def _hold_binding(self, handle: RunHandle) -> None:
+        """A re-attached execution placed by resources keeps its cores and devices until it ends."""
+        if self._packer is None or handle.execution_id in self._held_bindings:
+            return
+        try:
+            text = (Path(handle.remote_dir) / META_DIR / BINDING_FILE).read_text()
+        except OSError:
+            return  # not placed by resources (or launched by a version that kept no binding)
+        binding = parse_binding(text, "localhost")
+        if binding is not None:
+            held = self._packer.hold(binding)
+            if held is not None:
+                self._held_bindings[handle.execution_id] = held
+                handle.binding = binding
 
     def _hold(self, execution_id: str, slot: Slot) -> None:
         if slot.index >= self.slot_count or slot in self._held.values() or execution_id in self._held:

@@ -126,6 +126,20 @@ class NodeState:
         self.running += 1
         return Binding(self.capacity.name, cores, gpus, share, request.memory)
 
+    def hold(self, binding: Binding) -> Binding:
+        """Take exactly what a re-attached execution holds (what is still free of it): it runs on."""
+        cores = tuple(c for c in binding.cores if c in self.free_cores)
+        self.free_cores = [c for c in self.free_cores if c not in cores]
+        gpus = tuple(g for g in binding.gpus if g in self.free_share and self.free_share[g] >= binding.gpu_share)
+        for gpu in gpus:
+            self.free_share[gpu] -= binding.gpu_share
+        memory = binding.memory
+        if memory is not None and self.free_memory is not None:
+            memory = min(memory, self.free_memory)
+            self.free_memory -= memory
+        self.running += 1
+        return Binding(self.capacity.name, cores, gpus, binding.gpu_share, memory)
+
     def give(self, binding: Binding) -> None:
         self.free_cores = sorted(set(self.free_cores) | set(binding.cores))
         for gpu in binding.gpus:
@@ -172,10 +186,39 @@ class Packer:
                 return index, binding
         return None
 
+    def hold(self, binding: Binding) -> Binding | None:
+        state = self.nodes.get(binding.node)
+        return state.hold(binding) if state is not None else None
+
     def release(self, binding: Binding) -> None:
         state = self.nodes.get(binding.node)
         if state is not None:  # its node may have gone (an allocation ended)
             state.give(binding)
+
+
+BINDING_FILE = "binding"  # under the run directory's .orchestra/: what a resume holds again
+
+
+def render_binding(binding: Binding) -> str:
+    """One line kept beside a bound execution, so that a later controller re-attaching to it holds its
+    cores and devices (else new executions would be given them while it still runs)."""
+    memory = "" if binding.memory is None else str(binding.memory)
+    share = f"{binding.gpu_share.numerator}/{binding.gpu_share.denominator}"
+    return (f"cores={','.join(map(str, binding.cores))} gpus={','.join(binding.gpus)} share={share} "
+            f"memory={memory}\n")
+
+
+def parse_binding(text: str, node: str) -> Binding | None:
+    """render_binding's line back; None for anything else (a file from another version: nothing held)."""
+    fields = dict(part.partition("=")[::2] for part in text.split())
+    try:
+        cores = tuple(int(c) for c in fields["cores"].split(",") if c)
+        gpus = tuple(g for g in fields["gpus"].split(",") if g)
+        share = Fraction(fields["share"])
+        memory = int(fields["memory"]) if fields["memory"] else None
+    except (KeyError, ValueError, ZeroDivisionError):
+        return None
+    return Binding(node, cores, gpus, share, memory)
 
 
 def binding_env(binding: Binding) -> dict[str, str]:
@@ -217,5 +260,5 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
                     "VECLIB_MAXIMUM_THREADS")
 
 
-__all__ = ["Binding", "NodeCapacity", "NodeState", "Packer", "THREAD_VARIABLES", "binding_env", "bound_env",
+__all__ = ["BINDING_FILE", "Binding", "parse_binding", "render_binding", "NodeCapacity", "NodeState", "Packer", "THREAD_VARIABLES", "binding_env", "bound_env",
            "fits_empty", "impossible", "memory_limit_line", "size_key"]

@@ -270,7 +270,8 @@ class AgentLauncher:
                 agent_runs.link.close()
 
     def launch(self, place: Place, slot: Slot, job: Job, code: CodeArchive, env: Mapping[str, str],
-               affinity: Sequence[int] | None = None) -> RunHandle:
+               affinity: Sequence[int] | None = None, meta: Mapping[str, str] | None = None) -> RunHandle:
+        """``affinity``, ``meta``: a binding's cores, and files kept beside the run (its binding line)."""
         agent_runs = self.agents.get(place)
         if agent_runs is None:
             where = f"{place.node} of allocation {place.allocation}" if place.allocation else place.host
@@ -278,7 +279,8 @@ class AgentLauncher:
         now = self._launched_at[job.execution_id] = time.time()
         bound = {"affinity": affinity} if affinity else {}  # only a binding by resources has one
         remote_dir, pid, started = agent_runs.launch(job, code, env=env, setup=self.setup, slot_index=slot.index,
-                                                     meta=self.meta.get(place), **bound)
+                                                     meta={**self.meta.get(place, {}), **meta} if meta
+                                                     else self.meta.get(place), **bound)
         self._by_eid[job.execution_id] = agent_runs
         return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started or now)
 

@@ -134,3 +134,34 @@ def test_choose_places_something_whenever_anything_fits(waiting):
     fits_alone = [i for i, r in enumerate(waiting) if Packer([node()]).place(r) is not None]
     chosen = packer.choose(waiting)
     assert (chosen is None) == (not fits_alone)
+
+
+def test_a_binding_line_reads_back():
+    from runaway.placement import parse_binding, render_binding
+
+    binding = Binding("localhost", (0, 3), ("1",), Fraction(1, 4), 2 * GiB)
+    assert parse_binding(render_binding(binding), "localhost") == binding
+    bare = Binding("localhost", (2,))
+    assert parse_binding(render_binding(bare), "localhost") == bare
+    assert parse_binding("garbage", "localhost") is None
+
+
+def test_a_reattached_execution_keeps_its_devices_and_cores(tmp_path):
+    """After a restart, the local backend holds what a still-running execution was bound to."""
+    from runaway.backend import RunHandle, Slot
+    from runaway.local import LocalBackend
+    from runaway.placement import BINDING_FILE, render_binding
+
+    backend = LocalBackend(tmp_path, capacity={"gpus": [0, 1]}, profile="fake")
+    backend.check_requests([Request(gpus=Fraction(1))])
+    run_dir = tmp_path / "runs" / "0123456789ab"
+    (run_dir / ".orchestra").mkdir(parents=True)
+    cores = backend._packer.capacities()[0].cores
+    (run_dir / ".orchestra" / BINDING_FILE).write_text(render_binding(Binding("localhost", cores[:1], ("0",),
+                                                                              Fraction(1))))
+    handle = RunHandle("0123456789ab", Slot("localhost", 0), str(run_dir))
+    backend._hold_binding(handle)
+    assert handle.binding is not None and handle.binding.gpus == ("0",)
+    assert backend.acquire_for([Request(gpus=Fraction(2))], wait=False) is None
+    index, slot = backend.acquire_for([Request(gpus=Fraction(1))], wait=False)
+    assert backend._bindings[slot].gpus == ("1",) and cores[0] not in backend._bindings[slot].cores
