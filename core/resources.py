@@ -167,7 +167,10 @@ def resolve(declared: Mapping[str, Any] | None, parameters: Mapping[str, Any] | 
             except ValueError as exc:
                 raise ValueError(f"resources.{key} from parameter {name}={value!r}: {exc}") from None
         else:
-            values[key] = _PARSERS[key](value)
+            try:
+                values[key] = _PARSERS[key](value)
+            except ValueError as exc:
+                raise ValueError(f"resources.{key}: {exc}") from None
     return Request(cpus=values.get("cpus", 1), gpus=values.get("gpus", Fraction(0)), memory=values.get("memory"))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -107,3 +108,37 @@ def test_memory_becomes_an_address_space_limit_and_show_lists_the_binding(tmp_pa
     show = cli(root, "expegit", "show", record["id"], check=True).stdout
     assert "memory_limit: 268435456" in show
     assert "got: cores " in show and "no GPU, memory limit 256M" in show
+
+
+def test_runaway_exec_and_batch_take_the_same_requests(tmp_path: Path) -> None:
+    root = make_campaign(tmp_path / "dir", 'name: x\ncommand: "true"\nprofiles:\n  fake: {kind: local, gpus: [0, 1]}\n')
+    done = cli(root, "runaway", "exec", "fake", "--gpus", "1", "--cpus", "1", "--",
+               "echo gpus=$CUDA_VISIBLE_DEVICES omp=$OMP_NUM_THREADS")
+    assert done.returncode == 0, done.stderr
+    assert "gpus=0 omp=1" in done.stdout
+    refused = cli(root, "runaway", "exec", "fake", "--gpus", "3", "--", "echo")
+    assert refused.returncode == 4 and "gpus: 3} fit no node of profile 'fake'" in refused.stderr
+    bad = cli(root, "runaway", "exec", "fake", "--gpus", "1.5", "--", "echo")
+    assert bad.returncode == 2 and "--gpus: '1.5': above 1 a GPU request must be whole" in bad.stderr
+    (root / "p.txt").write_text("n=1\nn=2\n")
+    batch = cli(root, "runaway", "batch", "fake", "--params", "p.txt", "--gpus", "{n}", "--",
+                "echo {n} $CUDA_VISIBLE_DEVICES > got.txt")
+    assert batch.returncode == 0, batch.stderr
+    got = sorted((root / "runaway-results" / d / "got.txt").read_text().split()[1]
+                 for d in ("001-n=1", "002-n=2"))
+    assert sorted(len(g.split(",")) for g in got) == [1, 2]
+
+
+def test_no_resources_keeps_records_and_environment_as_before(tmp_path: Path) -> None:
+    manifest = """\
+    name: plain
+    command: echo cuda=${{CUDA_VISIBLE_DEVICES-unset}} omp=${{OMP_NUM_THREADS-unset}}
+    """
+    root = make_campaign(tmp_path / "camp", manifest)
+    cli(root, "expegit", "run", check=True)
+    [record] = _records(root)
+    inherited = (os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), os.environ.get("OMP_NUM_THREADS", "unset"))
+    assert git(root, "show", f"executions/{record['id']}:.orchestra/stdout").stdout.strip() == \
+        "cuda=%s omp=%s" % inherited  # nothing set or hidden without `resources:`
+    shown = git(root, "show", f"executions/{record['id']}:.orchestra/execution.yaml").stdout
+    assert "cores:" not in shown and "gpus:" not in shown and "memory_limit" not in shown
