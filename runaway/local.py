@@ -19,7 +19,6 @@ import tarfile
 import time
 from pathlib import Path
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,13 +30,12 @@ import gevent.queue
 from . import agent as agent_protocol
 from .agent import pid_alive
 from .agent_link import AgentLink, attach_argv
-from orchestra.errors import ProfileError
 from orchestra.resources import Request
 
-from .backend import AllocationInfo, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
+from .backend import AllocationInfo, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from .capacity import local_capacity
-from .placement import (BINDING_FILE, Binding, NodeCapacity, Packer, bound_env, impossible, memory_limit_line,
-                        parse_binding, render_binding)
+from .packed import PackedSlots
+from .placement import BINDING_FILE, NodeCapacity
 from .launchers import Found, Place
 from .launchers.agent import AgentLauncher, AgentRuns
 from .rundir import EXIT_FILE, MARKER, META_DIR, PID_FILE, STDERR_FILE, STDOUT_FILE, STOP_GRACE, match_outputs, parse_exit_code
@@ -241,12 +239,7 @@ class LocalBackend:
         # Packing by resources (runaway/placement.py): set up by check_requests() only when the manifest
         # declares `resources:`; without it the slot queue below is all there is, as before.
         self.declared_capacity = dict(capacity or {})
-        self.limit_memory = limit_memory
-        self._packer: Packer | None = None
-        self._bindings: dict[Slot, Binding] = {}
-        self._held_bindings: dict[str, Binding] = {}  # of executions re-attached after a restart
-        self._placed = gevent.event.Event()  # set when a binding is given back
-        self._stop_waiting = False
+        self.packed = PackedSlots(profile, limit_memory)
         self.slot_count = max(1, slots or os.cpu_count() or 1)
         self.env = env or {}
         self._free: gevent.queue.Queue[Slot] = gevent.queue.Queue()
@@ -274,52 +267,27 @@ class LocalBackend:
         return self._free.get()
 
     def stop_waiting(self) -> None:
-        self._stop_waiting = True  # local slots always come back; only packing waits on a release
-        self._placed.set()
+        self.packed.stop_waiting()  # local slots always come back; only packing waits on a release
 
     def waiting_for(self) -> str | None:
         return None
 
     def release(self, slot: Slot) -> None:
-        binding = self._bindings.pop(slot, None)
-        if binding is not None and self._packer is not None:
-            self._packer.release(binding)
-            self._placed.set()
-            return
-        self._free.put(slot)
+        if not self.packed.release(slot):
+            self._free.put(slot)
 
     # --- packing by resources ----------------------------------------------------------------------------
     def capacity(self) -> NodeCapacity:
         return local_capacity("localhost", self.declared_capacity)
 
     def check_requests(self, requests: Sequence[Request]) -> None:
-        if self._packer is None:
-            self._packer = Packer([self.capacity()])
-        nodes = self._packer.capacities()
-        for request in dict.fromkeys(requests):
-            why = impossible(request, nodes, self.profile)
-            if why is not None:
-                raise ProfileError(why)
+        self.packed.configure([self.capacity()])
+        self.packed.check(requests)
 
     def acquire_for(self, requests: Sequence[Request], wait: bool = True) -> tuple[int, Slot] | None:
-        if self._packer is None:
+        if not self.packed.active:
             self.check_requests(requests)
-        assert self._packer is not None
-        while True:
-            if self._stop_waiting:
-                raise NoSlot()
-            chosen = self._packer.choose(requests)
-            if chosen is not None:
-                index, binding = chosen
-                used = {slot.index for slot in self._bindings}
-                number = next(i for i in range(len(used) + 1) if i not in used)  # the lowest free number
-                slot = Slot("localhost", number)
-                self._bindings[slot] = binding
-                return index, slot
-            if not wait:
-                return None
-            self._placed.clear()
-            self._placed.wait()
+        return self.packed.acquire(requests, wait)
 
     # --- code --------------------------------------------------------------------------------------------
     def code_dir(self, commit: str, code: CodeArchive) -> Path:
@@ -342,19 +310,12 @@ class LocalBackend:
     # --- lifecycle ---------------------------------------------------------------------------------------
     def launch(self, slot: Slot, job: Job, code: CodeArchive) -> RunHandle:
         assert self.launcher.agents, "start() first"
-        binding = self._bindings.get(slot)
-        if binding is None:
+        bound = self.packed.bound(slot, job, dict(job.env))
+        if bound is None:
             return self.launcher.launch(PLACE, slot, job, code, dict(job.env))
-        # RLIMIT_AS counts address space, not memory: CUDA reserves tens of GB of it per process, so an
-        # execution with GPUs gets the limit only where the profile asks for it (limit_memory: true).
-        limit = self.limit_memory if self.limit_memory is not None else not binding.gpus
-        if binding.memory is not None and not limit:
-            binding = dataclasses.replace(binding, memory=None)
-        env = bound_env(binding, job.env)
-        if binding.memory is not None:
-            job = dataclasses.replace(job, command=f"{memory_limit_line(binding.memory)}\n{job.command}")
-        handle = self.launcher.launch(PLACE, slot, job, code, env, affinity=binding.cores,
-                                      meta={BINDING_FILE: render_binding(binding)})
+        handle = self.launcher.launch(PLACE, slot, bound.job, code, bound.env, affinity=bound.affinity,
+                                      meta=bound.meta)
+        binding = bound.binding
         handle.binding = binding
         return handle
 
@@ -365,10 +326,7 @@ class LocalBackend:
             held = self._held.pop(handle.execution_id, None)
             if held is not None and self._started:
                 self._free.put(held)
-            bound = self._held_bindings.pop(handle.execution_id, None)
-            if bound is not None and self._packer is not None:
-                self._packer.release(bound)
-                self._placed.set()
+            self.packed.unhold(handle.execution_id)
 
     def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
         return self.launcher.collect(handle, job, dest)
@@ -397,18 +355,11 @@ class LocalBackend:
 
     def _hold_binding(self, handle: RunHandle) -> None:
         """A re-attached execution placed by resources keeps its cores and devices until it ends."""
-        if self._packer is None or handle.execution_id in self._held_bindings:
-            return
         try:
-            text = (Path(handle.remote_dir) / META_DIR / BINDING_FILE).read_text()
+            text: str | None = (Path(handle.remote_dir) / META_DIR / BINDING_FILE).read_text()
         except OSError:
-            return  # not placed by resources (or launched by a version that kept no binding)
-        binding = parse_binding(text, "localhost")
-        if binding is not None:
-            held = self._packer.hold(binding)
-            if held is not None:
-                self._held_bindings[handle.execution_id] = held
-                handle.binding = binding
+            text = None  # not placed by resources (or launched by a version that kept no binding)
+        handle.binding = self.packed.hold(handle.execution_id, "localhost", text)
 
     def _hold(self, execution_id: str, slot: Slot) -> None:
         if slot.index >= self.slot_count or slot in self._held.values() or execution_id in self._held:

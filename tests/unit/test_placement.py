@@ -156,7 +156,7 @@ def test_a_reattached_execution_keeps_its_devices_and_cores(tmp_path):
     backend.check_requests([Request(gpus=Fraction(1))])
     run_dir = tmp_path / "runs" / "0123456789ab"
     (run_dir / ".orchestra").mkdir(parents=True)
-    cores = backend._packer.capacities()[0].cores
+    cores = backend.packed.packer.capacities()[0].cores
     (run_dir / ".orchestra" / BINDING_FILE).write_text(render_binding(Binding("localhost", cores[:1], ("0",),
                                                                               Fraction(1))))
     handle = RunHandle("0123456789ab", Slot("localhost", 0), str(run_dir))
@@ -164,4 +164,4 @@ def test_a_reattached_execution_keeps_its_devices_and_cores(tmp_path):
     assert handle.binding is not None and handle.binding.gpus == ("0",)
     assert backend.acquire_for([Request(gpus=Fraction(2))], wait=False) is None
     index, slot = backend.acquire_for([Request(gpus=Fraction(1))], wait=False)
-    assert backend._bindings[slot].gpus == ("1",) and cores[0] not in backend._bindings[slot].cores
+    assert backend.packed.bindings[slot].gpus == ("1",) and cores[0] not in backend.packed.bindings[slot].cores
