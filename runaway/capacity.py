@@ -38,10 +38,8 @@ def parse_proc_nvidia_gpus(informations: Iterable[str]) -> tuple[str, ...]:
     Why minors: without nvidia-smi they are the /dev/nvidiaN numbers; CUDA's order can differ (it sorts
     fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID), so nvidia-smi is asked first."""
     minors = set()
-    for text in informations:
-        match = _MINOR.search(text)
-        if match:
-            minors.add(int(match.group(1)))
+    for text in informations:  # one file each, or several concatenated (the remote probe's `cat`)
+        minors.update(int(minor) for minor in _MINOR.findall(text))
     return tuple(str(minor) for minor in sorted(minors))
 
 
@@ -77,6 +75,27 @@ def render_cpu_list(cores: Sequence[int]) -> str:
         parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+# What a remote host says about itself, in one command (no python needed): the cores its processes may
+# use, its memory, and its GPUs from nvidia-smi, else from the driver's /proc files.
+PROBE_COMMAND = ("grep '^Cpus_allowed_list' /proc/self/status; grep '^MemTotal' /proc/meminfo; "
+                 "echo '--- nvidia-smi'; nvidia-smi -L 2>/dev/null; "
+                 "echo '--- proc'; cat /proc/driver/nvidia/gpus/*/information 2>/dev/null; true")
+
+
+def parse_probe(text: str, name: str, declared: Mapping[str, Any]) -> NodeCapacity:
+    """PROBE_COMMAND's output as the host's capacity, under what the profile declares for it."""
+    head, _, rest = text.partition("--- nvidia-smi")
+    smi, _, proc = rest.partition("--- proc")
+    cores: tuple[int, ...] = ()
+    for line in head.splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            cores = parse_cpu_list(line.split(":", 1)[1])
+    if not cores:
+        raise ProfileError(f"host {name}: could not read which cores it has (/proc/self/status)")
+    gpus = parse_nvidia_smi_list(smi) or parse_proc_nvidia_gpus([proc])
+    return local_capacity(name, declared, gpus_detected=gpus, cores_available=cores, meminfo=head)
 
 
 def _read(path: str) -> str | None:
@@ -123,7 +142,7 @@ def local_capacity(name: str, declared: Mapping[str, Any], *, gpus_detected: Seq
     if "cpus" in declared:
         wanted = int(declared["cpus"])
         if wanted > len(cores):
-            raise ProfileError(f"profile {name!r}: cpus: {wanted}, but this machine gives only {len(cores)} "
+            raise ProfileError(f"{name}: cpus: {wanted}, but it gives only {len(cores)} "
                                f"cores ({render_cpu_list(cores)})", )
         cores = cores[:wanted]
     if "gpus" in declared:
@@ -138,5 +157,5 @@ def local_capacity(name: str, declared: Mapping[str, Any], *, gpus_detected: Seq
     return NodeCapacity(name, cores, gpus, memory)
 
 
-__all__ = ["available_cores", "detect_local_gpus", "local_capacity", "parse_cpu_list", "parse_meminfo",
+__all__ = ["PROBE_COMMAND", "parse_probe", "available_cores", "detect_local_gpus", "local_capacity", "parse_cpu_list", "parse_meminfo",
            "parse_nvidia_smi_list", "parse_proc_nvidia_gpus", "render_cpu_list"]

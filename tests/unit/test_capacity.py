@@ -61,5 +61,19 @@ def test_local_capacity_takes_what_is_declared_and_detects_the_rest():
 
 
 def test_declaring_more_cores_than_exist_is_refused():
-    with pytest.raises(ProfileError, match="cpus: 8, but this machine gives only 2 cores"):
+    with pytest.raises(ProfileError, match="cpus: 8, but it gives only 2 cores"):
         local_capacity("localhost", {"cpus": 8}, cores_available=(0, 1), gpus_detected=(), meminfo="")
+
+
+def test_the_remote_probe_reads_cores_memory_and_gpus():
+    from runaway.capacity import parse_probe
+
+    text = ("Cpus_allowed_list:\t0-5\n" + MEMINFO.splitlines()[0] + "\n--- nvidia-smi\n" + SMI + "--- proc\n")
+    cap = parse_probe(text, "gpu1", {"cpus": 4})
+    assert cap.name == "gpu1" and cap.cores == (0, 1, 2, 3) and cap.gpus == ("0", "1", "2")
+    assert cap.memory == 131811340 * 1024
+    no_smi = "Cpus_allowed_list:\t0\n--- nvidia-smi\n--- proc\n" + INFORMATION % 0 + INFORMATION % 1
+    assert parse_probe(no_smi, "h", {}).gpus == ("0", "1")
+    assert parse_probe("Cpus_allowed_list: 0-1\n--- nvidia-smi\n--- proc\n", "h", {"gpus": [7]}).gpus == ("7",)
+    with pytest.raises(ProfileError, match="could not read which cores"):
+        parse_probe("garbage", "h", {})
