@@ -37,7 +37,7 @@ def parse_proc_nvidia_gpus(informations: Iterable[str]) -> tuple[str, ...]:
 
     Why minors: without nvidia-smi they are the /dev/nvidiaN numbers; CUDA's order can differ (it sorts
     fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID), so nvidia-smi is asked first."""
-    minors = set()
+    minors: set[int] = set()
     for text in informations:  # one file each, or several concatenated (the remote probe's `cat`)
         minors.update(int(minor) for minor in _MINOR.findall(text))
     return tuple(str(minor) for minor in sorted(minors))

@@ -89,7 +89,7 @@ class FixedBackend:
         for job in jobs:
             if job.exception is not None:
                 raise job.exception
-        return [job.value for job in jobs]
+        return [job.get() for job in jobs]
 
     def check_requests(self, requests: Sequence[Request]) -> None:
         if self.profile.launcher != "agent":
