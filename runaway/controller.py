@@ -29,6 +29,9 @@ from .backend import LEAVE_POLICIES, Backend, CodeArchive, Collected, Job, NoSlo
 
 # How many executions at most wait to be placed by resources at once (the packing rule's look-ahead).
 PACKING_WINDOW = 64
+# How many later executions may start before a waiting one (that does not fit yet) before it is given the
+# next place that frees up for it, whatever it costs the others.
+PACKING_PATIENCE = 256
 
 
 @dataclasses.dataclass
@@ -134,11 +137,19 @@ class Controller:
         The source is still advanced lazily: one more execution is asked for only when none of those
         waiting fits the free capacity, and at most PACKING_WINDOW wait at once."""
         pending: list[Task] = []
+        passed_over: list[int] = []  # of each waiting execution: how many later ones started before it
         exhausted = False
         while not self.stopping.is_set():
             placed = None
+            # Starvation guard: one passed over PACKING_PATIENCE times is the only one placed next (its
+            # node drains for it), so a wide execution waits a bounded time even in an endless search.
+            starving = next((i for i, count in enumerate(passed_over) if count >= PACKING_PATIENCE), None)
             try:
-                if pending:
+                if starving is not None:
+                    chosen = self.backend.acquire_for([self._request(pending[starving])])
+                    assert chosen is not None
+                    placed = (starving, chosen[1])
+                elif pending:
                     placed = self.backend.acquire_for([self._request(t) for t in pending], wait=False)
                 if placed is None and (exhausted or len(pending) >= PACKING_WINDOW):
                     if not pending:
@@ -156,11 +167,15 @@ class Controller:
                     group.spawn(self._drive, task, None)
                 else:
                     pending.append(task)
+                    passed_over.append(0)
                 continue
             index, slot = placed
             if self.stopping.is_set():
                 self.backend.release(slot)
                 break
+            for earlier in range(index):
+                passed_over[earlier] += 1
+            passed_over.pop(index)
             group.spawn(self._drive, pending.pop(index), slot)
 
     @staticmethod

@@ -137,3 +137,23 @@ def test_quarter_gpus_share_one_device_four_at_a_time(tmp_path):
     for n in range(1, 6):
         backend.end(f"q{n}")
     run.get(timeout=5)
+
+
+def test_a_wide_execution_passed_over_too_often_gets_the_next_place(tmp_path, monkeypatch):
+    import runaway.controller as controller_module
+
+    monkeypatch.setattr(controller_module, "PACKING_PATIENCE", 3)
+    backend = PackedBackend(gpus=2)
+    tasks = [_job("one-0", 1), _job("two", 2)] + [_job(f"one-{n}", 1) for n in range(1, 12)]
+    run = gevent.spawn(_controller(backend, tmp_path).run, iter(tasks))
+    gevent.sleep(0.05)
+    n = 0
+    while "two" not in backend.started:  # keep ending the oldest narrow one: without the guard, an
+        running = [e for e in backend.started if e in backend.running]  # endless stream of them would
+        backend.end(running[0])  # keep one GPU busy forever
+        n += 1
+        assert n < 10
+    assert backend.started.index("two") <= 1 + 3 + 1  # one-0, at most 3 passing it, then its own turn
+    while backend.running:
+        backend.end(next(iter(backend.running)))
+    run.get(timeout=5)
