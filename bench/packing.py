@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 from orchestra.resources import Request
+from runaway.controller import PACKING_PATIENCE
 from runaway.placement import NodeCapacity, Packer
 
 Work = tuple[Request, float]  # a request and how long it runs
@@ -45,6 +46,7 @@ def simulate(work: Sequence[Work], capacities: Sequence[NodeCapacity], *, window
     queue = list(work)
     queue.reverse()
     pending: list[Work] = []
+    passed: list[int] = []  # the controller's starvation guard (runaway/controller.py)
     running: list[tuple[float, int, object]] = []
     now, busy, serial = 0.0, 0.0, 0
 
@@ -57,9 +59,19 @@ def simulate(work: Sequence[Work], capacities: Sequence[NodeCapacity], *, window
                     binding = packer.place(pending[0][0])
                     placed = (0, binding) if binding is not None else None
                 else:
-                    placed = packer.choose([request for request, _ in pending])
+                    starving = next((i for i, c in enumerate(passed) if c >= PACKING_PATIENCE), None)
+                    if starving is not None:
+                        binding = packer.place(pending[starving][0])
+                        placed = (starving, binding) if binding is not None else None
+                        if placed is None:
+                            return  # its node drains for it
+                    else:
+                        placed = packer.choose([request for request, _ in pending])
             if placed is not None:
                 index, binding = placed
+                for earlier in range(index):
+                    passed[earlier] += 1
+                passed.pop(index)
                 request, duration = pending.pop(index)
                 heapq.heappush(running, (now + duration, serial, binding))
                 serial += 1
@@ -67,6 +79,7 @@ def simulate(work: Sequence[Work], capacities: Sequence[NodeCapacity], *, window
                 continue
             if queue and len(pending) < (1 if in_order else window):
                 pending.append(queue.pop())
+                passed.append(0)
                 continue
             return
 
