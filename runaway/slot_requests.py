@@ -28,6 +28,9 @@ class SlotsOnly:
                                f"manifest and size the profile's slots to the executions")
 
     def acquire_for(self, requests: Sequence[Request], wait: bool = True) -> tuple[int, Slot] | None:
+        # A caller that skipped check_requests (a search proposing as it goes) is refused here, never
+        # silently given a slot that ignores what the execution needs.
+        self.check_requests(requests)
         return 0, self.acquire()
 
 
