@@ -165,3 +165,21 @@ def test_a_reattached_execution_keeps_its_devices_and_cores(tmp_path):
     assert backend.acquire_for([Request(gpus=Fraction(2))], wait=False) is None
     index, slot = backend.acquire_for([Request(gpus=Fraction(1))], wait=False)
     assert backend.packed.bindings[slot].gpus == ("1",) and cores[0] not in backend.packed.bindings[slot].cores
+
+
+def test_backends_that_place_by_slots_refuse_requests_instead_of_ignoring_them():
+    import pytest
+
+    from orchestra.errors import ProfileError
+    from runaway.slot_requests import SlotsOnly
+
+    class Slots(SlotsOnly):
+        name = "slurm"
+
+        def acquire(self):
+            raise AssertionError("a slot must not be handed out for a request")
+
+    with pytest.raises(ProfileError, match="'slurm' does not place executions by resources yet"):
+        Slots().check_requests([Request()])
+    with pytest.raises(ProfileError):
+        Slots().acquire_for([Request(gpus=Fraction(1))])
