@@ -103,6 +103,13 @@ class ExecutionRecord:
     rerun_of: str | None = None
     # Software and hardware it ran on (orchestra.environment.Environment.to_dict()); absent until captured.
     environment: dict[str, Any] | None = None
+    # The binding it got when placed by resources (absent from records of executions that declared none):
+    # its cores as a kernel CPU list ("0-3"), the node's GPU ids ("0,1"), the share of each when a
+    # fraction, and the address-space limit in bytes.
+    cores: str | None = None
+    gpus: str | None = None
+    gpu_share: float | None = None
+    memory_limit: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its deep copy is a visible cost when thousands of records are written.
@@ -158,6 +165,7 @@ _FIELD_SET = frozenset(_FIELD_ORDER)
 # Fields written only when set: records of executions that are no rerun and have no captured environment
 # stay byte-identical to what earlier versions wrote (and earlier readers accept them).
 _OPTIONAL_FIELDS = frozenset({"rerun_of", "environment"})
+_BINDING_KEYS = frozenset(("cores", "gpus", "gpu_share", "memory_limit"))
 _NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]')
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
@@ -228,6 +236,8 @@ def render_record(record: ExecutionRecord) -> str:
                 continue
             lines.append("outputs:")
             lines.extend(f"  - {_quote(path)}" for path in value)
+        elif value is None and key in _BINDING_KEYS:
+            continue  # no binding (no `resources:`): the record keeps the shape it always had
         else:
             lines.append(f"{key}: {render_scalar(value)}")
     return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .durations import parse_duration
 from .errors import ManifestError, did_you_mean
 from .parameters import ParameterSpec, canonical_value
+from .resources import placeholder, problems as resource_problems, resolve as resolve_resources
 from .quoting import TemplateError, argv_template, parse_template, refusals, shell_problem
 from .search import search_problems
 
@@ -67,6 +68,9 @@ class Manifest:
     profiles: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     shell: str | None = None  # None: the wrapper's /bin/sh runs the command itself
+    # `resources:` as declared (placeholders unresolved: orchestra.resources.resolve per execution); None:
+    # not declared, one slot per execution as before any packing existed.
+    resources: Mapping[str, Any] | None = None
     description: str = ""
     path: str = MANIFEST_NAME
     data: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # plain form, for hashing searches
@@ -397,16 +401,54 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
             c.at(at, message, hint=hint)
 
     env = {str(k): _env_text(v) for k, v in (data.get("env") or {}).items()}
+    resources = _resources(data.get("resources"), specs, c)
 
     if c.errors:
         return None
     return Manifest(
         name=data["name"], command=command, parameters=specs, outputs=tuple(data.get("outputs") or ()),
         objective=objective, repeats=data.get("repeats", 1), timeout=timeout, retries=retries,
-        search=search, profile=profile, profiles=profiles, env=env, shell=shell,
+        search=search, profile=profile, profiles=profiles, env=env, shell=shell, resources=resources,
         description=data.get("description", ""),
         path=c.path, data=data,
     )
+
+
+def _resources(declared: Any, specs: Mapping[str, ParameterSpec], c: _Checker) -> Mapping[str, Any] | None:
+    """`resources:` checked: each value parses, each placeholder names a parameter whose every possible
+    value (choices, a fixed value, an int range's bounds) is a valid request."""
+    if declared is None:
+        return None
+    if not isinstance(declared, Mapping):
+        c.at(["resources"], "resources: expected a mapping like {cpus: 4, gpus: 1, memory: 16G}")
+        return None
+    bad = False
+    for key, message, hint in resource_problems(declared, specs):
+        c.at(["resources", key] if key in ("cpus", "gpus", "memory") else ["resources"], message,
+             key=None if key in ("cpus", "gpus", "memory") else key, hint=hint)
+        bad = True
+    for key, value in declared.items():
+        name = placeholder(value)
+        spec = specs.get(name) if name is not None else None
+        if name is None or spec is None:
+            continue
+        if spec.kind == "choice":
+            values: list[Any] = list(spec.choices)
+        elif spec.kind == "fixed":
+            values = [spec.value]
+        elif spec.kind in ("int", "float"):
+            values = [v for v in (spec.low, spec.high) if v is not None]
+            values = [int(v) if spec.kind == "int" else v for v in values]
+        else:
+            values = [spec.default] if spec.default is not None else []
+        for v in values:
+            try:
+                resolve_resources({key: value}, {name: v})
+            except ValueError as exc:
+                c.at(["resources", key], str(exc), hint=f"every value of parameter {name} must be a valid {key}")
+                bad = True
+                break
+    return None if bad else dict(declared)
 
 
 # Each error is found in the source by a scan from the value's start: a bound keeps a command of thousands of

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from orchestra.errors import UsageError
+from orchestra.resources import render_size
 from orchestra.execution import STATES, STDERR_PATH, STDOUT_PATH, ExecutionRecord, render_branch_name, \
     render_record
 
@@ -145,6 +146,21 @@ def write_export(records: Sequence[ExecutionRecord], out: TextIO, fmt: str, *,
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
 
 
+def binding_text(record: ExecutionRecord) -> str:
+    """What an execution placed by resources was given, in words; "" for one that declared none."""
+    parts = []
+    if record.cores is not None:
+        parts.append(f"cores {record.cores}")
+    if record.gpus:
+        share = f" ({record.gpu_share:g} of it)" if record.gpu_share else ""
+        parts.append(f"GPU{'s' if ',' in record.gpus else ''} {record.gpus}{share}")
+    elif record.cores is not None:
+        parts.append("no GPU")
+    if record.memory_limit is not None:
+        parts.append(f"memory limit {render_size(record.memory_limit)}")
+    return ", ".join(parts)
+
+
 def show_text(campaign: Campaign, prefix: str, *, tail: int = 20) -> str:
     index = RecordIndex(campaign.store)
     execution_id = index.resolve(prefix)
@@ -154,6 +170,9 @@ def show_text(campaign: Campaign, prefix: str, *, tail: int = 20) -> str:
     out = io.StringIO()
     out.write(f"execution {record.id}  (branch {render_branch_name(record.id)}, tip {tip[:12]})\n")
     out.write(render_record(record))
+    got = binding_text(record)
+    if got:
+        out.write(f"got: {got}\n")
     for label, path in (("stdout", STDOUT_PATH), ("stderr", STDERR_PATH)):
         data = campaign.store.read_path(tip, path)
         if data:

@@ -19,14 +19,17 @@ import gevent
 
 from orchestra.controllers import controller_alive
 from orchestra.errors import (EXIT_EXECUTIONS_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExecutionError,
-                              OrchestraError, ProfileError, RepositoryError, UsageError)
+                              ManifestError, OrchestraError, ProfileError, RepositoryError, UsageError)
 from orchestra.execution import (RESUMABLE_STATES, ExecutionRecord, ExecutionSpec,
                                  new_execution_id)
 from orchestra.manifest import Manifest
 from orchestra.parameters import expand_points, parse_assignments
 from orchestra.progress import Progress
 from orchestra.quoting import render_command
+from orchestra.resources import Request
+from orchestra.resources import resolve as resolve_resources
 from runaway.backend import Backend, Job, RunHandle
+from runaway.capacity import render_cpu_list
 from runaway.rundir import STDERR_FILE, STDOUT_FILE
 from runaway.allocation_ledger import orphaned_profiles
 from runaway.factory import campaign_backend as make_backend
@@ -153,7 +156,38 @@ def job_for(manifest: Manifest, record: ExecutionRecord) -> Job:
     env["ORCHESTRA_CAMPAIGN"] = manifest.name
     env["ORCHESTRA_PARAMETERS"] = json.dumps(record.parameters, ensure_ascii=False)
     return Job(execution_id=record.id, commit=record.commit, command=record.command, outputs=outputs,
-               timeout=manifest.timeout, env=env)
+               timeout=manifest.timeout, env=env, resources=request_for(manifest, record.parameters))
+
+
+def request_for(manifest: Manifest, parameters: Mapping[str, Any]) -> Request | None:
+    """What one execution needs (its placeholders resolved), or None when the manifest declares nothing."""
+    if manifest.resources is None:
+        return None
+    try:
+        return resolve_resources(manifest.resources, parameters)
+    except ValueError as exc:
+        raise ManifestError(str(exc), path=manifest.path, hint="fix the parameter's value or the resources: entry") \
+            from None
+
+
+def check_requests(manifest: Manifest, backend: Backend, points: Iterable[Mapping[str, Any]]) -> None:
+    """Refuse requests no node can ever run before anything is created (backend.check_requests)."""
+    if manifest.resources is None:
+        return
+    requests = {request_for(manifest, point) for point in points}
+    backend.check_requests([r for r in requests if r is not None])
+
+
+def record_binding(record: ExecutionRecord, handle: RunHandle) -> None:
+    """What the execution was given on its node, into its record (`expegit show` lists it)."""
+    binding = handle.binding
+    if binding is None:
+        record.cores = record.gpus = record.gpu_share = record.memory_limit = None
+        return
+    record.cores = render_cpu_list(binding.cores)
+    record.gpus = ",".join(binding.gpus) if binding.gpus else None
+    record.gpu_share = float(binding.gpu_share) if binding.gpus and binding.gpu_share < 1 else None
+    record.memory_limit = binding.memory
 
 
 def stderr_tail(data: bytes | None, limit: int = 300) -> str:
@@ -205,6 +239,7 @@ class JournalListener:
         record.node = handle.slot.node
         record.slot = handle.slot.index
         record.remote_dir = handle.remote_dir
+        record_binding(record, handle)
         record.started = iso_from_epoch(handle.started) or utc_now()
         record.ended = record.duration = record.exit_code = record.objective = record.error = None
         self.progress.started()
@@ -460,7 +495,8 @@ class Session:
                                    self.on_result,
                                    running_commit_delay=backend.running_commit_delay)
         controller = Controller(backend, listener, self.campaign.store.archive, retry=self.manifest.retries,
-                                staging=self.campaign.workdir / "staging", leave=self.leave)
+                                staging=self.campaign.workdir / "staging", leave=self.leave,
+                                packing=self.manifest.resources is not None)
         self.controllers.append(controller)
         for execution_id in adopted:  # re-attached, but the dead controller's "running" commit never landed
             listener.journal_running(execution_id)
@@ -537,6 +573,11 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
         if not specs:
             backend.close()
             return RunSummary()
+    try:
+        check_requests(manifest, backend, (spec.parameters for spec in specs))
+    except BaseException:
+        backend.close()
+        raise
     if dry_run:
         summary = RunSummary(total=len(specs))
         for spec in specs:
@@ -731,6 +772,7 @@ def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None,
     groups = []
     for profile, records in by_profile.items():
         backend = make_backend(profile, manifest, campaign.workdir, slots=slots)
+        check_requests(manifest, backend, (record.parameters for record in records.values()))
         tasks: list[Task] = []
         adopted: list[str] = []
         for record in records.values():

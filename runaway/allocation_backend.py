@@ -31,6 +31,7 @@ from .providers.slurm import render_nodelist
 from .remote_runs import RemoteRuns
 from .slots import SlotPool
 from .transports import Transport
+from .slot_requests import SlotsOnly
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Allocation:
     reason: str = ""  # the scheduler's reason while it is pending (Resources, Priority, JobHeldUser, ...)
 
 
-class AllocationBackend:
+class AllocationBackend(SlotsOnly):
     """``slurm`` and ``command`` profiles (and OAR): a provider plus a launcher over the frontend's transport."""
 
     # The record must name the host and directory before a resume can re-attach.

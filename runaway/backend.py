@@ -8,12 +8,15 @@ Every method may block: callers run them in greenlets, so a backend waits with g
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import gevent.event
+    from orchestra.resources import Request
+
+    from .placement import Binding
 
     from .transports import Transport
 
@@ -41,6 +44,8 @@ class Job:
     outputs: tuple[str, ...] = ()  # globs, relative to the run directory
     timeout: float | None = None  # seconds
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # What it needs (manifest `resources:`, resolved for its parameters); None: one slot, as without packing.
+    resources: "Request | None" = None
 
 
 @dataclasses.dataclass
@@ -52,6 +57,7 @@ class RunHandle:
     remote_dir: str
     pid: int | None = None
     started: float | None = None  # epoch seconds, as seen by the host that ran it
+    binding: "Binding | None" = None  # the cores, devices and memory limit it got (packing by resources)
 
 
 @dataclasses.dataclass
@@ -160,6 +166,15 @@ class Backend(Protocol):
 
     def release(self, slot: Slot) -> None:
         """Give a slot back (after its execution was collected or abandoned)."""
+
+    def check_requests(self, requests: Sequence["Request"]) -> None:
+        """Refuse (ProfileError naming the profile, its node size and the request) what no node can ever
+        run, before anything is created; the backend packs by resources from then on."""
+
+    def acquire_for(self, requests: Sequence["Request"], wait: bool = True) -> tuple[int, Slot] | None:
+        """Place one of the waiting requests (which one is the packing rule's choice: runaway/placement.py)
+        and hold its binding under the returned slot; None when ``wait`` is False and none fits now.
+        Raises NoSlot once ``stop_waiting()`` was called."""
 
     def launch(self, slot: Slot, job: Job, code: CodeArchive) -> RunHandle:
         """Ship the job's code if the slot's host lacks it, and start the job detached."""

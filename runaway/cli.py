@@ -1,6 +1,6 @@
 """`runaway`: run the current directory's code on a profile, without a campaign. Thin: parse, call, map errors.
 
-    runaway exec PROFILE [--results DIR] [--timeout S] -- CMD [ARGS...]   (one word: a shell command line)
+    runaway exec PROFILE [--results DIR] [--timeout S] [--cpus N] [--gpus N] [--memory SIZE] -- CMD [ARGS...]   (one word: a shell command line)
     runaway batch PROFILE --params FILE [--results DIR] [--slots N] -- CMD {name} ...
     runaway test PROFILE [--timeout S]
 """
@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
                    help="set this environment variable for the command (repeatable)")
 
+    _resource_options(p)
     p = sub.add_parser("batch", help="one execution per line of a parameter file; results in per-line dirs")
     p.add_argument("profile").completer = complete_profiles  # type: ignore[attr-defined]
     p.add_argument("--params", type=Path, required=True, metavar="FILE",
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--slots", type=int, metavar="N", help="executions at once (local profiles)")
     p.add_argument("--timeout", type=_duration, metavar="DURATION", help="per execution")
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE")
+    _resource_options(p, placeholders=True)
 
     p = sub.add_parser("test", help="check a profile: connection, allocation, nodes, one trivial run")
     p.add_argument("profile").completer = complete_profiles  # type: ignore[attr-defined]
@@ -77,6 +79,19 @@ def _env(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _resource_options(p: argparse.ArgumentParser, placeholders: bool = False) -> None:
+    """The manifest's `resources:` as options: the execution is packed and bound by them (local profiles)."""
+    fill = ' or a {column} of the parameter file' if placeholders else ''
+    p.add_argument("--cpus", metavar="N", help=f"cores, bound by CPU affinity{fill}")
+    p.add_argument("--gpus", metavar="N", help=f"GPUs (a fraction like 0.25 shares one){fill}")
+    p.add_argument("--memory", metavar="SIZE", help=f"memory like 16G (an address-space limit){fill}")
+
+
+def _resources(args: argparse.Namespace) -> dict[str, str] | None:
+    given = {key: getattr(args, key) for key in ("cpus", "gpus", "memory") if getattr(args, key) is not None}
+    return given or None
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from runaway import exec as api
 
@@ -88,12 +103,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "exec":
         return api.exec_command(args.profile, _words(args.cmd), cwd=cwd,
                                 results=args.results.resolve() if args.results else None,
-                                outputs=args.outputs, timeout=args.timeout, env=_env(args.env))
+                                outputs=args.outputs, timeout=args.timeout, env=_env(args.env),
+                                resources=_resources(args))
     if args.command == "batch":
         return api.batch_command(args.profile, _words(args.cmd), args.params, cwd=cwd,
                                  results=args.results.resolve() if args.results else None,
                                  outputs=args.outputs, timeout=args.timeout, slots=args.slots,
-                                 env=_env(args.env))
+                                 env=_env(args.env), resources=_resources(args))
     if args.command == "test":
         from runaway.check import test_profile
 

@@ -20,9 +20,18 @@ import gevent.pool
 
 from orchestra.errors import OrchestraError
 from orchestra.manifest import RetryPolicy
+from orchestra.resources import DEFAULT as DEFAULT_REQUEST
+from orchestra.resources import Request
 from orchestra.retry import attempts, failure_kind, first_wait
 
 from .backend import LEAVE_POLICIES, Backend, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
+
+
+# How many executions at most wait to be placed by resources at once (the packing rule's look-ahead).
+PACKING_WINDOW = 64
+# How many later executions may start before a waiting one (that does not fit yet) before it is given the
+# next place that frees up for it, whatever it costs the others.
+PACKING_PATIENCE = 256
 
 
 @dataclasses.dataclass
@@ -53,10 +62,13 @@ class Listener(Protocol):
 
 class Controller:
     def __init__(self, backend: Backend, listener: Listener, code: CodeArchive, *, retry: RetryPolicy,
-                 staging: Path, leave: str = "none") -> None:
+                 staging: Path, leave: str = "none", packing: bool = False) -> None:
         if leave not in LEAVE_POLICIES:
             raise ValueError(f"leave policy {leave!r} is not one of {', '.join(LEAVE_POLICIES)}")
         self.backend = backend
+        # Placed by resources (the manifest declares `resources:`; backend.check_requests() accepted them)
+        # instead of one execution per free slot.
+        self.packing = packing
         # Which run directories stay on the host after their results are committed: none, those of
         # failed executions (to look at what they left), or all.
         self.leave = leave
@@ -91,7 +103,9 @@ class Controller:
             tasks = [task for task in tasks if task.handle is None]
         iterator: Iterator[Task] = iter(tasks)
         try:
-            while not self.stopping.is_set():
+            if self.packing:
+                self._run_packed(iterator, group)
+            while not self.packing and not self.stopping.is_set():
                 try:
                     slot = self.backend.acquire()
                 except NoSlot:
@@ -116,6 +130,58 @@ class Controller:
                 group.join(timeout=30)
             group.kill()
 
+    def _run_packed(self, iterator: Iterator[Task], group: gevent.pool.Group) -> None:
+        """Packing by resources: the backend picks, among the waiting executions, the one to place next
+        (runaway/placement.py), so a wide one that does not fit yet does not hold narrower ones back.
+
+        The source is still advanced lazily: one more execution is asked for only when none of those
+        waiting fits the free capacity, and at most PACKING_WINDOW wait at once."""
+        pending: list[Task] = []
+        passed_over: list[int] = []  # of each waiting execution: how many later ones started before it
+        exhausted = False
+        while not self.stopping.is_set():
+            placed = None
+            # Starvation guard: one passed over PACKING_PATIENCE times is the only one placed next (its
+            # node drains for it), so a wide execution waits a bounded time even in an endless search.
+            starving = next((i for i, count in enumerate(passed_over) if count >= PACKING_PATIENCE), None)
+            try:
+                if starving is not None:
+                    chosen = self.backend.acquire_for([self._request(pending[starving])])
+                    assert chosen is not None
+                    placed = (starving, chosen[1])
+                elif pending:
+                    placed = self.backend.acquire_for([self._request(t) for t in pending], wait=False)
+                if placed is None and (exhausted or len(pending) >= PACKING_WINDOW):
+                    if not pending:
+                        break
+                    placed = self.backend.acquire_for([self._request(t) for t in pending])
+            except NoSlot:
+                break
+            if placed is None:
+                try:
+                    task = next(iterator)
+                except StopIteration:
+                    exhausted = True
+                    continue
+                if task.handle is not None:  # already running somewhere: it holds its own place
+                    group.spawn(self._drive, task, None)
+                else:
+                    pending.append(task)
+                    passed_over.append(0)
+                continue
+            index, slot = placed
+            if self.stopping.is_set():
+                self.backend.release(slot)
+                break
+            for earlier in range(index):
+                passed_over[earlier] += 1
+            passed_over.pop(index)
+            group.spawn(self._drive, pending.pop(index), slot)
+
+    @staticmethod
+    def _request(task: Task) -> Request:
+        return task.job.resources or DEFAULT_REQUEST
+
     def _drive(self, task: Task, slot: Slot | None) -> None:
         """One job from launch (or re-attachment) to its final record, retrying under the policy."""
         job = task.job
@@ -128,7 +194,12 @@ class Controller:
                 if handle is None:
                     if slot is None:
                         try:
-                            slot = self.backend.acquire()
+                            if self.packing:
+                                placed = self.backend.acquire_for([self._request(task)])
+                                assert placed is not None
+                                slot = placed[1]
+                            else:
+                                slot = self.backend.acquire()
                         except NoSlot:
                             raise _Cancelled(None) from None
                     if self.stopping.is_set():

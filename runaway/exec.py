@@ -27,7 +27,7 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,6 +37,8 @@ from orchestra.errors import (EXIT_EXECUTIONS_FAILED, EXIT_INTERRUPTED, Executio
                               ProfileError, UsageError)
 from orchestra.manifest import RetryPolicy
 from orchestra.quoting import render_command
+from orchestra.resources import Request
+from orchestra.resources import resolve as resolve_resources
 
 from .backend import Backend, Job, RunHandle
 from .controller import AttemptResult, Controller, Task
@@ -364,6 +366,13 @@ def _run(profile: Profile, shipment: Shipment, jobs: list[tuple[Job, Path, LineR
          keep_logs: bool, out: TextIO, err: TextIO, slots: int | None, retry: RetryPolicy) -> bool:
     """Drive the jobs to the end; False if interrupted."""
     backend = make_backend(profile, slots=slots)
+    packing = any(job.resources is not None for job, _dest, _line in jobs)
+    if packing:  # --cpus / --gpus / --memory: refused here when no node can run them, before anything starts
+        try:
+            backend.check_requests(list({job.resources for job, _dest, _line in jobs if job.resources}))
+        except BaseException:
+            backend.close()
+            raise
     lines = {job.execution_id: line for job, _dest, line in jobs}
     dests = {job.execution_id: dest for job, dest, _line in jobs}
 
@@ -373,7 +382,7 @@ def _run(profile: Profile, shipment: Shipment, jobs: list[tuple[Job, Path, LineR
     listener = _FilesListener(backend, shipment, dests, lines, stream=stream, keep_logs=keep_logs, out=out,
                               err=err, say=say)
     staging = Path(tempfile.mkdtemp(prefix="runaway-staging-"))
-    controller = Controller(backend, listener, shipment.archive, retry=retry, staging=staging)
+    controller = Controller(backend, listener, shipment.archive, retry=retry, staging=staging, packing=packing)
     interrupted = False
 
     def interrupt() -> None:
@@ -404,25 +413,37 @@ def _run(profile: Profile, shipment: Shipment, jobs: list[tuple[Job, Path, LineR
 
 
 def _job(commit: str, command: str, prefix: str, outputs: tuple[str, ...], timeout: float | None,
-         env: dict[str, str]) -> Job:
+         env: dict[str, str], resources: Request | None = None) -> Job:
     if prefix:
         command = f"cd {shlex.quote(prefix)} && {command}"
         outputs = tuple(prefix + o for o in outputs)
     return Job(execution_id=uuid.uuid4().hex[:12], commit=commit, command=command, outputs=outputs,
-               timeout=timeout, env=env)
+               timeout=timeout, env=env, resources=resources)
+
+
+def request_of(resources: Mapping[str, Any] | None, values: Mapping[str, str] | None = None) -> Request | None:
+    """`--cpus/--gpus/--memory` as a request (a batch line's values fill placeholders like "{n_gpus}")."""
+    if not resources:
+        return None
+    try:
+        return resolve_resources(resources, values or {})
+    except ValueError as exc:
+        raise UsageError(f"--{str(exc).removeprefix('resources.')}") from None
 
 
 def exec_command(profile_name: str, words: Sequence[str], *, cwd: Path, results: Path | None = None,
                  outputs: Sequence[str] = (), timeout: float | None = None, env: dict[str, str] | None = None,
-                 out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+                 out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+                 resources: Mapping[str, Any] | None = None) -> int:
     """``runaway exec``: returns the remote command's exit code."""
+    request = request_of(resources)
     profile = load_profile(profile_name, cwd)
     command = command_line(words)
     shipment = ship_directory(cwd, warn=lambda s: print(f"runaway: warning: {s}", file=err),
                               exclude=[results] if results else [])
     dest = results if results is not None else cwd
     job = _job(shipment.commit, command, shipment.prefix, tuple(outputs) or ("**",), timeout,
-               {**(env or {}), "ORCHESTRA_RUNAWAY": "exec"})
+               {**(env or {}), "ORCHESTRA_RUNAWAY": "exec"}, request)
     line = LineResult(0, {}, job.execution_id)
     if not _run(profile, shipment, [(job, dest, line)], stream=True, keep_logs=False, out=out, err=err,
                 slots=None, retry=DEFAULT_RETRY):
@@ -440,7 +461,7 @@ def exec_command(profile_name: str, words: Sequence[str], *, cwd: Path, results:
 def batch_command(profile_name: str, words: Sequence[str], params_file: Path, *, cwd: Path,
                   results: Path | None = None, outputs: Sequence[str] = (), timeout: float | None = None,
                   slots: int | None = None, env: dict[str, str] | None = None, out: TextIO = sys.stdout,
-                  err: TextIO = sys.stderr) -> int:
+                  err: TextIO = sys.stderr, resources: Mapping[str, Any] | None = None) -> int:
     """``runaway batch``: one execution per parameter line; results in per-line directories."""
     template = command_template(words)
     try:
@@ -458,7 +479,8 @@ def batch_command(profile_name: str, words: Sequence[str], params_file: Path, *,
         except ValueError as exc:
             raise UsageError(f"command: {exc}", hint=getattr(exc, "hint", None)) from None
         job = _job(shipment.commit, command, shipment.prefix, tuple(outputs) or ("**",), timeout,
-                   {**(env or {}), "ORCHESTRA_RUNAWAY": "batch", "RUNAWAY_LINE": str(index)})
+                   {**(env or {}), "ORCHESTRA_RUNAWAY": "batch", "RUNAWAY_LINE": str(index)},
+                   request_of(resources, values))
         jobs.append((job, results / line_dir_name(index, values), LineResult(index, values, job.execution_id)))
     started = time.monotonic()
     completed = _run(profile, shipment, jobs, stream=False, keep_logs=True, out=out, err=err, slots=slots,

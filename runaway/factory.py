@@ -58,7 +58,8 @@ def make_backend(profile: Profile, *, workdir: Path | None = None, state_dir: Pa
         from .local import LocalBackend
 
         base = Path(profile.workdir).expanduser() if profile.workdir else (workdir or default_local_workdir())
-        return LocalBackend(base, slots or profile.slots, dict(profile.env))
+        return LocalBackend(base, slots or profile.slots, dict(profile.env), capacity=dict(profile.capacity),
+                            limit_memory=profile.limit_memory, profile=profile.name)
     if slots is not None:
         raise ProfileError(f"--slots applies to local profiles; profile {profile.name!r} is {profile.kind}: set its "
                            f"slots (ssh) or slots_per_node and allocation.nodes (slurm) instead")

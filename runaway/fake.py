@@ -35,6 +35,7 @@ import gevent.queue
 from orchestra.errors import ExecutionError
 
 from .backend import CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
+from .slot_requests import SlotsOnly
 
 META_DIR = ".orchestra"  # the same names as the real run directories' (runaway/rundir.py)
 STDOUT_FILE = f"{META_DIR}/stdout"
@@ -415,7 +416,7 @@ class FakeWorld:
 
 
 # ------------------------------------------------------------------------------------------- backend
-class FakeBackend:
+class FakeBackend(SlotsOnly):
     """The Backend protocol over a FakeWorld. Backends share a world one after another: a controller
     that died, then its resume (two at once would both hand out the same slots, as two controllers on one
     SSH host would)."""

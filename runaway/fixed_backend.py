@@ -6,6 +6,7 @@ which needs nothing from any agent (the launcher's fallback); their slots are cl
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import gevent
@@ -13,9 +14,16 @@ import gevent.event
 
 from orchestra.errors import ProfileError
 
+from orchestra.resources import Request
+
+from .agent import META_DIR
 from .backend import AllocationInfo, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
+from .capacity import PROBE_COMMAND, parse_probe
+from .launchers.agent import AgentLauncher
+from .packed import PackedSlots
+from .placement import BINDING_FILE, NodeCapacity
 from .launchers import Launcher, Place
-from .profiles import SSHProfile
+from .profiles import SSHHostConfig, SSHProfile
 from .providers.fixed import FixedProvider
 from .remote_runs import RemoteRuns, q
 from .slots import SlotPool
@@ -38,6 +46,7 @@ class FixedBackend:
         self.submitted.set()  # nothing to ask a scheduler for
         self._run_listing: dict[str, set[str]] | None = None
         self._reattached: dict[str, Slot] = {}
+        self.packed = PackedSlots(profile.name, profile.limit_memory)  # used once resources: are declared
 
     def start(self, expected: int = 0) -> None:
         jobs = [gevent.spawn(self._start_host, place) for place in self.provider.places()]
@@ -58,13 +67,41 @@ class FixedBackend:
         return self.pool.acquire()
 
     def stop_waiting(self) -> None:
-        return None  # fixed slots always come back
+        self.packed.stop_waiting()  # fixed slots always come back; only packing waits on a release
 
     def waiting_for(self) -> str | None:
         return None
 
     def release(self, slot: Slot) -> None:
-        self.pool.release(slot)
+        if not self.packed.release(slot):
+            self.pool.release(slot)
+
+    # --- packing by resources ----------------------------------------------------------------------------
+    def capacities(self) -> list[NodeCapacity]:
+        """Each host's capacity: what the profile declares, the rest probed in one command per host."""
+        def probe(cfg: SSHHostConfig) -> NodeCapacity:
+            # Asked even when all is declared: executions are bound to cores, which must exist there.
+            result = self.hosts[cfg.destination].run(PROBE_COMMAND, warn=True, timeout=60)
+            return parse_probe(result.stdout, cfg.destination, dict(cfg.capacity))
+
+        jobs = [gevent.spawn(probe, cfg) for cfg in self.profile.hosts]
+        gevent.joinall(jobs)
+        for job in jobs:
+            if job.exception is not None:
+                raise job.exception
+        return [job.get() for job in jobs]
+
+    def check_requests(self, requests: Sequence[Request]) -> None:
+        if self.profile.launcher != "agent":
+            raise ProfileError(f"profile {self.profile.name!r}: launcher: {self.profile.launcher} cannot bind "
+                               f"executions to their cores; use launcher: agent with resources:")
+        self.packed.configure(self.capacities())
+        self.packed.check(requests)
+
+    def acquire_for(self, requests: Sequence[Request], wait: bool = True) -> tuple[int, Slot] | None:
+        if not self.packed.active:
+            self.check_requests(requests)
+        return self.packed.acquire(requests, wait)
 
     def _runs(self, host: str) -> RemoteRuns:
         try:
@@ -77,7 +114,14 @@ class FixedBackend:
         self._runs(slot.host)
         env = {**self.profile.env, **job.env, "ORCHESTRA_EXECUTION_ID": job.execution_id,
                "ORCHESTRA_SLOT": str(slot.index)}
-        return self.launcher.launch(Place(slot.host), slot, job, code, env)
+        bound = self.packed.bound(slot, job, env)
+        if bound is None:
+            return self.launcher.launch(Place(slot.host), slot, job, code, env)
+        assert isinstance(self.launcher, AgentLauncher)  # check_requests() refused the others
+        handle = self.launcher.launch(Place(slot.host), slot, bound.job, code, bound.env, affinity=bound.affinity,
+                                      meta=bound.meta)
+        handle.binding = bound.binding
+        return handle
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
         try:
@@ -86,6 +130,7 @@ class FixedBackend:
             if self._reattached.pop(handle.execution_id, None) is not None:
                 # The controller holds no slot for a re-attached execution: give its slot back here.
                 self.pool.unclaim(handle.slot)
+            self.packed.unhold(handle.execution_id)
 
     def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
         return self.launcher.collect(handle, job, dest)
@@ -125,7 +170,12 @@ class FixedBackend:
         if index is not None and index < self.provider.slot_count(host) and the_slot not in self._reattached.values():
             self.pool.claim(the_slot)  # held until the re-attached execution ends (see wait)
             self._reattached[execution_id] = the_slot
-        return RunHandle(execution_id, the_slot, found.remote_dir, pid=found.pid, started=found.started)
+        handle = RunHandle(execution_id, the_slot, found.remote_dir, pid=found.pid, started=found.started)
+        if self.packed.active:  # it keeps its cores and devices until it ends
+            result = self.hosts[host].run(f"cat {q(found.remote_dir)}/{META_DIR}/{BINDING_FILE}", warn=True,
+                                          timeout=60)
+            handle.binding = self.packed.hold(execution_id, host, result.stdout if result.ok else None)
+        return handle
 
     def release_orphans(self) -> list[str]:
         return []  # no allocations

@@ -19,7 +19,8 @@ import tarfile
 import time
 from pathlib import Path
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gevent
 import gevent.event
@@ -29,10 +30,15 @@ import gevent.queue
 from . import agent as agent_protocol
 from .agent import pid_alive
 from .agent_link import AgentLink, attach_argv
+from orchestra.resources import Request
+
 from .backend import AllocationInfo, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
+from .capacity import local_capacity
+from .packed import PackedSlots
+from .placement import BINDING_FILE, NodeCapacity
 from .launchers import Found, Place
 from .launchers.agent import AgentLauncher, AgentRuns
-from .rundir import EXIT_FILE, MARKER, PID_FILE, STDERR_FILE, STDOUT_FILE, STOP_GRACE, match_outputs, parse_exit_code
+from .rundir import EXIT_FILE, MARKER, META_DIR, PID_FILE, STDERR_FILE, STDOUT_FILE, STOP_GRACE, match_outputs, parse_exit_code
 from .transports import Transport
 from .transports.local import AgentSocketSession, LocalTransport
 
@@ -225,8 +231,15 @@ class LocalBackend:
     name = "local"
     running_commit_delay = 1.0
 
-    def __init__(self, workdir: Path, slots: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, slots: int | None = None, env: dict[str, str] | None = None, *,
+                 capacity: Mapping[str, Any] | None = None, limit_memory: bool | None = None,
+                 profile: str = "local") -> None:
         self.workdir = workdir
+        self.profile = profile
+        # Packing by resources (runaway/placement.py): set up by check_requests() only when the manifest
+        # declares `resources:`; without it the slot queue below is all there is, as before.
+        self.declared_capacity = dict(capacity or {})
+        self.packed = PackedSlots(profile, limit_memory)
         self.slot_count = max(1, slots or os.cpu_count() or 1)
         self.env = env or {}
         self._free: gevent.queue.Queue[Slot] = gevent.queue.Queue()
@@ -254,13 +267,27 @@ class LocalBackend:
         return self._free.get()
 
     def stop_waiting(self) -> None:
-        return None  # local slots always come back
+        self.packed.stop_waiting()  # local slots always come back; only packing waits on a release
 
     def waiting_for(self) -> str | None:
         return None
 
     def release(self, slot: Slot) -> None:
-        self._free.put(slot)
+        if not self.packed.release(slot):
+            self._free.put(slot)
+
+    # --- packing by resources ----------------------------------------------------------------------------
+    def capacity(self) -> NodeCapacity:
+        return local_capacity("localhost", self.declared_capacity)
+
+    def check_requests(self, requests: Sequence[Request]) -> None:
+        self.packed.configure([self.capacity()])
+        self.packed.check(requests)
+
+    def acquire_for(self, requests: Sequence[Request], wait: bool = True) -> tuple[int, Slot] | None:
+        if not self.packed.active:
+            self.check_requests(requests)
+        return self.packed.acquire(requests, wait)
 
     # --- code --------------------------------------------------------------------------------------------
     def code_dir(self, commit: str, code: CodeArchive) -> Path:
@@ -283,7 +310,14 @@ class LocalBackend:
     # --- lifecycle ---------------------------------------------------------------------------------------
     def launch(self, slot: Slot, job: Job, code: CodeArchive) -> RunHandle:
         assert self.launcher.agents, "start() first"
-        return self.launcher.launch(PLACE, slot, job, code, dict(job.env))
+        bound = self.packed.bound(slot, job, dict(job.env))
+        if bound is None:
+            return self.launcher.launch(PLACE, slot, job, code, dict(job.env))
+        handle = self.launcher.launch(PLACE, slot, bound.job, code, bound.env, affinity=bound.affinity,
+                                      meta=bound.meta)
+        binding = bound.binding
+        handle.binding = binding
+        return handle
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
         try:
@@ -292,6 +326,7 @@ class LocalBackend:
             held = self._held.pop(handle.execution_id, None)
             if held is not None and self._started:
                 self._free.put(held)
+            self.packed.unhold(handle.execution_id)
 
     def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
         return self.launcher.collect(handle, job, dest)
@@ -315,7 +350,16 @@ class LocalBackend:
         handle = RunHandle(execution_id, Slot("localhost", slot or 0), found.remote_dir, pid=found.pid,
                            started=found.started)
         self._hold(execution_id, handle.slot)
+        self._hold_binding(handle)
         return handle
+
+    def _hold_binding(self, handle: RunHandle) -> None:
+        """A re-attached execution placed by resources keeps its cores and devices until it ends."""
+        try:
+            text: str | None = (Path(handle.remote_dir) / META_DIR / BINDING_FILE).read_text()
+        except OSError:
+            text = None  # not placed by resources (or launched by a version that kept no binding)
+        handle.binding = self.packed.hold(handle.execution_id, "localhost", text)
 
     def _hold(self, execution_id: str, slot: Slot) -> None:
         if slot.index >= self.slot_count or slot in self._held.values() or execution_id in self._held:

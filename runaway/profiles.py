@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestra.durations import parse_duration
 from orchestra.errors import ProfileError, did_you_mean
+from orchestra.resources import parse_size
 
 KINDS = ("local", "ssh", "slurm", "oar", "command")
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "profile.schema.json"
@@ -27,6 +28,9 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "profile.sche
 class SSHHostConfig:
     destination: str
     slots: int = 1
+    # The declared part of its capacity {cpus, gpus, memory}; the rest is probed over SSH when a manifest
+    # declares `resources:` (runaway/capacity.py).
+    capacity: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +66,11 @@ class LocalProfile:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     workdir: str | None = None
     kind: str = "local"
+    # Capacity for packing by resources: the declared part of {cpus, gpus, memory} (the rest is detected
+    # by runaway/capacity.py when a manifest declares `resources:`), and whether memory requests become
+    # an RLIMIT_AS.
+    capacity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    limit_memory: bool | None = None  # None: for executions without GPUs (see LocalBackend.launch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +80,7 @@ class SSHProfile(_RemoteCommon):
     # shell: a remote shell per batch of launches, polls and collects (hosts whose python3 is < 3.6)
     launcher: str = "agent"
     kind: str = "ssh"
+    limit_memory: bool | None = None  # as LocalProfile's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,15 +231,32 @@ def build_profile(name: str, data: Mapping[str, Any], source: str = "profile") -
     validate(name, data, source)
     kind = data["kind"]
     if kind == "local":
-        return LocalProfile(name, slots=data.get("slots"), env=_env(data.get("env")), workdir=data.get("workdir"))
+        capacity = {key: data[key] for key in ("cpus", "gpus", "memory") if key in data}
+        if "memory" in capacity:
+            try:
+                parse_size(capacity["memory"])
+            except ValueError as exc:
+                raise ProfileError(f"{_where(source, ['memory'])}: profile {name!r}: memory: {exc}") from None
+        return LocalProfile(name, slots=data.get("slots"), env=_env(data.get("env")), workdir=data.get("workdir"),
+                            capacity=capacity, limit_memory=data.get("limit_memory"))
     if kind == "ssh":
         per_host = int(data.get("slots", 1))
         entries = list(data.get("hosts") or []) + ([data["host"]] if "host" in data else [])
-        hosts = tuple(SSHHostConfig(e, per_host) if isinstance(e, str) else
-                      SSHHostConfig(e["host"], int(e.get("slots", per_host))) for e in entries)
+        shared = {key: data[key] for key in ("cpus", "gpus", "memory") if key in data}
+        hosts = tuple(SSHHostConfig(e, per_host, shared) if isinstance(e, str) else
+                      SSHHostConfig(e["host"], int(e.get("slots", per_host)),
+                                    {**shared, **{k: e[k] for k in ("cpus", "gpus", "memory") if k in e}})
+                      for e in entries)
+        for i, cfg in enumerate(hosts):
+            if "memory" in cfg.capacity:
+                try:
+                    parse_size(cfg.capacity["memory"])
+                except ValueError as exc:
+                    raise ProfileError(f"{source}: profile {name!r}: host {cfg.destination}: memory: {exc}") from None
         if len({h.destination for h in hosts}) != len(hosts):
             raise ProfileError(f"{source}: profile {name!r}: a host is listed twice")
-        return SSHProfile(**_common(name, data), hosts=hosts, launcher=data.get("launcher", "agent"))
+        return SSHProfile(**_common(name, data), hosts=hosts, launcher=data.get("launcher", "agent"),
+                          limit_memory=data.get("limit_memory"))
     values = _common(name, data)
     values.update(host=data["host"], slots_per_node=int(data.get("slots_per_node", 1)),
                   allocation=_allocation(name, data.get("allocation")),

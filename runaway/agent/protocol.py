@@ -64,6 +64,8 @@ def render_request(kind: str, execution_id: str = "", **fields) -> str:
             if not _TOKEN.match(str(fields["token"])):
                 raise ValueError("bad launch token %r" % fields["token"])
             body["token"] = str(fields["token"])
+        if fields.get("affinity"):
+            body["affinity"] = [int(core) for core in fields["affinity"]]
         return "launch %s %s" % (execution_id, b64json(body))
     if kind == "watch":
         body = {"run_dir": str(fields["run_dir"]), "outputs": [str(p) for p in fields.get("outputs") or ()]}
@@ -105,6 +107,10 @@ def parse_request(line: str) -> tuple:
         if not isinstance(meta, dict) or not all(isinstance(k, str) and _ID.match(k) and isinstance(v, str)
                                                  for k, v in meta.items()):
             raise ValueError("meta must map plain file names to text")
+        affinity = body.get("affinity")
+        if affinity is not None and not (isinstance(affinity, list) and affinity and all(
+                isinstance(core, int) and not isinstance(core, bool) and core >= 0 for core in affinity)):
+            raise ValueError("affinity must be a list of core numbers")
         return kind, execution_id, body
     if kind == "kill" and len(words) == 4 and words[2].isdigit() and _NUMBER.match(words[3]):
         return "kill", execution_id, {"signal": int(words[2]), "grace": float(words[3])}

@@ -82,14 +82,18 @@ class AgentRuns:
         return execution_id in self._launched
 
     def launch(self, job: Job, code: CodeArchive, *, env: Mapping[str, str], setup: Iterable[str],
-               slot_index: int | None, meta: Mapping[str, str] | None = None) -> tuple[str, int | None, float | None]:
-        """Start the job through the agent; return (run dir, pid, start time) once the agent started it."""
+               slot_index: int | None, meta: Mapping[str, str] | None = None,
+               affinity: Sequence[int] | None = None) -> tuple[str, int | None, float | None]:
+        """Start the job through the agent; return (run dir, pid, start time) once the agent started it.
+
+        ``affinity``: the cores the execution is bound to (its binding), applied by the agent at spawn."""
         code_dir = self.files.ensure_code(job.commit, code)
         run_dir = self.files.run_dir(job.execution_id)
         command = "\n".join([*setup, job.command]) if setup else job.command
+        extra = {"affinity": list(affinity)} if affinity else {}
         line = protocol.render_request("launch", job.execution_id, run_dir=run_dir, code_dir=code_dir,
                                        command=command, env=dict(env), outputs=list(job.outputs),
-                                       slot=slot_index, meta=dict(meta or {}), token=uuid.uuid4().hex)
+                                       slot=slot_index, meta=dict(meta or {}), token=uuid.uuid4().hex, **extra)
         pending = self.link.launch(job.execution_id, line)
         self._exits[job.execution_id] = pending.exited
         self._launched.add(job.execution_id)
@@ -265,14 +269,18 @@ class AgentLauncher:
                 agent_runs.link.fail_all(error)
                 agent_runs.link.close()
 
-    def launch(self, place: Place, slot: Slot, job: Job, code: CodeArchive, env: Mapping[str, str]) -> RunHandle:
+    def launch(self, place: Place, slot: Slot, job: Job, code: CodeArchive, env: Mapping[str, str],
+               affinity: Sequence[int] | None = None, meta: Mapping[str, str] | None = None) -> RunHandle:
+        """``affinity``, ``meta``: a binding's cores, and files kept beside the run (its binding line)."""
         agent_runs = self.agents.get(place)
         if agent_runs is None:
             where = f"{place.node} of allocation {place.allocation}" if place.allocation else place.host
             raise SchedulerError(f"no agent on {where}")
         now = self._launched_at[job.execution_id] = time.time()
+        bound = {"affinity": affinity} if affinity else {}  # only a binding by resources has one
         remote_dir, pid, started = agent_runs.launch(job, code, env=env, setup=self.setup, slot_index=slot.index,
-                                                     meta=self.meta.get(place))
+                                                     meta={**self.meta.get(place, {}), **meta} if meta
+                                                     else self.meta.get(place), **bound)
         self._by_eid[job.execution_id] = agent_runs
         return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started or now)
 
