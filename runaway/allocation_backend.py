@@ -54,6 +54,7 @@ class Allocation:
     ready: tuple[float, list[str]] | None = None  # (start epoch, nodes) from the ready file
     reason: str = ""  # the scheduler's reason while it is pending (Resources, Priority, JobHeldUser, ...)
     requeued: bool = False  # the scheduler put it back in the queue while it ran (scontrol requeue, preemption)
+    adopted: bool = False  # a dead controller's, taken over by a resume (its re-attached executions run in it)
 
 
 class AllocationBackend:
@@ -83,6 +84,9 @@ class AllocationBackend:
         self._files_watched: set[str] = set()  # executions re-attached: watched through their files
         # Slots of allocations requeued under their executions, with why those executions were lost.
         self._requeued: dict[Slot, str] = {}
+        # Resume: slots of a taken-over allocation held for the re-attached executions still running in it.
+        self._reserved: dict[str, Slot] = {}
+        self._reattached_indexes: set[int] = set()
         self._wake = gevent.event.Event()
         self._manager: gevent.Greenlet | None = None
         self._closed = False
@@ -113,7 +117,33 @@ class AllocationBackend:
         self.runs.prepare()
         self.launcher.start()
         self.provider.prepare(self.host, self.runs.workdir)
+        if self._orphans and self._files_watched:
+            self._adopt_orphans()
         self._manager = gevent.spawn(self._manage)
+
+    def _adopt_orphans(self) -> None:
+        """A resume re-attached executions that still run in the dead controller's allocations: take those
+        allocations over instead of giving them back once the re-attached have ended. A new allocation
+        would wait in the queue for the very nodes they hold (issue 10: a resume sat ~26 s with nothing
+        new running); taken over, their free slots run the rest at once, and this controller gives them
+        back like its own. Slots are held for the re-attached executions until each ends (the count is
+        right; which node each runs on is not known, so a node may briefly carry one more)."""
+        assert self._orphans is not None
+        adopted: list[str] = []
+        for path, jobs in list(self._orphans.items()):
+            for job_id in jobs:
+                if self.ledger is not None:
+                    self.ledger.add(job_id)
+                # Submitted "long ago": one that has ended meanwhile is dropped at the first squeue.
+                self.allocations[job_id] = Allocation(job_id, 0.0, adopted=True)
+                adopted.append(job_id)
+            if self.ledger is not None:
+                self.ledger.forget(path, jobs)
+            del self._orphans[path]
+        # The re-attached keep the slot numbers their records carry: new slots are numbered after them.
+        self._next_index = max(self._next_index, max(self._reattached_indexes, default=-1) + 1)
+        log.info("%s: took over allocation%s %s of the controller that is gone", self.profile.name,
+                 "s" if len(adopted) > 1 else "", ", ".join(adopted))
 
     def _await_ready(self, alloc: Allocation) -> None:
         """Learn the moment a submitted allocation starts from its ready file (Slurm's placeholder writes
@@ -347,13 +377,18 @@ class AllocationBackend:
                             render_nodelist(alloc.nodes))
             walltime = self.profile.allocation.walltime
             alloc.expires = now + (state.time_left if state.time_left is not None else walltime)
+            holders = [e for e in sorted(self._files_watched) if e not in self._reserved] if alloc.adopted else []
             for node in alloc.nodes:
                 for _ in range(self.profile.slots_per_node):
                     slot = Slot(self.profile.host, self._next_index, node, alloc.job_id)
                     self._next_index += 1
                     alloc.slots.append(slot)
                     self._slot_alloc[slot] = alloc
-                    self.pool.add(slot)
+                    if holders:  # held until that re-attached execution ends (see _adopt_orphans)
+                        self._reserved[holders.pop()] = slot
+                        self._busy.add(slot)
+                    else:
+                        self.pool.add(slot)
         elif state.running and state.time_left is not None:
             alloc.expires = now + state.time_left
         elif not state.running:
@@ -371,15 +406,19 @@ class AllocationBackend:
         error = f"allocation {alloc.job_id} was requeued by the scheduler under the execution"
         log.warning("%s: allocation %s was requeued by the scheduler: waiting for it to run again",
                     self.profile.name, alloc.job_id)
+        held = {slot: eid for eid, slot in self._reserved.items() if slot in alloc.slots}
         for slot in alloc.slots:
             self.pool.retire(slot)
             self._slot_alloc.pop(slot, None)
-            if slot in self._busy:  # wait() tells its execution why it was lost
+            if slot in held:  # a re-attached execution's: it is watched through its files, not waited here
+                del self._reserved[held[slot]]
+                self._busy.discard(slot)
+            elif slot in self._busy:  # wait() tells its execution why it was lost
                 self._requeued[slot] = error
         alloc.slots = []
         self.launcher.places_down(self._places(alloc), error)
         alloc.nodes, alloc.expires, alloc.idle_since, alloc.ready = (), None, None, None
-        alloc.requeued = True
+        alloc.requeued, alloc.adopted = True, False
         # Its old agents' directories and ready file would be taken for the new run's.
         self._tidy(lambda: self._forget(None, [alloc.job_id]))
         if alloc.state == "PENDING" and self.provider.writes_ready_files:
@@ -476,6 +515,13 @@ class AllocationBackend:
     def discard(self, handle: RunHandle) -> None:
         self.launcher.discard(handle)
         self._files_watched.discard(handle.execution_id)
+        held = self._reserved.pop(handle.execution_id, None)
+        if held is not None:  # the re-attached execution ended: its slot of the taken-over allocation is free
+            self._busy.discard(held)
+            alloc = self._slot_alloc.get(held)
+            if alloc is not None and not alloc.closing and alloc.state == "RUNNING":
+                self.pool.add(held)
+                self._wake.set()
 
     def stop(self, handle: RunHandle) -> None:
         self.launcher.stop(handle)
@@ -502,6 +548,8 @@ class AllocationBackend:
         if found is None:
             return None
         self._files_watched.add(execution_id)
+        if slot is not None and slot >= 0:
+            self._reattached_indexes.add(slot)
         return RunHandle(execution_id, Slot(self.profile.host, slot if slot is not None else -1), found.remote_dir,
                          pid=found.pid, started=found.started)
 

@@ -217,3 +217,56 @@ def test_a_link_that_comes_back_soon_says_nothing_and_one_that_does_not_says_it_
     if lines:
         assert "lost the connection to the agent (node1: the agent did not answer: srun: error: Job is pending execution)" in messages[0]
         assert messages[1] == "hpc:42:node1: re-attached to the agent"
+
+
+class ResumeFrontend(Frontend):
+    """A frontend whose squeue lists the dead controller's allocation 7 running on node1 and node2."""
+
+    def run(self, cmd: str, stdin: bytes | None = None, timeout: float | None = None, warn: bool = False) -> Result:
+        if cmd.startswith("squeue"):
+            self.commands.append(cmd)
+            return Result(cmd, 0, "7|RUNNING|9:00|node1,node2|None\n", "", b"")
+        if cmd.startswith("sbatch"):
+            self.commands.append(cmd)
+            return Result(cmd, 0, "99\n", "", b"")
+        return super().run(cmd, stdin, timeout, warn)
+
+
+class FindingLauncher(Launcher):
+    def find(self, execution_id: str, host: str, remote_dir: str | None):
+        from runaway.launchers import Found
+        return Found(remote_dir or f"/w/runs/{execution_id}", 123, time.time(), None)
+
+    def discard(self, handle: RunHandle) -> None:
+        pass
+
+
+def test_a_resume_takes_over_the_dead_controllers_allocation_and_runs_in_its_free_slots(tmp_path, caplog):
+    """Its nodes are where new work can run now: a new allocation would wait for them in the queue."""
+    profile = build_profile("hpc", {"kind": "slurm", "host": "devcluster", "squeue_interval": 0.05,
+                                    "slots_per_node": 2, "allocation": {"nodes": 2, "walltime": "10m"}})
+    directory = tmp_path / "ledger"
+    dead = AllocationLedger(directory, "hpc", pid=999_999, alive=lambda pid: False)
+    dead.add("7")
+    frontend, launcher = ResumeFrontend(), FindingLauncher()
+    ledger = AllocationLedger(directory, "hpc", alive=lambda pid: pid != 999_999)
+    backend = AllocationBackend(profile, SlurmProvider(), launcher, Runs(frontend), ledger)  # type: ignore[arg-type]
+    handles = [backend.reattach(e, "devcluster", i, None) for e, i in (("e1", 0), ("e2", 3))]
+    assert all(h is not None for h in handles)
+    with caplog.at_level(logging.INFO, logger="runaway"):
+        backend.start()
+        try:
+            with gevent.Timeout(10, AssertionError(f"no slot of allocation 7: {frontend.commands}")):
+                slots = [backend.acquire(), backend.acquire()]  # 4 slots, 2 held by the re-attached
+            assert {s.allocation for s in slots} == {"7"} and min(s.index for s in slots) >= 4, slots
+            assert not [c for c in frontend.commands if c.startswith(("sbatch", "scancel"))], frontend.commands
+            assert launcher.up == [["node1", "node2"]]
+            backend.discard(handles[0])  # e1 ended: its slot is free for the next execution
+            with gevent.Timeout(10, AssertionError("the re-attached execution's slot stayed held")):
+                third = backend.acquire()
+            assert third.allocation == "7" and third not in slots
+        finally:
+            backend.close()
+    assert "hpc: took over allocation 7 of the controller that is gone" in caplog.text
+    assert [c for c in frontend.commands if c.startswith("scancel")] == ["scancel 7"]  # given back at the end
+    assert not dead.path.exists() or "7" not in dead.path.read_text()
