@@ -288,7 +288,9 @@ class AllocationBackend:
                     self.error = exc
             except Exception as exc:  # the connection: keep trying, the Host reconnects
                 failures += 1
-                log.warning("%s: scheduler poll failed: %s", self.profile.name, exc)
+                # A link that drops once (an sshd restart) is back by the next tick: not worth a line.
+                (log.debug if link_dropped(exc) and failures < 3 else log.warning)(
+                    "%s: scheduler poll failed: %s", self.profile.name, exc)
                 if failures >= 10:
                     self.error = exc
             self._wake.clear()

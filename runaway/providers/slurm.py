@@ -228,7 +228,10 @@ class SlurmProvider:
 
     def poll(self, host: Transport, job_ids: list[str]) -> dict[str, JobState]:
         # All of the user's jobs, filtered here: `squeue -j` fails outright once one id is unknown.
-        result = host.run(f"squeue -h -u \"$(id -un)\" -o {shlex.quote(SQUEUE_FORMAT)}", timeout=120, warn=True)
+        command = f"squeue -h -u \"$(id -un)\" -o {shlex.quote(SQUEUE_FORMAT)}"
+        result = host.run(command, timeout=120, warn=True)
+        if result.exit_code is None and not result.ok:  # the link dropped mid-command: the next tick asks again
+            raise ConnectionError_(f"{host.name}: connection lost during `{command}`")
         if not result.ok:
             raise SchedulerError(f"{host.name}: squeue failed: {result.tail(3)}")
         wanted = set(job_ids)

@@ -270,3 +270,33 @@ def test_a_resume_takes_over_the_dead_controllers_allocation_and_runs_in_its_fre
     assert "hpc: took over allocation 7 of the controller that is gone" in caplog.text
     assert [c for c in frontend.commands if c.startswith("scancel")] == ["scancel 7"]  # given back at the end
     assert not dead.path.exists() or "7" not in dead.path.read_text()
+
+
+class DroppingSqueue(Frontend):
+    def __init__(self, drops: int) -> None:
+        super().__init__()
+        self.squeue_drops = drops
+
+    def run(self, cmd: str, stdin: bytes | None = None, timeout: float | None = None, warn: bool = False) -> Result:
+        if cmd.startswith("squeue"):
+            self.commands.append(cmd)
+            if self.squeue_drops:
+                self.squeue_drops -= 1
+                raise ConnectionError_(f"{self.name}: connection lost during `squeue`: EOFError()")
+            return Result(cmd, 0, "42|RUNNING|9:00|node1|None\n", "", b"")
+        return super().run(cmd, stdin, timeout, warn)
+
+
+@pytest.mark.parametrize("drops, warned", [(1, False), (10_000, True)])
+def test_a_squeue_that_meets_one_dropped_link_is_not_worth_a_line(tmp_path, caplog, drops, warned):
+    backend, _frontend, _launcher, ledger = make(tmp_path)
+    backend.host = backend.runs.host = DroppingSqueue(drops)  # type: ignore[assignment]
+    hold(backend, ledger)
+    with caplog.at_level(logging.WARNING, logger="runaway"):
+        backend.start()
+        deadline = time.monotonic() + 10
+        while backend.squeue_calls < 4 and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        backend.close()
+    polls = [r.getMessage() for r in caplog.records if "scheduler poll failed" in r.getMessage()]
+    assert bool(polls) == warned, polls
