@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import gevent
 import gevent.event
+import tenacity
 
 from orchestra.errors import ConnectionError_, ExecutionError
 
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A link that comes back within this is not worth a line (an sshd restart, a requeue the allocation
+# backend reports itself); one that does not gets ONE warning, never one per retry.
+QUIET_FOR = 5.0
 SPOOL_OVER = 8 << 20  # results larger than this go to a temporary file as they arrive, not into memory
 
 
@@ -342,9 +346,24 @@ class AgentLink:
         if dead is not None:
             dead.close()
         self.session = None
+        lost_at = time.monotonic()
+        told = False
+
+        def tell(state: tenacity.RetryCallState) -> None:
+            nonlocal told
+            exc = state.outcome.exception() if state.outcome is not None else None
+            why = str(exc).strip().splitlines()[-1] if exc is not None and str(exc).strip() else "no answer"
+            if not told and not self._closed and time.monotonic() - lost_at >= QUIET_FOR:
+                told = True
+                log.warning("%s: lost the connection to the agent (%s); re-attaching for up to %.0fs",
+                            self.name, why, self.reconnect_for)
+            else:
+                log.debug("%s: re-attaching to the agent failed (%s); retrying in %.1fs", self.name, why,
+                          state.upcoming_sleep)
+
         retry = retrying(self.reconnect_for,
                          lambda exc: isinstance(exc, (ConnectionError_, ExecutionError, OSError)) and not self._closed,
-                         f"{self.name}: re-attaching to the agent failed", stop_after=True)
+                         f"{self.name}: re-attaching to the agent failed", stop_after=True, before_sleep=tell)
         try:
             retry(self._connect)
         except (ConnectionError_, ExecutionError, OSError) as exc:
@@ -357,6 +376,8 @@ class AgentLink:
             self._closed = True
             return
         self.reconnects += 1
+        if told:
+            log.warning("%s: re-attached to the agent", self.name)
         # Say again what we wait for. A launch the agent never read is started now; one it read is
         # recognised by its run directory and watched instead.
         resend = [p.line for p in self.pending.values()]

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gevent
@@ -23,6 +24,7 @@ import gevent.queue
 from orchestra.errors import SchedulerError
 
 from .allocation_ledger import AllocationLedger
+from .backoff import link_dropped, retrying
 from .backend import AllocationInfo, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
 from .launchers import Launcher, Place
 from .profiles import SlurmProfile
@@ -34,6 +36,10 @@ from .transports import Transport
 from .slot_requests import SlotsOnly
 
 log = logging.getLogger(__name__)
+
+# How long a scheduler command that gives nodes back (scancel at close, an idle release) is retried
+# over a dropped connection (an sshd restart, a network cut) before the allocation is reported left.
+CANCEL_RETRY_FOR = 30.0
 
 
 @dataclasses.dataclass
@@ -48,6 +54,8 @@ class Allocation:
     closing: bool = False
     ready: tuple[float, list[str]] | None = None  # (start epoch, nodes) from the ready file
     reason: str = ""  # the scheduler's reason while it is pending (Resources, Priority, JobHeldUser, ...)
+    requeued: bool = False  # the scheduler put it back in the queue while it ran (scontrol requeue, preemption)
+    adopted: bool = False  # a dead controller's, taken over by a resume (its re-attached executions run in it)
 
 
 class AllocationBackend(SlotsOnly):
@@ -75,6 +83,11 @@ class AllocationBackend(SlotsOnly):
         self._give_up = False  # stop_waiting(): the controller stops, acquire() must not wait any longer
         self._next_index = 0
         self._files_watched: set[str] = set()  # executions re-attached: watched through their files
+        # Slots of allocations requeued under their executions, with why those executions were lost.
+        self._requeued: dict[Slot, str] = {}
+        # Resume: slots of a taken-over allocation held for the re-attached executions still running in it.
+        self._reserved: dict[str, Slot] = {}
+        self._reattached_indexes: set[int] = set()
         self._wake = gevent.event.Event()
         self._manager: gevent.Greenlet | None = None
         self._closed = False
@@ -90,7 +103,7 @@ class AllocationBackend(SlotsOnly):
         self.margin = profile.walltime_margin if profile.walltime_margin is not None else \
             min(120.0, 0.1 * spec.walltime)
         self.error: Exception | None = None
-
+        self.cancel_retry_for = CANCEL_RETRY_FOR
 
     # -- lifecycle
     def start(self, expected: int = 0) -> None:
@@ -105,7 +118,33 @@ class AllocationBackend(SlotsOnly):
         self.runs.prepare()
         self.launcher.start()
         self.provider.prepare(self.host, self.runs.workdir)
+        if self._orphans and self._files_watched:
+            self._adopt_orphans()
         self._manager = gevent.spawn(self._manage)
+
+    def _adopt_orphans(self) -> None:
+        """A resume re-attached executions that still run in the dead controller's allocations: take those
+        allocations over instead of giving them back once the re-attached have ended. A new allocation
+        would wait in the queue for the very nodes they hold (issue 10: a resume sat ~26 s with nothing
+        new running); taken over, their free slots run the rest at once, and this controller gives them
+        back like its own. Slots are held for the re-attached executions until each ends (the count is
+        right; which node each runs on is not known, so a node may briefly carry one more)."""
+        assert self._orphans is not None
+        adopted: list[str] = []
+        for path, jobs in list(self._orphans.items()):
+            for job_id in jobs:
+                if self.ledger is not None:
+                    self.ledger.add(job_id)
+                # Submitted "long ago": one that has ended meanwhile is dropped at the first squeue.
+                self.allocations[job_id] = Allocation(job_id, 0.0, adopted=True)
+                adopted.append(job_id)
+            if self.ledger is not None:
+                self.ledger.forget(path, jobs)
+            del self._orphans[path]
+        # The re-attached keep the slot numbers their records carry: new slots are numbered after them.
+        self._next_index = max(self._next_index, max(self._reattached_indexes, default=-1) + 1)
+        log.info("%s: took over allocation%s %s of the controller that is gone", self.profile.name,
+                 "s" if len(adopted) > 1 else "", ", ".join(adopted))
 
     def _await_ready(self, alloc: Allocation) -> None:
         """Learn the moment a submitted allocation starts from its ready file (Slurm's placeholder writes
@@ -145,21 +184,56 @@ class AllocationBackend(SlotsOnly):
         live = list(self.allocations.values())
         if live:
             ids = [a.job_id for a in live]
-            try:
-                self.provider.cancel(self.host, ids)
+            if self._cancel(ids):
                 if self.ledger is not None:
                     self.ledger.remove(ids)  # given back; only a failed cancel leaves them for a resume
-                self._forget(live, ids)
-            except Exception as exc:  # best effort: say which jobs may be left behind
-                log.warning("cancelling allocations %s failed: %s", ids, exc)
+                self._tidy(lambda: self._forget(live, ids))
         self.allocations.clear()
         if self._orphans:
             try:
-                self.release_orphans()
-            except Exception as exc:  # best effort, as above
-                log.warning("releasing allocations %s failed: %s", sorted(self._orphans.values()), exc)
+                self.release_orphans(retry=True)
+            except Exception as exc:  # noqa: BLE001 - best effort: say what is left, in one line
+                log.warning("%s", self._left_behind(sorted(j for js in self._orphans.values() for j in js), exc))
         self.launcher.close()
         self.host.close()
+
+    def _survive_drops(self, what: str, action: Callable[[], object]) -> None:
+        """Run a one-off scheduler command again after a dropped connection, for ``cancel_retry_for``
+        seconds: giving nodes back is idempotent, and a drop is not worth a line until it is final."""
+        def quiet(state: object) -> None:
+            outcome = getattr(state, "outcome", None)
+            log.debug("%s: %s: link dropped (%s); retrying", self.profile.name, what,
+                      outcome.exception() if outcome is not None else None)
+
+        retrying(self.cancel_retry_for, link_dropped, what, before_sleep=quiet)(action)
+
+    def _cancel(self, job_ids: list[str]) -> bool:
+        """Give allocations back; False (and one line naming what is left and how to cancel it by hand)
+        when the scheduler could not be told, even after the connection came back."""
+        try:
+            self._survive_drops("cancelling allocations", lambda: self.provider.cancel(self.host, job_ids))
+            return True
+        except Exception as exc:  # noqa: BLE001 - never a traceback at close: what is left is said instead
+            log.warning("%s", self._left_behind(job_ids, exc))
+            return False
+
+    def _left_behind(self, job_ids: list[str], exc: BaseException) -> str:
+        render = getattr(self.provider, "cancel_command", None)
+        command = render(job_ids) if render is not None else None
+        ssh = "ssh " + (f"-F {shlex.quote(self.profile.ssh_config)} " if self.profile.ssh_config else "")
+        how = (f"cancel by hand with `{ssh}{shlex.quote(self.profile.host)} {command}`" if command else
+               "cancel by hand with the scheduler's cancel command")
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        s = "s" if len(job_ids) > 1 else ""
+        return (f"{self.profile.name}: allocation{s} {', '.join(job_ids)} may still hold nodes (cancelling "
+                f"failed: {why}); {how}")
+
+    def _tidy(self, action: Callable[[], object]) -> None:
+        """Cosmetic clean-up on the frontend (agent and ready files): retried over a drop, else left."""
+        try:
+            self._survive_drops("removing allocation files", action)
+        except Exception as exc:  # noqa: BLE001 - files in the workdir, nothing that holds nodes
+            log.debug("%s: removing allocation files failed: %s", self.profile.name, exc)
 
     # -- slots
     def acquire(self) -> Slot:
@@ -215,7 +289,9 @@ class AllocationBackend(SlotsOnly):
                     self.error = exc
             except Exception as exc:  # the connection: keep trying, the Host reconnects
                 failures += 1
-                log.warning("%s: scheduler poll failed: %s", self.profile.name, exc)
+                # A link that drops once (an sshd restart) is back by the next tick: not worth a line.
+                (log.debug if link_dropped(exc) and failures < 3 else log.warning)(
+                    "%s: scheduler poll failed: %s", self.profile.name, exc)
                 if failures >= 10:
                     self.error = exc
             self._wake.clear()
@@ -228,8 +304,9 @@ class AllocationBackend(SlotsOnly):
             try:
                 self.release_orphans()  # what the resume re-attached has ended: their nodes can go
             except Exception as exc:  # noqa: BLE001 - never the campaign's failure; close() tries again
-                log.warning("%s: releasing allocations %s failed: %s", self.profile.name,
-                            sorted(self._orphans.values()), exc)
+                (log.debug if link_dropped(exc) else log.warning)(
+                    "%s: releasing allocations %s failed: %s", self.profile.name,
+                    sorted(j for jobs in (self._orphans or {}).values() for j in jobs), exc)
         for alloc in list(self.allocations.values()):
             if alloc.state == "PENDING" and alloc.ready is not None:
                 start, nodes = alloc.ready
@@ -276,9 +353,13 @@ class AllocationBackend(SlotsOnly):
         if to_cancel:
             for alloc in to_cancel:
                 self._drop(alloc)
-            self.provider.cancel(self.host, [a.job_id for a in to_cancel])
-            self._forget(to_cancel, [a.job_id for a in to_cancel])
-            log.info("%s: released allocations %s", self.profile.name, [a.job_id for a in to_cancel])
+            ids = [a.job_id for a in to_cancel]
+            if self._cancel(ids):
+                self._tidy(lambda: self._forget(to_cancel, ids))
+                log.info("%s: released allocations %s", self.profile.name, ids)
+            elif self.ledger is not None:
+                for job_id in ids:  # still held: a resume gives them back
+                    self.ledger.add(job_id)
 
     def _update(self, alloc: Allocation, state: JobState | None, now: float) -> None:
         if state is None or state.state in ENDED_STATES:
@@ -293,20 +374,58 @@ class AllocationBackend(SlotsOnly):
             # Raises (node agents that do not answer): the allocation stays pending, the next tick retries.
             self.launcher.places_up(self._places(alloc))
             alloc.state = "RUNNING"
+            if alloc.requeued:
+                alloc.requeued = False
+                log.warning("%s: allocation %s is running again (on %s)", self.profile.name, alloc.job_id,
+                            render_nodelist(alloc.nodes))
             walltime = self.profile.allocation.walltime
             alloc.expires = now + (state.time_left if state.time_left is not None else walltime)
+            holders = [e for e in sorted(self._files_watched) if e not in self._reserved] if alloc.adopted else []
             for node in alloc.nodes:
                 for _ in range(self.profile.slots_per_node):
                     slot = Slot(self.profile.host, self._next_index, node, alloc.job_id)
                     self._next_index += 1
                     alloc.slots.append(slot)
                     self._slot_alloc[slot] = alloc
-                    self.pool.add(slot)
+                    if holders:  # held until that re-attached execution ends (see _adopt_orphans)
+                        self._reserved[holders.pop()] = slot
+                        self._busy.add(slot)
+                    else:
+                        self.pool.add(slot)
         elif state.running and state.time_left is not None:
             alloc.expires = now + state.time_left
         elif not state.running:
+            was_running = alloc.state == "RUNNING"
             alloc.state = state.state
             alloc.reason = state.reason
+            if was_running:
+                self._requeue(alloc)
+
+    def _requeue(self, alloc: Allocation) -> None:
+        """The scheduler put a running allocation back in its queue (``scontrol requeue``, preemption with
+        requeue): every step in it was killed, so its executions are lost now (their retries wait for it
+        to run again, or for another allocation), and its places come back fresh when it runs again.
+        One line says so: the node agents' links must not each report their failed re-attaches."""
+        error = f"allocation {alloc.job_id} was requeued by the scheduler under the execution"
+        log.warning("%s: allocation %s was requeued by the scheduler: waiting for it to run again",
+                    self.profile.name, alloc.job_id)
+        held = {slot: eid for eid, slot in self._reserved.items() if slot in alloc.slots}
+        for slot in alloc.slots:
+            self.pool.retire(slot)
+            self._slot_alloc.pop(slot, None)
+            if slot in held:  # a re-attached execution's: it is watched through its files, not waited here
+                del self._reserved[held[slot]]
+                self._busy.discard(slot)
+            elif slot in self._busy:  # wait() tells its execution why it was lost
+                self._requeued[slot] = error
+        alloc.slots = []
+        self.launcher.places_down(self._places(alloc), error)
+        alloc.nodes, alloc.expires, alloc.idle_since, alloc.ready = (), None, None, None
+        alloc.requeued, alloc.adopted = True, False
+        # Its old agents' directories and ready file would be taken for the new run's.
+        self._tidy(lambda: self._forget(None, [alloc.job_id]))
+        if alloc.state == "PENDING" and self.provider.writes_ready_files:
+            gevent.spawn(self._await_ready, alloc)
 
     def _drop(self, alloc: Allocation) -> None:
         alloc.closing = True
@@ -332,8 +451,9 @@ class AllocationBackend(SlotsOnly):
         return None
 
     # -- allocations a dead controller left (recorded in the ledger)
-    def release_orphans(self) -> list[str]:
-        """Cancel the allocations of controllers that are gone; what ran in them is over or lost."""
+    def release_orphans(self, retry: bool = False) -> list[str]:
+        """Cancel the allocations of controllers that are gone; what ran in them is over or lost.
+        ``retry``: over a dropped connection too (at close; the manager's next tick retries anyway)."""
         if self.ledger is None:
             return []
         if self._orphans is None:
@@ -342,8 +462,11 @@ class AllocationBackend(SlotsOnly):
         for path, jobs in list(self._orphans.items()):
             if not self.runs.workdir:
                 self.runs.prepare()
-            self.provider.cancel(self.host, jobs)
-            self._forget(None, jobs)
+            if retry:
+                self._survive_drops("cancelling allocations", lambda: self.provider.cancel(self.host, jobs))
+            else:
+                self.provider.cancel(self.host, jobs)
+            self._tidy(lambda: self._forget(None, jobs))
             self.ledger.forget(path, jobs)
             del self._orphans[path]
             released += jobs
@@ -374,15 +497,19 @@ class AllocationBackend(SlotsOnly):
         outcome = self.launcher.wait(handle, timeout)
         alloc = self._slot_alloc.get(handle.slot)
         if alloc is not None and not outcome.timed_out and (outcome.lost or (outcome.exit_code or 0) > 128):
-            # Lost, or killed by a signal: if its allocation ended at the same time (walltime, scancel, node
-            # failure), it was lost with it, which a retry policy treats differently from a crash.
+            # Lost, or killed by a signal: if its allocation ended (walltime, scancel, node failure) or was
+            # requeued at the same time, it was lost with it, which a retry policy treats differently
+            # from a crash.
             deadline = time.time() + 2 * self.profile.squeue_interval + 2
             self._wake.set()
-            while not alloc.closing and time.time() < deadline:
+            while not alloc.closing and handle.slot not in self._requeued and time.time() < deadline:
                 gevent.sleep(0.1)
             if alloc.closing:
                 return dataclasses.replace(outcome, lost=True,
                                            error=f"allocation {alloc.job_id} ended under the execution")
+        requeued = self._requeued.pop(handle.slot, None)
+        if requeued is not None and not outcome.timed_out:
+            return dataclasses.replace(outcome, lost=True, exit_code=None, error=requeued)
         return outcome
 
     def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:
@@ -391,6 +518,13 @@ class AllocationBackend(SlotsOnly):
     def discard(self, handle: RunHandle) -> None:
         self.launcher.discard(handle)
         self._files_watched.discard(handle.execution_id)
+        held = self._reserved.pop(handle.execution_id, None)
+        if held is not None:  # the re-attached execution ended: its slot of the taken-over allocation is free
+            self._busy.discard(held)
+            alloc = self._slot_alloc.get(held)
+            if alloc is not None and not alloc.closing and alloc.state == "RUNNING":
+                self.pool.add(held)
+                self._wake.set()
 
     def stop(self, handle: RunHandle) -> None:
         self.launcher.stop(handle)
@@ -417,6 +551,8 @@ class AllocationBackend(SlotsOnly):
         if found is None:
             return None
         self._files_watched.add(execution_id)
+        if slot is not None and slot >= 0:
+            self._reattached_indexes.add(slot)
         return RunHandle(execution_id, Slot(self.profile.host, slot if slot is not None else -1), found.remote_dir,
                          pid=found.pid, started=found.started)
 

@@ -32,11 +32,13 @@ def link_dropped(exc: BaseException) -> bool:
 
 def retrying(budget: float, retry_on: Callable[[BaseException], bool], what: str, *,
              first: float = 0.2, longest: float = 5.0, fixed: float | None = None,
-             stop_after: bool = False) -> tenacity.Retrying:
+             stop_after: bool = False,
+             before_sleep: Callable[[tenacity.RetryCallState], None] | None = None) -> tenacity.Retrying:
     """Retry while ``retry_on(exc)`` for ``budget`` seconds: exponential waits from ``first`` up to
     ``longest`` (or ``fixed`` ones); no sleep that would end past the budget, or with ``stop_after``
-    one more try after any failure within it (how the relaunch after a drop always worked)."""
-    def before_sleep(state: tenacity.RetryCallState) -> None:
+    one more try after any failure within it (how the relaunch after a drop always worked). Each retry
+    is logged as a warning unless ``before_sleep`` says what to tell instead."""
+    def warn(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         log.warning("%s (%s); retrying in %.1fs", what, exc, state.upcoming_sleep)
 
@@ -45,7 +47,7 @@ def retrying(budget: float, retry_on: Callable[[BaseException], bool], what: str
         wait=tenacity.wait_fixed(fixed) if fixed is not None else tenacity.wait_exponential(multiplier=first,
                                                                                                max=longest),
         retry=tenacity.retry_if_exception(retry_on),
-        sleep=gevent.sleep, reraise=True, before_sleep=before_sleep)
+        sleep=gevent.sleep, reraise=True, before_sleep=before_sleep or warn)
 
 
 def retry_link(what: str, action: Callable[[], T], host_name: str, budget: float = RECONNECT_FOR) -> T:

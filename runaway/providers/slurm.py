@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Iterable
 
 from orchestra.durations import render_slurm_time
-from orchestra.errors import ProfileError, SchedulerError
+from orchestra.errors import ConnectionError_, ProfileError, SchedulerError
 
 from ..launchers.srun import srun_prefix
 from ..profiles import AllocationSpec
@@ -174,6 +174,11 @@ def parse_sbatch_output(text: str) -> str:
 SQUEUE_FORMAT = "%i|%T|%L|%N|%r"
 
 
+def render_scancel(job_ids: Iterable[str]) -> str:
+    """The command that gives allocations back (also what a user is told to run when that failed)."""
+    return "scancel " + " ".join(map(shlex.quote, job_ids))
+
+
 def parse_squeue_output(text: str) -> dict[str, JobState]:
     """Parse ``squeue -h -o '%i|%T|%L|%N|%r'``; a job missing from the result is gone (ended)."""
     jobs: dict[str, JobState] = {}
@@ -223,15 +228,27 @@ class SlurmProvider:
 
     def poll(self, host: Transport, job_ids: list[str]) -> dict[str, JobState]:
         # All of the user's jobs, filtered here: `squeue -j` fails outright once one id is unknown.
-        result = host.run(f"squeue -h -u \"$(id -un)\" -o {shlex.quote(SQUEUE_FORMAT)}", timeout=120, warn=True)
+        command = f"squeue -h -u \"$(id -un)\" -o {shlex.quote(SQUEUE_FORMAT)}"
+        result = host.run(command, timeout=120, warn=True)
+        if result.exit_code is None and not result.ok:  # the link dropped mid-command: the next tick asks again
+            raise ConnectionError_(f"{host.name}: connection lost during `{command}`")
         if not result.ok:
             raise SchedulerError(f"{host.name}: squeue failed: {result.tail(3)}")
         wanted = set(job_ids)
         return {k: v for k, v in parse_squeue_output(result.stdout).items() if k in wanted}
 
     def cancel(self, host: Transport, job_ids: list[str]) -> None:
-        if job_ids:
-            host.run("scancel " + " ".join(map(shlex.quote, job_ids)), timeout=120, warn=True)
+        if not job_ids:
+            return
+        command = render_scancel(job_ids)
+        # scancel of an ended job fails harmlessly (what a retry after a drop meets); a missing exit
+        # status is the link dropping mid-command, which the caller retries (scancel is idempotent).
+        result = host.run(command, timeout=120, warn=True)
+        if result.exit_code is None and not result.ok:
+            raise ConnectionError_(f"{host.name}: connection lost during `{command}`")
+
+    def cancel_command(self, job_ids: list[str]) -> str:
+        return render_scancel(job_ids)
 
     def launcher(self, job_id: str, node: str) -> str:
         return srun_prefix(job_id, node)
@@ -249,4 +266,4 @@ class SlurmProvider:
 
 
 __all__ = ["SQUEUE_FORMAT", "SlurmProvider", "parse_nodelist", "parse_ready_file", "parse_sbatch_output",
-           "parse_slurm_time", "parse_squeue_output", "render_nodelist", "render_sbatch_script"]
+           "parse_slurm_time", "parse_squeue_output", "render_nodelist", "render_sbatch_script", "render_scancel"]

@@ -177,3 +177,30 @@ def test_controller_killed_on_slurm_then_resume_reattaches(devcluster, tmp_path,
         assert not ledger.exists() or not list(ledger.iterdir()), list(ledger.iterdir())  # no record left
     finally:
         cancel_ours(devcluster, profile)
+
+
+def test_sshd_restart_mid_run_on_slurm_prints_no_traceback(devcluster, tmp_path):
+    """Every connection to the frontend drops (the agents' srun links, the squeue poll, what collects):
+    the run goes on, finishes every execution, gives its allocation back, and prints no traceback and no
+    failed scheduler command; a drop it recovers from within seconds is not worth a line."""
+    campaign, profile = cluster_campaign(tmp_path / "c", devcluster, kind="slurm", launcher="agent", n=16,
+                                         nap=2.5, nodes=2)
+    proc = start_run(campaign, "run", "--grid", "--profile", profile)
+    try:
+        assert wait_until(lambda: _running_at_least(campaign, 4) and our_jobs(devcluster, profile), 90), \
+            run_log(campaign)
+        restart = subprocess.run(["bash", str(SCRIPT), "restart-sshd"], capture_output=True, text=True, timeout=60)
+        assert restart.returncode == 0, restart.stderr
+        code = finish(proc, campaign, 240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = run_log(campaign)
+    try:
+        assert code == 0, log
+        assert "Traceback" not in log and "greenlet" not in log.lower(), log
+        assert "failed:" not in log and "re-attaching to the agent failed" not in log, log
+        assert wait_until(lambda: not our_jobs(devcluster, profile), 30), our_jobs(devcluster, profile)
+    finally:
+        cancel_ours(devcluster, profile)
+    check_campaign(campaign, 16, kind="slurm", allow_retries=True)
