@@ -191,7 +191,7 @@ class AllocationBackend(SlotsOnly):
         self.allocations.clear()
         if self._orphans:
             try:
-                self.release_orphans(retry=True)
+                self._release_orphans(retry=True)
             except Exception as exc:  # noqa: BLE001 - best effort: say what is left, in one line
                 log.warning("%s", self._left_behind(sorted(j for js in self._orphans.values() for j in js), exc))
         self.launcher.close()
@@ -451,9 +451,12 @@ class AllocationBackend(SlotsOnly):
         return None
 
     # -- allocations a dead controller left (recorded in the ledger)
-    def release_orphans(self, retry: bool = False) -> list[str]:
-        """Cancel the allocations of controllers that are gone; what ran in them is over or lost.
-        ``retry``: over a dropped connection too (at close; the manager's next tick retries anyway)."""
+    def release_orphans(self) -> list[str]:
+        """Cancel the allocations of controllers that are gone; what ran in them is over or lost."""
+        return self._release_orphans()
+
+    def _release_orphans(self, retry: bool = False) -> list[str]:
+        """``retry``: over a dropped connection too (at close; the manager's next tick retries anyway)."""
         if self.ledger is None:
             return []
         if self._orphans is None:
