@@ -1,13 +1,17 @@
 """What every benchmark shares: campaign set-up, timing helpers, and writing figures into BENCHMARKS.md."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +70,28 @@ def timed(command: list[str], cwd: Path, **kwargs) -> tuple[float, subprocess.Co
     if result.returncode != 0:
         raise SystemExit(f"{command} failed ({result.returncode}):\n{result.stderr[-2000:]}")
     return elapsed, result
+
+
+@contextlib.contextmanager
+def scratch(prefix: str = "orchestra-bench-", dir: Path | None = None) -> Iterator[str]:
+    """A temporary directory for campaigns, removed once the `git gc --auto` they started is done.
+
+    Why: expegit runs `git gc --auto` at the end of a big run, and git detaches it (gc.autoDetach), so it
+    still writes into the campaign's .git when expegit has exited; TemporaryDirectory's removal then
+    failed with "Directory not empty: '.git'" and the script died before writing its figures (the Slurm
+    one did so in most rounds of 2026-12-01). Waiting here keeps gc out of the measured time, as a
+    user's run has it. Bounded: after a minute whatever is left is removed best-effort.
+    """
+    path = tempfile.mkdtemp(prefix=prefix, dir=dir)
+    try:
+        yield path
+    finally:
+        root = Path(path)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+                any(root.glob(pattern)) for pattern in ("*/.git/gc.pid", "*/*/.git/gc.pid")):
+            time.sleep(0.2)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def expegit(*args: str) -> list[str]:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from _common import expegit, machine, make_campaign, now, precompile, timed, write_section
+from _common import scratch, expegit, machine, make_campaign, now, precompile, timed, write_section
 
 
 def expegit_rate(n: int, jobs: int, workdir: Path, name: str) -> float:
@@ -108,8 +108,8 @@ def main() -> None:
     # The same campaign on a RAM filesystem too: every execution creates and deletes a run directory and
     # writes packs, so the disk's state moves expegit's figure while GNU parallel touches no disk.
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
-    with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp, \
-            tempfile.TemporaryDirectory(prefix="orchestra-bench-", dir=shm) as ram:
+    with scratch() as tmp, \
+            scratch(dir=shm) as ram:
         for index in range(args.rounds):
             ours = expegit_rate(args.n, args.jobs, Path(tmp), f"campaign{index}")
             in_ram = expegit_rate(args.n, args.jobs, Path(ram), f"campaign{index}") if shm else float("nan")

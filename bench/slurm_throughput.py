@@ -13,12 +13,11 @@ import argparse
 import os
 import statistics
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from _common import precompile, expegit, machine, make_campaign, now, timed, write_section
+from _common import scratch, precompile, expegit, machine, make_campaign, now, timed, write_section
 
 CLUSTER = Path(os.environ.get("ORCHESTRA_DEVCLUSTER_DIR", "/tmp/orchestra-devcluster"))
 SSH_CONFIG = CLUSTER / "ssh" / "ssh_config"
@@ -64,7 +63,7 @@ def main() -> None:
     # from sbatch to a running job here) moves a single expegit run by a quarter, so the median is quoted.
     rounds: list[tuple[float, float]] = []
     others: list[tuple[str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp:
+    with scratch() as tmp:
         for index in range(args.rounds):
             rate = ours(args.n, "agent", Path(tmp) / f"r{index}") if "agent" in launchers else float("nan")
             base = sbatch_baseline(args.n)

@@ -15,11 +15,10 @@ import os
 import shutil
 import statistics
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
-from _common import precompile, expegit, machine, make_campaign, now, timed, write_section
+from _common import scratch, precompile, expegit, machine, make_campaign, now, timed, write_section
 
 CLUSTER = Path(os.environ.get("ORCHESTRA_DEVCLUSTER_DIR", "/tmp/orchestra-devcluster"))
 SSH_CONFIG = CLUSTER / "ssh" / "ssh_config"
@@ -62,7 +61,7 @@ def main() -> None:
         raise SystemExit(f"no dev cluster at {CLUSTER}: run `sudo bash tests/cluster/devcluster.sh up`")
     header = machine()
     rates = []
-    with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp:
+    with scratch() as tmp:
         for index in range(args.rounds):
             ours, theirs = run_once(args.n, args.jobs, Path(tmp), index, args.profile_extra)
             rates.append((ours, theirs))
