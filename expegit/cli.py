@@ -177,7 +177,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         return _report_summary(summary)
     if command == "resume":
-        from .runner import resume_campaign
+        from .resume import resume_campaign
 
         campaign = _open(args)
         summary = resume_campaign(campaign, slots=args.slots, progress=_progress(args),

@@ -1,12 +1,11 @@
 """Running a campaign: executions created as branches, placed on a backend's slots, committed as they end.
 
 This module is where expegit meets runaway: it turns ExecutionSpecs into branches (journal "created"
-commits), hands runaway Jobs, and turns runaway's outcomes into journal commits. It is also where `resume`
-finds what an earlier controller left unfinished.
+commits), hands runaway Jobs, and has runaway's outcomes journaled (expegit/journal_listener.py). What an
+earlier controller left unfinished is found by expegit/resume.py.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -18,9 +17,8 @@ from typing import Any, Callable
 import gevent
 
 from orchestra.controllers import controller_alive
-from orchestra.errors import (EXIT_EXECUTIONS_FAILED, EXIT_INTERRUPTED, EXIT_OK, ExecutionError,
-                              ManifestError, OrchestraError, ProfileError, RepositoryError, UsageError)
-from orchestra.execution import (RESUMABLE_STATES, ExecutionRecord, ExecutionSpec,
+from orchestra.errors import ManifestError, OrchestraError, RepositoryError, UsageError
+from orchestra.execution import (ExecutionRecord, ExecutionSpec,
                                  new_execution_id)
 from orchestra.manifest import Manifest
 from orchestra.parameters import expand_points, parse_assignments
@@ -28,41 +26,15 @@ from orchestra.progress import Progress
 from orchestra.quoting import render_command
 from orchestra.resources import Request
 from orchestra.resources import resolve as resolve_resources
-from runaway.backend import Backend, Job, RunHandle
-from runaway.capacity import render_cpu_list
-from runaway.rundir import STDERR_FILE, STDOUT_FILE
-from runaway.allocation_ledger import orphaned_profiles
+from runaway.backend import Backend, Job
 from runaway.factory import campaign_backend as make_backend
-from runaway.controller import AttemptResult, Controller, Task
+from runaway.controller import Controller, Task
 
 from .campaign import Campaign
-from .journal import Journal, JournalWriter, describe_parameters, iso_from_epoch, utc_now
-from .objective import read_objective
+from .journal import Journal, JournalWriter, utc_now
 from .records import RecordIndex
-
-
-@dataclasses.dataclass
-class RunSummary:
-    total: int = 0
-    finished: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    errors: list[str] = dataclasses.field(default_factory=list)
-    ids: list[str] = dataclasses.field(default_factory=list)
-    interrupted: bool = False
-    not_started: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0 and not self.errors and not self.interrupted
-
-    def exit_code(self) -> int:
-        """What `expegit run`, `resume` and `parasearch run` exit with after this run."""
-        if self.interrupted:
-            return EXIT_INTERRUPTED
-        if self.errors:
-            return ExecutionError.exit_code
-        return EXIT_OK if self.failed == 0 else EXIT_EXECUTIONS_FAILED
+from .journal_listener import JournalListener
+from .run_summary import RunSummary
 
 
 def code_commit(campaign: Campaign, *, snapshot: bool) -> str:
@@ -176,195 +148,6 @@ def check_requests(manifest: Manifest, backend: Backend, points: Iterable[Mappin
         return
     requests = {request_for(manifest, point) for point in points}
     backend.check_requests([r for r in requests if r is not None])
-
-
-def record_binding(record: ExecutionRecord, handle: RunHandle) -> None:
-    """What the execution was given on its node, into its record (`expegit show` lists it)."""
-    binding = handle.binding
-    if binding is None:
-        record.cores = record.gpus = record.gpu_share = record.memory_limit = None
-        return
-    record.cores = render_cpu_list(binding.cores)
-    record.gpus = ",".join(binding.gpus) if binding.gpus else None
-    record.gpu_share = float(binding.gpu_share) if binding.gpus and binding.gpu_share < 1 else None
-    record.memory_limit = binding.memory
-
-
-def stderr_tail(data: bytes | None, limit: int = 300) -> str:
-    """The last non-empty line of a failed execution's stderr, for its one progress line.
-
-    Why: the reason an execution failed (a traceback's last line, a missing file) was only in `expegit
-    show`; the user watching a run saw "exit=1" and nothing to act on.
-    """
-    if not data:
-        return ""
-    lines = [line.strip() for line in data[-8192:].decode("utf-8", "replace").splitlines() if line.strip()]
-    if not lines:
-        return ""
-    last = "".join(ch if ch.isprintable() else "?" for ch in lines[-1])
-    return last if len(last) <= limit else "..." + last[-limit:]
-
-
-class JournalListener:
-    """Writes each state change of an execution as a commit on its branch (runaway's Listener)."""
-
-    def __init__(self, writer: JournalWriter, manifest: Manifest, records: dict[str, ExecutionRecord],
-                 tips: dict[str, str], progress: Progress, summary: RunSummary,
-                 on_result: Callable[[ExecutionRecord], None] | None = None, *,
-                 running_commit_delay: float = 0.0) -> None:
-        self.writer = writer
-        self.manifest = manifest
-        self.records = records
-        self.tips = tips
-        self.progress = progress
-        self.summary = summary
-        self.on_result = on_result
-        self.running_commit_delay = running_commit_delay
-        self._delayed: dict[str, gevent.Greenlet] = {}
-        self._unmatched_said: set[str] = set()
-
-    def _commit(self, record: ExecutionRecord, files: Mapping[str, Any] | None = None, *,
-                durable: bool = False) -> None:
-        """Journal a state; with ``durable``, return only once it is on disk (results about to be deleted)."""
-        sha, done = self.writer.commit(self.tips[record.id], record, files)
-        self.tips[record.id] = sha
-        if durable:
-            done.get()
-
-    def launched(self, task: Task, handle: RunHandle, attempt: int) -> None:
-        record = self.records[task.job.execution_id]
-        record.state = "running"
-        record.attempt = attempt
-        record.host = handle.slot.host
-        record.node = handle.slot.node
-        record.slot = handle.slot.index
-        record.remote_dir = handle.remote_dir
-        record_binding(record, handle)
-        record.started = iso_from_epoch(handle.started) or utc_now()
-        record.ended = record.duration = record.exit_code = record.objective = record.error = None
-        self.progress.started()
-        if self.running_commit_delay <= 0:
-            self._commit(record)
-        else:
-            # Short executions go from created to finished directly; the run directory alone lets a resume
-            # find them. Long ones get their "running" commit once they have run for the delay.
-            self._delayed[record.id] = gevent.spawn_later(self.running_commit_delay, self._commit_running, record.id)
-
-    def journal_running(self, execution_id: str) -> None:
-        """Commit the "running" state of an execution found running by a resume (see adopt_reattached)."""
-        self._commit(self.records[execution_id])
-
-    def _commit_running(self, execution_id: str) -> None:
-        self._delayed.pop(execution_id, None)
-        record = self.records.get(execution_id)
-        if record is not None and record.state == "running":
-            self._commit(record)
-
-    def _settle(self, execution_id: str) -> None:
-        pending = self._delayed.pop(execution_id, None)
-        if pending is not None:
-            pending.kill(block=False)
-
-    def _note_unmatched(self, record: ExecutionRecord, outputs: Sequence[str]) -> None:
-        """Say once per run when a declared output glob matched no file of a successful execution.
-
-        Why: a typo in `outputs:` (or a script writing elsewhere) committed nothing, silently.
-        """
-        import fnmatch
-
-        for pattern in self.manifest.outputs:
-            if pattern in self._unmatched_said or any(fnmatch.fnmatch(rel, pattern) for rel in outputs):
-                continue
-            self._unmatched_said.add(pattern)
-            self.progress.note(f"output {pattern!r} matched no file of execution {record.id} (exit 0): nothing of "
-                               f"it was committed; check outputs: in orchestra.yaml against what the command writes")
-
-    def _fill(self, record: ExecutionRecord, result: AttemptResult) -> dict[str, Any]:
-        outcome = result.outcome
-        record.exit_code = outcome.exit_code
-        record.ended = iso_from_epoch(outcome.ended) or utc_now()
-        if outcome.started is not None and outcome.ended is not None:
-            record.duration = round(max(0.0, outcome.ended - outcome.started), 3)
-        files: dict[str, Any] = {}
-        record.outputs = []
-        record.objective = None
-        record.error = None
-        if result.collected is not None:
-            collected = result.collected
-            for rel in collected.outputs:
-                files[rel] = collected.source(rel)
-            record.outputs = list(collected.outputs)
-            if outcome.exit_code == 0:
-                self._note_unmatched(record, collected.outputs)
-            for rel, path in ((STDOUT_FILE, collected.stdout), (STDERR_FILE, collected.stderr)):
-                if collected.contents is not None:
-                    files[rel] = collected.contents.get(rel, b"")
-                else:
-                    files[rel] = path if path.exists() else b""
-            if self.manifest.objective is not None and outcome.exit_code == 0:
-                record.objective, problem = read_objective(self.manifest.objective, collected.read)
-                if problem:
-                    record.error = problem
-        if result.failure == "timeout":
-            record.error = f"timed out after {self.manifest.timeout:g}s"
-        elif result.failure == "node-failure":
-            record.error = outcome.error or "the host or node running it was lost"
-        elif result.failure == "exit":
-            record.error = f"exit {outcome.exit_code}"
-        elif outcome.error and not record.error:
-            record.error = outcome.error
-        return files
-
-    def attempt_failed(self, task: Task, result: AttemptResult, will_retry: bool) -> None:
-        self._settle(task.job.execution_id)
-        record = self.records[task.job.execution_id]
-        files = self._fill(record, result)
-        record.state = "failed"
-        record.error = f"{record.error}; retrying (attempt {record.attempt + 1})"
-        self._commit(record, files, durable=True)
-        self.progress.running = max(0, self.progress.running - 1)
-        self.progress.note(f"retry   {record.id} after {result.failure} (attempt {record.attempt})")
-
-    def finished(self, task: Task, result: AttemptResult) -> None:
-        self._settle(task.job.execution_id)
-        record = self.records[task.job.execution_id]
-        files = self._fill(record, result)
-        record.state = "finished" if result.failure is None else "failed"
-        sha, durable = self.writer.commit(self.tips[record.id], record, files)
-        self.tips[record.id] = sha
-        ok = record.state == "finished"
-        extra = f" objective={record.objective:g}" if record.objective is not None else ""
-        extra += f" ({record.error})" if record.error and not ok else ""
-        if not ok and result.collected is not None:
-            tail = stderr_tail(result.collected.read(STDERR_FILE))
-            if tail:
-                extra += f"\n         stderr: {tail}"
-        # Shown as ended now (its slot is already free), counted as done once it is on disk.
-        self.progress.ended(ok, f"{record.state:8} {record.id} {describe_parameters(record.parameters)}"
-                                f" exit={record.exit_code} {record.duration if record.duration is not None else '?'}s"
-                                f"{extra}")
-        if self.on_result is not None:
-            # Before waiting on the disk: other executions print their lines meanwhile, so a "best" line
-            # told after the wait came out below the lines of executions that ended later.
-            self.on_result(record)
-        durable.get()  # the run directory is deleted next: the results must be committed first
-        if ok:
-            self.summary.finished += 1
-        else:
-            self.summary.failed += 1
-        self.records.pop(record.id, None)  # 10,000 queued executions: keep only what is still in flight
-
-    def cancelled(self, task: Task, handle: RunHandle | None) -> None:
-        self._settle(task.job.execution_id)
-        record = self.records[task.job.execution_id]
-        if record.state == "created" and handle is None:
-            return  # never launched: stays "created", resume runs it
-        record.state = "cancelled"
-        record.error = "stopped by the user"
-        record.ended = utc_now()
-        self._commit(record)
-        self.summary.cancelled += 1
-        self.progress.running = max(0, self.progress.running - 1)
 
 
 class ControllerRegistry:
@@ -651,147 +434,3 @@ def _remove_unlaunched(campaign: Campaign, records: Mapping[str, ExecutionRecord
     removed = Journal(campaign.store).remove_branches(unlaunched)
     if removed:
         progress.note(f"removed the {len(removed)} execution(s) this run created: the profile was never reached")
-
-
-def resume_campaign(campaign: Campaign, *, slots: int | None = None, progress: Progress | None = None,
-                    retry_failed: bool = False, leave: str = "none", profile: str | None = None) -> RunSummary:
-    """`expegit resume`: re-attach to what still runs, collect what ended, re-run what was interrupted."""
-    with ControllerRegistry(campaign) as registry:
-        others = registry.others_alive()
-        if others:
-            raise RepositoryError(f"another controller (pid {others[0]}) is running this campaign",
-                                  hint="wait for it to end or stop it, then resume")
-        return _resume(campaign, slots=slots, progress=progress, retry_failed=retry_failed, leave=leave,
-                       profile=profile)
-
-
-def _release_orphaned_allocations(campaign: Campaign, manifest: Manifest, profiles: Iterable[str],
-                                  progress: Progress) -> None:
-    """Allocations a dead controller still holds for profiles with nothing left to resume: give them back
-    now (the profiles being resumed give theirs back once what they re-attached has ended)."""
-    for profile in sorted(profiles):
-        try:
-            backend = make_backend(profile, manifest, campaign.workdir)
-        except ProfileError as exc:
-            progress.note(f"allocations of profile {profile} are left as they are: {exc}")
-            continue
-        try:
-            released = backend.release_orphans()
-        finally:
-            backend.close()
-        if released:
-            progress.note(f"released allocation(s) {', '.join(released)} of profile {profile}: "
-                          "their controller is gone")
-
-
-def adopt_reattached(record: ExecutionRecord, handle: RunHandle, attempt: int) -> bool:
-    """Fill what the dead controller never journaled about an execution it launched; True if its
-    "running" commit is missing (the caller then journals it).
-
-    The dead controller may have launched it without its "running" commit reaching disk (local runs skip
-    that commit for short executions; a remote one can be killed between the launch and the writer's next
-    flush). The record must still tell that attempt's story: which attempt, where, and since when. Without
-    this the finished record said attempt 0, no start time and no node (issue 10, "Record defects").
-    """
-    missing = record.state == "created"
-    record.state = "running"
-    record.attempt = attempt
-    if missing or record.host is None:
-        record.host = handle.slot.host
-    if handle.slot.node is not None:
-        record.node = handle.slot.node
-    if handle.slot.index >= 0 and (missing or record.slot is None or record.slot < 0):
-        record.slot = handle.slot.index
-    if missing or not record.remote_dir:
-        record.remote_dir = handle.remote_dir
-    if record.started is None:
-        record.started = iso_from_epoch(handle.started)
-    return missing
-
-
-def _move_to_profile(campaign: Campaign, manifest: Manifest, by_profile: dict[str, dict[str, ExecutionRecord]],
-                     target: str, progress: Progress) -> dict[str, dict[str, ExecutionRecord]]:
-    """`resume --profile P`: what is left to run goes to P; what still runs elsewhere stays watched there.
-
-    An execution recorded running keeps its profile (it may still run; moving it would run it twice). One
-    recorded created may have been launched by a dead controller without its running commit: it is looked
-    for on its own profile first, and moves only if nothing is found there or that profile cannot be
-    reached (the reason to move, usually: a host that is gone).
-    """
-    moved: dict[str, dict[str, ExecutionRecord]] = {target: dict(by_profile.get(target, {}))}
-    counts: dict[str, int] = {}
-    for name, records in by_profile.items():
-        if name == target:
-            continue
-        stay: dict[str, ExecutionRecord] = {}
-        unreachable = False
-        backend: Any = None
-        for record in records.values():
-            if record.state == "running":
-                stay[record.id] = record
-                continue
-            if record.state == "created" and not unreachable:
-                try:
-                    if backend is None:
-                        backend = make_backend(name, manifest, campaign.workdir)
-                    if backend.reattach(record.id, record.host, record.slot, record.remote_dir) is not None:
-                        stay[record.id] = record
-                        continue
-                except OrchestraError as exc:
-                    unreachable = True
-                    progress.note(f"profile {name} cannot be reached ({exc}): its executions move to {target}")
-            record.profile = target
-            moved[target][record.id] = record
-            counts[name] = counts.get(name, 0) + 1
-        if backend is not None:
-            backend.close()
-        if stay:
-            moved[name] = stay
-    for name, count in sorted(counts.items()):
-        progress.note(f"moving {count} execution(s) from profile {name} to {target}")
-    return {name: records for name, records in moved.items() if records}
-
-
-def _resume(campaign: Campaign, *, slots: int | None, progress: Progress | None, retry_failed: bool,
-            leave: str, profile: str | None = None) -> RunSummary:
-    manifest = campaign.manifest
-    index = RecordIndex(campaign.store)
-    all_records, tips, _problems = index.load()
-    wanted = RESUMABLE_STATES | ({"failed"} if retry_failed else set())
-    todo = {i: r for i, r in all_records.items() if r.state in wanted}
-    by_profile: dict[str, dict[str, ExecutionRecord]] = {}
-    for record in sorted(todo.values(), key=lambda r: (r.created or "", r.id)):
-        by_profile.setdefault(record.profile, {})[record.id] = record
-    progress = progress or Progress(len(todo))
-    if profile is not None:
-        make_backend(profile, manifest, campaign.workdir, slots=slots)  # a bad profile fails before anything
-        by_profile = _move_to_profile(campaign, manifest, by_profile, profile, progress)
-    _release_orphaned_allocations(campaign, manifest, set(orphaned_profiles(campaign.workdir / "allocations"))
-                                  - set(by_profile), progress)
-    progress.total = len(todo)
-    groups = []
-    for profile, records in by_profile.items():
-        backend = make_backend(profile, manifest, campaign.workdir, slots=slots)
-        check_requests(manifest, backend, (record.parameters for record in records.values()))
-        tasks: list[Task] = []
-        adopted: list[str] = []
-        for record in records.values():
-            handle = None
-            if record.state in ("running", "created"):
-                handle = backend.reattach(record.id, record.host, record.slot, record.remote_dir)
-            if handle is not None:
-                progress.note(f"re-attached {record.id}: it went on while no controller watched it")
-                attempt = max(1, record.attempt)  # the same attempt, watched again
-                if adopt_reattached(record, handle, attempt):
-                    adopted.append(record.id)
-            elif record.state == "created" and record.attempt == 0:
-                attempt = 1  # never launched
-            else:
-                attempt = max(1, record.attempt) + 1  # launched before and lost, stopped or failed: a new attempt
-            tasks.append(Task(job_for(manifest, record), handle=handle, attempt=attempt))
-        groups.append((profile, records, {i: tips[i] for i in records}, tasks, backend, None, adopted))
-    session = Session(campaign, manifest, slots=slots, progress=progress, leave=leave)
-    summary = session.run(groups)
-    summary.total = len(todo)
-    summary.ids = sorted(todo)
-    return summary

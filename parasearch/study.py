@@ -734,7 +734,8 @@ def _leftover_tasks(campaign: "Campaign", study: Study, backend_for: Any, own: s
     Like `expegit resume`: re-attach to what still runs or ended unwatched, run again what never ran.
     """
     from expegit.records import RecordIndex
-    from expegit.runner import adopt_reattached, job_for
+    from expegit.resume import adopt_reattached
+    from expegit.runner import job_for
     from runaway.controller import Task
 
     _records, tips, _problems = RecordIndex(campaign.store).load()
