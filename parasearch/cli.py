@@ -64,7 +64,8 @@ def _open(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     from orchestra.progress import Progress
 
-    from parasearch.study import bound_notes, describe_best, run_study
+    from parasearch.study import bound_notes, describe_best
+    from parasearch.study_run import run_study
 
     for flag in ("budget", "parallel", "slots"):
         value = getattr(args, flag)
