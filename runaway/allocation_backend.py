@@ -554,10 +554,12 @@ class AllocationBackend(SlotsOnly):
         if found is None:
             return None
         self._files_watched.add(execution_id)
+        if slot is None:  # launched within the running-commit delay: its launch wrote down slot and node
+            slot = found.slot
         if slot is not None and slot >= 0:
             self._reattached_indexes.add(slot)
-        return RunHandle(execution_id, Slot(self.profile.host, slot if slot is not None else -1), found.remote_dir,
-                         pid=found.pid, started=found.started)
+        return RunHandle(execution_id, Slot(self.profile.host, slot if slot is not None else -1, found.node),
+                         found.remote_dir, pid=found.pid, started=found.started)
 
 
 __all__ = ["Allocation", "AllocationBackend"]

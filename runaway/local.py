@@ -172,13 +172,31 @@ class LocalFiles:
         run_dir = Path(remote_dir) if remote_dir else None
         if run_dir is None or not run_dir.is_dir():
             return None
-        pid = None
-        try:
-            pid = int((run_dir / PID_FILE).read_text().strip())
-        except (OSError, ValueError):
-            pass
+        pid = _read_int(run_dir / PID_FILE)
+        if pid is None and read_exit(run_dir) is None and _read_int(run_dir / META_DIR / "started") is not None:
+            # The agent spawned it (it wrote `started`) but its wrapper has not written its pid yet: a
+            # controller killed right after a launch. Wait for the pid briefly rather than call it never
+            # started and run it a second time.
+            deadline = time.monotonic() + SPAWN_GRACE
+            while pid is None and read_exit(run_dir) is None and time.monotonic() < deadline:
+                gevent.sleep(0.05)
+                pid = _read_int(run_dir / PID_FILE)
         if read_exit(run_dir) is not None or (pid is not None and pid_alive(pid) and is_our_wrapper(pid, run_dir)):
-            return Found(str(run_dir), pid, mtime(run_dir / PID_FILE), None)
+            # The slot the agent wrote down at launch: a resume holds that one, not slot 0.
+            return Found(str(run_dir), pid, mtime(run_dir / PID_FILE), _read_int(run_dir / META_DIR / "slot"))
+        return None
+
+
+#: Seconds a just-spawned execution has to write its pid before a resume calls it never started.
+SPAWN_GRACE = 2.0
+
+
+def _read_int(path: Path) -> int | None:
+    """A number written by the wrapper or the agent (padded, possibly blank while being written)."""
+    try:
+        text = path.read_text().strip()
+        return int(float(text)) if text else None
+    except (OSError, ValueError):
         return None
 
 

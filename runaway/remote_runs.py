@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 LAUNCHER_PID_FILE = f"{META_DIR}/launcher_pid"
 STARTED_FILE = f"{META_DIR}/started"
 SLOT_FILE = f"{META_DIR}/slot"  # the slot index a launch used, so a resume can hold that very slot
+NODE_FILE = f"{META_DIR}/node"  # the scheduler node it was launched on, so a resume records where it ran
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{4,64}$")
 
@@ -203,6 +204,7 @@ class RemoteRuns:
             f'cp -a {q(code_dir)} "$R.partial"; mkdir -p "$R.partial/{META_DIR}"; mv "$R.partial" "$R"; cd "$R"; '
             f'echo "$now" > {STARTED_FILE}; '
             + (f"echo {q(env['ORCHESTRA_SLOT'])} > {SLOT_FILE}; " if "ORCHESTRA_SLOT" in env else "")
+            + (f"echo {q(env['ORCHESTRA_NODE'])} > {NODE_FILE}; " if env.get("ORCHESTRA_NODE") else "")
             + (starter(run, command, env) if starter is not None else
                f"{env_prefix}setsid nohup {launcher}/bin/sh -c {q(WRAPPER)} {MARKER} {q(command)} "
                f"</dev/null >/dev/null 2>&1 & echo $! > {LAUNCHER_PID_FILE}; ")
@@ -390,11 +392,12 @@ class RemoteRuns:
         """("done"|"running"|"none", pid, started) for a run dir left by an earlier controller."""
         return self.probe_full(remote_dir)[:3]  # type: ignore[return-value]
 
-    def probe_full(self, remote_dir: str) -> tuple[str, int | None, float | None, int | None]:
-        """probe() plus the slot the launch recorded (None if unknown)."""
+    def probe_full(self, remote_dir: str) -> tuple[str, int | None, float | None, int | None, str | None]:
+        """probe() plus the slot and the scheduler node the launch recorded (None if unknown)."""
         cmd = (f"d={q(remote_dir)}; [ -d \"$d\" ] || {{ echo none; exit 0; }}; "
                f"echo \"pid=$(cat \"$d/{PID_FILE}\" 2>/dev/null)\"; echo \"started=$(cat \"$d/{STARTED_FILE}\" 2>/dev/null)\"; "
                f"echo \"slot=$(cat \"$d/{SLOT_FILE}\" 2>/dev/null)\"; "
+               f"echo \"node=$(cat \"$d/{NODE_FILE}\" 2>/dev/null | tr -cd 'A-Za-z0-9._-')\"; "
                f"c=; read -r c < \"$d/{EXIT_FILE}\" 2>/dev/null; if [ -n \"$c\" ]; then echo done; exit 0; fi; "
                f"p=; read -r p < \"$d/{self.pid_file}\" 2>/dev/null; "
                f"if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && {{ [ ! -r /proc/$p/cmdline ] || grep -qa -- {q(self.marker)} /proc/$p/cmdline; }}; "
@@ -408,7 +411,7 @@ class RemoteRuns:
         except ValueError:
             started = None
         slot = int(values["slot"]) if values.get("slot", "").isdigit() else None
-        return state, pid, started, slot
+        return state, pid, started, slot, values.get("node") or None
 
     def collect(self, remote_dir: str, outputs: tuple[str, ...], dest: Path) -> Collected:
         for pattern in outputs:
@@ -502,4 +505,4 @@ class RemoteRuns:
 
 
 
-__all__ = ["LAUNCHER_PID_FILE", "RemoteRuns", "SLOT_FILE", "STARTED_FILE", "q"]
+__all__ = ["LAUNCHER_PID_FILE", "NODE_FILE", "RemoteRuns", "SLOT_FILE", "STARTED_FILE", "q"]

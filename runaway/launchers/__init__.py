@@ -42,6 +42,7 @@ class Found:
     pid: int | None
     started: float | None
     slot: int | None  # the slot index its launch recorded, if any
+    node: str | None = None  # the scheduler node its launch recorded, if any
 
 
 def place_of(slot: Slot) -> Place:

@@ -112,10 +112,10 @@ class ShellLauncher:
         if not runs.workdir:
             runs.prepare()
         remote_dir = remote_dir or runs.run_dir(execution_id)
-        state, pid, started, slot = runs.probe_full(remote_dir)
+        state, pid, started, slot, node = runs.probe_full(remote_dir)
         if state == "none":
             return None
-        return Found(remote_dir, pid, started, slot)
+        return Found(remote_dir, pid, started, slot, node)
 
     def drain(self) -> None:
         return None
