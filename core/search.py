@@ -14,7 +14,7 @@ from .parameters import ParameterSpec, when_cycle
 
 #: Algorithms that never look at objective values (they may run without an ``objective:``).
 BLIND_ALGORITHMS: tuple[str, ...] = ("grid", "random", "sobol", "halton", "lhs")
-#: Every search algorithm parasearch implements (``parasearch.samplers.make_sampler``).
+#: Every search algorithm parasearch implements (``parasearch.sampler_factory.make_sampler``).
 ALGORITHMS: tuple[str, ...] = BLIND_ALGORITHMS + ("bayes",)
 #: The largest grid we agree to enumerate: every ask walks it, and nobody runs more executions anyway.
 MAX_GRID_POINTS = 1_000_000

@@ -15,10 +15,14 @@ __all__ = ["ALGORITHMS", "Sampler", "Space", "Trial", "make_sampler"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("ALGORITHMS", "Sampler", "make_sampler"):
+    if name in ("ALGORITHMS", "Sampler"):
         from parasearch import samplers
 
         return getattr(samplers, name)
+    if name == "make_sampler":
+        from parasearch.sampler_factory import make_sampler
+
+        return make_sampler
     if name in ("Space", "Trial"):
         from parasearch import space
 

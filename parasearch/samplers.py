@@ -153,24 +153,4 @@ class QMCSampler(Sampler):
         return out
 
 
-def make_sampler(algorithm: str, space: Space, *, seed: int = 0, budget: int = 100,
-                 goal: str = "minimize") -> Sampler:
-    """The sampler for ``algorithm`` after checking it can search ``space`` (SearchError otherwise)."""
-    if goal not in GOALS:
-        raise SearchError(f"unknown objective goal {goal!r}", hint="use minimize or maximize")
-    if budget < 1:
-        raise SearchError(f"search budget must be at least 1, got {budget}")
-    space.check(algorithm)
-    if algorithm == "grid":
-        return GridSampler(space, seed=seed, budget=budget, goal=goal)
-    if algorithm == "random":
-        return RandomSampler(space, seed=seed, budget=budget, goal=goal)
-    if algorithm in ("sobol", "halton", "lhs"):
-        return QMCSampler(space, seed=seed, budget=budget, goal=goal, kind=algorithm)
-    from parasearch.bayes import BayesSampler  # late: bayes builds on this module
-
-    return BayesSampler(space, seed=seed, budget=budget, goal=goal)
-
-
-__all__ = ["ALGORITHMS", "GOALS", "Sampler", "GridSampler", "RandomSampler", "QMCSampler", "qmc_design",
-           "make_sampler"]
+__all__ = ["ALGORITHMS", "GOALS", "Sampler", "GridSampler", "RandomSampler", "QMCSampler", "qmc_design"]

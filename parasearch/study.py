@@ -118,7 +118,7 @@ def study_id(manifest: Manifest, config: StudyConfig) -> str:
 
 def make_study_sampler(manifest: Manifest, config: StudyConfig) -> tuple[Space, "Sampler"]:
     """The space and sampler, or SearchError naming the fix: called before anything is created."""
-    from parasearch.samplers import make_sampler
+    from parasearch.sampler_factory import make_sampler
 
     space = Space.from_parameters(manifest.declarations())
     sampler = make_sampler(config.algorithm, space, seed=config.seed, budget=max(config.point_budget, 1),
