@@ -270,7 +270,7 @@ class Session:
 
     def drive(self, profile: str, records: dict[str, ExecutionRecord], tips: dict[str, str],
               tasks: Iterable[Task], backend: Backend | None = None, started: gevent.Greenlet | None = None,
-              adopted: Iterable[str] = ()) -> None:
+              adopted: Iterable[str] = (), reattached: Iterable[Task] = ()) -> None:
         # `resume` passes the backend its re-attached handles came from: it holds their slots.
         backend = backend or make_backend(profile, self.manifest, self.campaign.workdir, slots=self.slots)
         writer = JournalWriter(self.campaign.store)
@@ -289,7 +289,7 @@ class Session:
                 started.get()  # the warm-up begun while the executions were created (raises its error)
             else:
                 backend.start()
-            controller.run(tasks)
+            controller.run(tasks, reattached)
         finally:
             if watcher is not None:
                 watcher.kill()

@@ -353,9 +353,13 @@ def _run_study(campaign: "Campaign", study: Study, *, profile: str, slots: int |
     driver.tips.update(main_tips)
     # Each profile's backend is the one its leftovers were re-attached through: it knows which
     # executions it watches through their files and which slots they hold.
+    # Re-attached leftovers hold their slots: the controller drives them at once, beside the asker (which
+    # only advances when a slot is free, and no slot frees while they hold them all).
+    held = [task for task in main_leftovers if task.handle is not None]
+    driver.inflight.update(task.job.execution_id for task in held)
     groups: list[tuple[Any, ...]] = [
-        (profile, driver.records, driver.tips, driver.tasks(main_leftovers), backends.get(profile), None,
-         adopted.get(profile, ()))]
+        (profile, driver.records, driver.tips, driver.tasks([t for t in main_leftovers if t.handle is None]),
+         backends.get(profile), None, adopted.get(profile, ()), held)]
     for other, (records, tips, tasks) in leftovers.items():
         groups.append((other, records, tips, tasks, backends.get(other), None, adopted.get(other, ())))
     session = Session(campaign, manifest, slots=slots, progress=progress, on_result=driver.on_result, leave=leave)

@@ -92,11 +92,17 @@ class Controller:
             except Exception:  # best effort: the execution is recorded as cancelled either way
                 pass
 
-    def run(self, tasks: Iterable[Task]) -> None:
+    def run(self, tasks: Iterable[Task], reattached: Iterable[Task] = ()) -> None:
+        """Drive ``tasks`` as slots free up; ``reattached`` (and re-attached tasks in a list) at once.
+
+        Re-attached executions already hold their slots (the backend claimed them): they are driven now,
+        not behind an acquire() that would wait for those very slots to free up. A lazy source (a study's
+        asker) gives them separately, since they cannot be told apart before it is advanced.
+        """
         group = gevent.pool.Group()
+        for task in reattached:
+            group.spawn(self._drive, task, None)
         if isinstance(tasks, (list, tuple)):
-            # Re-attached executions already hold their slots (the backend claimed them): drive them now,
-            # not behind an acquire() that would wait for those very slots to free up.
             for task in tasks:
                 if task.handle is not None:
                     group.spawn(self._drive, task, None)
