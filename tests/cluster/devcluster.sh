@@ -31,6 +31,10 @@ CTLD_PORT=${ORCHESTRA_DEVCLUSTER_SLURM_PORT:-16817}
 NODE_BASE_PORT=${ORCHESTRA_DEVCLUSTER_NODE_PORT:-17001}
 NODES=${ORCHESTRA_DEVCLUSTER_NODES:-4}
 CPUS=${ORCHESTRA_DEVCLUSTER_CPUS:-4}
+# Fake GPUs Slurm knows about (GRES): character devices that exist only for the tests, so gres binding,
+# CUDA_VISIBLE_DEVICES and Orchestra's packing can be checked without a GPU.
+GPUS=${ORCHESTRA_DEVCLUSTER_GPUS:-2}
+MEMORY_MB=${ORCHESTRA_DEVCLUSTER_MEMORY_MB:-4096}
 RUSER=${ORCHESTRA_DEVCLUSTER_USER:-orchestra}
 PEER=${ORCHESTRA_DEVCLUSTER_PEER:-orchestra-peer}
 SHARE_GROUP=${ORCHESTRA_DEVCLUSTER_GROUP:-orchestra-share}
@@ -252,8 +256,16 @@ start_munge() {
 
 # -------------------------------------------------------------------------------------------- slurm
 setup_slurm() {
-    install -d -m 0755 "$SLURM_DIR" "$SLURM_DIR/state" "$SLURM_DIR/spool" "$SLURM_DIR/log"
-    local last_port=$((NODE_BASE_PORT + NODES - 1))
+    install -d -m 0755 "$SLURM_DIR" "$SLURM_DIR/state" "$SLURM_DIR/spool" "$SLURM_DIR/log" "$SLURM_DIR/dev"
+    local last_port=$((NODE_BASE_PORT + NODES - 1)) g
+    # Every node is this host, so the nodes share the device files; Slurm still hands out indexes per node.
+    for ((g = 0; g < GPUS; g++)); do
+        [ -c "$SLURM_DIR/dev/nvidia$g" ] || mknod -m 0666 "$SLURM_DIR/dev/nvidia$g" c 195 "$g"
+    done
+    cat >"$SLURM_DIR/gres.conf" <<EOF
+# written by devcluster.sh: fake GPUs (see GPUS)
+NodeName=node[1-$NODES] Name=gpu File=$SLURM_DIR/dev/nvidia[0-$((GPUS - 1))]
+EOF
     cat >"$SLURM_CONF_FILE" <<EOF
 # written by devcluster.sh
 ClusterName=orchestra-dev
@@ -288,8 +300,16 @@ SlurmctldPidFile=$SLURM_DIR/slurmctld.pid
 SlurmdPidFile=$SLURM_DIR/slurmd-%n.pid
 SlurmctldLogFile=$SLURM_DIR/log/slurmctld.log
 SlurmdLogFile=$SLURM_DIR/log/slurmd-%n.log
-NodeName=node[1-$NODES] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[$NODE_BASE_PORT-$last_port] CPUs=$CPUS State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+GresTypes=gpu
+NodeName=node[1-$NODES] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[$NODE_BASE_PORT-$last_port] CPUs=$CPUS RealMemory=$MEMORY_MB Gres=gpu:$GPUS State=UNKNOWN
+# Preemption for real: a job in "urgent" preempts jobs of "preemptible" (requeued) and "scavenger"
+# (cancelled) on node$NODES. The default partition is never preempted, so other tests are unaffected.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=OFF
+PartitionName=preemptible Nodes=node$NODES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE
+PartitionName=scavenger Nodes=node$NODES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=CANCEL
+PartitionName=urgent Nodes=node$NODES MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
 EOF
 }
 
@@ -358,6 +378,8 @@ export ORCHESTRA_DEVCLUSTER_PEER_HOST=devcluster-peer
 export ORCHESTRA_DEVCLUSTER_GROUP=$SHARE_GROUP
 export ORCHESTRA_DEVCLUSTER_NODES=$NODES
 export ORCHESTRA_DEVCLUSTER_CPUS=$CPUS
+export ORCHESTRA_DEVCLUSTER_GPUS=$GPUS
+export ORCHESTRA_DEVCLUSTER_MEMORY_MB=$MEMORY_MB
 export SLURM_CONF=$SLURM_CONF_FILE
 EOF
 }
