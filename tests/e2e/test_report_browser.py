@@ -406,3 +406,15 @@ def test_gpu_lanes_render_with_fractions_stacked_and_the_overview_says_how_busy(
     assert "busy GPU-hours of" in card.text and "allocated" in card.text and "8 devices" in card.text
     _shot(driver, artifacts, "gpu_overview")
     assert _errors(driver) == []
+
+
+def test_execution_page_lists_the_cores_and_gpus_it_got(driver: Any, gpu_site: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    quarter = next(r for r in parse_report_data(gpu_site) if r.get("gpu_share") == 0.25)
+    driver.get(f"{(gpu_site / 'execution.html').as_uri()}?id={quarter['id']}")
+    _wait(driver, lambda d: d.find_element(By.ID, "ex-body").is_displayed())
+    summary = driver.find_element(By.ID, "ex-summary").text
+    assert f"cores\n{quarter['cores']}" in summary
+    assert f"GPUs\n{quarter['gpus']} (0.25 of it)" in summary
+    assert _errors(driver) == []

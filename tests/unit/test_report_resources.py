@@ -119,3 +119,18 @@ def test_the_overview_and_plots_pages_show_them_only_for_campaigns_placed_by_res
     assert 'data-plot="gpu-lanes"' in plots and "GPU lanes" in plots
     overview, plots = pages(synthetic_report(30))
     assert "Resources busy" not in overview and 'data-plot="gpu-lanes"' not in plots
+
+
+def test_export_rows_carry_what_an_execution_got() -> None:
+    import csv
+    import io
+
+    from expegit.listing import write_export
+
+    records = [rec(1, "08:00:00", "09:00:00", gpus="2", share=0.25, cores="4-5"),
+               rec(2, "08:00:00", "09:00:00", cores=None)]
+    out = io.StringIO()
+    write_export(records, out, "csv")
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert (rows[0]["cores"], rows[0]["gpus"], rows[0]["gpu_share"]) == ("4-5", "2", "0.25")
+    assert (rows[1]["cores"], rows[1]["gpus"], rows[1]["memory_limit"]) == ("", "", "")
