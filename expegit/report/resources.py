@@ -107,7 +107,7 @@ def share_of(r: ExecutionRecord) -> float:
 
 def gpu_uses(records: Sequence[ExecutionRecord], generated: str) -> list[DeviceUse]:
     now = parse_time(generated)
-    uses = []
+    uses: list[DeviceUse] = []
     for i, r in enumerate(records):
         devices = device_ids(r)
         span = interval(r, now) if devices else None
