@@ -54,3 +54,19 @@ def test_a_good_request_passes() -> None:
     manifest, found = parse_manifest(HEAD + "  gpus: \"{n_gpus}\"\n  cpus: 2\n  memory: 8G\n", "orchestra.yaml")
     assert found == [] and manifest is not None and manifest.resources == {"gpus": "{n_gpus}", "cpus": 2,
                                                                            "memory": "8G"}
+
+
+def _points(parameters: str, resources: str) -> list[dict]:
+    from parasearch.study import resource_points
+
+    manifest, found = parse_manifest(f"name: r\ncommand: x {{a}} {{b}}\nparameters:\n{parameters}resources:\n{resources}")
+    assert found == [] and manifest is not None, found
+    return resource_points(manifest)
+
+
+def test_a_study_checks_every_choice_and_a_range_s_bounds_of_the_parameters_resources_name() -> None:
+    assert _points("  a: {choices: [1, 2, 4]}\n  b: {type: float, low: 0, high: 1}\n", "  gpus: \"{a}\"\n") \
+        == [{"a": 1}, {"a": 2}, {"a": 4}]
+    assert _points("  a: {type: int, low: 1, high: 3}\n  b: {value: 2}\n", "  gpus: \"{a}\"\n  cpus: \"{b}\"\n") \
+        == [{"a": 1, "b": 2}, {"a": 3, "b": 2}]
+    assert _points("  a: {choices: [1]}\n  b: {choices: [2]}\n", "  gpus: 1\n") == [{}]  # no placeholder
