@@ -48,6 +48,14 @@ class ProfileError(OrchestraError):
     exit_code = 4
 
 
+class ResourceError(ProfileError):
+    """What an execution asks for (``resources:``, ``--gpus``) fits no node of its profile: refused before
+    anything is created. A ProfileError (the fix is a smaller request or bigger nodes) with its own exit
+    code, so a script can tell "too big for this profile" from "this profile is broken"."""
+
+    exit_code = 11
+
+
 class ConnectionError_(OrchestraError):
     """A host could not be reached or authenticated (including host-key mismatches)."""
 
@@ -100,7 +108,7 @@ EXIT_EXECUTIONS_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 __all__ = [
-    "OrchestraError", "ManifestError", "ProfileError", "ConnectionError_", "SchedulerError",
+    "OrchestraError", "ManifestError", "ProfileError", "ResourceError", "ConnectionError_", "SchedulerError",
     "ExecutionError", "RepositoryError", "SearchError", "UsageError",
     "EXIT_OK", "EXIT_EXECUTIONS_FAILED", "EXIT_INTERRUPTED", "did_you_mean",
 ]

@@ -19,7 +19,9 @@ from .records import RecordIndex
 
 # ``node`` beside ``host``: on Slurm the host is the login node reached by SSH, the node is where it ran.
 EXPORT_FIELDS = ("id", "state", "commit", "profile", "repeat", "attempt", "host", "node", "slot", "created",
-                 "started", "ended", "duration", "exit_code", "objective", "author", "search", "error")
+                 "started", "ended", "duration", "exit_code", "objective", "author", "search", "error",
+                 # What it was given when placed by resources (empty for the others): where the GPU time went.
+                 "cores", "gpus", "gpu_share", "memory_limit")
 LIST_HEADER = ("id", "state", "objective", "duration", "commit", "parameters")
 
 

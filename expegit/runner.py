@@ -17,14 +17,14 @@ from typing import Any, Callable
 import gevent
 
 from orchestra.controllers import controller_alive
-from orchestra.errors import ManifestError, OrchestraError, RepositoryError, UsageError
+from orchestra.errors import ManifestError, OrchestraError, RepositoryError, ResourceError, UsageError
 from orchestra.execution import (ExecutionRecord, ExecutionSpec,
                                  new_execution_id)
 from orchestra.manifest import Manifest
 from orchestra.parameters import expand_points, parse_assignments
 from orchestra.progress import Progress
 from orchestra.quoting import render_command
-from orchestra.resources import Request
+from orchestra.resources import Request, placeholder
 from orchestra.resources import resolve as resolve_resources
 from runaway.backend import Backend, Job
 from runaway.factory import campaign_backend as make_backend
@@ -143,11 +143,39 @@ def request_for(manifest: Manifest, parameters: Mapping[str, Any]) -> Request | 
 
 
 def check_requests(manifest: Manifest, backend: Backend, points: Iterable[Mapping[str, Any]]) -> None:
-    """Refuse requests no node can ever run before anything is created (backend.check_requests)."""
+    """Refuse requests no node can ever run before anything is created (backend.check_requests).
+
+    The error names the parameter values that ask for too much (``n_gpus=4``): with a placeholder such as
+    ``gpus: "{n_gpus}"`` the request alone does not tell the user which part of the grid or space to fix."""
     if manifest.resources is None:
         return
-    requests = {request_for(manifest, point) for point in points}
-    backend.check_requests([r for r in requests if r is not None])
+    asked: dict[Request, list[Mapping[str, Any]]] = {}
+    for point in points:
+        request = request_for(manifest, point)
+        if request is not None:
+            asked.setdefault(request, []).append(point)
+    try:
+        backend.check_requests(list(asked))
+    except ResourceError as exc:
+        names = [name for value in manifest.resources.values() if (name := placeholder(value)) is not None]
+        if not names:
+            raise
+        # Only on the way out: each distinct request again (a few), to say which values cannot fit.
+        too_big = []
+        for request, where in list(asked.items())[:MAX_NAMED_REQUESTS]:
+            try:
+                backend.check_requests([request])
+            except ResourceError:
+                too_big.extend(where)
+        values = sorted({" ".join(f"{n}={point.get(n)!r}" if isinstance(point.get(n), str) else f"{n}={point.get(n)}"
+                                  for n in dict.fromkeys(names)) for point in too_big})
+        if not values:
+            raise
+        shown = ", ".join(values[:8]) + (f" and {len(values) - 8} more" if len(values) > 8 else "")
+        raise ResourceError(f"{exc.message}; asked for by {shown}", hint=exc.hint) from None
+
+
+MAX_NAMED_REQUESTS = 64  # distinct requests checked one by one to name the values of the failing ones
 
 
 class ControllerRegistry:

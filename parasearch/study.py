@@ -126,6 +126,42 @@ def make_study_sampler(manifest: Manifest, config: StudyConfig) -> tuple[Space, 
     return space, sampler
 
 
+MAX_RESOURCE_POINTS = 4096  # combinations of placeholder parameters checked up front (each a few µs)
+
+
+def resource_points(manifest: Manifest) -> list[dict[str, Any]]:
+    """Every combination of the values a search may give the parameters that ``resources:`` names by
+    placeholder (``gpus: "{n_gpus}"``): each choice, a fixed value, a numeric range's bounds (the largest
+    value is the widest request, the smallest the one a grid of whole numbers starts at; a request grows
+    with its value, so the bounds are where a range stops fitting). Checked before a study starts, so a
+    space that can ask for more than a node has is refused up front rather than at the n-th proposal."""
+    import itertools
+
+    from orchestra.resources import placeholder
+
+    if not manifest.resources:
+        return []
+    names = list(dict.fromkeys(n for v in manifest.resources.values() if (n := placeholder(v)) is not None))
+    axes: list[list[Any]] = []
+    for name in names:
+        spec = manifest.parameters.get(name)
+        if spec is None:
+            return []  # the manifest check already refused it
+        if spec.kind == "choice":
+            values: list[Any] = list(spec.choices)
+        elif spec.kind == "fixed":
+            values = [spec.value]
+        elif spec.kind in ("int", "float"):
+            values = [int(v) if spec.kind == "int" else v for v in (spec.low, spec.high) if v is not None]
+        else:
+            values = [spec.default] if spec.default is not None else []
+        axes.append(list(dict.fromkeys(values)) or [None])
+    points = []
+    for combo in itertools.islice(itertools.product(*axes), MAX_RESOURCE_POINTS):
+        points.append({n: v for n, v in zip(names, combo) if v is not None})
+    return points if names else [{}]
+
+
 def search_problems(manifest: Manifest, text: str | None = None) -> list[OrchestraError]:
     """Problems of the manifest's own ``search:`` section that only the space and samplers see, positioned
     at it. Loading the manifest already ran orchestra.search's checks (what `expegit check` reports)."""

@@ -14,7 +14,7 @@ from orchestra.execution import FINAL_STATES, ExecutionRecord, ExecutionSpec
 from orchestra.progress import Progress
 
 from parasearch.study import (Study, _budget_path, describe_best, describe_point, load_study, record_value,
-                              remember_budget, slots_for_search)
+                              remember_budget, resource_points, slots_for_search)
 
 if TYPE_CHECKING:  # the run path imports expegit (and gevent) only when it runs
     from expegit.campaign import Campaign
@@ -301,7 +301,7 @@ def run_study(campaign: "Campaign", *, algorithm: str | None = None, budget: int
               parallel: int | None = None, profile: str | None = None, slots: int | None = None,
               progress: Progress | None = None, leave: str = "none", snapshot: bool = False) -> StudyRun:
     """`parasearch run`: continue the study from the branches, asking points as slots free up."""
-    from expegit.runner import ControllerRegistry, code_commit
+    from expegit.runner import ControllerRegistry, check_requests, code_commit
     from runaway.factory import campaign_backend as make_backend, profile_for
 
     study = load_study(campaign, algorithm=algorithm, budget=budget, parallel=parallel)
@@ -309,7 +309,12 @@ def run_study(campaign: "Campaign", *, algorithm: str | None = None, budget: int
     manifest = study.manifest
     profile = profile or manifest.profile
     slots, note = slots_for_search(profile_for(profile, manifest), slots, study.config.parallel)
-    make_backend(profile, manifest, campaign.workdir, slots=slots)  # a bad profile fails before anything exists
+    backend = make_backend(profile, manifest, campaign.workdir, slots=slots)  # a bad profile fails here
+    if manifest.resources:  # ...and so does a space whose values can ask more than a node has
+        try:
+            check_requests(manifest, backend, resource_points(manifest))
+        finally:
+            backend.close()
     commit = code_commit(campaign, snapshot=snapshot)
     progress = progress or Progress(0)
     if note:

@@ -20,6 +20,7 @@ from .agent import META_DIR
 from .backend import AllocationInfo, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from .capacity import PROBE_COMMAND, parse_probe
 from .launchers.agent import AgentLauncher
+from .launchers.shell import ShellLauncher
 from .packed import PackedSlots
 from .placement import BINDING_FILE, NodeCapacity
 from .launchers import Launcher, Place
@@ -92,9 +93,7 @@ class FixedBackend:
         return [job.get() for job in jobs]
 
     def check_requests(self, requests: Sequence[Request]) -> None:
-        if self.profile.launcher != "agent":
-            raise ProfileError(f"profile {self.profile.name!r}: launcher: {self.profile.launcher} cannot bind "
-                               f"executions to their cores; use launcher: agent with resources:")
+        # Both launchers bind: the agent at spawn, the shell launcher by lines of its wrapper shell.
         self.packed.configure(self.capacities())
         self.packed.check(requests)
 
@@ -117,7 +116,7 @@ class FixedBackend:
         bound = self.packed.bound(slot, job, env)
         if bound is None:
             return self.launcher.launch(Place(slot.host), slot, job, code, env)
-        assert isinstance(self.launcher, AgentLauncher)  # check_requests() refused the others
+        assert isinstance(self.launcher, (AgentLauncher, ShellLauncher))  # the launchers that bind
         handle = self.launcher.launch(Place(slot.host), slot, bound.job, code, bound.env, affinity=bound.affinity,
                                       meta=bound.meta)
         handle.binding = bound.binding

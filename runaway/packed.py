@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import gevent.event
 
-from orchestra.errors import ProfileError
+from orchestra.errors import ResourceError
 from orchestra.resources import Request
 
 from .backend import Job, NoSlot, Slot
@@ -55,7 +55,7 @@ class PackedSlots:
         for request in dict.fromkeys(requests):
             why = impossible(request, nodes, self.profile)
             if why is not None:
-                raise ProfileError(why)
+                raise ResourceError(why)
 
     def acquire(self, requests: Sequence[Request], wait: bool = True) -> tuple[int, Slot] | None:
         assert self.packer is not None, "configure() first"

@@ -227,3 +227,48 @@ def demo_loader(data: ReportData) -> OutputLoader:
         return metrics_outputs(execution_id, objective, k % 50 == 0)
 
     return load
+
+
+def gpu_report(n: int = 24, *, seed: int = 5, nodes: int = 2, gpus_per_node: int = 4) -> ReportData:
+    """A campaign placed by resources on GPU nodes: ``n_gpus`` in 0.25, 0.5, 1, 2, packed by the real rule
+    (runaway.placement.Packer) as executions end, so the GPU lanes show what a run would have recorded."""
+    from fractions import Fraction
+
+    from orchestra.resources import Request
+    from runaway.capacity import render_cpu_list
+    from runaway.placement import Binding, NodeCapacity, Packer
+
+    rng = random.Random(seed)
+    sha = next(iter(_commits()))
+    packer = Packer([NodeCapacity(f"gpu{k + 1}", tuple(range(16)), tuple(str(g) for g in range(gpus_per_node)))
+                     for k in range(nodes)])
+    wanted = [rng.choice([Fraction(1, 4), Fraction(1, 2), Fraction(1), Fraction(2)]) for _ in range(n)]
+    running: list[tuple[_dt.datetime, Binding, int]] = []
+    now = T0
+    views = []
+    for k, amount in enumerate(wanted):
+        request = Request(cpus=2, gpus=amount)
+        binding = packer.place(request)
+        while binding is None:  # wait for the next execution to end, as the controller does
+            running.sort(key=lambda item: item[0])
+            now, freed, _slot = running.pop(0)
+            packer.release(freed)
+            binding = packer.place(request)
+        used = {slot for _e, b, slot in running if b.node == binding.node}
+        slot = next(i for i in range(len(used) + 1) if i not in used)  # the lowest free, as PackedSlots does
+        duration = rng.uniform(300, 1800)
+        ended = now + _dt.timedelta(seconds=duration)
+        running.append((ended, binding, slot))
+        exid = f"{rng.getrandbits(48):012x}"
+        loss = round(rng.uniform(0.1, 0.9), 6)
+        record = ExecutionRecord(
+            id=exid, campaign="gpu-sweep", commit=sha, command="python train.py --gpus {n_gpus}",
+            parameters={"n_gpus": float(amount), "k": k}, profile="gpus", state="finished", author="alice",
+            host=binding.node, slot=slot, created=_iso(T0), started=_iso(now), ended=_iso(ended),
+            duration=round(duration, 2), exit_code=0, objective=loss, outputs=["metrics.json"],
+            cores=render_cpu_list(binding.cores), gpus=",".join(binding.gpus),
+            gpu_share=float(binding.gpu_share) if binding.gpu_share < 1 else None)
+        views.append(ExecutionView(record, "", "", {}, [("metrics.json", 40)], {"val_loss": loss}))
+    generated = max((e for e, _b, _s in running), default=T0) + _dt.timedelta(minutes=5)
+    return ReportData("gpu-sweep", {"metric": "val_loss", "goal": "minimize"}, _iso(generated), _commits(), views,
+                      parameter_types={"n_gpus": "float", "k": "int"})

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from orchestra.execution import STATES
 
 from . import plots as P
+from . import resources as R
 from .fmt import esc, fmt_duration, fmt_num, fmt_time, short_sha, state_class
 from .layout import page
 from .model import ReportData, metric_value, objective_label, report_metrics
@@ -110,6 +111,7 @@ def overview_page(data: ReportData, pages: list[str], progress: P.Plot | None = 
         f"<dt>first start</dt><dd>{esc(fmt_time(s.first.isoformat()) if s.first else '—')}</dd>"
         f"<dt>last end</dt><dd>{esc(fmt_time(s.last.isoformat()) if s.last else '—')}</dd>"
         f"<dt>compute</dt><dd>{esc(fmt_duration(s.compute) or '0 s')}</dd></dl></div>")
+    cards.append(R.busy_card_html(R.busy(records, data.generated)))
     cards.append("</section>")
     body.extend(cards)
 
@@ -262,6 +264,10 @@ def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
                      + "</div>")
     parts.extend(groups)
     parts.append(_figure_html(P.timeline_plot(records, data.generated), "one bar per execution, per node and slot",
+                              legend, wide=True))
+    parts.append(_figure_html(R.gpu_lanes_plot(records, data.generated),
+                              "one lane per GPU of each node; each execution on the devices it held, a fraction "
+                              "of a GPU as a strip of that height, stacked with those sharing the device",
                               legend, wide=True))
     if progress is None and not any_scatter:
         parts.append('<section class="card empty"><h2>No objective values yet</h2><p>Plots of the objective '

@@ -10,15 +10,53 @@ import base64
 import dataclasses
 import shlex
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import gevent
 
 from ..backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
-from ..remote_runs import RemoteRuns
-from ..rundir import STOP_GRACE
+from ..remote_runs import RemoteRuns, q
+from ..rundir import META_DIR, STOP_GRACE
 from . import Found, Place, place_of
+
+
+# Sets the CPU affinity of the wrapper shell itself ($$: the command is eval'ed in it), so everything the
+# execution starts inherits it: no extra process stays in the chain. taskset (util-linux) where present,
+# else the host's python3 (os.sched_setaffinity, Linux); where neither can, the execution fails at once
+# (exit 126) rather than run on cores another execution was given.
+_SET_AFFINITY_PY = ("import os,sys; os.sched_setaffinity(int(sys.argv[1]), "
+                    "[int(c) for c in sys.argv[2].split(',')])")
+AFFINITY_FAILED = 126
+
+
+def affinity_line(cores: Sequence[int]) -> str:
+    """The shell line binding the execution to ``cores`` (run first, in the wrapper shell)."""
+    plain = ",".join(str(int(c)) for c in cores)
+    listed = q(plain)
+    why = q(f"orchestra: could not bind to cores {plain} (no taskset, and python3 could not set the affinity)")
+    return (f"{{ command -v taskset >/dev/null 2>&1 && taskset -cp {listed} $$ >/dev/null 2>&1; }} || "
+            f"python3 -c {q(_SET_AFFINITY_PY)} $$ {listed} 2>/dev/null || "
+            f"{{ echo {why} >&2; exit {AFFINITY_FAILED}; }}")
+
+
+def meta_lines(meta: Mapping[str, str]) -> list[str]:
+    """Lines writing files beside the run (``.orchestra/NAME``: the binding a resume holds again)."""
+    lines = []
+    for name, text in meta.items():
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"not a run file name: {name!r}")
+        lines.append(f"printf '%s' {q(text)} > {q(f'{META_DIR}/{name}')}")
+    return lines
+
+
+def bound_command(command: str, affinity: Sequence[int] | None, meta: Mapping[str, str] | None) -> str:
+    """The job's command under its binding: meta files written, then the affinity set, then the command
+    (which already carries its memory limit line: runaway.packed)."""
+    lines = meta_lines(meta or {})
+    if affinity:
+        lines.append(affinity_line(affinity))
+    return "\n".join([*lines, command]) if lines else command
 
 
 def read_output(runs: RemoteRuns, remote_dir: str, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
@@ -64,7 +102,12 @@ class ShellLauncher:
         place = self.place_of(slot)
         return self.prefix_of(place) if place is not None else ""  # re-attached: its launcher's death ends it
 
-    def launch(self, place: Place, slot: Slot, job: Job, code: CodeArchive, env: Mapping[str, str]) -> RunHandle:
+    def launch(self, place: Place, slot: Slot, job: Job, code: CodeArchive, env: Mapping[str, str],
+               affinity: Sequence[int] | None = None, meta: Mapping[str, str] | None = None) -> RunHandle:
+        """``affinity``, ``meta``: a binding's cores and the files kept beside the run, applied by lines of
+        the wrapper shell (bound_command): the agent-less way binds too."""
+        if affinity or meta:
+            job = dataclasses.replace(job, command=bound_command(job.command, affinity, meta))
         self._launched_at[job.execution_id] = time.time()
         remote_dir, pid, started = self.runs_of(place.host).launch(
             job, code, env=env, setup=self.setup, launcher=self.prefix_of(place), wait_pid=self.wait_pid)
@@ -124,4 +167,4 @@ class ShellLauncher:
         return None
 
 
-__all__ = ["ShellLauncher", "read_output"]
+__all__ = ["AFFINITY_FAILED", "ShellLauncher", "affinity_line", "bound_command", "meta_lines", "read_output"]

@@ -368,3 +368,53 @@ def test_execution_page_labels_float_parameters_float(driver: Any, grid_site: Pa
     summary = driver.find_element(By.ID, "ex-summary").text
     assert "val_acc" in summary and "c0" in summary and "login.cluster" in summary
     assert _errors(driver) == []
+
+
+@pytest.fixture(scope="module")
+def gpu_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from expegit.report.demo import gpu_report
+
+    return write_report(gpu_report(24), tmp_path_factory.mktemp("gpu-report") / "site").parent
+
+
+def test_gpu_lanes_render_with_fractions_stacked_and_the_overview_says_how_busy(
+        driver: Any, gpu_site: Path, artifacts: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    driver.get((gpu_site / "plots.html").as_uri())
+    lanes_svg = driver.find_element(By.CSS_SELECTOR, 'svg.plot[data-plot="gpu-lanes"]')
+    lanes = [t.text for t in lanes_svg.find_elements(By.CSS_SELECTOR, ".lanes text")]
+    assert lanes == [f"gpu{n} · GPU {g}" for n in (1, 2) for g in range(4)]  # every device of both nodes
+    bars = lanes_svg.find_elements(By.CSS_SELECTOR, "rect.bar")
+    assert len(bars) == int(lanes_svg.get_attribute("data-marks"))
+    fractions = lanes_svg.find_elements(By.CSS_SELECTOR, "rect.bar.frac")
+    assert fractions and all(0 < float(b.get_attribute("data-share")) < 1 for b in fractions)
+    whole_height = max(b.size["height"] for b in bars)
+    quarter = next(b for b in fractions if b.get_attribute("data-share") == "0.25")
+    assert 0 < quarter.size["height"] < whole_height / 2  # a strip, not a full bar: drawn, and visibly a share
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", quarter)
+    ActionChains(driver).move_to_element(quarter).perform()
+    tip = driver.find_element(By.ID, "tooltip")
+    _wait(driver, lambda d: tip.is_displayed())  # the bars carry data-i: the site's tooltips know them
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", lanes_svg)
+    driver.save_screenshot(str(artifacts / "report_gpu_lanes.png"))
+    assert _errors(driver) == []
+
+    driver.get((gpu_site / "index.html").as_uri())
+    card = driver.find_element(By.CSS_SELECTOR, ".card.busy")
+    assert "busy GPU-hours of" in card.text and "allocated" in card.text and "8 devices" in card.text
+    _shot(driver, artifacts, "gpu_overview")
+    assert _errors(driver) == []
+
+
+def test_execution_page_lists_the_cores_and_gpus_it_got(driver: Any, gpu_site: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    quarter = next(r for r in parse_report_data(gpu_site) if r.get("gpu_share") == 0.25)
+    driver.get(f"{(gpu_site / 'execution.html').as_uri()}?id={quarter['id']}")
+    _wait(driver, lambda d: d.find_element(By.ID, "ex-body").is_displayed())
+    summary = driver.find_element(By.ID, "ex-summary").text
+    assert f"cores\n{quarter['cores']}" in summary
+    assert f"GPUs\n{quarter['gpus']} (0.25 of it)" in summary
+    assert _errors(driver) == []

@@ -76,7 +76,7 @@ def test_an_impossible_request_is_refused_before_anything_is_created(tmp_path: P
     manifest = MANIFEST.replace("[0.5, 1, 2]", "[1, 3]").replace("gpus: [0, 1, 2, 3]", "gpus: [0, 1]")
     root = make_campaign(tmp_path / "camp", manifest, {"probe.py": PROBE})
     run = cli(root, "expegit", "run", "--grid")
-    assert run.returncode == 4, run.stderr
+    assert run.returncode == 11, run.stderr
     assert "resources {cpus: 1, gpus: 3} fit no node of profile 'fake'" in run.stderr
     assert "2 GPUs" in run.stderr and "Traceback" not in run.stderr
     assert git(root, "branch", "--list", "executions/*").stdout == ""
@@ -117,7 +117,7 @@ def test_runaway_exec_and_batch_take_the_same_requests(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "gpus=0 omp=1" in done.stdout
     refused = cli(root, "runaway", "exec", "fake", "--gpus", "3", "--", "echo")
-    assert refused.returncode == 4 and "gpus: 3} fit no node of profile 'fake'" in refused.stderr
+    assert refused.returncode == 11 and "gpus: 3} fit no node of profile 'fake'" in refused.stderr
     bad = cli(root, "runaway", "exec", "fake", "--gpus", "1.5", "--", "echo")
     assert bad.returncode == 2 and "--gpus: '1.5': above 1 a GPU request must be whole" in bad.stderr
     (root / "p.txt").write_text("n=1\nn=2\n")

@@ -452,6 +452,11 @@
     if (r.node) kvRow(dl, "node", el("span", "mono", String(r.node)));
     if (r.host) kvRow(dl, "host", el("span", "mono", String(r.host)));
     kvRow(dl, "slot", fmtNum(r.slot));
+    /* What it was given when placed by resources (README: Resources); absent for the others. */
+    if (r.cores) kvRow(dl, "cores", el("span", "mono", String(r.cores)));
+    if (r.gpus) kvRow(dl, "GPUs", el("span", "mono", String(r.gpus)
+      + (r.gpu_share ? " (" + fmtNum(r.gpu_share) + " of " + (String(r.gpus).indexOf(",") < 0 ? "it" : "each") + ")" : "")));
+    if (r.memory_limit) kvRow(dl, "memory limit", fmtSize(r.memory_limit));
     kvRow(dl, "profile", r.profile ? String(r.profile) : "");
     kvRow(dl, "author", r.author ? String(r.author) : "");
     kvRow(dl, "repeat", fmtNum(r.repeat));
