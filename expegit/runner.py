@@ -281,6 +281,12 @@ class Session:
                                 staging=self.campaign.workdir / "staging", leave=self.leave,
                                 packing=self.manifest.resources is not None)
         self.controllers.append(controller)
+        follower = None
+        if self.manifest.metrics is not None:
+            from .metrics_follow import MetricsFollower
+
+            follower = MetricsFollower(backend, self.manifest.metrics, listener.commit_metrics)
+            listener.metrics = follower
         for execution_id in adopted:  # re-attached, but the dead controller's "running" commit never landed
             listener.journal_running(execution_id)
         watcher = gevent.spawn(self._show_waiting, backend.waiting_for)
@@ -294,6 +300,8 @@ class Session:
             if watcher is not None:
                 watcher.kill()
                 self.progress.wait_on(None)
+            if follower is not None:
+                follower.close()
             writer.close()
             backend.close()
         for execution_id, exc in controller.errors:

@@ -200,6 +200,8 @@ class Fallback(Protocol):
 
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]: ...
 
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes: ...
+
     def find(self, execution_id: str, host: str, remote_dir: str | None) -> Found | None: ...
 
 
@@ -329,6 +331,9 @@ class AgentLauncher:
 
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         return self.fallback.read_output(handle, offsets)  # the agent writes the same files
+
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes:
+        return self.fallback.read_meta(handle, name, offset)  # the execution writes the same files
 
     def find(self, execution_id: str, host: str, remote_dir: str | None) -> Found | None:
         found = self.fallback.find(execution_id, host, remote_dir)

@@ -35,6 +35,19 @@ def read_output(runs: RemoteRuns, remote_dir: str, offsets: tuple[int, int]) -> 
     return base64.b64decode(parts[0] or b""), base64.b64decode(parts[1] or b"")
 
 
+def read_meta(runs: RemoteRuns, remote_dir: str, name: str, offset: int) -> bytes:
+    """One command: what the run directory's ``.orchestra/NAME`` gained past ``offset`` (intermediate
+    metrics). A missing file is b"" (not written yet); a failed command raises, so the caller's offset
+    does not move and the same bytes are asked for again (exactly once across reconnections)."""
+    if not name.replace(".", "").replace("_", "").isalnum():
+        raise ValueError(f"bad run-directory file name {name!r}")
+    meta = f"{remote_dir}/.orchestra"
+    cmd = (f"cd {shlex.quote(meta)} 2>/dev/null || exit 0; "
+           f"tail -c +{int(offset) + 1} {shlex.quote(name)} 2>/dev/null | base64 | tr -d '\\n'; echo")
+    result = runs.host.run(cmd, timeout=30)
+    return base64.b64decode(result.stdout.strip() or b"")
+
+
 class ShellLauncher:
     """``runs_of(host)`` gives a host's RemoteRuns; ``prefix_of(place)`` what reaches a node from it
     ("" on an ssh host, ``srun --jobid ...`` on an allocation); ``place_of(slot)`` the slot's place."""
@@ -106,6 +119,9 @@ class ShellLauncher:
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         return read_output(self.runs_of(handle.slot.host), handle.remote_dir, offsets)
 
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes:
+        return read_meta(self.runs_of(handle.slot.host), handle.remote_dir, name, offset)
+
     def find(self, execution_id: str, host: str, remote_dir: str | None) -> Found | None:
         """What an earlier controller left on ``host`` for the execution, if it is running or done."""
         runs = self.runs_of(host)
@@ -124,4 +140,4 @@ class ShellLauncher:
         return None
 
 
-__all__ = ["ShellLauncher", "read_output"]
+__all__ = ["ShellLauncher", "read_meta", "read_output"]
