@@ -39,13 +39,22 @@ def read_meta(runs: RemoteRuns, remote_dir: str, name: str, offset: int) -> byte
     """One command: what the run directory's ``.orchestra/NAME`` gained past ``offset`` (intermediate
     metrics). A missing file is b"" (not written yet); a failed command raises, so the caller's offset
     does not move and the same bytes are asked for again (exactly once across reconnections)."""
+    result = runs.host.run(render_read_meta(remote_dir, name, offset), timeout=30)
+    return parse_read_meta(result.stdout)
+
+
+def render_read_meta(remote_dir: str, name: str, offset: int) -> str:
+    """The command that prints ``.orchestra/NAME`` past ``offset`` as one base64 line (pure)."""
     if not name.replace(".", "").replace("_", "").isalnum():
         raise ValueError(f"bad run-directory file name {name!r}")
     meta = f"{remote_dir}/.orchestra"
-    cmd = (f"cd {shlex.quote(meta)} 2>/dev/null || exit 0; "
-           f"tail -c +{int(offset) + 1} {shlex.quote(name)} 2>/dev/null | base64 | tr -d '\\n'; echo")
-    result = runs.host.run(cmd, timeout=30)
-    return base64.b64decode(result.stdout.strip() or b"")
+    return (f"cd {shlex.quote(meta)} 2>/dev/null || exit 0; "
+            f"tail -c +{int(offset) + 1} {shlex.quote(name)} 2>/dev/null | base64 | tr -d '\\n'; echo")
+
+
+def parse_read_meta(stdout: str) -> bytes:
+    """The bytes render_read_meta's command printed (pure; b"" for a missing file or directory)."""
+    return base64.b64decode(stdout.strip() or b"")
 
 
 class ShellLauncher:
@@ -140,4 +149,4 @@ class ShellLauncher:
         return None
 
 
-__all__ = ["ShellLauncher", "read_meta", "read_output"]
+__all__ = ["ShellLauncher", "parse_read_meta", "read_meta", "read_output", "render_read_meta"]
