@@ -21,6 +21,8 @@ def test_logs_follow_and_metrics_while_running_local(tmp_path: Path) -> None:
         assert cli(root, "expegit", "logs", "--stderr", seen["id"], check=True).stdout == ""
         c = open_campaign(root)
         assert [p["step"] for p in c.metrics(seen["id"])] == [1, 2, 3]
+        frame = c.metrics(seen["id"], frame=True)
+        assert list(frame["step"]) == [1, 2, 3] and list(frame["loss"]) == [0.5, 0.25, 0.125]
     finally:
         shutil.rmtree(gates, ignore_errors=True)
 
