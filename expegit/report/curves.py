@@ -42,8 +42,8 @@ def series(points: Sequence[Mapping[str, Any]], x: str | None, y: str) -> list[t
     """The (x, y) pairs of one curve, in order, points without a number for y (or x) left out."""
     out = []
     for n, point in enumerate(points):
-        yv = point.get(y)
-        xv = point.get(x) if x is not None else n
+        yv: Any = point.get(y)
+        xv: Any = point.get(x) if x is not None else n
         if is_number(yv) and is_number(xv) and not isinstance(yv, bool):
             out.append((float(xv), float(yv)))
     return out

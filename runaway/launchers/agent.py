@@ -173,7 +173,8 @@ class AgentRuns:
         """The run directory's ``.orchestra/NAME`` past ``offset``, through the agent's session (one
         request line, one ``data`` frame); raises when the session drops or the agent does not answer."""
         try:
-            return self.link.read(execution_id, name, offset, run_dir).get(timeout=timeout)  # type: ignore[no-any-return]
+            data = self.link.read(execution_id, name, offset, run_dir).get(timeout=timeout)
+            return data if isinstance(data, bytes) else b""
         except gevent.Timeout:
             raise ExecutionError(f"{self.link.name}: the agent did not answer a read within {timeout:.0f}s") from None
 
