@@ -21,6 +21,10 @@ def test_logs_follow_and_metrics_while_running_local(tmp_path: Path) -> None:
         assert cli(root, "expegit", "logs", "--stderr", seen["id"], check=True).stdout == ""
         c = open_campaign(root)
         assert [p["step"] for p in c.metrics(seen["id"])] == [1, 2, 3]
+        # the report draws them: a learning curve on the plots page and on the execution's page
+        index = Path(cli(root, "expegit", "report", check=True).stdout.strip())
+        assert 'data-plot="curves"' in (index.parent / "plots.html").read_text()
+        assert (index.parent / "curves" / f"{seen['id']}.svg").read_text().count("<polyline") == 1  # loss against step
         frame = c.metrics(seen["id"], frame=True)
         assert list(frame["step"]) == [1, 2, 3] and list(frame["loss"]) == [0.5, 0.25, 0.125]
     finally:
