@@ -47,6 +47,14 @@ class Objective:
 
 
 @dataclasses.dataclass(frozen=True)
+class MetricsSpec:
+    """`metrics:`: intermediate values read while an execution runs (see expegit/metrics_stream.py)."""
+
+    pattern: str | None = None  # a regex with named groups, on each stdout line
+    every: float = 30.0  # seconds between commits of a running execution's metrics
+
+
+@dataclasses.dataclass(frozen=True)
 class RetryPolicy:
     max: int = 0
     on: tuple[str, ...] = ("node-failure",)
@@ -71,6 +79,9 @@ class Manifest:
     # `resources:` as declared (placeholders unresolved: orchestra.resources.resolve per execution); None:
     # not declared, one slot per execution as before any packing existed.
     resources: Mapping[str, Any] | None = None
+    # `metrics:` as declared; None: not declared, nothing is read while executions run (a file written to
+    # ORCHESTRA_METRICS is still committed at the end, with the results).
+    metrics: MetricsSpec | None = None
     description: str = ""
     path: str = MANIFEST_NAME
     data: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # plain form, for hashing searches
@@ -371,6 +382,8 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
         elif pattern.startswith(".orchestra"):
             c.at(["outputs", i], "outputs: .orchestra/ is reserved for Orchestra's own files")
 
+    metrics = _metrics(data["metrics"], c) if "metrics" in data else None
+
     timeout = None
     if "timeout" in data:
         try:
@@ -409,9 +422,35 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
         name=data["name"], command=command, parameters=specs, outputs=tuple(data.get("outputs") or ()),
         objective=objective, repeats=data.get("repeats", 1), timeout=timeout, retries=retries,
         search=search, profile=profile, profiles=profiles, env=env, shell=shell, resources=resources,
-        description=data.get("description", ""),
+        metrics=metrics, description=data.get("description", ""),
         path=c.path, data=data,
     )
+
+
+def _metrics(declared: Mapping[str, Any], c: _Checker) -> MetricsSpec:
+    """`metrics:`: a pattern must compile and name what it captures (the names are the metrics' keys)."""
+    pattern = declared.get("pattern")
+    if pattern is not None:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            c.at(["metrics", "pattern"], f"metrics.pattern: invalid regular expression: {exc}",
+                 hint="fix the regular expression (Python's re syntax)")
+        else:
+            if not compiled.groupindex:
+                c.at(["metrics", "pattern"], "metrics.pattern: needs named groups, one per metric, like "
+                     "'step=(?P<step>\\d+) loss=(?P<loss>[0-9.e-]+)'",
+                     hint="name each group with (?P<name>...): the names are the metrics' keys")
+    every = 30.0
+    if "every" in declared:
+        try:
+            every = parse_duration(declared["every"])
+        except ValueError as exc:
+            c.at(["metrics", "every"], f"metrics.every: {exc}")
+        else:
+            if every <= 0:
+                c.at(["metrics", "every"], "metrics.every: must be more than 0 seconds", hint="e.g. every: 30s")
+    return MetricsSpec(pattern=pattern, every=every)
 
 
 def _resources(declared: Any, specs: Mapping[str, ParameterSpec], c: _Checker) -> Mapping[str, Any] | None:

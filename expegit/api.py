@@ -21,6 +21,7 @@ from .aggregate import Configuration, configurations
 from .campaign import Campaign
 from .campaign import open_campaign as _open_campaign
 from .listing import campaign_metrics, export_row
+from .metrics_stream import parse_metrics_text
 from .records import RecordIndex
 
 METRICS_STREAM_PATH = ".orchestra/metrics.jsonl"
@@ -104,12 +105,18 @@ class AnalysisCampaign(Campaign):
                 frame[column] = pandas.to_datetime(frame[column], utc=True, errors="coerce")
         return frame
 
-    def metrics(self, prefix: str) -> list[dict[str, Any]]:
-        """An execution's intermediate metrics (``.orchestra/metrics.jsonl`` on its branch); [] before any."""
+    def metrics(self, prefix: str, *, frame: bool = False) -> Any:
+        """An execution's intermediate metrics (``.orchestra/metrics.jsonl`` on its branch): a list of dicts
+        in the order written, [] before any; with ``frame=True`` a pandas DataFrame, one row per point.
+
+        Why a flag rather than "a DataFrame whenever pandas is installed": the same notebook must get the
+        same type on every machine it runs on. While an execution runs, this is what its controller
+        committed last (at most ``metrics.every`` old)."""
         execution_id = RecordIndex(self.store).resolve(prefix)
         tip = self.store.ref("refs/heads/" + render_branch_name(execution_id))
         raw = self.store.read_path(tip, METRICS_STREAM_PATH) if tip else None
-        return parse_metrics_lines(raw.decode("utf-8", "replace")) if raw else []
+        points = parse_metrics_text(raw) if raw else []
+        return _pandas().DataFrame(points) if frame else points
 
     def configurations(self, *, ignore: Sequence[str] | None = None) -> list[Configuration]:
         """Parameter points aggregated over their repeats, best mean first (``ignore``: the parameters that

@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
                    ).completer = complete_execution_ids  # type: ignore[attr-defined]
     p.add_argument("--tail", type=int, default=20, help="lines of stdout/stderr to show")
 
+    p = sub.add_parser("logs", help="an execution's output, wherever it runs; -f follows it until it ends")
+    p.add_argument("id", help="an execution id or a unique prefix of one"
+                   ).completer = complete_execution_ids  # type: ignore[attr-defined]
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output until the execution ends")
+    p.add_argument("--stderr", action="store_true", help="its stderr instead of its stdout")
+    p.set_defaults(needs_gevent=True)  # SSH hosts are reached through runaway's gevent-driven connections
+
     p = sub.add_parser("rm", help="delete execution branches (results are otherwise never rewritten)")
     p.add_argument("ids", nargs="+", metavar="ID").completer = complete_execution_ids  # type: ignore[attr-defined]
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
@@ -201,6 +208,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         sys.stdout.write(show_text(_open(args), args.id, tail=args.tail))
         return 0
+    if command == "logs":
+        from .logs import print_logs
+
+        return print_logs(_open(args), args.id, stderr=args.stderr, follow=args.follow)
     if command == "rm":
         from .listing import remove
         from .records import RecordIndex

@@ -18,6 +18,7 @@ from runaway.capacity import render_cpu_list
 from runaway.rundir import STDERR_FILE, STDOUT_FILE
 from runaway.controller import AttemptResult, Task
 
+from .metrics_stream import METRICS_PATH, final_points, render_metrics_text
 from .journal import JournalWriter, describe_parameters, iso_from_epoch, utc_now
 from .objective import read_objective
 from .run_summary import RunSummary
@@ -67,6 +68,17 @@ class JournalListener:
         self.running_commit_delay = running_commit_delay
         self._delayed: dict[str, gevent.Greenlet] = {}
         self._unmatched_said: set[str] = set()
+        # Intermediate metrics of running executions (expegit/metrics_follow.py), when the manifest declares
+        # `metrics:`; set by the runner after construction, so other listeners' callers need not change.
+        self.metrics: Any = None
+
+    def commit_metrics(self, execution_id: str, stream: bytes) -> None:
+        """A running execution's metrics so far, as a journal commit of its running record (the follower's
+        ``commit``). Skipped once it has ended: its final commit holds the whole stream."""
+        record = self.records.get(execution_id)
+        if record is None or record.state != "running":
+            return
+        self._commit(record, {METRICS_PATH: stream})
 
     def _commit(self, record: ExecutionRecord, files: Mapping[str, Any] | None = None, *,
                 durable: bool = False) -> None:
@@ -85,6 +97,8 @@ class JournalListener:
         record.slot = handle.slot.index
         record.remote_dir = handle.remote_dir
         record_binding(record, handle)
+        if self.metrics is not None:
+            self.metrics.add(record.id, handle)
         record.started = iso_from_epoch(handle.started) or utc_now()
         record.ended = record.duration = record.exit_code = record.objective = record.error = None
         self.progress.started()
@@ -106,6 +120,8 @@ class JournalListener:
             self._commit(record)
 
     def _settle(self, execution_id: str) -> None:
+        if self.metrics is not None:
+            self.metrics.remove(execution_id)
         pending = self._delayed.pop(execution_id, None)
         if pending is not None:
             pending.kill(block=False)
@@ -146,6 +162,7 @@ class JournalListener:
                     files[rel] = collected.contents.get(rel, b"")
                 else:
                     files[rel] = path if path.exists() else b""
+            self._fill_metrics(collected, files)
             if self.manifest.objective is not None and outcome.exit_code == 0:
                 record.objective, problem = read_objective(self.manifest.objective, collected.read)
                 if problem:
@@ -159,6 +176,21 @@ class JournalListener:
         elif outcome.error and not record.error:
             record.error = outcome.error
         return files
+
+    def _fill_metrics(self, collected: Any, files: dict[str, Any]) -> None:
+        """The whole metrics stream from the results: the ORCHESTRA_METRICS file as written (exact bytes),
+        or, with a `metrics.pattern`, re-rendered with the points read from stdout."""
+        raw = collected.read(METRICS_PATH)
+        spec = self.manifest.metrics
+        if spec is None or spec.pattern is None:
+            if raw:
+                files[METRICS_PATH] = raw
+            return
+        import re
+
+        points = final_points(raw, collected.read(STDOUT_FILE), re.compile(spec.pattern))
+        if points or raw:
+            files[METRICS_PATH] = render_metrics_text(points).encode("utf-8")
 
     def attempt_failed(self, task: Task, result: AttemptResult, will_retry: bool) -> None:
         self._settle(task.job.execution_id)

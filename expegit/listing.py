@@ -26,7 +26,7 @@ LIST_HEADER = ("id", "state", "objective", "duration", "commit", "parameters")
 
 
 def status_text(campaign: Campaign) -> str:
-    records, _tips, problems = RecordIndex(campaign.store).load()
+    records, tips, problems = RecordIndex(campaign.store).load()
     counts = Counter(r.state for r in records.values())
     lines = [f"campaign {campaign.manifest.name}: {len(records)} executions"]
     lines.append("  " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES))
@@ -40,11 +40,9 @@ def status_text(campaign: Campaign) -> str:
             lines.append(f"  best {objective.metric} = {best.objective:g} ({best.id}: {params})")
             lines.extend(_configuration_lines(scored, objective.goal, objective.metric,
                                               campaign.manifest.parameters))
-    running = sorted((r for r in records.values() if r.state == "running"), key=lambda r: r.started or "")
-    for record in running[:10]:
-        lines.append(f"  running {record.id} on {record.node or record.host} slot {record.slot} since {record.started}")
-    if len(running) > 10:
-        lines.append(f"  ... and {len(running) - 10} more running")
+    from .running import running_lines  # how long, latest metrics (reads only the running ones' blobs)
+
+    lines.extend(running_lines(campaign.store, [r for r in records.values() if r.state == "running"], tips))
     resumable = counts.get("created", 0) + counts.get("cancelled", 0)
     if resumable:
         lines.append(f"  {resumable} not run yet: `expegit resume` runs them")

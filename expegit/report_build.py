@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 from orchestra.execution import RECORD_PATH, STDERR_PATH, STDOUT_PATH, ExecutionRecord
@@ -44,6 +45,7 @@ class ManifestFacts:
     objective: Objective | None = None
     metrics_file: str | None = None  # the objective's ``from``: where every other metric is read too
     parameter_types: dict[str, str] = dataclasses.field(default_factory=dict)
+    has_metrics: bool = False  # `metrics:` declared: learning curves are read from .orchestra/metrics.jsonl
 
 
 def manifest_facts(text: bytes | str | None) -> ManifestFacts:
@@ -69,7 +71,7 @@ def manifest_facts(text: bytes | str | None) -> ManifestFacts:
         if isinstance(objective.get("from"), str) and objective["from"]:
             source = objective["from"]
     return ManifestFacts(str(name) if name is not None else None, parsed, source,
-                         declared_parameter_types(data.get("parameters")))
+                         declared_parameter_types(data.get("parameters")), has_metrics="metrics" in data)
 
 
 def declared_parameter_types(parameters: object) -> dict[str, str]:
@@ -101,7 +103,8 @@ def _manifest_text(store: GitStore) -> bytes | None:
     return store.read_path(head, MANIFEST_NAME) if head else None
 
 
-def _view(store: GitStore, record: ExecutionRecord, tip: str, metrics: Mapping[str, float]) -> ExecutionView:
+def _view(store: GitStore, record: ExecutionRecord, tip: str, metrics: Mapping[str, float],
+          curves: bool = False) -> ExecutionView:
     diffstat: list[tuple[str, int]] = []
     try:
         for path, mode, sha in store.changed_files(record.commit, tip):
@@ -112,7 +115,15 @@ def _view(store: GitStore, record: ExecutionRecord, tip: str, metrics: Mapping[s
         diffstat = []
     return ExecutionView(record=record, stdout_tail=tail(store.read_path(tip, STDOUT_PATH)),
                          stderr_tail=tail(store.read_path(tip, STDERR_PATH)), diffstat=sorted(diffstat),
-                         metrics=metrics)
+                         metrics=metrics, curve=_curve(store, tip) if curves else ())
+
+
+def _curve(store: GitStore, tip: str) -> list[dict[str, Any]]:
+    """Only for manifests that declare `metrics:`: campaigns without them read no extra blob per branch."""
+    from .metrics_stream import METRICS_PATH, parse_metrics_text
+
+    raw = store.read_path(tip, METRICS_PATH)
+    return parse_metrics_text(raw) if raw else []
 
 
 def build_report_data(store: GitStore, *, campaign: str | None = None,
@@ -133,7 +144,8 @@ def build_report_data(store: GitStore, *, campaign: str | None = None,
         subject, author, when = store.commit_info(record.commit)
         commits[record.commit] = CommitInfo(sha=record.commit, subject=subject, author=author,
                                             time=iso_from_epoch(when) or "")
-    views = [_view(store, record, tips[record.id], metrics.get(record.id, {})) for record in ordered]
+    views = [_view(store, record, tips[record.id], metrics.get(record.id, {}), facts.has_metrics)
+             for record in ordered]
     if campaign is None:
         campaign = name or (ordered[0].campaign if ordered else None) or _repository_name(store)
     data = ReportData(campaign=campaign, objective=objective if objective is not None else declared,

@@ -309,6 +309,19 @@ class Session:
                                 staging=self.campaign.workdir / "staging", leave=self.leave,
                                 packing=self.manifest.resources is not None)
         self.controllers.append(controller)
+        follower = None
+        if self.manifest.metrics is not None:
+            from .metrics_follow import MetricsFollower
+
+            follower = MetricsFollower(backend, self.manifest.metrics, listener.commit_metrics)
+            listener.metrics = follower
+            # Re-attached by a resume: never "launched" here, so followed from now on, from their first
+            # byte (the commit holds the whole stream again: what the dead controller committed, then more).
+            reattached = list(reattached)
+            listed = tasks if isinstance(tasks, (list, tuple)) else ()
+            for task in [*reattached, *listed]:
+                if task.handle is not None:
+                    follower.add(task.job.execution_id, task.handle)
         for execution_id in adopted:  # re-attached, but the dead controller's "running" commit never landed
             listener.journal_running(execution_id)
         watcher = gevent.spawn(self._show_waiting, backend.waiting_for)
@@ -322,6 +335,8 @@ class Session:
             if watcher is not None:
                 watcher.kill()
                 self.progress.wait_on(None)
+            if follower is not None:
+                follower.close()
             writer.close()
             backend.close()
         for execution_id, exc in controller.errors:

@@ -122,6 +122,10 @@ class AgentLink:
         self._frame: _Frame | None = None  # a large results frame being written to its spool file
         self.error: Exception | None = None
         self.reconnects = 0
+        # `read` requests in flight, by (execution id, file name, offset): answered by one `data` frame, or
+        # failed when the session drops (the reader asks again from the same offset: nothing lost, nothing
+        # read twice).
+        self._reads: dict[tuple[str, str, int], gevent.event.AsyncResult] = {}
 
     # -- lifecycle
     def start(self) -> None:
@@ -211,6 +215,24 @@ class AgentLink:
             raise self.error
         self._queue(line)
 
+    def read(self, execution_id: str, name: str, offset: int, run_dir: str) -> gevent.event.AsyncResult:
+        """Ask the agent for ``<run_dir>/.orchestra/NAME`` past ``offset``; the result is the bytes."""
+        if self.error is not None:
+            raise self.error
+        key = (execution_id, name, offset)
+        found = self._reads.get(key)
+        if found is not None:
+            return found
+        result = gevent.event.AsyncResult()
+        self._reads[key] = result
+        self._queue(protocol.render_request("read", execution_id, name=name, offset=offset, run_dir=run_dir))
+        return result
+
+    def _fail_reads(self, error: Exception) -> None:
+        reads, self._reads = self._reads, {}
+        for result in reads.values():
+            result.set_exception(error)
+
     def forget(self, execution_id: str) -> None:
         self.pending.pop(execution_id, None)
 
@@ -278,6 +300,15 @@ class AgentLink:
             self._pos = end
             self._exited(execution_id, fields, buffer[newline + 1:end])
             return True
+        if kind == "data":
+            end = newline + 1 + fields["size"]
+            if len(buffer) < end:
+                return False
+            self._pos = end
+            waiting = self._reads.pop((execution_id, fields["name"], fields["offset"]), None)
+            if waiting is not None:
+                waiting.set(bytes(buffer[newline + 1:end]))
+            return True
         self._pos = newline + 1
         if kind == "started":
             pending = self.pending.get(execution_id)
@@ -343,6 +374,7 @@ class AgentLink:
     def _reconnect(self, dead: Session | None) -> None:
         self._up.clear()
         self._drop_frame()
+        self._fail_reads(LinkLost(f"{self.name}: the connection to the agent dropped"))
         if dead is not None:
             dead.close()
         self.session = None

@@ -535,6 +535,9 @@ class AllocationBackend(SlotsOnly):
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         return self.launcher.read_output(handle, offsets)
 
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes:
+        return self.launcher.read_meta(handle, name, offset)
+
     def transports(self) -> list[Transport]:
         return [self.host]
 

@@ -194,6 +194,10 @@ class Backend(Protocol):
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         """stdout and stderr written past ``offsets`` (bytes already read) while it runs (`runaway exec`)."""
 
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes:
+        """The run directory's ``.orchestra/NAME`` past ``offset`` while it runs (intermediate metrics);
+        raises when the place cannot be read now (the caller asks again from the same offset)."""
+
     def reattach(self, execution_id: str, host: str | None, slot: int | None,
                  remote_dir: str | None) -> RunHandle | None:
         """A handle for an execution launched by an earlier controller, or None if nothing is left."""

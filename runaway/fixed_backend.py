@@ -143,6 +143,9 @@ class FixedBackend:
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         return self.launcher.read_output(handle, offsets)
 
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes:
+        return self.launcher.read_meta(handle, name, offset)
+
     def _host_holding(self, execution_id: str) -> str | None:
         """The host whose workdir has this execution's run directory (one listing per host per resume)."""
         if self._run_listing is None:

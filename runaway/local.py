@@ -166,6 +166,15 @@ class LocalFiles:
                 chunks.append(b"")
         return chunks[0], chunks[1]
 
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes:
+        """``.orchestra/NAME`` past ``offset`` (intermediate metrics); b"" while it does not exist."""
+        try:
+            with open(f"{handle.remote_dir}/.orchestra/{name}", "rb") as stream:
+                stream.seek(offset)
+                return stream.read()
+        except FileNotFoundError:
+            return b""
+
     def find(self, execution_id: str, host: str, remote_dir: str | None) -> Found | None:
         """Only what is still running (our wrapper) or ended: a run that never started, or died with
         the machine, must run again."""
@@ -357,6 +366,9 @@ class LocalBackend:
 
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         return self.launcher.read_output(handle, offsets)
+
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes:
+        return self.launcher.read_meta(handle, name, offset)
 
     def reattach(self, execution_id: str, host: str | None, slot: int | None,
                  remote_dir: str | None) -> RunHandle | None:

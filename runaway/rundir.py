@@ -28,8 +28,11 @@ STOP_GRACE = 5.0  # seconds between TERM and KILL of an execution's process grou
 # `1<>` (open without truncating) and padded to a fixed width: in a recycled run directory that overwrites
 # the last execution's files, which the agent blanked, instead of creating or truncating a file (see
 # agent.write_in_place). So an execution is over once exit_code holds a number, not once it exists.
+# ORCHESTRA_METRICS is exported here (a builtin, no file created) so that every launcher gives executions
+# the same absolute path for their intermediate metrics (expegit/metrics_stream.py).
 WRAPPER = (
     '__orchestra="$PWD/.orchestra"; printf \'%-10s\\n\' $$ 1<>"$__orchestra/pid"; '
+    'export ORCHESTRA_METRICS="$__orchestra/metrics.jsonl"; '
     'trap \'printf "%-10s\\n" $? 1<>"$__orchestra/exit_code"\' EXIT; '
     'eval "$1" > "$__orchestra/stdout" 2> "$__orchestra/stderr" < /dev/null'
 )

@@ -97,6 +97,7 @@ def execution_shell(data: ReportData) -> str:
         '<div class="card"><h2>Parameters</h2><div id="ex-parameters"></div>'
         '<h2>Code commit</h2><div id="ex-commit"></div></div></section>'
         '<section class="card"><h2>Command</h2><pre class="cmd" id="ex-command"></pre></section>'
+        '<section class="card" id="ex-curve-card" hidden><h2>Learning curve</h2><div id="ex-curve"></div></section>'
         '<section class="card"><h2>Outputs</h2><div id="ex-outputs"></div></section>'
         '<section class="card"><h2>stdout <span class="muted small" id="ex-stdout-info"></span></h2>'
         '<pre class="tail" id="ex-stdout"></pre></section>'

@@ -7,8 +7,8 @@ so a server hook can render the same data without a working tree.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
-from typing import Literal, TypedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, TypedDict
 
 from orchestra.execution import ExecutionRecord
 
@@ -48,6 +48,8 @@ class ExecutionView:
     output_files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
     diffstat: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # Intermediate metrics (``.orchestra/metrics.jsonl``), read when the manifest declares ``metrics:``.
+    curve: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclasses.dataclass(frozen=True)

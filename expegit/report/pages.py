@@ -209,6 +209,19 @@ def executions_page(data: ReportData) -> str:
                 generated=data.generated)
 
 
+def learning_curves(data: ReportData) -> P.Plot | None:
+    """Every execution's intermediate metrics (``.orchestra/metrics.jsonl``), best highlighted."""
+    from .curves import learning_curves_plot
+
+    curves = [(i, v.curve) for i, v in enumerate(data.executions) if v.curve]
+    if not curves:
+        return None
+    metric, goal = objective_label(data)
+    objective = {i: v.record.objective for i, v in enumerate(data.executions)
+                 if v.curve and v.record.objective is not None}
+    return learning_curves_plot(curves, goal=goal, prefer=metric, objective=objective)
+
+
 def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
     """Search progress (the objective), then scatter plots and parallel coordinates per metric, then the
     timeline. With several metrics, each metric's plots are drawn once here and a picker (report.js) shows
@@ -223,6 +236,10 @@ def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
     if progress is None:
         progress = P.progress_plot(records, metric, goal)
     parts.append(_figure_html(progress, f"best {metric} so far ({goal})", legend, wide=True))
+    curves = learning_curves(data)
+    if curves is not None:
+        parts.append(_figure_html(curves, "intermediate metrics, one line per execution; the best is highlighted",
+                                  wide=True))
     every = report_metrics(data)
     names = every[:MAX_PLOT_METRICS]
     memo: P.Memo = {}  # parameter axes drawn once for every metric that has the same executions

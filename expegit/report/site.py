@@ -1,7 +1,7 @@
 """Writing the whole site: ``write_report`` is the one entry point the git layer calls.
 
 Layout: index.html, executions.html, plots.html, analysis.html, compare.html, execution.html (+ details/<xx>.js shards), data.js,
-assets/, files/<execution>/<output path>.
+assets/, files/<execution>/<output path>, curves/<execution>.svg (learning curves, when reported).
 
 The site is built in a sibling temporary directory and swapped in with renames, so a reader (or a web
 server behind a post-receive hook) never sees a half-written report, and outputs of executions that no
@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections import defaultdict
 from importlib import resources
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from .reuse import previous_details, reuse_outputs
 
 MARKER = ".orchestra-report"
 ASSETS = ("report.css", "report.js")
+CURVES_DIR = "curves"  # learning curves of executions that reported metrics, one SVG each
 
 
 def _write(path: Path, text: str) -> None:
@@ -92,13 +94,28 @@ def render_site(data: ReportData, root: Path, load_outputs: OutputLoader | None 
                 outputs.update(load_outputs(str(view.record.id)))
         if entries is None:
             entries = write_outputs(root, name, outputs) if outputs else []
-        shards[shard_key(name)][name] = detail_entry(
+        shards[shard_key(name)][name] = entry = detail_entry(
             view, entries, data.commits.get(str(view.record.commit)),
             pages[k - 1] if k > 0 else None, pages[k + 1] if k < last else None, data.parameter_types)
+        if view.curve:
+            entry["curve"] = write_curve(root, name, view.curve, metric)
     (root / DETAILS_DIR).mkdir()
     for key, entries_by_name in shards.items():
         _write(root / DETAILS_DIR / f"{key}.js", render_shard(entries_by_name))
     _write(root / MARKER, FORMAT + "\n")
+
+
+def write_curve(root: Path, name: str, points: Sequence[Mapping[str, Any]], metric: str) -> str | None:
+    """The execution page's learning curve as ``curves/<name>.svg`` (an image: the page's script renders
+    text only); a file only for executions that reported metrics. Returns its href."""
+    from .curves import execution_curve_svg
+
+    document = execution_curve_svg(points, prefer=metric)
+    if document is None:
+        return None
+    (root / CURVES_DIR).mkdir(exist_ok=True)
+    _write(root / CURVES_DIR / f"{name}.svg", document)
+    return f"{CURVES_DIR}/{name}.svg"
 
 
 def write_report(data: ReportData, out_dir: Path | str, *, load_outputs: OutputLoader | None = None) -> Path:

@@ -32,6 +32,8 @@ Protocol: lines of space-separated fields; free text as base64 of JSON.
       watch <id> <b64 {"run_dir", "outputs"}>
       kill <id> <signal> <grace seconds>      (TERM the group, KILL it after the grace)
       remove <id> <b64 "run_dir">             (after the controller committed the results)
+      read <id> <metrics.jsonl|stdout|stderr> <offset> <b64 "run_dir">
+                                              (a running execution's file past offset: metrics, live output)
       env <b64 {name: value}>                 (the base environment of this session's launches)
       ping <token>
     agent -> controller
@@ -40,6 +42,8 @@ Protocol: lines of space-separated fields; free text as base64 of JSON.
       exited <id> <code|-> <started|-> <ended> <size> <sha256>\\n<size bytes: the results>
       gone <id>                               (no such run directory)
       error <id> <b64 "message">
+      data <id> <name> <offset> <size>\\n<size bytes>  (the answer to a read: at most MAX_READ bytes;
+                                              0: nothing new. The reader's offset is the acknowledgement)
       pong <token>
 
 ``exited`` with code ``-`` means the execution died without an exit code (host rebooted, killed -9 with
@@ -52,7 +56,7 @@ import os
 from .attach import attach, ensure, main
 from .daemon import Agent
 from .posix import pid_alive, read_small, write_in_place
-from .protocol import (MAX_LINE, META_DIR, PROTOCOL, SOCKET_NAME, WRAPPER_FILES, b64json, exit_code_of, parse_event,
+from .protocol import (MAX_LINE, MAX_READ, META_DIR, PROTOCOL, READABLE, SOCKET_NAME, WRAPPER_FILES, b64json, exit_code_of, parse_event,
                        parse_request, render_event, render_request, split_lines, unb64json)
 from .results import (check_result_path, pack_results, parse_result_header, parse_results, render_result_header,
                       result_files)
@@ -105,7 +109,7 @@ def write_bundle(directory):
     return path
 
 
-__all__ = ["Agent", "MAX_LINE", "META_DIR", "PROTOCOL", "RunDirs", "SOCKET_NAME", "WRAPPER_FILES", "attach",
+__all__ = ["Agent", "MAX_LINE", "MAX_READ", "META_DIR", "READABLE", "PROTOCOL", "RunDirs", "SOCKET_NAME", "WRAPPER_FILES", "attach",
            "b64json", "bundle", "bundle_digest", "check_result_path", "ensure", "exit_code_of", "main", "pack_results",
            "parse_event", "parse_request", "parse_result_header", "parse_results", "pid_alive", "read_small",
            "remove_stale_spares", "render_event", "render_request", "render_result_header", "result_files",

@@ -13,7 +13,8 @@ import tempfile
 import time
 
 from .posix import pid_alive, read_small
-from .protocol import MAX_LINE, META_DIR, SOCKET_NAME, exit_code_of, parse_request, render_event, split_lines
+from .protocol import (MAX_LINE, MAX_READ, META_DIR, SOCKET_NAME, exit_code_of, parse_request, render_event,
+                       split_lines)
 from .results import pack_results
 from .rundirs import RunDirs, remove_stale_spares
 
@@ -145,11 +146,39 @@ class Agent:
                 self._kill(execution_id, fields["signal"], fields["grace"])
             elif kind == "remove":
                 self._remove(client, execution_id, fields["run_dir"])
+            elif kind == "read":
+                self._read_file(client, execution_id, fields["name"], fields["offset"], fields["run_dir"])
         except Exception as exc:  # one bad request must not take the executions of others down
             if execution_id:
                 self._event(client, "error", execution_id, message="%s: %s" % (kind, exc))
             else:
                 sys.stderr.write("orchestra-agent: %s: %s\n" % (kind, exc))
+
+    def _read_file(self, client: _Client, execution_id: str, name: str, offset: int, run_dir: str) -> None:
+        """A ``data`` frame: the run directory's ``.orchestra/NAME`` past ``offset`` (at most MAX_READ bytes).
+
+        Why through the agent: a running execution's metrics and output reach the controller on the
+        session it already holds, instead of one remote shell per read. The reader's offset is the
+        acknowledgement (it asks again from its new offset), so nothing is kept here and a dropped
+        session loses nothing. Never an ``error`` event: that would settle the execution as failed; a file
+        that cannot be read (not written yet, not a run directory) is answered as empty."""
+        data = b""
+        if self._is_run_dir(execution_id, run_dir):
+            flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+            try:
+                fd = os.open(os.path.join(run_dir, META_DIR, name), flags)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    os.lseek(fd, offset, os.SEEK_SET)
+                    data = os.read(fd, MAX_READ)
+                except OSError:
+                    data = b""
+                finally:
+                    os.close(fd)
+        header = render_event("data", execution_id, name=name, offset=offset, size=len(data))
+        self._send(client, (header + "\n").encode("ascii") + data)
 
     def _is_run_dir(self, execution_id: str, path: str) -> bool:
         """Only ``<root>/runs/<execution id>`` is ever created, recycled or removed by request."""

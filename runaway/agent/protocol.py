@@ -19,6 +19,10 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 _NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?\Z")
 _SHA = re.compile(r"^[0-9a-f]{64}\Z")
 MAX_LINE = 1 << 20  # a request line longer than this is refused (a runaway client, not a command line)
+# What `read` may ask for (intermediate metrics, live output), and the most one answer carries: a reader
+# asks again from its new offset, so a large file streams in bounded frames.
+READABLE = ("metrics.jsonl", "stdout", "stderr")
+MAX_READ = 1 << 20
 
 
 # ------------------------------------------------------------------------------------- pure: lines
@@ -74,6 +78,10 @@ def render_request(kind: str, execution_id: str = "", **fields) -> str:
         return "kill %s %d %g" % (execution_id, int(fields["signal"]), float(fields.get("grace", 5.0)))
     if kind == "remove":
         return "remove %s %s" % (execution_id, b64json(str(fields["run_dir"])))
+    if kind == "read":
+        if fields["name"] not in READABLE:
+            raise ValueError("cannot read %r; only %s" % (fields["name"], ", ".join(READABLE)))
+        return "read %s %s %d %s" % (execution_id, fields["name"], int(fields["offset"]), b64json(str(fields["run_dir"])))
     raise ValueError("unknown request kind %r" % kind)
 
 
@@ -119,6 +127,11 @@ def parse_request(line: str) -> tuple:
         if not isinstance(run_dir, str):
             raise ValueError("remove without a run directory")
         return "remove", execution_id, {"run_dir": run_dir}
+    if kind == "read" and len(words) == 5 and words[2] in READABLE and words[3].isdigit():
+        run_dir = unb64json(words[4])
+        if not isinstance(run_dir, str):
+            raise ValueError("read without a run directory")
+        return "read", execution_id, {"name": words[2], "offset": int(words[3]), "run_dir": run_dir}
     raise ValueError("not a request: %r" % line[:80])
 
 
@@ -142,6 +155,10 @@ def render_event(kind: str, execution_id: str = "", **fields) -> str:
         return "gone " + execution_id
     if kind == "error":
         return "error %s %s" % (execution_id, b64json(str(fields["message"])))
+    if kind == "data":  # followed by ``size`` bytes: the file past ``offset`` (size 0: nothing new, or no file)
+        if fields["name"] not in READABLE:
+            raise ValueError("bad data name %r" % fields["name"])
+        return "data %s %s %d %d" % (execution_id, fields["name"], int(fields["offset"]), int(fields["size"]))
     raise ValueError("unknown event kind %r" % kind)
 
 
@@ -173,6 +190,11 @@ def parse_event(line: str) -> tuple:
             return "gone", execution_id, {}
         if kind == "error" and len(words) == 3:
             return "error", execution_id, {"message": str(unb64json(words[2]))}
+        if kind == "data" and len(words) == 5 and words[2] in READABLE and words[3].isdigit() and words[4].isdigit():
+            size = int(words[4])
+            if size > MAX_READ:
+                raise ValueError("data frame too large")
+            return "data", execution_id, {"name": words[2], "offset": int(words[3]), "size": size}
     except ValueError:
         pass
     raise ValueError("not an agent event: %r" % line[:80])

@@ -77,6 +77,9 @@ class Launcher(Protocol):
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         """stdout and stderr written since ``offsets`` (bytes already read), while it runs."""
 
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes:
+        """The run directory's ``.orchestra/NAME`` past ``offset`` (intermediate metrics), while it runs."""
+
     def find(self, execution_id: str, host: str, remote_dir: str | None) -> Found | None:
         """What an earlier controller launched on ``host`` (running or ended), or None; from then on the
         launcher watches that execution through its files (a resume's re-attach)."""

@@ -169,6 +169,15 @@ class AgentRuns:
     def stop(self, execution_id: str, grace: float = STOP_GRACE) -> None:
         self.link.send(protocol.render_request("kill", execution_id, signal=15, grace=grace))
 
+    def read_meta(self, execution_id: str, run_dir: str, name: str, offset: int, timeout: float = 30.0) -> bytes:
+        """The run directory's ``.orchestra/NAME`` past ``offset``, through the agent's session (one
+        request line, one ``data`` frame); raises when the session drops or the agent does not answer."""
+        try:
+            data = self.link.read(execution_id, name, offset, run_dir).get(timeout=timeout)
+            return data if isinstance(data, bytes) else b""
+        except gevent.Timeout:
+            raise ExecutionError(f"{self.link.name}: the agent did not answer a read within {timeout:.0f}s") from None
+
 
 
 class PartialStart(SchedulerError):
@@ -199,6 +208,8 @@ class Fallback(Protocol):
     def stop(self, handle: RunHandle) -> None: ...
 
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]: ...
+
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes: ...
 
     def find(self, execution_id: str, host: str, remote_dir: str | None) -> Found | None: ...
 
@@ -329,6 +340,20 @@ class AgentLauncher:
 
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         return self.fallback.read_output(handle, offsets)  # the agent writes the same files
+
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes:
+        """Through the place's agent when it launched the execution (its session, no remote shell), else
+        through the files (an execution an earlier controller left)."""
+        agent_runs = self._agent_of(handle)
+        if agent_runs is not None:
+            chunk = b""
+            # At most MAX_READ per answer: ask on from the new offset until the agent has no more.
+            while True:
+                part = agent_runs.read_meta(handle.execution_id, handle.remote_dir, name, offset + len(chunk))
+                chunk += part
+                if len(part) < protocol.MAX_READ:
+                    return chunk
+        return self.fallback.read_meta(handle, name, offset)
 
     def find(self, execution_id: str, host: str, remote_dir: str | None) -> Found | None:
         found = self.fallback.find(execution_id, host, remote_dir)

@@ -73,6 +73,28 @@ def read_output(runs: RemoteRuns, remote_dir: str, offsets: tuple[int, int]) -> 
     return base64.b64decode(parts[0] or b""), base64.b64decode(parts[1] or b"")
 
 
+def read_meta(runs: RemoteRuns, remote_dir: str, name: str, offset: int) -> bytes:
+    """One command: what the run directory's ``.orchestra/NAME`` gained past ``offset`` (intermediate
+    metrics). A missing file is b"" (not written yet); a failed command raises, so the caller's offset
+    does not move and the same bytes are asked for again (exactly once across reconnections)."""
+    result = runs.host.run(render_read_meta(remote_dir, name, offset), timeout=30)
+    return parse_read_meta(result.stdout)
+
+
+def render_read_meta(remote_dir: str, name: str, offset: int) -> str:
+    """The command that prints ``.orchestra/NAME`` past ``offset`` as one base64 line (pure)."""
+    if not name.replace(".", "").replace("_", "").isalnum():
+        raise ValueError(f"bad run-directory file name {name!r}")
+    meta = f"{remote_dir}/.orchestra"
+    return (f"cd {shlex.quote(meta)} 2>/dev/null || exit 0; "
+            f"tail -c +{int(offset) + 1} {shlex.quote(name)} 2>/dev/null | base64 | tr -d '\\n'; echo")
+
+
+def parse_read_meta(stdout: str) -> bytes:
+    """The bytes render_read_meta's command printed (pure; b"" for a missing file or directory)."""
+    return base64.b64decode(stdout.strip() or b"")
+
+
 class ShellLauncher:
     """``runs_of(host)`` gives a host's RemoteRuns; ``prefix_of(place)`` what reaches a node from it
     ("" on an ssh host, ``srun --jobid ...`` on an allocation); ``place_of(slot)`` the slot's place."""
@@ -149,6 +171,9 @@ class ShellLauncher:
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         return read_output(self.runs_of(handle.slot.host), handle.remote_dir, offsets)
 
+    def read_meta(self, handle: RunHandle, name: str, offset: int) -> bytes:
+        return read_meta(self.runs_of(handle.slot.host), handle.remote_dir, name, offset)
+
     def find(self, execution_id: str, host: str, remote_dir: str | None) -> Found | None:
         """What an earlier controller left on ``host`` for the execution, if it is running or done."""
         runs = self.runs_of(host)
@@ -167,4 +192,5 @@ class ShellLauncher:
         return None
 
 
-__all__ = ["AFFINITY_FAILED", "ShellLauncher", "affinity_line", "bound_command", "meta_lines", "read_output"]
+__all__ = ["AFFINITY_FAILED", "ShellLauncher", "affinity_line", "bound_command", "meta_lines", "parse_read_meta",
+           "read_meta", "read_output", "render_read_meta"]

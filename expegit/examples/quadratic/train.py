@@ -18,10 +18,17 @@ def main() -> None:
     best_lr = 3e-3 if args.opt == "adam" else 3e-2
     loss = (math.log10(args.lr) - math.log10(best_lr)) ** 2 + 0.1 * (args.layers - 2) ** 2 + 0.05
     os.makedirs("curves", exist_ok=True)
+    # Orchestra names a file for intermediate metrics: one JSON object a line, streamed while it runs
+    # (`expegit status`, the report's learning curves, `c.metrics(id)`).
+    live = os.environ.get("ORCHESTRA_METRICS")
     with open("curves/train.csv", "w") as f:
         f.write("epoch,loss\n")
         for epoch in range(10):
-            f.write(f"{epoch},{loss * (1 + 2.0 / (epoch + 1)) + rng.random() * 0.01:.5f}\n")
+            train_loss = loss * (1 + 2.0 / (epoch + 1)) + rng.random() * 0.01
+            f.write(f"{epoch},{train_loss:.5f}\n")
+            if live:
+                with open(live, "a") as m:
+                    m.write(json.dumps({"epoch": epoch, "train_loss": round(train_loss, 5)}) + "\n")
     val_loss = loss + rng.random() * 0.01
     with open("metrics.json", "w") as f:
         json.dump({"val_loss": val_loss, "train_loss": loss}, f)

@@ -554,6 +554,14 @@
         outs.appendChild(det);
       });
     }
+    var curveCard = document.getElementById("ex-curve-card");
+    if (d.curve && curveCard) {
+      var img = el("img", "curve");
+      img.setAttribute("src", String(d.curve));
+      img.setAttribute("alt", "learning curve of this execution");
+      document.getElementById("ex-curve").appendChild(img);
+      curveCard.hidden = false;
+    }
     fillPre("ex-stdout", "ex-stdout-info", d.stdout);
     fillPre("ex-stderr", "ex-stderr-info", d.stderr);
 
