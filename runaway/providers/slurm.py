@@ -18,6 +18,9 @@ from orchestra.errors import ConnectionError_, ProfileError, SchedulerError
 
 from ..launchers.srun import srun_prefix
 from ..profiles import AllocationSpec
+from ..placement import NodeCapacity
+from ..slurm_resources import (NodeRequest, NodeSize, node_capacities, parse_sinfo_nodes, render_node_request,
+                               render_probe, render_sinfo)
 from ..transports import Transport
 from . import JobState
 
@@ -128,19 +131,25 @@ def _check_value(what: str, value: str) -> str:
     return value
 
 
-def render_sbatch_script(spec: AllocationSpec, *, job_name: str = "orchestra", ready_dir: str | None = None) -> str:
+def render_sbatch_script(spec: AllocationSpec, *, job_name: str = "orchestra", ready_dir: str | None = None,
+                         per_node: NodeRequest | None = None) -> str:
     """The placeholder batch script that holds ``spec.nodes`` nodes until the walltime.
 
-    The script only sleeps: executions are placed on its nodes with ``srun --jobid --overlap``. It asks
-    for whole nodes (``--exclusive``) so the slots Orchestra counts are really free. With ``ready_dir``
-    (on the shared filesystem) it first writes ``<ready_dir>/<job id>``: its start time and node list,
-    so the controller learns that the allocation started without asking the scheduler again.
+    The script only sleeps: executions are placed on its nodes with ``srun --jobid --overlap``. Without
+    ``per_node`` it asks for whole nodes (``--exclusive``) so the slots Orchestra counts are really free;
+    with it (the manifest declares `resources:`), for what the executions need on each node (cores,
+    GPUs, memory: runaway/slurm_resources.py), and Orchestra packs them into what each node was given.
+    With ``ready_dir`` (on the shared filesystem) it first writes ``<ready_dir>/<job id>``: its start
+    time and node list, so the controller learns that the allocation started without asking the
+    scheduler again.
     """
+    exclusive = spec.exclusive if spec.exclusive is not None else per_node is None
     lines = ["#!/bin/sh",
              f"#SBATCH --job-name={_check_value('job_name', job_name)}",
              f"#SBATCH --nodes={int(spec.nodes)}",
              "#SBATCH --ntasks-per-node=1",
-             "#SBATCH --exclusive",
+             *(render_node_request(per_node) if per_node is not None else []),
+             *(["#SBATCH --exclusive"] if exclusive else []),
              f"#SBATCH --time={render_slurm_time(spec.walltime)}",
              "#SBATCH --output=/dev/null",
              "#SBATCH --error=/dev/null"]
@@ -211,6 +220,7 @@ class SlurmProvider:
     step_marker = "srun"
     supports_agent = True
     writes_ready_files = True
+    places_by_resources = True  # submit(per_node=...), and node_capacities() once an allocation runs
 
     def __init__(self) -> None:
         self.ready_dir: str | None = None  # where placeholder jobs say they started (set by prepare)
@@ -219,8 +229,8 @@ class SlurmProvider:
         self.ready_dir = f"{workdir}/ready"
         host.run(f"mkdir -p {shlex.quote(self.ready_dir)}", timeout=60)
 
-    def submit(self, host: Transport, spec: AllocationSpec, job_name: str) -> str:
-        script = render_sbatch_script(spec, job_name=job_name, ready_dir=self.ready_dir)
+    def submit(self, host: Transport, spec: AllocationSpec, job_name: str, per_node: NodeRequest | None = None) -> str:
+        script = render_sbatch_script(spec, job_name=job_name, ready_dir=self.ready_dir, per_node=per_node)
         result = host.run("sbatch --parsable", stdin=script.encode(), timeout=120, warn=True)
         if not result.ok:
             raise SchedulerError(f"{host.name}: sbatch refused the allocation: {result.tail(3)}")
@@ -252,6 +262,23 @@ class SlurmProvider:
 
     def launcher(self, job_id: str, node: str) -> str:
         return srun_prefix(job_id, node)
+
+    def node_sizes(self, host: Transport, partition: str | None) -> list[NodeSize]:
+        """The partition's node sizes (one ``sinfo``): what a request must fit before anything starts."""
+        command = render_sinfo(partition)
+        result = host.run(command, timeout=120, warn=True)
+        if not result.ok:
+            raise SchedulerError(f"{host.name}: `{command}` failed: {result.tail(3)}")
+        return parse_sinfo_nodes(result.stdout)
+
+    def node_capacities(self, host: Transport, job_id: str, nodes: int,
+                        asked: NodeRequest | None) -> list[NodeCapacity]:
+        """What each node of a running allocation was given (one ``scontrol show job -d`` and one probe
+        step per node, in one command)."""
+        result = host.run(render_probe(job_id, nodes), timeout=120, warn=True)
+        if result.exit_code is None and not result.ok:
+            raise ConnectionError_(f"{host.name}: connection lost while reading allocation {job_id}'s nodes")
+        return node_capacities(result.stdout, job_id, asked)
 
     def wait_ready(self, host: Transport, job_id: str, timeout: float) -> tuple[float, list[str]] | None:
         """Block (one remote command, no scheduler query) until the job's ready file appears."""
