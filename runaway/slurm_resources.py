@@ -20,6 +20,7 @@ from orchestra.resources import Request, render_size
 
 from .capacity import parse_cpu_list
 from .placement import NodeCapacity
+from .slurm_nodelist import parse_nodelist
 
 MB = 2**20
 
@@ -175,8 +176,6 @@ def parse_gres_indices(text: str) -> tuple[str, ...]:
 def parse_scontrol_job(text: str) -> dict[str, NodeGrant]:
     """``scontrol show job -d J`` -> each node's grant, node lists expanded (``Nodes=node[1-2] ...``
     stands for every node it names)."""
-    from .providers.slurm import parse_nodelist  # late: providers/slurm.py renders with this module
-
     grants: dict[str, NodeGrant] = {}
     for line in text.splitlines():
         match = _NODE_LINE.match(line)

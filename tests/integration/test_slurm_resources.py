@@ -73,6 +73,7 @@ def check_binding(seen: list[dict], want_gpus: dict[str, Fraction] | None = None
     """The invariants: per node, overlapping executions share no core, no whole device, no device past
     1.0; every device Slurm gave is used; Slurm and Orchestra agree on the devices; the record says it."""
     by_node: dict[str, list[dict]] = defaultdict(list)
+    overlapped = False
     for probe in seen:
         rec = probe["record"]
         assert probe["node"] == rec["node"], (probe, rec)
@@ -93,7 +94,6 @@ def check_binding(seen: list[dict], want_gpus: dict[str, Fraction] | None = None
         # Slurm and Orchestra agree: executions used exactly the devices Slurm gave this node, all of them.
         assert used == slurm, f"{node}: Orchestra used {sorted(used)}, Slurm gave {sorted(slurm)}"
         moments = sorted({p["start"] for p in probes})
-        overlapped = False
         for moment in moments:
             live = [p for p in probes if p["start"] <= moment < p["end"]]
             overlapped = overlapped or len(live) > 1
@@ -105,7 +105,8 @@ def check_binding(seen: list[dict], want_gpus: dict[str, Fraction] | None = None
                     if dev:
                         load[dev] += Fraction(p["share"])
             assert all(v <= 1 for v in load.values()), f"{node}: a device over-shared at {moment}: {dict(load)}"
-        assert overlapped, f"{node}: executions never ran at the same time: packing was not exercised"
+    # (A node may run only 2-GPU executions one after the other; somewhere two must have shared a node.)
+    assert overlapped, "executions never ran at the same time on a node: packing was not exercised"
 
 
 def test_whole_gpus_are_packed_and_bound_on_slurm(devcluster, tmp_path):
