@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shlex
 import subprocess
 import sys
@@ -87,8 +88,13 @@ profiles:
 
 def srun_steps(table: dict[tuple[int, int], float]) -> tuple[float, float]:
     """One allocation like Orchestra's (2 nodes, gpu:2 and 2 cores each), one srun step per execution."""
-    job = ssh("sbatch --parsable -N{n} --ntasks-per-node=1 --cpus-per-task=2 --gres=gpu:{g} -t 30 "
-              "-J orchestra-bench-steps -o /dev/null --wrap 'sleep 1800'".format(n=NODES, g=GPUS_PER_NODE)).strip()
+    # salloc --no-shell: no batch step, which would hold every GPU of its node against the steps.
+    held = ssh("salloc --no-shell -N{n} --ntasks-per-node=1 --cpus-per-task=2 --gres=gpu:{g} -t 30 "
+               "-J orchestra-bench-steps 2>&1".format(n=NODES, g=GPUS_PER_NODE))
+    found = re.search(r"Granted job allocation (\d+)", held)
+    if found is None:
+        raise SystemExit(f"salloc gave no allocation: {held[-300:]}")
+    job = found.group(1)
     try:
         for _ in range(600):
             if ssh(f"squeue -h -j {job} -o %T").strip() == "RUNNING":
@@ -98,7 +104,9 @@ def srun_steps(table: dict[tuple[int, int], float]) -> tuple[float, float]:
             f"(srun --jobid={job} -N1 -n1 -c1 --gres=gpu:{g} --quiet sh -c "
             f"{shlex.quote(f'echo $(date +%s.%N) {g}; sleep {d}; echo $(date +%s.%N) end')} > /tmp/{job}.{g}.{k} "
             f"2>/dev/null &);" for (g, k), d in table.items())
-        ssh(f"{steps} sleep 1; while pgrep -u $(id -un) -f 'srun --jobid={job} ' >/dev/null; do sleep 0.2; done")
+        # Done when every step wrote its end line (a pgrep for the sruns would match this very shell).
+        ssh(f"{steps} i=0; while [ \"$(cat /tmp/{job}.* 2>/dev/null | grep -c end)\" -lt {len(table)} ] && "
+            f"[ $i -lt 6000 ]; do sleep 0.1; i=$((i+1)); done")
         out = ssh(f"cat /tmp/{job}.*; rm -f /tmp/{job}.*")
     finally:
         ssh(f"scancel {job}")

@@ -131,7 +131,10 @@ class AllocationBackend(SlotsOnly):
         self.runs.prepare()
         self.launcher.start()
         self.provider.prepare(self.host, self.runs.workdir)
-        if self._orphans and self._files_watched:
+        if self._orphans and self._files_watched and self.packed is None:
+            # Packing by resources does not take a dead controller's allocation over: which cores and
+            # devices its re-attached executions hold is not known here, so new executions go to a new
+            # allocation and the old one is given back once they end.
             self._adopt_orphans()
         self._manager = gevent.spawn(self._manage)
 
