@@ -12,21 +12,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import gevent
 import gevent.event
 import gevent.queue
 
-from orchestra.errors import SchedulerError
+from orchestra.errors import ProfileError, ResourceError, SchedulerError
+from orchestra.resources import Request
 
 from .allocation_ledger import AllocationLedger
 from .backoff import link_dropped, retrying
 from .backend import AllocationInfo, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
 from .launchers import Launcher, Place
+from .packed import PackedSlots
+from .placement import NodeCapacity
 from .profiles import SlurmProfile
 from .providers import ENDED_STATES, AllocationProvider, JobState
 from .providers.slurm import render_nodelist
@@ -34,6 +38,7 @@ from .remote_runs import RemoteRuns
 from .slots import SlotPool
 from .transports import Transport
 from .slot_requests import SlotsOnly
+from .slurm_resources import NodeRequest, NodeSize, derive_node_request, describe_sizes
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,7 @@ class AllocationBackend(SlotsOnly):
         self.squeue_calls = 0
         self._last_squeue = 0.0
         self._expected = 0
+        self._expected_total = 0  # executions this run was started for (sizes a derived node request)
         self._warming = False  # an allocation asked for ahead of the first acquire() is not idle yet
         # Set once the first allocation is asked for (or none was needed): `expegit run` creates its
         # branches after that, so the allocation queues meanwhile instead of after them.
@@ -104,10 +110,17 @@ class AllocationBackend(SlotsOnly):
             min(120.0, 0.1 * spec.walltime)
         self.error: Exception | None = None
         self.cancel_retry_for = CANCEL_RETRY_FOR
+        # Packing by resources (the manifest declares `resources:`; a provider with places_by_resources):
+        # set up by check_requests(). Without it, slots_per_node slots per node, exactly as before.
+        self.packed: PackedSlots | None = None
+        self._requests: list[Request] = []
+        self._node_size: NodeSize | None = None
+        self._capacity_changed = gevent.event.Event()
 
     # -- lifecycle
     def start(self, expected: int = 0) -> None:
         self._expected = expected
+        self._expected_total = expected
         self._warming = expected > 0
         if self._orphans is None and self.ledger is not None:
             left = sorted(j for jobs in self.ledger.orphans().values() for j in jobs)
@@ -118,7 +131,10 @@ class AllocationBackend(SlotsOnly):
         self.runs.prepare()
         self.launcher.start()
         self.provider.prepare(self.host, self.runs.workdir)
-        if self._orphans and self._files_watched:
+        if self._orphans and self._files_watched and self.packed is None:
+            # Packing by resources does not take a dead controller's allocation over: which cores and
+            # devices its re-attached executions hold is not known here, so new executions go to a new
+            # allocation and the old one is given back once they end.
             self._adopt_orphans()
         self._manager = gevent.spawn(self._manage)
 
@@ -263,14 +279,157 @@ class AllocationBackend(SlotsOnly):
         """Ctrl-C while the allocation is still pending: acquire() raises NoSlot instead of waiting on."""
         self._give_up = True
         self._wake.set()
+        self._capacity_changed.set()
 
     def release(self, slot: Slot) -> None:
         self._busy.discard(slot)
+        if self.packed is not None:  # a packed slot exists only while its execution holds its binding
+            self.packed.release(slot)
+            alloc = self._slot_alloc.pop(slot, None)
+            if alloc is not None and slot in alloc.slots:
+                alloc.slots.remove(slot)
+            self._capacity_changed.set()
+            self._wake.set()
+            return
         alloc = self._slot_alloc.get(slot)
         if alloc is None or alloc.closing:
             return
         self.pool.release(slot)
         self._wake.set()
+
+    # -- packing by resources (Slurm)
+    def check_requests(self, requests: Sequence[Request]) -> None:
+        """Refuse, before anything is created, a request that fits no node of the profile (node sizes from
+        its allocation's *_per_node keys, else one ``sinfo`` of its partition); then place by resources."""
+        if not requests:
+            return
+        if not getattr(self.provider, "places_by_resources", False):
+            super().check_requests(requests)  # the one-line refusal, with the way out
+        if self.profile.launcher != "agent":
+            raise ProfileError(f"profile {self.profile.name!r}: launcher: {self.profile.launcher} cannot bind "
+                               f"executions to their cores and GPUs; use launcher: agent with resources:")
+        sizes = self._node_sizes()
+        where = f"partition {self.profile.allocation.partition}" if self.profile.allocation.partition else "nodes"
+        for request in dict.fromkeys(requests):
+            if not any(size.fits(request) for size in sizes):
+                raise ResourceError(
+                    f"resources {request.render()} fit no node of profile {self.profile.name!r} ({where}: "
+                    f"{describe_sizes(sizes) or 'none'}); ask for less, or a partition with bigger nodes "
+                    f"(allocation.partition)")
+        # The node size the request is derived from: the biggest one (Slurm picks nodes that fit).
+        self._node_size = max(sizes, key=lambda n: (n.gpus, n.cpus, n.memory or 0))
+        self._requests = list(dict.fromkeys([*self._requests, *requests]))
+        if self.packed is None:
+            self.packed = PackedSlots(self.profile.name, getattr(self.profile, "limit_memory", None))
+            self.packed.configure([])  # nodes join as allocations start (node_capacities)
+            starter = getattr(self.launcher, "starter", None)
+            if starter is not None and hasattr(starter, "whole"):
+                starter.whole = True  # the node agent step must hold every core of its node to bind them
+
+    def _node_sizes(self) -> list[NodeSize]:
+        spec = self.profile.allocation
+        declared = (spec.cpus_per_node, spec.gpus_per_node, spec.memory_per_node)
+        if spec.cpus_per_node is not None and spec.gpus_per_node is not None:
+            return [NodeSize(spec.cpus_per_node, spec.gpus_per_node, spec.memory_per_node)]
+        sizes = self.provider.node_sizes(self.host, spec.partition)  # type: ignore[attr-defined]
+        if not sizes:
+            raise ProfileError(f"profile {self.profile.name!r}: sinfo lists no node"
+                               + (f" in partition {spec.partition!r}" if spec.partition else ""),
+                               hint="check allocation.partition")
+        cpus, gpus, memory = declared
+        return [NodeSize(cpus if cpus is not None else n.cpus, gpus if gpus is not None else n.gpus,
+                         memory if memory is not None else n.memory, n.names) for n in sizes]
+
+    def node_request(self) -> NodeRequest | None:
+        """What each node of the next allocation asks for (None: whole nodes, as without resources:)."""
+        if self.packed is None or self._node_size is None:
+            return None
+        spec = self.profile.allocation
+        nodes = max(1, int(spec.nodes))
+        # A campaign smaller than the nodes' room asks only for what its executions can use at once.
+        per_node = math.ceil(self._expected_total / nodes) if self._expected_total else None
+        derived = derive_node_request(self._requests, self._node_size, per_node=per_node, gpu_option=spec.gpu_option)
+        return NodeRequest(spec.cpus_per_node if spec.cpus_per_node is not None else derived.cpus,
+                           spec.gpus_per_node if spec.gpus_per_node is not None else derived.gpus,
+                           spec.memory_per_node if spec.memory_per_node is not None else derived.memory,
+                           spec.gpu_option)
+
+    def acquire_for(self, requests: Sequence[Request], wait: bool = True) -> tuple[int, Slot] | None:
+        if self.packed is None:
+            self.check_requests(requests)
+        if self.packed is None:  # not placing by resources (no requests): a plain slot
+            return 0, self.acquire()
+        self._warming = False
+        counted = False
+        try:
+            while True:
+                if self.error is not None:
+                    raise self.error
+                if self._give_up:
+                    raise NoSlot()
+                placed = self._place(requests)
+                if placed is not None or not wait:
+                    return placed
+                if not counted:  # a waiter the free capacity cannot serve: the manager may ask for more
+                    counted = True
+                    self._waiting += 1
+                    self._wake.set()
+                self._capacity_changed.clear()
+                self._capacity_changed.wait(timeout=0.5)
+        finally:
+            if counted:
+                self._waiting -= 1
+
+    def _place(self, requests: Sequence[Request]) -> tuple[int, Slot] | None:
+        assert self.packed is not None and self.packed.packer is not None
+        packer = self.packed.packer
+        while True:
+            chosen = packer.choose(requests)
+            if chosen is None:
+                return None
+            index, binding = chosen
+            job_id, _, node = binding.node.partition("/")
+            alloc = self.allocations.get(job_id)
+            if alloc is None or alloc.closing or not self._usable(alloc):
+                # Gone, or too close to its end (nodes join only once it runs): none of its nodes takes work.
+                packer.release(binding)
+                packer.remove(binding.node)
+                for name in alloc.nodes if alloc is not None else ():
+                    packer.remove(f"{job_id}/{name}")
+                continue
+            used = {s.index for s in alloc.slots if s.node == node}
+            slot = Slot(self.profile.host, next(i for i in range(len(used) + 1) if i not in used), node, job_id)
+            self.packed.bindings[slot] = binding
+            alloc.slots.append(slot)
+            self._slot_alloc[slot] = alloc
+            self._busy.add(slot)
+            alloc.idle_since = None
+            return index, slot
+
+    def _read_capacities(self, alloc: Allocation) -> list[NodeCapacity]:
+        """What the scheduler gave each node of an allocation that starts running."""
+        capacities = self.provider.node_capacities(  # type: ignore[attr-defined]
+            self.host, alloc.job_id, len(alloc.nodes), self.node_request())
+        for capacity in capacities:
+            log.info("%s: allocation %s node %s: %s", self.profile.name, alloc.job_id,
+                     capacity.name.partition("/")[2], capacity.describe())
+        return capacities
+
+    def _add_capacities(self, capacities: Sequence[NodeCapacity]) -> None:
+        """A running allocation's nodes join the packer (after it is RUNNING: only then may they take work)."""
+        if self.packed is None or self.packed.packer is None or not capacities:
+            return
+        for capacity in capacities:
+            self.packed.packer.add(capacity)
+        self._capacity_changed.set()
+
+    def _remove_capacities(self, alloc: Allocation) -> None:
+        if self.packed is None or self.packed.packer is None:
+            return
+        for node in alloc.nodes:
+            self.packed.packer.remove(f"{alloc.job_id}/{node}")
+        for slot in alloc.slots:  # their executions are lost with it; nothing is given back to a new node
+            self.packed.bindings.pop(slot, None)
 
     def _usable(self, alloc: Allocation) -> bool:
         return alloc.state == "RUNNING" and (alloc.expires is None or alloc.expires - time.time() > self.margin)
@@ -321,12 +480,17 @@ class AllocationBackend(SlotsOnly):
                 self._update(alloc, states.get(job_id), now)
         # Demand: waiters that no free slot will serve. Submit at most one pending allocation at a time.
         pending = [a for a in self.allocations.values() if a.state != "RUNNING"]
-        usable_free = sum(1 for a in self.allocations.values() if self._usable(a) for s in a.slots
-                          if s not in self._busy)
+        usable_free = 0 if self.packed is not None else \
+            sum(1 for a in self.allocations.values() if self._usable(a) for s in a.slots if s not in self._busy)
         demand = max(self._waiting, self._expected if not self.allocations else 0)
         self._expected = 0  # only the first allocation is asked for ahead of the first acquire()
         if demand > usable_free and not pending and len(self.allocations) < self.profile.max_allocations:
-            job_id = self.provider.submit(self.host, self.profile.allocation, self.job_name)
+            per_node = self.node_request()
+            if per_node is not None:
+                job_id = self.provider.submit(self.host, self.profile.allocation, self.job_name,  # type: ignore[call-arg]
+                                              per_node=per_node)
+            else:
+                job_id = self.provider.submit(self.host, self.profile.allocation, self.job_name)
             if self.ledger is not None:
                 self.ledger.add(job_id)
             log.info("%s: submitted allocation %s", self.profile.name, job_id)
@@ -371,6 +535,8 @@ class AllocationBackend(SlotsOnly):
             return
         if state.running and alloc.state != "RUNNING":
             alloc.nodes = state.nodes
+            # Raises (the probe step failed): the allocation stays pending, the next tick retries.
+            capacities = self._read_capacities(alloc) if self.packed is not None else []
             # Raises (node agents that do not answer): the allocation stays pending, the next tick retries.
             self.launcher.places_up(self._places(alloc))
             alloc.state = "RUNNING"
@@ -380,8 +546,9 @@ class AllocationBackend(SlotsOnly):
                             render_nodelist(alloc.nodes))
             walltime = self.profile.allocation.walltime
             alloc.expires = now + (state.time_left if state.time_left is not None else walltime)
+            self._add_capacities(capacities)
             holders = [e for e in sorted(self._files_watched) if e not in self._reserved] if alloc.adopted else []
-            for node in alloc.nodes:
+            for node in alloc.nodes if self.packed is None else ():  # packed: slots are made as placed
                 for _ in range(self.profile.slots_per_node):
                     slot = Slot(self.profile.host, self._next_index, node, alloc.job_id)
                     self._next_index += 1
@@ -410,6 +577,7 @@ class AllocationBackend(SlotsOnly):
         log.warning("%s: allocation %s was requeued by the scheduler: waiting for it to run again",
                     self.profile.name, alloc.job_id)
         held = {slot: eid for eid, slot in self._reserved.items() if slot in alloc.slots}
+        self._remove_capacities(alloc)
         for slot in alloc.slots:
             self.pool.retire(slot)
             self._slot_alloc.pop(slot, None)
@@ -429,6 +597,7 @@ class AllocationBackend(SlotsOnly):
 
     def _drop(self, alloc: Allocation) -> None:
         alloc.closing = True
+        self._remove_capacities(alloc)
         for slot in alloc.slots:
             self.pool.retire(slot)
         self.allocations.pop(alloc.job_id, None)
@@ -494,7 +663,14 @@ class AllocationBackend(SlotsOnly):
         env = {**self.profile.env, **job.env, "ORCHESTRA_EXECUTION_ID": job.execution_id,
                "ORCHESTRA_SLOT": str(slot.index), "ORCHESTRA_NODE": slot.node,
                "ORCHESTRA_ALLOCATION": alloc.job_id}
-        return self.launcher.launch(Place(self.profile.host, slot.node, alloc.job_id), slot, job, code, env)
+        place = Place(self.profile.host, slot.node, alloc.job_id)
+        bound = self.packed.bound(slot, job, env) if self.packed is not None else None
+        if bound is None:
+            return self.launcher.launch(place, slot, job, code, env)
+        handle = self.launcher.launch(place, slot, bound.job, code, bound.env,  # type: ignore[call-arg]
+                                      affinity=bound.affinity, meta=bound.meta)
+        handle.binding = dataclasses.replace(bound.binding, node=slot.node)
+        return handle
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
         outcome = self.launcher.wait(handle, timeout)

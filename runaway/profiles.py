@@ -43,6 +43,13 @@ class AllocationSpec:
     account: str | None = None
     qos: str | None = None
     extra: tuple[str, ...] = ()
+    # With `resources:` in the manifest (Slurm): what to ask for on each node instead of what the
+    # executions' requests derive (runaway/slurm_resources.py), and how GPUs are asked for.
+    cpus_per_node: int | None = None
+    gpus_per_node: int | None = None
+    memory_per_node: int | None = None  # bytes
+    gpu_option: str = "gres"  # --gres=gpu:N, or gpus-per-node: --gpus-per-node=N
+    exclusive: bool | None = None  # None: whole nodes (--exclusive) without resources:, not with them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +101,7 @@ class SlurmProfile(_RemoteCommon):
     squeue_interval: float = 2.0
     launcher: str = "agent"  # agent: one resident step per node (runaway/agent.py); srun: one step per execution
     kind: str = "slurm"
+    limit_memory: bool | None = None  # as LocalProfile's (Slurm's own limit is the allocation's cgroup)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +231,19 @@ def _allocation(name: str, data: Mapping[str, Any] | None) -> AllocationSpec:
     return AllocationSpec(nodes=int(data.get("nodes", 1)),
                           walltime=_duration(data.get("walltime", 3600), "allocation.walltime", name),
                           partition=data.get("partition"), account=data.get("account"), qos=data.get("qos"),
-                          extra=(extra,) if isinstance(extra, str) else tuple(extra))
+                          extra=(extra,) if isinstance(extra, str) else tuple(extra),
+                          cpus_per_node=data.get("cpus_per_node"), gpus_per_node=data.get("gpus_per_node"),
+                          memory_per_node=_size(data.get("memory_per_node"), "allocation.memory_per_node", name),
+                          gpu_option=data.get("gpu_option", "gres"), exclusive=data.get("exclusive"))
+
+
+def _size(value: Any, where: str, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ProfileError(f"profile {name!r}: {where}: {exc}") from None
 
 
 def build_profile(name: str, data: Mapping[str, Any], source: str = "profile") -> Profile:
@@ -269,7 +289,7 @@ def build_profile(name: str, data: Mapping[str, Any], source: str = "profile") -
         raise ProfileError(f"{source}: profile {name!r}: walltime_margin ({margin:g}s) must be shorter than "
                            f"allocation.walltime ({values['allocation'].walltime:g}s)")
     if kind == "slurm":
-        return SlurmProfile(**values, launcher=data.get("launcher", "agent"))
+        return SlurmProfile(**values, launcher=data.get("launcher", "agent"), limit_memory=data.get("limit_memory"))
     if kind == "oar":
         # The same allocation settings as Slurm's; executions start through oarsh on the nodes (the agent
         # needs a binary-clean step, which oarsh's ssh is not: runaway/providers/oar.py).

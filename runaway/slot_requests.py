@@ -1,7 +1,7 @@
-"""Requests by resources on backends that still place by slots only (ssh hosts, allocations, the fake).
+"""Requests by resources on backends that place by slots only (PBS command templates, OAR, the fake).
 
-Packing by resources lives in the local and SSH backends so far; elsewhere a manifest's `resources:` is refused
-up front with the way out, rather than ignored (two executions would then share a GPU silently).
+Packing by resources lives in the local, SSH and Slurm backends; elsewhere a manifest's `resources:` is
+refused up front with the way out, rather than ignored (two executions would then share a GPU silently).
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ class SlotsOnly:
 
     def check_requests(self, requests: Sequence[Request]) -> None:
         if requests:
-            raise ProfileError(f"profile kind {self.name!r} does not place executions by resources yet: "
-                               f"run this campaign on a local or ssh profile, or remove `resources:` from the "
+            raise ProfileError(f"profile kind {self.name!r} does not place executions by resources: run this "
+                               f"campaign on a slurm, local or ssh profile, or remove `resources:` from the "
                                f"manifest and size the profile's slots to the executions")
 
     def acquire_for(self, requests: Sequence[Request], wait: bool = True) -> tuple[int, Slot] | None:

@@ -17,10 +17,14 @@ from . import Place
 from .agent import AgentRuns, PartialStart, install_agent, start_agent_runs
 
 
-def srun_prefix(job_id: str, node: str) -> str:
-    """One task on one node of an existing allocation; --overlap lets steps share the held CPUs."""
+def srun_prefix(job_id: str, node: str, whole: bool = False) -> str:
+    """One task on one node of an existing allocation; --overlap lets steps share the held CPUs.
+
+    ``whole``: the step gets every core the job holds on the node, not one (a node agent that binds
+    executions to cores by resources must be allowed to run on all of them under task/affinity or
+    task/cgroup); without resources the step is exactly what it always was."""
     return (f"srun --jobid={shlex.quote(job_id)} --nodelist={shlex.quote(node)} -N1 -n1 --overlap "
-            "--quiet --kill-on-bad-exit=0 ")
+            f"{'--whole ' if whole else ''}--quiet --kill-on-bad-exit=0 ")
 
 
 class NodeAgents:
@@ -32,6 +36,7 @@ class NodeAgents:
         self.python = python
         self.name = name
         self.agent_path = ""
+        self.whole = False  # set when executions are placed by resources (see srun_prefix)
 
     def install(self) -> None:
         self.agent_path = install_agent(self.runs.host, self.runs.workdir)
@@ -49,7 +54,7 @@ class NodeAgents:
             # Idempotent: a retried tick must not start a second agent step for the node.
             parts.append(
                 f"mkdir -p {d} && {{ {{ [ -s {d}/srun_pid ] && kill -0 \"$(cat {d}/srun_pid)\" 2>/dev/null; }} || {{ "
-                f"setsid nohup {srun_prefix(place.allocation, place.node)}{serve} </dev/null >>{d}/agent.log 2>&1 & "
+                f"setsid nohup {srun_prefix(place.allocation, place.node, self.whole)}{serve} </dev/null >>{d}/agent.log 2>&1 & "
                 f"echo $! > {d}/srun_pid; }}; }} && "
                 f"printf '%s %s\\n' {shlex.quote(place.node)} \"$(cat {d}/srun_pid)\"")
         result = self.runs.host.run("; ".join(parts), timeout=120)

@@ -18,6 +18,10 @@ from orchestra.errors import ConnectionError_, ProfileError, SchedulerError
 
 from ..launchers.srun import srun_prefix
 from ..profiles import AllocationSpec
+from ..placement import NodeCapacity
+from ..slurm_nodelist import parse_nodelist, render_nodelist
+from ..slurm_resources import (NodeRequest, NodeSize, node_capacities, parse_sinfo_nodes, render_node_request,
+                               render_probe, render_sinfo)
 from ..transports import Transport
 from . import JobState
 
@@ -53,69 +57,6 @@ def parse_slurm_time(text: str) -> float | None:
     return float(days * 86400 + seconds)
 
 
-# --------------------------------------------------------------------------------- pure: nodelists
-def _split_top(text: str) -> list[str]:
-    """Split on commas outside brackets: ``a[1-2,4],b`` -> [``a[1-2,4]``, ``b``]."""
-    out: list[str] = []
-    cur: list[str] = []
-    depth = 0
-    for ch in text:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-            if depth < 0:
-                raise SchedulerError(f"unbalanced ']' in node list {text!r}")
-        if ch == "," and depth == 0:
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    if depth:
-        raise SchedulerError(f"unbalanced '[' in node list {text!r}")
-    out.append("".join(cur))
-    return [p for p in (s.strip() for s in out) if p]
-
-
-def _expand_range(body: str, whole: str) -> list[str]:
-    values: list[str] = []
-    for item in body.split(","):
-        item = item.strip()
-        if re.fullmatch(r"\d+", item):
-            values.append(item)
-            continue
-        match = re.fullmatch(r"(\d+)-(\d+)(?::(\d+))?", item)
-        if not match:
-            raise SchedulerError(f"cannot parse range {item!r} in node list {whole!r}")
-        lo, hi, step = match.group(1), match.group(2), int(match.group(3) or 1)
-        if int(hi) < int(lo) or step < 1:
-            raise SchedulerError(f"empty range {item!r} in node list {whole!r}")
-        width = len(lo) if lo.startswith("0") and len(lo) > 1 else 0
-        values.extend(str(n).zfill(width) for n in range(int(lo), int(hi) + 1, step))
-    return values
-
-
-def parse_nodelist(text: str) -> list[str]:
-    """Expand Slurm's hostlist syntax (``node[1-3,5]``, ``gpu[01-02]``, ``r[1-2]n[1-2]``, ``a,b``), in
-    order, keeping zero padding; what ``scontrol show hostnames`` prints, without a round trip."""
-    text = text.strip()
-    if not text or text in ("(null)", "None assigned", "n/a"):
-        return []
-    nodes: list[str] = []
-    for part in _split_top(text):
-        pieces = re.split(r"(\[[^\]]*\])", part)
-        choices = [_expand_range(p[1:-1], text) if p.startswith("[") else [p] for p in pieces if p != ""]
-        if any(not c for c in choices):
-            raise SchedulerError(f"cannot parse node list {text!r}")
-        nodes.extend("".join(combo) for combo in itertools.product(*choices))
-    return nodes
-
-
-def render_nodelist(nodes: Iterable[str]) -> str:
-    """A plain comma list (Slurm accepts it everywhere a hostlist is expected)."""
-    return ",".join(nodes)
-
-
 # ------------------------------------------------------------------------------ pure: sbatch/squeue
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:=+@%/-]+$")
 
@@ -128,19 +69,25 @@ def _check_value(what: str, value: str) -> str:
     return value
 
 
-def render_sbatch_script(spec: AllocationSpec, *, job_name: str = "orchestra", ready_dir: str | None = None) -> str:
+def render_sbatch_script(spec: AllocationSpec, *, job_name: str = "orchestra", ready_dir: str | None = None,
+                         per_node: NodeRequest | None = None) -> str:
     """The placeholder batch script that holds ``spec.nodes`` nodes until the walltime.
 
-    The script only sleeps: executions are placed on its nodes with ``srun --jobid --overlap``. It asks
-    for whole nodes (``--exclusive``) so the slots Orchestra counts are really free. With ``ready_dir``
-    (on the shared filesystem) it first writes ``<ready_dir>/<job id>``: its start time and node list,
-    so the controller learns that the allocation started without asking the scheduler again.
+    The script only sleeps: executions are placed on its nodes with ``srun --jobid --overlap``. Without
+    ``per_node`` it asks for whole nodes (``--exclusive``) so the slots Orchestra counts are really free;
+    with it (the manifest declares `resources:`), for what the executions need on each node (cores,
+    GPUs, memory: runaway/slurm_resources.py), and Orchestra packs them into what each node was given.
+    With ``ready_dir`` (on the shared filesystem) it first writes ``<ready_dir>/<job id>``: its start
+    time and node list, so the controller learns that the allocation started without asking the
+    scheduler again.
     """
+    exclusive = spec.exclusive if spec.exclusive is not None else per_node is None
     lines = ["#!/bin/sh",
              f"#SBATCH --job-name={_check_value('job_name', job_name)}",
              f"#SBATCH --nodes={int(spec.nodes)}",
              "#SBATCH --ntasks-per-node=1",
-             "#SBATCH --exclusive",
+             *(render_node_request(per_node) if per_node is not None else []),
+             *(["#SBATCH --exclusive"] if exclusive else []),
              f"#SBATCH --time={render_slurm_time(spec.walltime)}",
              "#SBATCH --output=/dev/null",
              "#SBATCH --error=/dev/null"]
@@ -211,6 +158,7 @@ class SlurmProvider:
     step_marker = "srun"
     supports_agent = True
     writes_ready_files = True
+    places_by_resources = True  # submit(per_node=...), and node_capacities() once an allocation runs
 
     def __init__(self) -> None:
         self.ready_dir: str | None = None  # where placeholder jobs say they started (set by prepare)
@@ -219,8 +167,8 @@ class SlurmProvider:
         self.ready_dir = f"{workdir}/ready"
         host.run(f"mkdir -p {shlex.quote(self.ready_dir)}", timeout=60)
 
-    def submit(self, host: Transport, spec: AllocationSpec, job_name: str) -> str:
-        script = render_sbatch_script(spec, job_name=job_name, ready_dir=self.ready_dir)
+    def submit(self, host: Transport, spec: AllocationSpec, job_name: str, per_node: NodeRequest | None = None) -> str:
+        script = render_sbatch_script(spec, job_name=job_name, ready_dir=self.ready_dir, per_node=per_node)
         result = host.run("sbatch --parsable", stdin=script.encode(), timeout=120, warn=True)
         if not result.ok:
             raise SchedulerError(f"{host.name}: sbatch refused the allocation: {result.tail(3)}")
@@ -252,6 +200,23 @@ class SlurmProvider:
 
     def launcher(self, job_id: str, node: str) -> str:
         return srun_prefix(job_id, node)
+
+    def node_sizes(self, host: Transport, partition: str | None) -> list[NodeSize]:
+        """The partition's node sizes (one ``sinfo``): what a request must fit before anything starts."""
+        command = render_sinfo(partition)
+        result = host.run(command, timeout=120, warn=True)
+        if not result.ok:
+            raise SchedulerError(f"{host.name}: `{command}` failed: {result.tail(3)}")
+        return parse_sinfo_nodes(result.stdout)
+
+    def node_capacities(self, host: Transport, job_id: str, nodes: int,
+                        asked: NodeRequest | None) -> list[NodeCapacity]:
+        """What each node of a running allocation was given (one ``scontrol show job -d`` and one probe
+        step per node, in one command)."""
+        result = host.run(render_probe(job_id, nodes), timeout=120, warn=True)
+        if result.exit_code is None and not result.ok:
+            raise ConnectionError_(f"{host.name}: connection lost while reading allocation {job_id}'s nodes")
+        return node_capacities(result.stdout, job_id, asked)
 
     def wait_ready(self, host: Transport, job_id: str, timeout: float) -> tuple[float, list[str]] | None:
         """Block (one remote command, no scheduler query) until the job's ready file appears."""

@@ -179,7 +179,7 @@ def test_backends_that_place_by_slots_refuse_requests_instead_of_ignoring_them()
         def acquire(self):
             raise AssertionError("a slot must not be handed out for a request")
 
-    with pytest.raises(ProfileError, match="'slurm' does not place executions by resources yet"):
+    with pytest.raises(ProfileError, match="'slurm' does not place executions by resources: run"):
         Slots().check_requests([Request()])
     with pytest.raises(ProfileError):
         Slots().acquire_for([Request(gpus=Fraction(1))])

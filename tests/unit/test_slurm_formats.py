@@ -135,3 +135,120 @@ def test_parse_list_nodes_output():
             "@@orchestra-job 8\nn[1-2],n4\n@@orchestra-job-rc 0\n")
     assert parse_list_nodes_output(text) == {
         "5": (0, ["node1", "node2", "node3"]), "6": (0, []), "7": (1, []), "8": (0, ["n1", "n2", "n4"])}
+
+
+# ------------------------------------------------------------------------------- resources (issue 12)
+from fractions import Fraction  # noqa: E402
+
+from orchestra.resources import Request  # noqa: E402
+from runaway.slurm_resources import (NodeRequest, NodeSize, derive_node_request, executions_per_node,  # noqa: E402
+                                     grant_devices, node_capacities, parse_gres_gpus, parse_gres_indices,
+                                     parse_min_memory, parse_scontrol_job, parse_sinfo_nodes, render_probe,
+                                     render_sinfo)
+
+G = 2**30
+
+
+def test_render_sbatch_script_with_resources_golden():
+    """With `resources:` the placeholder job asks for what each node must hold, not whole nodes."""
+    spec = AllocationSpec(nodes=2, walltime=2 * 3600, partition="gpu")
+    per_node = NodeRequest(cpus=8, gpus=4, memory=64 * G)
+    assert render_sbatch_script(spec, job_name="orchestra-gpus", per_node=per_node) == \
+        (GOLDEN / "sbatch_gpus.sh").read_text()
+    # The profile says otherwise: --gpus-per-node, and whole nodes all the same.
+    spec = AllocationSpec(nodes=1, walltime=600, exclusive=True, gpu_option="gpus-per-node")
+    per_node = NodeRequest(cpus=2, gpus=1, gpu_option="gpus-per-node")
+    assert render_sbatch_script(spec, job_name="orchestra-gpus", per_node=per_node) == \
+        (GOLDEN / "sbatch_gpus_per_node_exclusive.sh").read_text()
+    # No GPUs needed: no GPU line; no memory asked: no --mem.
+    script = render_sbatch_script(AllocationSpec(), per_node=NodeRequest(cpus=3))
+    assert "--cpus-per-task=3" in script and "gpu" not in script and "--mem" not in script
+    assert "--exclusive" not in script
+    # Without resources the script is exactly what it always was.
+    assert "--exclusive" in render_sbatch_script(AllocationSpec()) and "cpus-per-task" not in \
+        render_sbatch_script(AllocationSpec())
+
+
+@pytest.mark.parametrize("text, count", [("gpu:2", 2), ("gpu:a100:4(S:0-1)", 4), ("gpu:2,nic:1", 2),
+                                         ("gpu:a100:2,gpu:v100:1", 3), ("(null)", 0), ("", 0),
+                                         ("nic:1", 0), ("gpu:a100:4(S:0-1),mps:400", 4)])
+def test_parse_gres_gpus(text, count):
+    assert parse_gres_gpus(text) == count
+
+
+def test_parse_sinfo_nodes_counts_a_node_of_several_partitions_once():
+    text = ("node1|4|4096|gpu:2\nnode2|4|4096|gpu:2\nnode4|4|4096|gpu:2\nnode4|4|4096|gpu:2\n"
+            "big1|64|515000|gpu:a100:8(S:0-1)\ncpu1|32|1|(null)\n")
+    sizes = parse_sinfo_nodes(text)
+    assert NodeSize(4, 2, 4096 * 2**20, ("node1", "node2", "node4")) in sizes
+    assert NodeSize(64, 8, 515000 * 2**20, ("big1",)) in sizes
+    assert NodeSize(32, 0, None, ("cpu1",)) in sizes  # RealMemory=1: not configured
+    assert render_sinfo("gpu") == "sinfo -N -h -p gpu -o '%N|%c|%m|%G'"
+    with pytest.raises(SchedulerError, match="unexpected sinfo line"):
+        parse_sinfo_nodes("garbage")
+
+
+def test_parse_scontrol_show_job_d_per_node_grants():
+    text = (GOLDEN / "scontrol_show_job_d.txt").read_text()
+    grants = parse_scontrol_job(text)
+    assert set(grants) == {"node1", "node2", "node3"}  # node[1-2] expanded
+    assert grants["node1"].cpu_ids == (1, 2, 3) and grants["node1"].gpus == ("0", "1")
+    assert grants["node1"].memory is None  # Mem=0: not a consumable
+    assert grants["node3"].cpu_ids == (0, 2) and grants["node3"].gpus == ("3",)
+    assert grants["node3"].memory == 1000 * 2**20
+    assert parse_min_memory(text) == 1000 * 2**20
+    assert grant_devices(text)["node2"] == ("0", "1")
+    assert parse_gres_indices("gpu(IDX:0,2-3)") == ("0", "2", "3")
+    assert parse_gres_indices("gpu:0(IDX:N/A)") == ()
+    assert parse_scontrol_job("JobId=1 JobState=PENDING\n") == {}
+
+
+def probe_output(head: str, lines: list[str]) -> str:
+    return head + "--- probe\n" + "".join(f"probe|{line}\n" for line in lines)
+
+
+def test_node_capacities_from_slurms_grant_and_what_a_step_sees():
+    head = (GOLDEN / "scontrol_show_job_d.txt").read_text()
+    # A real node: the step may run on the granted cores (task/affinity bound it), and sees the devices.
+    caps = {c.name: c for c in node_capacities(
+        probe_output(head, ["node1|1-3|0,1", "node2|0-7|0,1", "node3|0,2|0"]), "17184")}
+    assert caps["17184/node1"].cores == (1, 2, 3) and caps["17184/node1"].gpus == ("0", "1")
+    # task/none: the step may run anywhere on the machine: bound to what Slurm granted.
+    assert caps["17184/node2"].cores == (1, 2, 3)
+    # ConstrainDevices: the step sees its one device as 0 (CUDA renumbers): that is what executions get.
+    assert caps["17184/node3"].gpus == ("0",) and caps["17184/node3"].memory == 1000 * 2**20
+    # Memory not tracked: what the allocation asked for per node.
+    assert caps["17184/node1"].memory == 1000 * 2**20
+    # A node that claims more CPUs than its machine has (a test cluster): as many cores as exist.
+    fake = node_capacities(probe_output(head, ["node1|0-1|unset", "node2|0-1|0,1", "node3|0-1|0"]), "9")
+    assert fake[0].cores == (0, 1) and fake[0].gpus == ("0", "1")  # unset: Slurm's indices
+    with pytest.raises(SchedulerError, match="node node3 did not answer"):
+        node_capacities(probe_output(head, ["node1|1-3|0,1", "node2|0-7|0,1"]), "17184")
+    assert "srun --jobid=17184 --overlap --whole -N3 --ntasks-per-node=1" in render_probe("17184", 3)
+
+
+NODE = NodeSize(cpus=4, gpus=2, memory=4096 * 2**20)
+
+
+@pytest.mark.parametrize("request_, count", [
+    (Request(gpus=Fraction(1)), 2), (Request(gpus=Fraction(1, 2)), 4), (Request(gpus=Fraction(1, 4)), 4),
+    (Request(cpus=3), 1), (Request(gpus=Fraction(3)), 0), (Request(memory=3 * G), 1), (Request(cpus=5), 0)])
+def test_executions_per_node(request_, count):
+    assert executions_per_node(request_, NODE) == count
+
+
+def test_the_allocation_request_is_derived_from_what_the_executions_need():
+    one = Request(gpus=Fraction(1))
+    assert derive_node_request([one], NODE) == NodeRequest(cpus=2, gpus=2)
+    # Fractions: four halves on one node need 2 devices and 4 cores; a node of 2 cores holds two.
+    half = Request(gpus=Fraction(1, 2))
+    assert derive_node_request([half], NODE) == NodeRequest(cpus=4, gpus=2)
+    assert derive_node_request([half], NodeSize(2, 2, None)) == NodeRequest(cpus=2, gpus=1)
+    # A mixed grid: the widest kind decides each resource, so every mix fits.
+    two = Request(cpus=1, gpus=Fraction(2))
+    assert derive_node_request([one, two], NODE) == NodeRequest(cpus=2, gpus=2)
+    # A campaign smaller than a node asks for what it can use at once.
+    assert derive_node_request([one], NODE, per_node=1) == NodeRequest(cpus=1, gpus=1)
+    # Memory per execution becomes memory per node; no GPU request, no GPUs asked.
+    assert derive_node_request([Request(cpus=2, memory=G)], NODE) == NodeRequest(cpus=4, gpus=0, memory=2 * G)
+    assert derive_node_request([one], NODE, gpu_option="gpus-per-node").gpu_option == "gpus-per-node"
