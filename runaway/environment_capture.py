@@ -107,6 +107,17 @@ def render_probe_prefix(commit: str) -> str:
             f">{CAPTURE_FILE} 2>/dev/null </dev/null; ")
 
 
+def strip_prefixes(command: str, commit: str) -> str:
+    """The command without the probe and record_env prefixes (for the fake backend, which runs no shell)."""
+    probe = render_probe_prefix(commit)
+    if command.startswith(probe):
+        command = command[len(probe):]
+    end = f">{ENV_VARS_FILE} 2>/dev/null; "
+    if command.startswith("{ [ -z ") and end in command:
+        command = command[command.index(end) + len(end):]
+    return command
+
+
 def check_record_env(names: Sequence[str]) -> None:
     for name in names:
         if not _NAME.match(name):
