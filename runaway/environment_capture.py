@@ -30,7 +30,7 @@ from .backend import Collected, Job, Slot
 CAPTURE_FILE = ".orchestra/environment"   # the probe's output, in the run directory
 ENV_VARS_FILE = ".orchestra/env_vars"     # record_env's values, in the run directory
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ASKS = 3  # executions that may carry the probe for one key before giving up on it (no python there)
+_ASKS = 3  # probed executions that told nothing before a key is given up on (no python on that node)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,29 +161,34 @@ class EnvironmentCapture:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._known: dict[Key, Capture] = {}
-        self._asked: dict[Key, int] = {}
+        self._failed: dict[Key, int] = {}
 
     @staticmethod
     def key(slot: Slot, commit: str) -> Key:
         return (slot.host, slot.node, commit)
 
     def prepare(self, job: Job, slot: Slot) -> Job:
-        """The job to launch: with the probe in front while this node's capture is unknown."""
+        """The job to launch: with the probe in front while this node's capture is unknown.
+
+        Every execution launched before the first capture arrives carries it (the node's cache and lock
+        make the second and later ones cheap), so that none of a first wave ends without its environment."""
         key = self.key(slot, job.commit)
-        if not self.enabled or key in self._known or self._asked.get(key, 0) >= _ASKS:
+        if not self.enabled or key in self._known or self._failed.get(key, 0) >= _ASKS:
             return job
-        self._asked[key] = self._asked.get(key, 0) + 1
         return dataclasses.replace(job, command=render_probe_prefix(job.commit) + job.command)
 
     def absorb(self, slot: Slot, job: Job, collected: Collected | None, probed: bool) -> Capture | None:
         """The capture for this execution's node: read from its results when it ran the probe (a file left
         in a recycled run directory by another execution is never trusted), else remembered."""
         key = self.key(slot, job.commit)
-        if probed and collected is not None and key not in self._known:
-            data = collected.read(CAPTURE_FILE)
+        if probed and key not in self._known:
+            data = collected.read(CAPTURE_FILE) if collected is not None else None
             capture = parse_capture(data.decode("utf-8", "replace")) if data else None
             if capture is not None and capture.error is None:
                 self._known[key] = capture
+                return capture
+            if collected is not None:  # it ran and said nothing useful (no python there?): count it
+                self._failed[key] = self._failed.get(key, 0) + 1
         return self._known.get(key)
 
 

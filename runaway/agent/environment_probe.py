@@ -6,7 +6,7 @@ file's source inline in the command of the first execution per node and code com
 and Python 3.6 syntax: it runs wherever the agent runs.
 
 Why a cache file on the node: ``pip freeze`` costs hundreds of milliseconds. The capture is written once per
-(code commit, node, python path) under ``~/.cache/orchestra/environment/`` and read back by the next probe;
+(code commit, node, python path, install directories' mtimes) under ``~/.cache/orchestra/environment/`` and read back by the next probe;
 a lock makes the executions of a first wave that start together run ``pip freeze`` once, not once each.
 
 Output (stdout): one JSON object, see :func:`render`; runaway.environment_capture.parse_capture reads it.
@@ -136,9 +136,26 @@ def render(data):
     return json.dumps(data, sort_keys=True, ensure_ascii=True) + "\n"
 
 
+def installed_stamp(environ):
+    """Modification times of the directories packages are installed into (sys.path, conda-meta).
+
+    Why in the cache key: a `pip install` or `conda install` between two runs at the same commit adds or
+    renames entries there, so the next run captures again instead of recording the old versions."""
+    dirs = [p for p in sys.path if p] + ([os.path.join(environ["CONDA_PREFIX"], "conda-meta")]
+                                         if environ.get("CONDA_PREFIX") else [])
+    stamps = []
+    for path in dirs:
+        try:
+            stamps.append("%s=%d" % (path, os.stat(path).st_mtime_ns))
+        except (OSError, IOError):
+            continue
+    return "\0".join(stamps)
+
+
 def cache_path(environ, commit, node):
     base = environ.get("XDG_CACHE_HOME") or os.path.join(environ.get("HOME") or "/tmp", ".cache")
-    key = hashlib.sha256(("%s\0%s\0%s" % (commit, node, sys.executable)).encode("utf-8", "replace")).hexdigest()[:16]
+    text = "%s\0%s\0%s\0%s" % (commit, node, sys.executable, installed_stamp(environ))
+    key = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
     return os.path.join(base, "orchestra", "environment", "%s-%s.json" % (commit[:12], key))
 
 

@@ -95,6 +95,16 @@ def test_probe_prefix_runs_on_this_machine_and_caches(tmp_path: Path) -> None:
     assert capture.environment.cores and capture.environment.python
     cached = list((tmp_path / "cache" / "orchestra" / "environment").glob("abc123-*.json"))
     assert len(cached) == 1 and cached[0].read_text() == (tmp_path / CAPTURE_FILE).read_text()
+    run_sh(render_probe_prefix("abc123") + "true", tmp_path, env)  # read back: no second capture
+    assert len(list((tmp_path / "cache" / "orchestra" / "environment").glob("abc123-*.json"))) == 1
+    # a package installed meanwhile (a new entry in a directory on sys.path): captured again
+    site = tmp_path / "site"
+    site.mkdir()
+    env["PYTHONPATH"] = str(site)
+    run_sh(render_probe_prefix("abc123") + "true", tmp_path, env)
+    (site / "newpkg-1.0.dist-info").mkdir()
+    run_sh(render_probe_prefix("abc123") + "true", tmp_path, env)
+    assert len(list((tmp_path / "cache" / "orchestra" / "environment").glob("abc123-*.json"))) == 3
 
 
 def test_probe_source_is_python36_clean() -> None:
@@ -125,9 +135,10 @@ def test_only_executions_launched_while_the_node_is_unknown_carry_the_probe(tmp_
     assert capture.prepare(job, slot_b) is not job  # another node
     assert capture.prepare(Job("e2", "beef", "x"), slot_a).command != "x"  # another commit
     # a node without python is asked a bounded number of times, then left alone
+    assert capture.prepare(job, slot_b) is not job  # still unknown: the next one carries it too
     for _ in range(3):
+        assert capture.prepare(job, slot_b) is not job
         capture.absorb(slot_b, job, collected_with(tmp_path, {}), probed=True)
-        capture.prepare(job, slot_b)
     assert capture.prepare(job, slot_b) is job
     off = EnvironmentCapture(enabled=False)
     assert off.prepare(job, slot_a) is job
