@@ -85,6 +85,16 @@ def test_compare_names_the_package_whose_version_differs(campaign: Path, tmp_pat
     # the node's capture is cached per commit, node and python
     assert len(list((cache / "orchestra" / "environment").glob("*.json"))) == 2
 
+    # the notebook API: environment columns beside the parameters
+    pandas = pytest.importorskip("pandas")
+    from expegit import open_campaign
+
+    frame = open_campaign(campaign).dataframe()
+    assert frame.loc[a["id"], "env.python_path"] == str(old / "python3")
+    assert frame.loc[a["id"], "env.packages"] == frame.loc[a2["id"], "env.packages"] != frame.loc[b["id"], "env.packages"]
+    assert frame.loc[b["id"], "env.var.ENVCAP_TAG"] == "a b\nc" and frame.loc[b["id"], "env.cores"] == os.cpu_count()
+    assert pandas.api.types.is_string_dtype(frame["env.kernel"])
+
     text = cli(campaign, "expegit", "compare", a["id"], b["id"], check=True).stdout
     env_part = text.split("environment:")[1].split("metrics:")[0]
     assert "envcap-probe-pkg 1.0 -> 2.0" in env_part
