@@ -36,6 +36,25 @@ def test_probe_parsers_read_what_nodes_print() -> None:
     assert probe.parse_loaded_modules(None) == []
 
 
+def test_render_freeze_reads_as_pip_freeze_does() -> None:
+    text = probe.render_freeze([("jsonschema", "4.26.0", None), ("Flask", "3.1.3", None),
+                                ("jsonschema-path", "0.5.0", None), ("flask-cors", "6.0.2", None),
+                                ("mine", "0.1", "file:///work/mine"), ("Flask", "1.0", None)])
+    assert text == ("Flask==3.1.3\nflask-cors==6.0.2\njsonschema==4.26.0\njsonschema-path==0.5.0\n"
+                    "mine @ file:///work/mine\n")
+    from orchestra.environment import parse_pip_freeze
+    assert parse_pip_freeze(text)["mine"] == "file:///work/mine" and parse_pip_freeze(text)["flask"] == "3.1.3"
+
+
+def test_freeze_packages_matches_pip_freeze_here() -> None:
+    """importlib.metadata's list is pip freeze's, bar editable installs (named by URL instead)."""
+    ours = probe.freeze_packages()
+    pips = subprocess.run([sys.executable, "-m", "pip", "freeze", "--all"], capture_output=True, text=True,
+                          check=True).stdout
+    plain = {line for line in pips.splitlines() if "==" in line and not line.startswith("#")}
+    assert plain <= set(ours.splitlines())
+
+
 def test_render_then_parse_gives_the_environment_back() -> None:
     data = {"format": 1, "os": "Debian 12", "kernel": "6.1.0", "cpu": "EPYC", "cores": 16, "memory": 1 << 30,
             "python": "3.11.2 /usr/bin/python3", "gpus": probe.parse_nvidia_query(NVIDIA_QUERY)[0],
