@@ -4,10 +4,9 @@ Why through the execution's own command and not a separate remote call: the prob
 execution runs, with its PATH and binding, and every launcher (local, agent, shell, srun, PBS/OAR templates)
 already runs the command there; a separate call would need one more way to reach a Slurm node per launcher.
 
-Why per (host, node, commit) and only while unknown: ``pip freeze`` costs hundreds of milliseconds. Only
-executions launched while the controller has no capture for their node and commit carry the probe (and the
-probe caches on the node, under a lock, so a first wave runs it once); every later execution costs a dict
-lookup. Values of the manifest's ``record_env`` change per execution (binding, job id), so they are read by
+Why per (host, node, commit) and only while unknown: listing packages costs hundreds of milliseconds. Only
+the first execution launched on a node at a commit carries the probe (and the probe caches on the node, so
+the next run at that commit reads it back); every later execution costs a dict lookup. Values of the manifest's ``record_env`` change per execution (binding, job id), so they are read by
 shell builtins in each execution's own environment, after binding, into ``.orchestra/env_vars``.
 """
 from __future__ import annotations
@@ -21,6 +20,8 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import gevent.event
 
 from orchestra.environment import CONDA_EXPORT_PATH, PIP_FREEZE_PATH, Environment, Gpu
 from orchestra.quoting import quote_word as quote
@@ -42,6 +43,7 @@ class Capture:
     conda_export: str | None = None
     error: str | None = None
     _blobs: dict[str, bytes] | None = dataclasses.field(default=None, compare=False, repr=False)
+    _summary: dict[str, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def blobs(self) -> dict[str, bytes]:
         """Branch path -> bytes of the texts kept as blobs (the same bytes object every time: one hash)."""
@@ -156,39 +158,54 @@ Key = tuple[str, "str | None", str]
 
 
 class EnvironmentCapture:
-    """The controller's memory of captures by (host, node, commit), for one run."""
+    """The controller's memory of captures by (host, node, commit), for one run.
 
-    def __init__(self, enabled: bool = True) -> None:
+    One probe in flight per key: every execution that carries it waits for the interpreter to start
+    (tens of milliseconds, a second on a loaded machine), so the others of a first wave run bare and, once
+    ended and their slot given back, wait for the probing one's capture (at most ``wait`` seconds: then
+    they are recorded without it, and the next launch carries a probe of its own)."""
+
+    def __init__(self, enabled: bool = True, wait: float = 30.0) -> None:
         self.enabled = enabled
+        self.wait = wait
         self._known: dict[Key, Capture] = {}
         self._failed: dict[Key, int] = {}
+        self._inflight: dict[Key, gevent.event.Event] = {}
 
     @staticmethod
     def key(slot: Slot, commit: str) -> Key:
         return (slot.host, slot.node, commit)
 
     def prepare(self, job: Job, slot: Slot) -> Job:
-        """The job to launch: with the probe in front while this node's capture is unknown.
-
-        Every execution launched before the first capture arrives carries it (the node's cache and lock
-        make the second and later ones cheap), so that none of a first wave ends without its environment."""
+        """The job to launch: with the probe in front when this node's capture is unknown and no execution
+        launched before is already getting it."""
         key = self.key(slot, job.commit)
-        if not self.enabled or key in self._known or self._failed.get(key, 0) >= _ASKS:
+        if (not self.enabled or key in self._known or key in self._inflight
+                or self._failed.get(key, 0) >= _ASKS):
             return job
+        self._inflight[key] = gevent.event.Event()
         return dataclasses.replace(job, command=render_probe_prefix(job.commit) + job.command)
 
     def absorb(self, slot: Slot, job: Job, collected: Collected | None, probed: bool) -> Capture | None:
         """The capture for this execution's node: read from its results when it ran the probe (a file left
-        in a recycled run directory by another execution is never trusted), else remembered."""
+        in a recycled run directory by another execution is never trusted), else remembered or awaited."""
         key = self.key(slot, job.commit)
-        if probed and key not in self._known:
-            data = collected.read(CAPTURE_FILE) if collected is not None else None
-            capture = parse_capture(data.decode("utf-8", "replace")) if data else None
-            if capture is not None and capture.error is None:
-                self._known[key] = capture
-                return capture
-            if collected is not None:  # it ran and said nothing useful (no python there?): count it
-                self._failed[key] = self._failed.get(key, 0) + 1
+        if probed:
+            if key not in self._known:
+                data = collected.read(CAPTURE_FILE) if collected is not None else None
+                capture = parse_capture(data.decode("utf-8", "replace")) if data else None
+                if capture is not None and capture.error is None:
+                    self._known[key] = capture
+                elif collected is not None:  # it ran and said nothing useful (no python there?): count it
+                    self._failed[key] = self._failed.get(key, 0) + 1
+            done = self._inflight.pop(key, None)
+            if done is not None:
+                done.set()
+        elif key not in self._known and key in self._inflight:
+            pending = self._inflight[key]
+            if not pending.wait(self.wait) and self._inflight.get(key) is pending:
+                del self._inflight[key]  # a long one: let the next launch probe for itself
+                pending.set()
         return self._known.get(key)
 
 
@@ -205,10 +222,19 @@ def git_blob_id(data: bytes) -> str:
 
 
 def summary_of(capture: Capture | None, variables: Mapping[str, str]) -> dict[str, Any]:
-    """The record's ``environment`` section (Environment.to_dict()) with this execution's variables."""
-    env = capture.environment if capture is not None else Environment()
-    blobs = capture.blobs() if capture is not None else {}
-    env = dataclasses.replace(env, vars=dict(variables),
-                              packages_blob=git_blob_id(blobs[PIP_FREEZE_PATH]) if PIP_FREEZE_PATH in blobs else None,
-                              conda_blob=git_blob_id(blobs[CONDA_EXPORT_PATH]) if CONDA_EXPORT_PATH in blobs else None)
-    return env.to_dict()
+    """The record's ``environment`` section (Environment.to_dict()) with this execution's variables.
+
+    The node's part is computed once per capture (blob ids hash the texts): per execution, a dict copy."""
+    if capture is None:
+        return Environment(vars=dict(variables)).to_dict()
+    if capture._summary is None:
+        blobs = capture.blobs()
+        env = dataclasses.replace(
+            capture.environment,
+            packages_blob=git_blob_id(blobs[PIP_FREEZE_PATH]) if PIP_FREEZE_PATH in blobs else None,
+            conda_blob=git_blob_id(blobs[CONDA_EXPORT_PATH]) if CONDA_EXPORT_PATH in blobs else None)
+        object.__setattr__(capture, "_summary", env.to_dict())
+    out = dict(capture._summary)  # type: ignore[arg-type]
+    if variables:
+        out["vars"] = dict(variables)
+    return out

@@ -79,6 +79,11 @@ def test_compare_names_the_package_whose_version_differs(campaign: Path, tmp_pat
     freeze = (store.read_path(tip, PIP_FREEZE_PATH) or b"").decode()
     assert "envcap-probe-pkg==1.0" in freeze
     assert git(campaign, "rev-parse", f"{tip}:{PIP_FREEZE_PATH}").stdout.strip() == env_a["packages_blob"]
+    # the record's documented shape (schemas/execution.schema.json)
+    import jsonschema
+    from orchestra.execution import RECORD_PATH, parse_record
+    schema = json.loads((Path(__file__).parents[2] / "schemas" / "execution.schema.json").read_text())
+    jsonschema.validate(parse_record(store.read_path(tip, RECORD_PATH) or b"").to_dict(), schema)
     # the probe left nothing in the execution's stdout or outputs
     assert a["outputs"] == ["metrics.json"]
     assert (store.read_path(tip, ".orchestra/stdout") or b"") == b""

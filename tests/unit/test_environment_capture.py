@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gevent
 import pytest
 
 from orchestra.environment import PIP_FREEZE_PATH, Environment, Gpu
@@ -138,29 +139,40 @@ def collected_with(tmp_path: Path, files: dict[str, bytes]) -> Collected:
     return Collected(tmp_path, tmp_path / "o", tmp_path / "e", [], contents=files)
 
 
-def test_only_executions_launched_while_the_node_is_unknown_carry_the_probe(tmp_path: Path) -> None:
+def test_one_execution_per_node_and_commit_carries_the_probe(tmp_path: Path) -> None:
     capture = EnvironmentCapture()
-    job = Job("e1", "c0ffee", "python3 train.py")
+    job, other = Job("e1", "c0ffee", "python3 train.py"), Job("e2", "c0ffee", "python3 train.py")
     slot_a, slot_b = Slot("h", 0, node="n1"), Slot("h", 1, node="n2")
     first = capture.prepare(job, slot_a)
     assert first is not job and first.command.endswith("python3 train.py") and CAPTURE_FILE in first.command
+    assert capture.prepare(other, slot_a) is other  # one probe in flight per node and commit
     text = probe.render({"format": 1, "os": "X", "pip_freeze": "a==1\n"}).encode()
-    # a file in a recycled run directory of an execution that did not run the probe is never trusted
-    assert capture.absorb(slot_a, job, collected_with(tmp_path, {CAPTURE_FILE: text}), probed=False) is None
+    waiter = gevent.spawn(capture.absorb, slot_a, other, collected_with(tmp_path, {CAPTURE_FILE: text}), False)
+    gevent.sleep(0)
+    assert not waiter.ready()  # ended before the probing one: it waits for its capture
     got = capture.absorb(slot_a, job, collected_with(tmp_path, {CAPTURE_FILE: text}), probed=True)
     assert got is not None and got.environment.os == "X"
+    # ...and a file in a recycled run directory of an execution that did not run the probe is never read
+    assert waiter.get(timeout=5) is got
     assert capture.prepare(job, slot_a) is job  # known now: no cost per execution
     assert capture.absorb(slot_a, job, None, probed=False) is got
     assert capture.prepare(job, slot_b) is not job  # another node
-    assert capture.prepare(Job("e2", "beef", "x"), slot_a).command != "x"  # another commit
+    assert capture.prepare(Job("e3", "beef", "x"), slot_a).command != "x"  # another commit
     # a node without python is asked a bounded number of times, then left alone
-    assert capture.prepare(job, slot_b) is not job  # still unknown: the next one carries it too
     for _ in range(3):
-        assert capture.prepare(job, slot_b) is not job
         capture.absorb(slot_b, job, collected_with(tmp_path, {}), probed=True)
+        assert capture.prepare(job, slot_b) is not job or _ == 2
     assert capture.prepare(job, slot_b) is job
-    off = EnvironmentCapture(enabled=False)
-    assert off.prepare(job, slot_a) is job
+    assert EnvironmentCapture(enabled=False).prepare(job, slot_a) is job
+
+
+def test_a_long_probing_execution_is_not_waited_for_forever(tmp_path: Path) -> None:
+    capture = EnvironmentCapture(wait=0.01)
+    job, other, third = Job("e1", "c", "x"), Job("e2", "c", "x"), Job("e3", "c", "x")
+    slot = Slot("h", 0)
+    assert capture.prepare(job, slot) is not job
+    assert capture.absorb(slot, other, collected_with(tmp_path, {}), probed=False) is None
+    assert capture.prepare(third, slot) is not third  # the next launch probes for itself
 
 
 def test_probe_failure_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
