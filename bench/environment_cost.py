@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,18 +26,25 @@ from pathlib import Path
 from _common import GIT_ENV, machine, make_campaign, now, scratch, write_section
 
 
-def rate(python: str, n: int, jobs: int, root: Path, env: dict[str, str]) -> float:
+def rate(python: str, n: int, jobs: int, root: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(executions per second, CPU milliseconds per execution of expegit and what it waited for).
+
+    Why CPU too: on a machine whose load average is 13 on 2 cores, wall-clock rates of one tree swing by
+    30% from one minute to the next; the CPU an execution costs the controller moves far less."""
     manifest = f'name: throughput\ncommand: "true {{i}}"\nparameters:\n  i: {{type: int, low: 1, high: {n}}}\n'
     campaign = make_campaign(root, manifest)
     full = dict(os.environ, **GIT_ENV, **env)
     os.sync()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run([python, "-m", "expegit", "run", "--grid", "-q", "--slots", str(jobs)], cwd=campaign,
                             env=full, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if f"{n} finished" not in result.stderr:
         raise SystemExit(f"{python}: expegit did not finish {n} executions:\n{result.stderr[-1000:]}")
-    return n / elapsed
+    return n / elapsed, cpu * 1000 / n
 
 
 def main() -> None:
@@ -49,6 +57,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
     rates: dict[str, list[float]] = {"before": [], "cached": [], "cold": []}
+    cpus: dict[str, list[float]] = {"before": [], "cached": [], "cold": []}
     with scratch() as work:
         shared_cache = Path(work) / "cache"
         for k in range(args.rounds):
@@ -59,15 +68,19 @@ def main() -> None:
             if k % 2:
                 runs.reverse()
             for name, python, env in runs:
-                rates[name].append(rate(python, args.n, args.jobs, Path(work) / f"{name}{k}", env))
-                print(f"round {k + 1} {name}: {rates[name][-1]:.1f}/s", flush=True)
+                got, cpu = rate(python, args.n, args.jobs, Path(work) / f"{name}{k}", env)
+                rates[name].append(got)
+                cpus[name].append(cpu)
+                print(f"round {k + 1} {name}: {got:.1f}/s, {cpu:.2f} ms CPU per execution", flush=True)
     med = {name: statistics.median(values) for name, values in rates.items()}
+    cmed = {name: statistics.median(values) for name, values in cpus.items()}
     lines = [f"{now()} on {machine()}; `python bench/environment_cost.py -n {args.n} -j {args.jobs} "
              f"--rounds {args.rounds}`, rounds alternating on a shared, loaded machine; medians.", "",
-             "| run | executions/s (median) | rounds | ratio to before |", "|---|---|---|---|"]
+             "| run | executions/s (median) | rounds | rate ratio | CPU ms/execution (median) | CPU ratio |",
+             "|---|---|---|---|---|---|"]
     for name in ("before", "cached", "cold"):
         lines.append(f"| {name} | {med[name]:.1f} | {', '.join(f'{r:.0f}' for r in rates[name])} | "
-                     f"{med[name] / med['before']:.3f} |")
+                     f"{med[name] / med['before']:.3f} | {cmed[name]:.2f} | {cmed[name] / cmed['before']:.3f} |")
     lines += ["", "before: the commit before the capture (f8f4e0d); cached: this tree, the node already "
               "captured at this commit; cold: this tree with an empty node cache (one capture in the run)."]
     body = "\n".join(lines) + "\n"

@@ -116,3 +116,31 @@ def test_record_env_with_a_bad_name_is_refused_with_its_place(tmp_path: Path) ->
     line = next(i for i, text in enumerate(MANIFEST.splitlines(), 1) if text.startswith("record_env"))
     assert f"orchestra.yaml:{line}:" in check.stderr and "NOT-A-NAME" in check.stderr, check.stderr
     assert sys.executable  # the venvs above are built from this interpreter's stdlib
+
+
+GPU_MANIFEST = """\
+name: envcap-gpus
+command: python3 seen.py {i}
+parameters:
+  i: {type: int, low: 1, high: 4}
+resources: {gpus: 1}
+record_env: [CUDA_VISIBLE_DEVICES]
+outputs: [seen.txt]
+profile: fake
+profiles:
+  fake: {kind: local, gpus: [0, 1]}
+"""
+SEEN = "import os\nopen('seen.txt', 'w').write(os.environ['CUDA_VISIBLE_DEVICES'])\n"
+
+
+def test_record_env_holds_the_value_after_binding(tmp_path: Path) -> None:
+    """CUDA_VISIBLE_DEVICES is the execution's own (its binding), not the node's or the controller's."""
+    root = make_campaign(tmp_path / "g", GPU_MANIFEST, {"seen.py": SEEN})
+    cli(root, "expegit", "run", "--grid", check=True, env={"XDG_CACHE_HOME": str(tmp_path / "cache"),
+                                                           "CUDA_VISIBLE_DEVICES": "7"})
+    got = set()
+    for rec in records(root):
+        seen = git(root, "show", f"executions/{rec['id']}:seen.txt").stdout
+        assert rec["environment"]["vars"]["CUDA_VISIBLE_DEVICES"] == seen == rec["gpus"], rec
+        got.add(seen)
+    assert got == {"0", "1"}
