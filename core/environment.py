@@ -84,6 +84,20 @@ class Environment:
             parts.append(f"driver {self.driver}")
         return ", ".join(parts)
 
+    def columns(self) -> dict[str, Any]:
+        """The notebook DataFrame's environment columns (``env.*``; ``env.var.NAME`` per record_env value),
+        flat scalars so that a groupby or a filter on them works."""
+        out: dict[str, Any] = {f"env.{name}": getattr(self, name)
+                               for name in ("os", "kernel", "cpu", "cores", "memory", "driver", "cuda")}
+        out["env.python"] = self.python.split()[0] if self.python else None
+        out["env.python_path"] = self.python.split(" ", 1)[1] if self.python and " " in self.python else None
+        names = sorted({g.name for g in self.gpus})
+        out["env.gpus"] = f"{len(self.gpus)}x {'/'.join(names)}" if self.gpus else None
+        out["env.packages"] = self.packages_blob  # one id per distinct pip freeze: equal ids, equal packages
+        for name, value in sorted(self.vars.items()):
+            out[f"env.var.{name}"] = value
+        return out
+
 
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(===|==|@|=)\s*(.+?)\s*$")
 

@@ -75,6 +75,8 @@ class Manifest:
     profile: str = "local"
     profiles: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Variables whose values each execution's record keeps (environment.vars), read on the node after binding.
+    record_env: tuple[str, ...] = ()
     shell: str | None = None  # None: the wrapper's /bin/sh runs the command itself
     # `resources:` as declared (placeholders unresolved: orchestra.resources.resolve per execution); None:
     # not declared, one slot per execution as before any packing existed.
@@ -422,7 +424,9 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
         name=data["name"], command=command, parameters=specs, outputs=tuple(data.get("outputs") or ()),
         objective=objective, repeats=data.get("repeats", 1), timeout=timeout, retries=retries,
         search=search, profile=profile, profiles=profiles, env=env, shell=shell, resources=resources,
-        metrics=metrics, description=data.get("description", ""),
+        metrics=metrics,
+        record_env=tuple(str(n) for n in data.get("record_env") or ()),
+        description=data.get("description", ""),
         path=c.path, data=data,
     )
 

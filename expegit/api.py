@@ -82,14 +82,18 @@ class AnalysisCampaign(Campaign):
 
     def rows(self, state: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One dict per execution, the DataFrame's rows: `expegit export`'s columns (``param.NAME``,
-        ``metric.NAME``, timings, host and node, commit) plus ``rerun_of`` and ``environment``."""
+        ``metric.NAME``, timings, host and node, commit) plus ``rerun_of``, ``environment`` (a one-line summary) and
+        the ``env.*`` columns (Environment.columns: os, kernel, cpu, cores, memory, gpus, driver, cuda, python,
+        packages, and ``env.var.NAME`` for record_env's values)."""
         records = self.executions(state)
         metrics = campaign_metrics(self, records)
         rows = []
         for r in records:
             row = export_row(r, metrics.get(r.id))
             row["rerun_of"] = r.rerun_of
-            row["environment"] = Environment.from_dict(r.environment).summary() if r.environment else None
+            environment = Environment.from_dict(r.environment) if r.environment else None
+            row["environment"] = environment.summary() if environment is not None else None
+            row.update((environment or Environment()).columns())
             rows.append(row)
         return rows
 

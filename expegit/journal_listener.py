@@ -17,6 +17,7 @@ from runaway.backend import RunHandle
 from runaway.capacity import render_cpu_list
 from runaway.rundir import STDERR_FILE, STDOUT_FILE
 from runaway.controller import AttemptResult, Task
+from runaway.environment_capture import record_vars, summary_of
 
 from .metrics_stream import METRICS_PATH, final_points, render_metrics_text
 from .journal import JournalWriter, describe_parameters, iso_from_epoch, utc_now
@@ -167,6 +168,7 @@ class JournalListener:
                 record.objective, problem = read_objective(self.manifest.objective, collected.read)
                 if problem:
                     record.error = problem
+        self._fill_environment(record, result, files)
         if result.failure == "timeout":
             record.error = f"timed out after {self.manifest.timeout:g}s"
         elif result.failure == "node-failure":
@@ -191,6 +193,15 @@ class JournalListener:
         points = final_points(raw, collected.read(STDOUT_FILE), re.compile(spec.pattern))
         if points or raw:
             files[METRICS_PATH] = render_metrics_text(points).encode("utf-8")
+
+    def _fill_environment(self, record: ExecutionRecord, result: AttemptResult, files: dict[str, Any]) -> None:
+        """The record's environment section; pip freeze and conda texts as blobs on the branch (the same
+        bytes on every branch of a node: one git object for all)."""
+        variables = record_vars(result.collected, self.manifest.record_env)
+        summary = summary_of(result.environment, variables) if result.environment is not None or variables else {}
+        record.environment = summary or None
+        if result.environment is not None:
+            files.update(result.environment.blobs())
 
     def attempt_failed(self, task: Task, result: AttemptResult, will_retry: bool) -> None:
         self._settle(task.job.execution_id)

@@ -29,6 +29,7 @@ from orchestra.resources import resolve as resolve_resources
 from runaway.backend import Backend, Job
 from runaway.factory import campaign_backend as make_backend
 from runaway.controller import Controller, Task
+from runaway.environment_capture import EnvironmentCapture, render_record_env
 
 from .campaign import Campaign
 from .journal import Journal, JournalWriter, utc_now
@@ -127,7 +128,9 @@ def job_for(manifest: Manifest, record: ExecutionRecord) -> Job:
     env["ORCHESTRA_EXECUTION_ID"] = record.id
     env["ORCHESTRA_CAMPAIGN"] = manifest.name
     env["ORCHESTRA_PARAMETERS"] = json.dumps(record.parameters, ensure_ascii=False)
-    return Job(execution_id=record.id, commit=record.commit, command=record.command, outputs=outputs,
+    # record_env's values are read by shell builtins in front of the command: after binding, per execution.
+    command = render_record_env(manifest.record_env) + record.command
+    return Job(execution_id=record.id, commit=record.commit, command=command, outputs=outputs,
                timeout=manifest.timeout, env=env, resources=request_for(manifest, record.parameters))
 
 
@@ -307,7 +310,7 @@ class Session:
                                    running_commit_delay=backend.running_commit_delay)
         controller = Controller(backend, listener, self.campaign.store.archive, retry=self.manifest.retries,
                                 staging=self.campaign.workdir / "staging", leave=self.leave,
-                                packing=self.manifest.resources is not None)
+                                packing=self.manifest.resources is not None, capture=EnvironmentCapture())
         self.controllers.append(controller)
         follower = None
         if self.manifest.metrics is not None:

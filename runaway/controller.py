@@ -24,6 +24,7 @@ from orchestra.resources import DEFAULT as DEFAULT_REQUEST
 from orchestra.resources import Request
 from orchestra.retry import attempts, failure_kind, first_wait
 
+from .environment_capture import Capture, EnvironmentCapture
 from .backend import LEAVE_POLICIES, Backend, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
 
 
@@ -48,6 +49,7 @@ class AttemptResult:
     collected: Collected | None
     failure: str | None  # None, or a kind from retries.on
     attempt: int
+    environment: Capture | None = None  # the node's environment (EnvironmentCapture), when captured
 
 
 class Listener(Protocol):
@@ -62,7 +64,8 @@ class Listener(Protocol):
 
 class Controller:
     def __init__(self, backend: Backend, listener: Listener, code: CodeArchive, *, retry: RetryPolicy,
-                 staging: Path, leave: str = "none", packing: bool = False) -> None:
+                 staging: Path, leave: str = "none", packing: bool = False,
+                 capture: EnvironmentCapture | None = None) -> None:
         if leave not in LEAVE_POLICIES:
             raise ValueError(f"leave policy {leave!r} is not one of {', '.join(LEAVE_POLICIES)}")
         self.backend = backend
@@ -79,6 +82,8 @@ class Controller:
         self.stopping = gevent.event.Event()
         self.errors: list[tuple[str, BaseException]] = []
         self._running: dict[str, RunHandle] = {}
+        # Which executions carry the environment probe (the first per node and commit), and the captures.
+        self.capture = capture or EnvironmentCapture(enabled=False)
 
     def stop(self) -> None:
         """Stop launching; stop what runs. Idempotent, safe from a signal handler greenlet."""
@@ -196,6 +201,7 @@ class Controller:
         def one_attempt() -> AttemptResult:
             nonlocal slot, reattach
             handle, reattach = reattach, None
+            probed = False
             try:
                 if handle is None:
                     if slot is None:
@@ -210,7 +216,9 @@ class Controller:
                             raise _Cancelled(None) from None
                     if self.stopping.is_set():
                         raise _Cancelled(None)
-                    handle = self.backend.launch(slot, job, self.code)
+                    launched = self.capture.prepare(job, slot)
+                    probed = launched is not job
+                    handle = self.backend.launch(slot, launched, self.code)
                     self.listener.launched(task, handle, task.attempt)
                 self._running[job.execution_id] = handle
                 try:
@@ -227,7 +235,8 @@ class Controller:
                     self.backend.release(slot)
                     slot = None
             failure = failure_kind(outcome.exit_code, outcome.timed_out, outcome.lost)
-            return AttemptResult(handle, outcome, collected, failure, task.attempt)
+            environment = self.capture.absorb(handle.slot, job, collected, probed)
+            return AttemptResult(handle, outcome, collected, failure, task.attempt, environment)
 
         def should_retry(result: AttemptResult) -> bool:
             retry = (result.failure is not None and result.failure in self.retry.on

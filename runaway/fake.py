@@ -35,6 +35,7 @@ import gevent.queue
 from orchestra.errors import ExecutionError
 
 from .backend import CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
+from .environment_capture import strip_prefixes
 from .slot_requests import SlotsOnly
 
 META_DIR = ".orchestra"  # the same names as the real run directories' (runaway/rundir.py)
@@ -368,7 +369,7 @@ class FakeWorld:
 
     def start_run(self, place: str, slot: int, job: Job) -> FakeRun:
         attempt = self.attempts[job.execution_id] = self.attempts.get(job.execution_id, 0) + 1
-        script = parse_script(job.command)
+        script = parse_script(strip_prefixes(job.command, job.commit))  # no shell here to run the probe in
         remote_dir = self.run_dir(job.execution_id)
         run = FakeRun(job.execution_id, place, slot, remote_dir, next(self._pids), self.clock.time(), script,
                       attempt)

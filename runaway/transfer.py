@@ -41,7 +41,8 @@ for index, (run_dir, patterns) in enumerate(json.loads(sys.argv[1])):
     except OSError:
         tar.addfile(tarfile.TarInfo("%d.missing" % index))
         continue
-    for name in (".orchestra/stdout", ".orchestra/stderr", ".orchestra/metrics.jsonl"):
+    for name in (".orchestra/stdout", ".orchestra/stderr", ".orchestra/metrics.jsonl", ".orchestra/environment",
+                 ".orchestra/env_vars"):
         if os.path.isfile(name) and not os.path.islink(name):
             tar.add(name, arcname=prefix + name, recursive=False)
     seen = set()

@@ -23,7 +23,9 @@ def _linked(root: str, path: str) -> bool:
 def result_files(run_dir: str, patterns) -> list:
     """Relative paths to send back: stdout, stderr, and regular files matching the globs (never links)."""
     found = set()
-    for name in ("stdout", "stderr", "metrics.jsonl"):  # metrics.jsonl: ORCHESTRA_METRICS, when written
+    # metrics.jsonl: ORCHESTRA_METRICS, when written; environment/env_vars: what the environment probe and
+    # record_env wrote (runaway/environment_capture.py).
+    for name in ("stdout", "stderr", "metrics.jsonl", "environment", "env_vars"):
         if os.path.isfile(os.path.join(run_dir, META_DIR, name)):
             found.add(META_DIR + "/" + name)
     for pattern in patterns:
