@@ -128,7 +128,8 @@ def job_for(manifest: Manifest, record: ExecutionRecord) -> Job:
     env["ORCHESTRA_CAMPAIGN"] = manifest.name
     env["ORCHESTRA_PARAMETERS"] = json.dumps(record.parameters, ensure_ascii=False)
     return Job(execution_id=record.id, commit=record.commit, command=record.command, outputs=outputs,
-               timeout=manifest.timeout, env=env, resources=request_for(manifest, record.parameters))
+               timeout=manifest.timeout, env=env, resources=request_for(manifest, record.parameters),
+               checkpoint=manifest.checkpoint)
 
 
 def request_for(manifest: Manifest, parameters: Mapping[str, Any]) -> Request | None:
