@@ -40,6 +40,16 @@ def parse_prepare(text: str) -> float | None:
         return None
 
 
+def guarded(command: str, signal: str) -> str:
+    """The command line of a checkpointing execution: the wrapper shell (which evaluates the command in
+    itself, runaway/rundir.py) catches the warning instead of dying of it. A caught signal waits until
+    the foreground command ends, so the wrapper still writes the exit code once the program has saved
+    its checkpoint; and a caught signal is reset to its default in the program, which gets it as sent
+    (an ignored one would stay ignored there). ``signal`` is a name from walltime.signal_name."""
+    assert signal.isalnum(), signal
+    return f"trap : {signal}; {command}"
+
+
 def render_remove(directory: str) -> str:
     return f"rm -rf -- {shlex.quote(directory)}"
 

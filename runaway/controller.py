@@ -26,7 +26,8 @@ from orchestra.resources import Request
 from orchestra.retry import attempts, failure_kind, first_wait, retried
 
 from .backend import LEAVE_POLICIES, Backend, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
-from .walltime import fits, need, warning_at
+from .checkpoints import guarded
+from .walltime import fits, need, signal_name, warning_at
 
 # How often (seconds) a checkpointing execution's warning time is recomputed from the allocation's end,
 # which the provider corrects at each poll.
@@ -229,6 +230,8 @@ class Controller:
     def _drive(self, task: Task, slot: Slot | None) -> None:
         """One job from launch (or re-attachment) to its final record, retrying under the policy."""
         job = task.job
+        if job.checkpoint is not None:
+            job = dataclasses.replace(job, command=guarded(job.command, signal_name(job.checkpoint.signal_number)))
         reattach = task.handle
 
         def one_attempt() -> AttemptResult:

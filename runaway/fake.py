@@ -321,6 +321,7 @@ class FakeWorld:
         self.expiry: dict[str, float] = {}  # allocation -> when it ends
         self.checkpoints: dict[str, tuple[float, float]] = {}  # execution id -> (work saved, when)
         self.warnings: list[tuple[str, int, float, float]] = []  # (execution id, signal, grace, when)
+        self.guards: dict[str, str] = {}  # execution id -> the trap its wrapper shell was given
         self.workdir = workdir
         self.allocation = allocation
         self.pending = pending
@@ -390,7 +391,11 @@ class FakeWorld:
 
     def start_run(self, place: str, slot: int, job: Job) -> FakeRun:
         attempt = self.attempts[job.execution_id] = self.attempts.get(job.execution_id, 0) + 1
-        script = parse_script(job.command)
+        command = job.command
+        if command.startswith("trap : "):  # checkpoints.guarded: what the wrapper shell would evaluate first
+            trap, command = command.split("; ", 1)
+            self.guards[job.execution_id] = trap
+        script = parse_script(command)
         remote_dir = self.run_dir(job.execution_id)
         run = FakeRun(job.execution_id, place, slot, remote_dir, next(self._pids), self.clock.time(), script,
                       attempt)

@@ -142,6 +142,7 @@ def test_a_checkpointing_run_is_warned_before_each_walltime_and_resumes_on_new_a
     assert final.failure is None and final.attempt == 3
     assert final.outcome.ended - start == 100  # 45 + 45 + the 10 s left: nothing ran twice
     assert eid not in world.checkpoints  # removed once finished
+    assert world.guards == {eid: "trap : USR1"}  # the wrapper shell survives the warning
 
 
 def test_requeues_are_bounded_by_retries(tmp_path, clocked) -> None:
@@ -164,7 +165,7 @@ def test_a_timeout_that_does_not_fit_what_is_left_waits_for_a_new_allocation(tmp
     placed = {e[1]: e[3] for e in recorder.of("launched")}
     assert placed[second.execution_id] == "fake-2-node1"
     assert all(r.failure is None for r in recorder.results.values())
-    assert world.warnings == []  # nothing declared checkpoint: nothing is signalled
+    assert world.warnings == [] and world.guards == {}  # nothing declared checkpoint: nothing changes
 
 
 def test_a_checkpointing_run_may_start_with_less_than_its_timeout_left(tmp_path, clocked) -> None:
