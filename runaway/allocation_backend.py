@@ -58,6 +58,7 @@ class Allocation:
     reason: str = ""  # the scheduler's reason while it is pending (Resources, Priority, JobHeldUser, ...)
     requeued: bool = False  # the scheduler put it back in the queue while it ran (scontrol requeue, preemption)
     adopted: bool = False  # a dead controller's, taken over by a resume (its re-attached executions run in it)
+    started: str = ""  # the scheduler's start time of its current run (a requeue renews it)
 
 
 class AllocationBackend(SlotsOnly):
@@ -406,7 +407,15 @@ class AllocationBackend(SlotsOnly):
                 alloc.state = state.state  # what wait() tells its executions (PREEMPTED, TIMEOUT, ...)
             self._drop(alloc)
             return
+        if state.running and alloc.state == "RUNNING" and alloc.started and state.started and \
+                state.started != alloc.started:
+            # Requeued and started again between two polls: what ran in it was killed all the same.
+            alloc.state = "REQUEUED"
+            self._requeue(alloc)
+        if state.running and alloc.state == "RUNNING" and not alloc.started:
+            alloc.started = state.started  # the ready file said it started; squeue says when
         if state.running and alloc.state != "RUNNING":
+            alloc.started = state.started
             alloc.nodes = state.nodes
             # Raises (node agents that do not answer): the allocation stays pending, the next tick retries.
             self.launcher.places_up(self._places(alloc))

@@ -360,9 +360,15 @@ class FakeWorld:
         nodes = [f"{job_id}-node{index + 1}" for index in range(self._allocation_places)]
         if self.walltime is not None:
             end = self.expiry[job_id] = self.clock.time() + self.walltime
-            self.clock.call_at(end, lambda: [self.vanish(n) for n in nodes if self.places[n].alive])
+            self.clock.call_at(end, lambda: self._end_allocation(nodes))
         for node in nodes:
             self.add_place(node, self.slots_per_place, node=node)
+
+    def _end_allocation(self, nodes: list[str]) -> None:
+        """Its walltime passed: the scheduler kills what runs on its nodes."""
+        for node in nodes:
+            if self.places[node].alive:
+                self.vanish(node)
 
     def expires(self, place: str) -> float | None:
         node = self.places[place].node
@@ -437,7 +443,11 @@ class FakeWorld:
             run.files.setdefault(STDERR_FILE, b"")
             self._end(run, 0)
         else:
-            self.clock.call_at(self.clock.time() + grace, lambda: self._end(run, 137) if run.running else None)
+            self.clock.call_at(self.clock.time() + grace, lambda: self._kill_after_grace(run))
+
+    def _kill_after_grace(self, run: FakeRun) -> None:
+        if run.running:
+            self._end(run, 137)
 
     def terminate(self, run: FakeRun) -> None:
         """TERM: what it wrote so far stays (nothing, for a fake), the wrapper reports 143."""
