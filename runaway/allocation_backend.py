@@ -398,6 +398,11 @@ class AllocationBackend(SlotsOnly):
                     self.ledger.add(job_id)
 
     def _update(self, alloc: Allocation, state: JobState | None, now: float) -> None:
+        if state is not None and state.state == "COMPLETING" and alloc.state in ("RUNNING", "COMPLETING"):
+            # Ending, or being requeued (preemption, `scontrol requeue` show COMPLETING first, then
+            # PENDING): no more work goes to it, and the next poll tells which.
+            alloc.state = "COMPLETING"
+            return
         if state is None or state.state in ENDED_STATES:
             if state is None and alloc.state == "PENDING" and now - alloc.submitted < 5:
                 return  # a fresh submission may not be listed yet
@@ -414,6 +419,9 @@ class AllocationBackend(SlotsOnly):
             self._requeue(alloc)
         if state.running and alloc.state == "RUNNING" and not alloc.started:
             alloc.started = state.started  # the ready file said it started; squeue says when
+        if state.running and alloc.state == "COMPLETING":
+            alloc.state = "REQUEUED"  # requeued and running again since the poll that saw it ending
+            self._requeue(alloc)
         if state.running and alloc.state != "RUNNING":
             alloc.started = state.started
             alloc.nodes = state.nodes
@@ -441,7 +449,7 @@ class AllocationBackend(SlotsOnly):
         elif state.running and state.time_left is not None:
             alloc.expires = now + state.time_left
         elif not state.running:
-            was_running = alloc.state == "RUNNING"
+            was_running = alloc.state in ("RUNNING", "COMPLETING")
             alloc.state = state.state
             alloc.reason = state.reason
             if was_running:

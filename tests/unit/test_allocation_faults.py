@@ -317,3 +317,22 @@ def test_a_requeue_between_two_polls_is_noticed_by_the_new_start_time(tmp_path, 
     assert launcher.up[-1] == ["node2"] and alloc.state == "RUNNING"
     assert [r.getMessage() for r in caplog.records][0].endswith("was requeued by the scheduler: waiting for it "
                                                                 "to run again")
+
+
+def test_completing_is_not_the_end_until_the_next_poll_says_so(tmp_path, caplog):
+    backend, _frontend, launcher, ledger = make(tmp_path)
+    alloc = hold(backend, ledger)
+    slot = backend.acquire()
+    handle = RunHandle("e1", slot, "/w/runs/e1")
+    # `scontrol requeue` and preemption with REQUEUE show COMPLETING for a moment, then PENDING.
+    backend._update(alloc, JobState("42", "COMPLETING", 600.0, ("node1",)), time.time())
+    assert not alloc.closing and "42" in backend.allocations and not backend._usable(alloc)
+    backend._update(alloc, JobState("42", "PENDING", None, (), "BeginTime"), time.time())
+    outcome = backend.wait(handle, None)
+    assert outcome.lost and outcome.preempted, outcome
+    # A real end: COMPLETING, then gone.
+    other = hold(backend, ledger, "43")
+    backend._update(other, JobState("43", "COMPLETING", 0.0, ("node1",)), time.time())
+    assert not other.closing
+    backend._update(other, None, time.time())
+    assert other.closing and "43" not in backend.allocations
