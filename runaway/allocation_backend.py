@@ -245,9 +245,9 @@ class AllocationBackend(SlotsOnly):
     def acquire(self, need: float | None = None) -> Slot:
         self._warming = False
         self._waiting += 1
+        if need is not None and need > self.profile.allocation.walltime - self.margin:
+            need = None  # no allocation would ever do: any slot (walltime.need's rule)
         if need is not None:
-            # What a fresh allocation offers is the most anyone can ask (walltime.need's cap).
-            need = min(need, max(0.0, self.profile.allocation.walltime - self.margin))
             self._needs.append(need)
         self._wake.set()
         try:

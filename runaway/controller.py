@@ -138,6 +138,8 @@ class Controller:
                     continue
                 wanted = self._need(task.job)
                 if wanted is not None and not fits(wanted, self.backend.expires(slot), time.time()):
+                    # (The backend's acquire(wanted) knows its walltime: a need no allocation can meet
+                    # takes the first usable slot.)
                     # Too little of this allocation is left for it: wait here (in order, the source not
                     # advanced) for a slot that has enough; the backend asks for a new allocation.
                     self.backend.release(slot)

@@ -524,8 +524,8 @@ class FakeBackend(SlotsOnly):
     def acquire(self, need: float | None = None) -> Slot:
         if not self._started:
             raise ExecutionError("fake backend: start() first")
-        if need is not None and self.world.walltime is not None:
-            need = min(need, self.world.walltime)  # as walltime.need caps it: a fresh allocation will do
+        if need is not None and self.world.walltime is not None and need > self.world.walltime:
+            need = None  # as walltime.need says: no allocation would ever do, so any slot
         while True:
             if self._give_up:
                 raise NoSlot()

@@ -21,17 +21,18 @@ def need(timeout: float | None, checkpoint: CheckpointPolicy | None, walltime: f
     """Seconds of allocation an execution must find left to start; None: any slot will do.
 
     A checkpointing execution needs room to make progress before its warning (as long as its grace),
-    the grace itself, and the slack; one that does not checkpoint needs its whole timeout. Either is
-    capped at what a fresh allocation offers (``walltime - margin``): an execution longer than any
-    allocation still runs (in a fresh one), as it did before this rule."""
+    the grace itself, and the slack; one that does not checkpoint needs its whole timeout. A need no
+    fresh allocation can meet (``walltime - margin``) is no constraint: such an execution runs on any
+    slot, as before this rule, rather than wait for allocations that never suffice (a timeout set as a
+    safety bound longer than the walltime is common)."""
     if checkpoint is not None:
         wanted = 2 * checkpoint.grace + SLACK
     elif timeout is not None:
         wanted = timeout
     else:
         return None
-    if walltime is not None:
-        wanted = min(wanted, max(0.0, walltime - margin))
+    if walltime is not None and wanted > walltime - margin:
+        return None
     return wanted
 
 

@@ -31,9 +31,10 @@ POLICY = CheckpointPolicy(signal="USR1", grace=10.0)
 def test_need_is_the_timeout_or_room_for_a_checkpointing_run_capped_at_a_fresh_allocation() -> None:
     assert need(None, None, 3600) is None  # no timeout, no checkpoint: any slot, decided without a call
     assert need(600, None, 3600) == 600
-    assert need(7200, None, 3600, margin=120) == 3480  # longer than any allocation: a fresh one will do
+    assert need(7200, None, 3600, margin=120) is None  # longer than any allocation: any slot, as before
     assert need(7200, POLICY, 3600) == 2 * 10 + SLACK  # a checkpointing run may start with little left
-    assert need(None, CheckpointPolicy(grace=300), 60) == 60
+    assert need(None, CheckpointPolicy(grace=300), 60) is None
+    assert need(3480, None, 3600, margin=120) == 3480
 
 
 def test_fits_compares_what_is_left() -> None:
@@ -177,6 +178,14 @@ def test_a_checkpointing_run_may_start_with_less_than_its_timeout_left(tmp_path,
     launched = [e for e in recorder.of("launched") if e[1] == ck.execution_id]
     assert launched[0][3] == "fake-1-node1"  # 40 s left >= 2 x grace + slack: it starts there
     assert recorder.results[ck.execution_id].failure is None
+
+
+def test_a_timeout_longer_than_any_allocation_runs_on_the_slot_it_gets(tmp_path, clocked) -> None:
+    world = FakeWorld(places=1, slots=1, allocation=True, walltime=60)
+    recorder, controller = make(world, tmp_path, clocked, RetryPolicy())
+    first, second = job(1, duration=30), job(2, duration=20, timeout=7200)
+    run(controller, [Task(first), Task(second)])
+    assert {e[3] for e in recorder.of("launched")} == {"fake-1-node1"} and world.allocations == ["fake-1"]
 
 
 def test_without_checkpoint_an_ended_allocation_is_a_node_failure_and_no_signal(tmp_path, clocked) -> None:
