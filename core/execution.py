@@ -110,6 +110,8 @@ class ExecutionRecord:
     gpus: str | None = None
     gpu_share: float | None = None
     memory_limit: int | None = None
+    # When the checkpoint this attempt resumed from was written (ISO UTC); absent when it started afresh.
+    resumed_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its deep copy is a visible cost when thousands of records are written.
@@ -164,7 +166,7 @@ _FIELD_NAMES = tuple(_FIELD_ORDER)
 _FIELD_SET = frozenset(_FIELD_ORDER)
 # Fields written only when set: records of executions that are no rerun and have no captured environment
 # stay byte-identical to what earlier versions wrote (and earlier readers accept them).
-_OPTIONAL_FIELDS = frozenset({"rerun_of", "environment"})
+_OPTIONAL_FIELDS = frozenset({"rerun_of", "environment", "resumed_from"})
 _BINDING_KEYS = frozenset(("cores", "gpus", "gpu_share", "memory_limit"))
 _NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]')
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")

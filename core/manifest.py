@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoint import CheckpointPolicy, parse_checkpoint
 from .durations import parse_duration
 from .errors import ManifestError, did_you_mean
 from .parameters import ParameterSpec, canonical_value
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # jsonschema is imported where it validates: read-only comman
     from .yamlio import Document
 
 MANIFEST_NAME = "orchestra.yaml"
-RETRY_KINDS = ("exit", "timeout", "node-failure", "walltime")
+RETRY_KINDS = ("exit", "timeout", "node-failure", "walltime", "preempted")
 # A manifest is written by hand; the biggest real ones (long `choices:` lists) are a few MB. At 8 MiB the
 # slowest shapes still load in seconds and under 1 GB (bench/manifest_load.py); a bigger file is refused
 # before it is read whole: data that size belongs in a file the command reads.
@@ -84,6 +85,8 @@ class Manifest:
     # `metrics:` as declared; None: not declared, nothing is read while executions run (a file written to
     # ORCHESTRA_METRICS is still committed at the end, with the results).
     metrics: MetricsSpec | None = None
+    # `checkpoint:` (core/checkpoint.py); None: the execution does not checkpoint and costs nothing extra.
+    checkpoint: CheckpointPolicy | None = None
     description: str = ""
     path: str = MANIFEST_NAME
     data: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # plain form, for hashing searches
@@ -399,6 +402,12 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
         retries = RetryPolicy(max=r.get("max", 0), on=tuple(r.get("on", RetryPolicy.on)),
                               backoff=float(r.get("backoff", 1.0)))
 
+    checkpoint = None
+    if "checkpoint" in data:
+        checkpoint, problems = parse_checkpoint(data["checkpoint"])
+        for below, message, hint in problems:
+            c.at(["checkpoint", *below], message, hint=hint)
+
     profiles = dict(data.get("profiles") or {})
     profile = data.get("profile", "local")
     known = {"local"} | set(profiles) | set(personal_profiles)
@@ -424,7 +433,7 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
         name=data["name"], command=command, parameters=specs, outputs=tuple(data.get("outputs") or ()),
         objective=objective, repeats=data.get("repeats", 1), timeout=timeout, retries=retries,
         search=search, profile=profile, profiles=profiles, env=env, shell=shell, resources=resources,
-        metrics=metrics,
+        metrics=metrics, checkpoint=checkpoint,
         record_env=tuple(str(n) for n in data.get("record_env") or ()),
         description=data.get("description", ""),
         path=c.path, data=data,

@@ -9,8 +9,15 @@ import tenacity
 from .manifest import RetryPolicy
 
 
-def failure_kind(exit_code: int | None, timed_out: bool, lost: bool, walltime: bool = False) -> str | None:
-    """Which kind of failure (as named in ``retries.on``) an outcome is, or None for success."""
+def failure_kind(exit_code: int | None, timed_out: bool, lost: bool, walltime: bool = False,
+                 preempted: bool = False) -> str | None:
+    """Which kind of failure (as named in ``retries.on``) an outcome is, or None for success.
+
+    ``walltime`` (stopped before its allocation's end) and ``preempted`` (the scheduler took the allocation
+    back) win over how the process ended: a checkpointing program that saves and exits 0 on the warning
+    has not finished its work."""
+    if preempted:
+        return "preempted"
     if walltime:
         return "walltime"
     if lost:
@@ -20,6 +27,15 @@ def failure_kind(exit_code: int | None, timed_out: bool, lost: bool, walltime: b
     if exit_code != 0:
         return "exit"
     return None
+
+
+def retried(kind: str | None, on: tuple[str, ...]) -> bool:
+    """Whether a failure of ``kind`` is retried under ``retries.on``. A preempted allocation is a node
+    lost from the execution's point of view: manifests written before `preempted` existed (`on:
+    [node-failure]`) keep retrying it."""
+    if kind is None:
+        return False
+    return kind in on or (kind == "preempted" and "node-failure" in on)
 
 
 def attempts(policy: RetryPolicy, should_retry: Callable[[Any], bool], sleep: Callable[[float], None], *,

@@ -43,6 +43,9 @@ def subject_for(record: ExecutionRecord) -> str:
         return f"created: {describe_parameters(record.parameters) or '(no parameters)'}"
     if record.state == "running":
         where = record.node or record.host or "?"
+        if record.attempt > 1 and record.resumed_from:  # a checkpointing execution's next attempt
+            return (f"attempt {record.attempt} on {where} slot {record.slot}, resumed from checkpoint of "
+                    f"{record.resumed_from[11:16] or record.resumed_from}")
         return f"running on {where} slot {record.slot}" + (f" (attempt {record.attempt})" if record.attempt > 1 else "")
     if record.state == "finished":
         objective = f", objective={render_scalar(record.objective)}" if record.objective is not None else ""

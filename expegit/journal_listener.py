@@ -101,6 +101,7 @@ class JournalListener:
         if self.metrics is not None:
             self.metrics.add(record.id, handle)
         record.started = iso_from_epoch(handle.started) or utc_now()
+        record.resumed_from = iso_from_epoch(handle.resumed_from) if handle.resumed_from is not None else None
         record.ended = record.duration = record.exit_code = record.objective = record.error = None
         self.progress.started()
         if self.running_commit_delay <= 0:

@@ -131,7 +131,8 @@ def job_for(manifest: Manifest, record: ExecutionRecord) -> Job:
     # record_env's values are read by shell builtins in front of the command: after binding, per execution.
     command = render_record_env(manifest.record_env) + record.command
     return Job(execution_id=record.id, commit=record.commit, command=command, outputs=outputs,
-               timeout=manifest.timeout, env=env, resources=request_for(manifest, record.parameters))
+               timeout=manifest.timeout, env=env, resources=request_for(manifest, record.parameters),
+               checkpoint=manifest.checkpoint)
 
 
 def request_for(manifest: Manifest, parameters: Mapping[str, Any]) -> Request | None:

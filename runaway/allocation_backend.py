@@ -28,6 +28,7 @@ from orchestra.resources import Request
 from .allocation_ledger import AllocationLedger
 from .backoff import link_dropped, retrying
 from .backend import AllocationInfo, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
+from .checkpoints import ENV_NAME as CHECKPOINT_ENV, checkpoint_dir, parse_prepare, render_prepare, render_remove
 from .launchers import Launcher, Place
 from .packed import PackedSlots
 from .placement import NodeCapacity
@@ -39,6 +40,7 @@ from .slots import SlotPool
 from .transports import Transport
 from .slot_requests import SlotsOnly
 from .slurm_resources import NodeRequest, NodeSize, derive_node_request, describe_sizes
+from .walltime import fits
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class Allocation:
     reason: str = ""  # the scheduler's reason while it is pending (Resources, Priority, JobHeldUser, ...)
     requeued: bool = False  # the scheduler put it back in the queue while it ran (scontrol requeue, preemption)
     adopted: bool = False  # a dead controller's, taken over by a resume (its re-attached executions run in it)
+    started: str = ""  # the scheduler's start time of its current run (a requeue renews it)
 
 
 class AllocationBackend(SlotsOnly):
@@ -85,6 +88,9 @@ class AllocationBackend(SlotsOnly):
         self._slot_alloc: dict[Slot, Allocation] = {}
         self._busy: set[Slot] = set()
         self._waiting = 0
+        # Seconds of allocation each waiter that needs some asks for (acquire(need)): the demand no
+        # allocation held can meet makes the manager submit a new one.
+        self._needs: list[float] = []
         self._give_up = False  # stop_waiting(): the controller stops, acquire() must not wait any longer
         self._next_index = 0
         self._files_watched: set[str] = set()  # executions re-attached: watched through their files
@@ -252,9 +258,13 @@ class AllocationBackend(SlotsOnly):
             log.debug("%s: removing allocation files failed: %s", self.profile.name, exc)
 
     # -- slots
-    def acquire(self) -> Slot:
+    def acquire(self, need: float | None = None) -> Slot:
         self._warming = False
         self._waiting += 1
+        if need is not None and need > self.profile.allocation.walltime - self.margin:
+            need = None  # no allocation would ever do: any slot (walltime.need's rule)
+        if need is not None:
+            self._needs.append(need)
         self._wake.set()
         try:
             while True:
@@ -269,11 +279,36 @@ class AllocationBackend(SlotsOnly):
                 alloc = self._slot_alloc.get(slot)
                 if alloc is None or alloc.closing or not self._usable(alloc):
                     continue  # the allocation ended or is too close to its end: drop the slot
+                if need is not None and not fits(need, alloc.expires, time.time()):
+                    self.pool.release(slot)  # enough for others; this one waits for a longer allocation
+                    gevent.sleep(0.2)
+                    continue
                 self._busy.add(slot)
                 alloc.idle_since = None
                 return slot
         finally:
             self._waiting -= 1
+            if need is not None:
+                self._needs.remove(need)
+
+    def expires(self, slot: Slot) -> float | None:
+        alloc = self._slot_alloc.get(slot)
+        return None if alloc is None else alloc.expires
+
+    def warn(self, handle: RunHandle, signal: int, grace: float) -> None:
+        self.launcher.warn(handle, signal, grace)
+
+    def drop_checkpoint(self, execution_id: str) -> None:
+        self.host.run(render_remove(checkpoint_dir(self.runs.workdir, execution_id)), warn=True, timeout=60)
+
+    def _unmet_needs(self, now: float) -> bool:
+        """Whether a waiter needs more time than any allocation held (running or pending) has left."""
+        if not self._needs:
+            return False
+        best = max((self.profile.allocation.walltime if a.state != "RUNNING" else
+                    (a.expires - now if a.expires is not None else float("inf")))
+                   for a in self.allocations.values() if not a.closing) if self.allocations else 0.0
+        return max(self._needs) > best
 
     def stop_waiting(self) -> None:
         """Ctrl-C while the allocation is still pending: acquire() raises NoSlot instead of waiting on."""
@@ -484,7 +519,8 @@ class AllocationBackend(SlotsOnly):
             sum(1 for a in self.allocations.values() if self._usable(a) for s in a.slots if s not in self._busy)
         demand = max(self._waiting, self._expected if not self.allocations else 0)
         self._expected = 0  # only the first allocation is asked for ahead of the first acquire()
-        if demand > usable_free and not pending and len(self.allocations) < self.profile.max_allocations:
+        if (demand > usable_free or self._unmet_needs(now)) and not pending and \
+                len(self.allocations) < self.profile.max_allocations:
             per_node = self.node_request()
             if per_node is not None:
                 job_id = self.provider.submit(self.host, self.profile.allocation, self.job_name,  # type: ignore[call-arg]
@@ -526,14 +562,32 @@ class AllocationBackend(SlotsOnly):
                     self.ledger.add(job_id)
 
     def _update(self, alloc: Allocation, state: JobState | None, now: float) -> None:
+        if state is not None and state.state == "COMPLETING" and alloc.state in ("RUNNING", "COMPLETING"):
+            # Ending, or being requeued (preemption, `scontrol requeue` show COMPLETING first, then
+            # PENDING): no more work goes to it, and the next poll tells which.
+            alloc.state = "COMPLETING"
+            return
         if state is None or state.state in ENDED_STATES:
             if state is None and alloc.state == "PENDING" and now - alloc.submitted < 5:
                 return  # a fresh submission may not be listed yet
             log.info("%s: allocation %s ended (%s)", self.profile.name, alloc.job_id,
                      state.state if state else "gone")
+            if state is not None:
+                alloc.state = state.state  # what wait() tells its executions (PREEMPTED, TIMEOUT, ...)
             self._drop(alloc)
             return
+        if state.running and alloc.state == "RUNNING" and alloc.started and state.started and \
+                state.started != alloc.started:
+            # Requeued and started again between two polls: what ran in it was killed all the same.
+            alloc.state = "REQUEUED"
+            self._requeue(alloc)
+        if state.running and alloc.state == "RUNNING" and not alloc.started:
+            alloc.started = state.started  # the ready file said it started; squeue says when
+        if state.running and alloc.state == "COMPLETING":
+            alloc.state = "REQUEUED"  # requeued and running again since the poll that saw it ending
+            self._requeue(alloc)
         if state.running and alloc.state != "RUNNING":
+            alloc.started = state.started
             alloc.nodes = state.nodes
             # Raises (the probe step failed): the allocation stays pending, the next tick retries.
             capacities = self._read_capacities(alloc) if self.packed is not None else []
@@ -562,7 +616,7 @@ class AllocationBackend(SlotsOnly):
         elif state.running and state.time_left is not None:
             alloc.expires = now + state.time_left
         elif not state.running:
-            was_running = alloc.state == "RUNNING"
+            was_running = alloc.state in ("RUNNING", "COMPLETING")
             alloc.state = state.state
             alloc.reason = state.reason
             if was_running:
@@ -663,13 +717,22 @@ class AllocationBackend(SlotsOnly):
         env = {**self.profile.env, **job.env, "ORCHESTRA_EXECUTION_ID": job.execution_id,
                "ORCHESTRA_SLOT": str(slot.index), "ORCHESTRA_NODE": slot.node,
                "ORCHESTRA_ALLOCATION": alloc.job_id}
+        resumed_from = None
+        if job.checkpoint is not None:
+            # On the workdir the nodes share: the next attempt, on any node of any allocation, finds it.
+            directory = checkpoint_dir(self.runs.workdir, job.execution_id)
+            result = self.host.run(render_prepare(directory), warn=True, timeout=60)
+            resumed_from = parse_prepare(result.stdout)
+            env[CHECKPOINT_ENV] = directory
         place = Place(self.profile.host, slot.node, alloc.job_id)
         bound = self.packed.bound(slot, job, env) if self.packed is not None else None
         if bound is None:
-            return self.launcher.launch(place, slot, job, code, env)
-        handle = self.launcher.launch(place, slot, bound.job, code, bound.env,  # type: ignore[call-arg]
-                                      affinity=bound.affinity, meta=bound.meta)
-        handle.binding = dataclasses.replace(bound.binding, node=slot.node)
+            handle = self.launcher.launch(place, slot, job, code, env)
+        else:
+            handle = self.launcher.launch(place, slot, bound.job, code, bound.env,  # type: ignore[call-arg]
+                                          affinity=bound.affinity, meta=bound.meta)
+            handle.binding = dataclasses.replace(bound.binding, node=slot.node)
+        handle.resumed_from = resumed_from
         return handle
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
@@ -684,11 +747,13 @@ class AllocationBackend(SlotsOnly):
             while not alloc.closing and handle.slot not in self._requeued and time.time() < deadline:
                 gevent.sleep(0.1)
             if alloc.closing:
-                return dataclasses.replace(outcome, lost=True,
-                                           error=f"allocation {alloc.job_id} ended under the execution")
+                preempted = alloc.state == "PREEMPTED"  # preemption in CANCEL mode ends the allocation
+                return dataclasses.replace(outcome, lost=True, preempted=preempted,
+                                           error=f"allocation {alloc.job_id} "
+                                                 f"{'was preempted' if preempted else 'ended'} under the execution")
         requeued = self._requeued.pop(handle.slot, None)
         if requeued is not None and not outcome.timed_out:
-            return dataclasses.replace(outcome, lost=True, exit_code=None, error=requeued)
+            return dataclasses.replace(outcome, lost=True, exit_code=None, error=requeued, preempted=True)
         return outcome
 
     def collect(self, handle: RunHandle, job: Job, dest: Path) -> Collected:

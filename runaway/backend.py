@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import gevent.event
+    from orchestra.checkpoint import CheckpointPolicy
     from orchestra.resources import Request
 
     from .placement import Binding
@@ -46,6 +47,9 @@ class Job:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # What it needs (manifest `resources:`, resolved for its parameters); None: one slot, as without packing.
     resources: "Request | None" = None
+    # `checkpoint:` of the manifest: gets ORCHESTRA_CHECKPOINT_DIR, a warning before the walltime, and may
+    # start with less time left than its timeout. None: none of that, at no cost.
+    checkpoint: "CheckpointPolicy | None" = None
 
 
 @dataclasses.dataclass
@@ -58,6 +62,8 @@ class RunHandle:
     pid: int | None = None
     started: float | None = None  # epoch seconds, as seen by the host that ran it
     binding: "Binding | None" = None  # the cores, devices and memory limit it got (packing by resources)
+    # Epoch of the newest file in its checkpoint directory at launch: what this attempt resumed from.
+    resumed_from: float | None = None
 
 
 @dataclasses.dataclass
@@ -70,6 +76,8 @@ class Outcome:
     timed_out: bool = False
     lost: bool = False
     error: str | None = None
+    walltime: bool = False  # stopped (warned, then killed) because its allocation was about to end
+    preempted: bool = False  # its allocation was preempted or requeued by the scheduler
 
 
 @dataclasses.dataclass
@@ -155,8 +163,20 @@ class Backend(Protocol):
         its first allocation at once when it knows work is coming, instead of at the first acquire().
         """
 
-    def acquire(self) -> Slot:
-        """Block until a slot is free, and hold it; raises NoSlot once ``stop_waiting()`` was called."""
+    def acquire(self, need: float | None = None) -> Slot:
+        """Block until a slot is free, and hold it; raises NoSlot once ``stop_waiting()`` was called.
+
+        ``need``: seconds the slot's allocation must still have (runaway/walltime.py); fixed places have
+        no end and ignore it."""
+
+    def expires(self, slot: Slot) -> float | None:
+        """When the slot's allocation ends (epoch seconds, as the provider last said); None: never."""
+
+    def warn(self, handle: RunHandle, signal: int, grace: float) -> None:
+        """Send ``signal`` to a running execution, then SIGKILL after ``grace`` (the checkpoint warning)."""
+
+    def drop_checkpoint(self, execution_id: str) -> None:
+        """Remove an execution's checkpoint directory: it finished (called only for checkpointing ones)."""
 
     def stop_waiting(self) -> None:
         """The controller stops: a slot that may never come (a pending allocation) is not waited for."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,10 +23,16 @@ from orchestra.errors import OrchestraError
 from orchestra.manifest import RetryPolicy
 from orchestra.resources import DEFAULT as DEFAULT_REQUEST
 from orchestra.resources import Request
-from orchestra.retry import attempts, failure_kind, first_wait
+from orchestra.retry import attempts, failure_kind, first_wait, retried
 
 from .environment_capture import Capture, EnvironmentCapture
 from .backend import LEAVE_POLICIES, Backend, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
+from .checkpoints import guarded
+from .walltime import fits, need, signal_name, warning_at
+
+# How often (seconds) a checkpointing execution's warning time is recomputed from the allocation's end,
+# which the provider corrects at each poll.
+WARNING_RECHECK = 10.0
 
 
 # How many executions at most wait to be placed by resources at once (the packing rule's look-ahead).
@@ -134,6 +141,17 @@ class Controller:
                     self.backend.release(slot)
                     group.spawn(self._drive, task, None)
                     continue
+                wanted = self._need(task.job)
+                if wanted is not None and not fits(wanted, self.backend.expires(slot), time.time()):
+                    # (The backend's acquire(wanted) knows its walltime: a need no allocation can meet
+                    # takes the first usable slot.)
+                    # Too little of this allocation is left for it: wait here (in order, the source not
+                    # advanced) for a slot that has enough; the backend asks for a new allocation.
+                    self.backend.release(slot)
+                    try:
+                        slot = self.backend.acquire(wanted)
+                    except NoSlot:
+                        break
                 group.spawn(self._drive, task, slot)
             group.join()
         finally:
@@ -193,9 +211,34 @@ class Controller:
     def _request(task: Task) -> Request:
         return task.job.resources or DEFAULT_REQUEST
 
+    @staticmethod
+    def _need(job: Job) -> float | None:
+        """Seconds of allocation the job must find left (the backend caps it at a fresh one's)."""
+        if job.timeout is None and job.checkpoint is None:
+            return None  # the common case, decided without a call
+        return need(job.timeout, job.checkpoint, None)
+
+    def _warn_before_end(self, handle: RunHandle, job: Job, warned: list[bool]) -> None:
+        """Send a checkpointing execution its signal ``grace`` before its allocation ends (then SIGKILL
+        after the grace, by the launcher), re-reading the end as the provider corrects it."""
+        policy = job.checkpoint
+        assert policy is not None
+        while not self.stopping.is_set():
+            expires = self.backend.expires(handle.slot)
+            if expires is None:
+                return  # a place without an end (or its allocation is gone: wait() says so)
+            delay = warning_at(expires, policy.grace) - time.time()
+            if delay <= 0:
+                warned.append(True)
+                self.backend.warn(handle, policy.signal_number, policy.grace)
+                return
+            gevent.sleep(min(delay, WARNING_RECHECK))
+
     def _drive(self, task: Task, slot: Slot | None) -> None:
         """One job from launch (or re-attachment) to its final record, retrying under the policy."""
         job = task.job
+        if job.checkpoint is not None:
+            job = dataclasses.replace(job, command=guarded(job.command, signal_name(job.checkpoint.signal_number)))
         reattach = task.handle
 
         def one_attempt() -> AttemptResult:
@@ -211,7 +254,8 @@ class Controller:
                                 assert placed is not None
                                 slot = placed[1]
                             else:
-                                slot = self.backend.acquire()
+                                wanted = self._need(job)
+                                slot = self.backend.acquire() if wanted is None else self.backend.acquire(wanted)
                         except NoSlot:
                             raise _Cancelled(None) from None
                     if self.stopping.is_set():
@@ -221,10 +265,17 @@ class Controller:
                     handle = self.backend.launch(slot, launched, self.code)
                     self.listener.launched(task, handle, task.attempt)
                 self._running[job.execution_id] = handle
+                warned: list[bool] = []
+                warner = None if job.checkpoint is None else gevent.spawn(self._warn_before_end, handle, job, warned)
                 try:
                     outcome = self.backend.wait(handle, job.timeout)
                 finally:
                     self._running.pop(job.execution_id, None)
+                    if warner is not None:
+                        warner.kill(block=False)
+                if warned and not outcome.timed_out:
+                    outcome = dataclasses.replace(outcome, walltime=True, error=outcome.error or
+                                                  "stopped before its allocation's walltime")
                 if self.stopping.is_set() and not outcome.timed_out and outcome.exit_code != 0:
                     raise _Cancelled(handle)
                 collected = None
@@ -234,12 +285,13 @@ class Controller:
                 if slot is not None:  # free the slot before committing: the next job can start meanwhile
                     self.backend.release(slot)
                     slot = None
-            failure = failure_kind(outcome.exit_code, outcome.timed_out, outcome.lost)
+            failure = failure_kind(outcome.exit_code, outcome.timed_out, outcome.lost, outcome.walltime,
+                                   outcome.preempted)
             environment = self.capture.absorb(handle.slot, job, collected, probed)
             return AttemptResult(handle, outcome, collected, failure, task.attempt, environment)
 
         def should_retry(result: AttemptResult) -> bool:
-            retry = (result.failure is not None and result.failure in self.retry.on
+            retry = (retried(result.failure, self.retry.on)
                      and task.attempt <= self.retry.max and not self.stopping.is_set())
             if retry:
                 self.listener.attempt_failed(task, result, True)
@@ -263,6 +315,8 @@ class Controller:
             left = self.leave == "all" or (self.leave == "failed" and result.failure is not None)
             if result.handle is not None and not result.outcome.lost and not left:
                 self.backend.discard(result.handle)
+            if job.checkpoint is not None and not left:
+                self.backend.drop_checkpoint(job.execution_id)
             self._drop_staged(result.collected)
         except _Cancelled as cancelled:
             self.listener.cancelled(task, cancelled.handle)

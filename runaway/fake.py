@@ -37,6 +37,7 @@ from orchestra.errors import ExecutionError
 from .backend import CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
 from .environment_capture import strip_prefixes
 from .slot_requests import SlotsOnly
+from .walltime import fits
 
 META_DIR = ".orchestra"  # the same names as the real run directories' (runaway/rundir.py)
 STDOUT_FILE = f"{META_DIR}/stdout"
@@ -150,6 +151,9 @@ class Script:
     hang: bool = False  # runs until stopped, timed out or lost
     lose: int = 0  # the first ``lose`` attempts lose their place at the end of their duration
     echo_env: tuple[str, ...] = ()  # variables whose value (and a newline) is appended to stdout
+    # Checkpoints: a warning saves the work done so far (the world's checkpoint store) and exits 0; the
+    # next attempt only runs what is left of ``duration``.
+    checkpoint: bool = False
 
     def exit_code(self, attempt: int) -> int:
         return self.exit_codes[min(attempt, len(self.exit_codes)) - 1]
@@ -157,7 +161,7 @@ class Script:
 
 def render_script(*, exit: int | Iterable[int] = 0, stdout: str | bytes = b"", stderr: str | bytes = b"",
                   files: Mapping[str, str | bytes] | None = None, duration: float = 0.0, hang: bool = False,
-                  lose: int = 0, echo_env: Iterable[str] = ()) -> str:
+                  lose: int = 0, echo_env: Iterable[str] = (), checkpoint: bool = False) -> str:
     """The command line the fake runs as described (a shell-like line, so templates can fill it)."""
     words = [SCRIPT_WORD]
     codes = [exit] if isinstance(exit, int) else list(exit)
@@ -176,6 +180,8 @@ def render_script(*, exit: int | Iterable[int] = 0, stdout: str | bytes = b"", s
         words += ["--lose", str(lose)]
     for name in echo_env:
         words += ["--echo-env", name]
+    if checkpoint:
+        words.append("--checkpoint")
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -213,9 +219,11 @@ def parse_script(command: str) -> Script:
             values["lose"] = int(arg(word))
         elif word == "--echo-env":
             values["echo_env"].append(arg(word))
+        elif word == "--checkpoint":
+            values["checkpoint"] = True
         else:
             raise ExecutionError(f"fake backend: unknown word {word!r} in {command!r}; valid: --exit, --stdout, "
-                                 "--stderr, --file, --duration, --hang, --lose, --echo-env")
+                                 "--stderr, --file, --duration, --hang, --lose, --echo-env, --checkpoint")
     values["files"] = tuple(values["files"])
     values["echo_env"] = tuple(values["echo_env"])
     return Script(**values)
@@ -306,8 +314,15 @@ class FakeWorld:
     :meth:`grant` (never, if the test does not call it)."""
 
     def __init__(self, places: int = 1, slots: int = 1, *, clock: FakeClock | None = None,
-                 allocation: bool = False, pending: bool = False, workdir: str = "/fake/orchestra") -> None:
+                 allocation: bool = False, pending: bool = False, workdir: str = "/fake/orchestra",
+                 walltime: float | None = None) -> None:
         self.clock = clock or FakeClock()
+        # Allocations end ``walltime`` after they are granted: their places vanish, as Slurm kills a job.
+        self.walltime = walltime
+        self.expiry: dict[str, float] = {}  # allocation -> when it ends
+        self.checkpoints: dict[str, tuple[float, float]] = {}  # execution id -> (work saved, when)
+        self.warnings: list[tuple[str, int, float, float]] = []  # (execution id, signal, grace, when)
+        self.guards: dict[str, str] = {}  # execution id -> the trap its wrapper shell was given
         self.workdir = workdir
         self.allocation = allocation
         self.pending = pending
@@ -343,9 +358,23 @@ class FakeWorld:
         """The scheduler starts an allocation: its nodes become places."""
         job_id = job_id or (self.allocations[-1] if self.allocations else "fake-1")
         self.granted.add(job_id)
-        for index in range(self._allocation_places):
-            node = f"{job_id}-node{index + 1}"
+        nodes = [f"{job_id}-node{index + 1}" for index in range(self._allocation_places)]
+        if self.walltime is not None:
+            end = self.expiry[job_id] = self.clock.time() + self.walltime
+            self.clock.call_at(end, lambda: self._end_allocation(nodes))
+        for node in nodes:
             self.add_place(node, self.slots_per_place, node=node)
+
+    def _end_allocation(self, nodes: list[str]) -> None:
+        """Its walltime passed: the scheduler kills what runs on its nodes."""
+        for node in nodes:
+            if self.places[node].alive:
+                self.vanish(node)
+
+    def expires(self, place: str) -> float | None:
+        node = self.places[place].node
+        job_id = node.rsplit("-node", 1)[0] if node else None
+        return self.expiry.get(job_id) if job_id is not None else None
 
     def vanish(self, place: str) -> None:
         """The place goes away (a node failure, a cancelled allocation): what runs there is lost."""
@@ -369,10 +398,19 @@ class FakeWorld:
 
     def start_run(self, place: str, slot: int, job: Job) -> FakeRun:
         attempt = self.attempts[job.execution_id] = self.attempts.get(job.execution_id, 0) + 1
-        script = parse_script(strip_prefixes(job.command, job.commit))  # no shell here to run the probe in
+        # No shell here to run the environment probe in: its prefix (and record_env's) is dropped.
+        command = strip_prefixes(job.command, job.commit)
+        if command.startswith("trap : "):  # checkpoints.guarded: what the wrapper shell would evaluate first
+            trap, command = command.split("; ", 1)
+            self.guards[job.execution_id] = trap
+        script = parse_script(strip_prefixes(command, job.commit))
         remote_dir = self.run_dir(job.execution_id)
         run = FakeRun(job.execution_id, place, slot, remote_dir, next(self._pids), self.clock.time(), script,
                       attempt)
+        if script.checkpoint and job.execution_id in self.checkpoints:  # resume: only what is left runs
+            script = dataclasses.replace(script, duration=max(0.0, script.duration -
+                                                              self.checkpoints[job.execution_id][0]))
+            run.script = script
         self.runs[remote_dir] = run
         self.launches.append((job.execution_id, place, attempt))
         if not self.places[place].alive:
@@ -393,6 +431,25 @@ class FakeWorld:
         run.files[STDOUT_FILE] = stdout
         run.files[STDERR_FILE] = run.script.stderr
         self._end(run, run.script.exit_code(run.attempt))
+
+    def warn(self, run: FakeRun, signal: int, grace: float) -> None:
+        """The checkpoint warning: a checkpointing script saves its work and exits 0 at once; any other
+        is killed after the grace (it ignores the signal)."""
+        self.warnings.append((run.execution_id, signal, grace, self.clock.time()))
+        if not run.running:
+            return
+        if run.script.checkpoint:
+            saved = self.checkpoints.get(run.execution_id, (0.0, 0.0))[0]
+            self.checkpoints[run.execution_id] = (saved + self.clock.time() - run.started, self.clock.time())
+            run.files.setdefault(STDOUT_FILE, b"")
+            run.files.setdefault(STDERR_FILE, b"")
+            self._end(run, 0)
+        else:
+            self.clock.call_at(self.clock.time() + grace, lambda: self._kill_after_grace(run))
+
+    def _kill_after_grace(self, run: FakeRun) -> None:
+        if run.running:
+            self._end(run, 137)
 
     def terminate(self, run: FakeRun) -> None:
         """TERM: what it wrote so far stays (nothing, for a fake), the wrapper reports 143."""
@@ -446,10 +503,11 @@ class FakeBackend(SlotsOnly):
             self._ask()
         self.submitted.set()
 
-    def _ask(self) -> None:
+    def _ask(self, force: bool = False) -> None:
         """Ask for an allocation when none serves: none asked yet, or the last one's nodes all vanished
-        (as the Slurm backend submits a new one once the last ended). One pending at a time."""
-        if any(p.alive for p in self.world.places.values()):
+        (as the Slurm backend submits a new one once the last ended), or (``force``) none has the time
+        left a waiter needs. One pending at a time."""
+        if not force and any(p.alive for p in self.world.places.values()):
             return
         if self._asked is not None and self._asked not in self.world.granted:
             return  # still pending
@@ -465,20 +523,25 @@ class FakeBackend(SlotsOnly):
                     self._free.append(slot)
         self._free = [s for s in self._free if self.world.places[s.host].alive]
 
-    def acquire(self) -> Slot:
+    def acquire(self, need: float | None = None) -> Slot:
         if not self._started:
             raise ExecutionError("fake backend: start() first")
+        if need is not None and self.world.walltime is not None and need > self.world.walltime:
+            need = None  # as walltime.need says: no allocation would ever do, so any slot
         while True:
             if self._give_up:
                 raise NoSlot()
             self._refresh()
-            if self._free:
-                slot = self._free.pop(0)
+            now = self.world.clock.time()
+            fitting = [s for s in self._free if fits(need, self.world.expires(s.host), now)]
+            if fitting:
+                slot = fitting[0]
+                self._free.remove(slot)
                 self._busy.add(slot)
                 return slot
             changed = self.world.changed
             if self.world.allocation:
-                self._ask()
+                self._ask(force=bool(self._free))
                 if self.world.changed is not changed:
                     continue  # granted at once
             changed.wait()
@@ -524,8 +587,10 @@ class FakeBackend(SlotsOnly):
         previous = self.world.runs.get(self.world.run_dir(job.execution_id))
         if previous is not None and previous.running:
             raise ExecutionError(f"fake backend: {job.execution_id} is already running")
+        saved = self.world.checkpoints.get(job.execution_id) if job.checkpoint is not None else None
         run = self.world.start_run(slot.host, slot.index, job)
-        return RunHandle(job.execution_id, slot, run.remote_dir, pid=run.pid, started=run.started)
+        return RunHandle(job.execution_id, slot, run.remote_dir, pid=run.pid, started=run.started,
+                         resumed_from=saved[1] if saved else None)
 
     def wait(self, handle: RunHandle, timeout: float | None) -> Outcome:
         try:
@@ -559,6 +624,17 @@ class FakeBackend(SlotsOnly):
         run = self.world.runs.get(handle.remote_dir)
         if run is not None:
             self.world.terminate(run)
+
+    def expires(self, slot: Slot) -> float | None:
+        return self.world.expires(slot.host) if slot.host in self.world.places else None
+
+    def warn(self, handle: RunHandle, signal: int, grace: float) -> None:
+        run = self.world.runs.get(handle.remote_dir)
+        if run is not None:
+            self.world.warn(run, signal, grace)
+
+    def drop_checkpoint(self, execution_id: str) -> None:
+        self.world.checkpoints.pop(execution_id, None)
 
     def reattach(self, execution_id: str, host: str | None, slot: int | None,
                  remote_dir: str | None) -> RunHandle | None:

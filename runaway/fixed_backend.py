@@ -19,6 +19,7 @@ from orchestra.resources import Request
 from .agent import META_DIR
 from .backend import AllocationInfo, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from .capacity import PROBE_COMMAND, parse_probe
+from .checkpoints import ENV_NAME as CHECKPOINT_ENV, checkpoint_dir, parse_prepare, render_prepare, render_remove
 from .launchers.agent import AgentLauncher
 from .launchers.shell import ShellLauncher
 from .packed import PackedSlots
@@ -64,8 +65,19 @@ class FixedBackend:
             runs.prepare()
         self.launcher.places_up([place])
 
-    def acquire(self) -> Slot:
-        return self.pool.acquire()
+    def acquire(self, need: float | None = None) -> Slot:
+        return self.pool.acquire()  # hosts have no walltime: any slot fits
+
+    def expires(self, slot: Slot) -> float | None:
+        return None
+
+    def warn(self, handle: RunHandle, signal: int, grace: float) -> None:
+        self.launcher.warn(handle, signal, grace)
+
+    def drop_checkpoint(self, execution_id: str) -> None:
+        for runs in self.runs.values():  # an attempt may have run on any host
+            if runs.workdir:
+                runs.host.run(render_remove(checkpoint_dir(runs.workdir, execution_id)), warn=True, timeout=60)
 
     def stop_waiting(self) -> None:
         self.packed.stop_waiting()  # fixed slots always come back; only packing waits on a release
@@ -113,6 +125,20 @@ class FixedBackend:
         self._runs(slot.host)
         env = {**self.profile.env, **job.env, "ORCHESTRA_EXECUTION_ID": job.execution_id,
                "ORCHESTRA_SLOT": str(slot.index)}
+        resumed_from = None
+        if job.checkpoint is not None:
+            # Per host: a retry on another host of the profile starts from an empty directory (copying it
+            # between hosts is not done yet).
+            runs = self.runs[slot.host]
+            directory = checkpoint_dir(runs.workdir, job.execution_id)
+            resumed_from = parse_prepare(runs.host.run(render_prepare(directory), warn=True, timeout=60).stdout)
+            env[CHECKPOINT_ENV] = directory
+            handle = self._launch(slot, job, code, env)
+            handle.resumed_from = resumed_from
+            return handle
+        return self._launch(slot, job, code, env)
+
+    def _launch(self, slot: Slot, job: Job, code: CodeArchive, env: dict[str, str]) -> RunHandle:
         bound = self.packed.bound(slot, job, env)
         if bound is None:
             return self.launcher.launch(Place(slot.host), slot, job, code, env)

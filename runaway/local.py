@@ -11,6 +11,7 @@ run directory's files (:class:`LocalFiles`, the agent launcher's fallback here).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -34,6 +35,7 @@ from orchestra.resources import Request
 
 from .backend import AllocationInfo, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from .capacity import local_capacity
+from .checkpoints import ENV_NAME as CHECKPOINT_ENV, checkpoint_dir, prepare_local, remove_local
 from .packed import PackedSlots
 from .placement import BINDING_FILE, NodeCapacity
 from .launchers import Found, Place
@@ -155,6 +157,10 @@ class LocalFiles:
             except (ProcessLookupError, PermissionError):
                 pass
 
+    def warn(self, handle: RunHandle, sig: int, grace: float) -> None:
+        if handle.pid is not None:
+            gevent.spawn(kill_group, handle.pid, sig, grace)
+
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         chunks = []
         for name, offset in zip(("stdout", "stderr"), offsets):
@@ -223,12 +229,12 @@ def mtime(path: Path) -> float | None:
         return None
 
 
-def kill_group(pid: int) -> None:
+def kill_group(pid: int, sig: int = signal.SIGTERM, grace: float = STOP_GRACE) -> None:
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         return
-    deadline = time.time() + STOP_GRACE
+    deadline = time.time() + grace
     while time.time() < deadline:
         try:
             os.killpg(pid, 0)
@@ -290,8 +296,17 @@ class LocalBackend:
             if Slot("localhost", index) not in held:
                 self._free.put(Slot("localhost", index))
 
-    def acquire(self) -> Slot:
-        return self._free.get()
+    def acquire(self, need: float | None = None) -> Slot:
+        return self._free.get()  # this machine has no walltime: any slot fits
+
+    def expires(self, slot: Slot) -> float | None:
+        return None
+
+    def warn(self, handle: RunHandle, signal: int, grace: float) -> None:
+        self.launcher.warn(handle, signal, grace)
+
+    def drop_checkpoint(self, execution_id: str) -> None:
+        remove_local(Path(checkpoint_dir(str(self.workdir), execution_id)))
 
     def stop_waiting(self) -> None:
         self.packed.stop_waiting()  # local slots always come back; only packing waits on a release
@@ -337,6 +352,16 @@ class LocalBackend:
     # --- lifecycle ---------------------------------------------------------------------------------------
     def launch(self, slot: Slot, job: Job, code: CodeArchive) -> RunHandle:
         assert self.launcher.agents, "start() first"
+        if job.checkpoint is not None:  # the directory outlives the run directory, which is recycled
+            directory = checkpoint_dir(str(self.workdir), job.execution_id)
+            resumed_from = prepare_local(Path(directory))
+            job = dataclasses.replace(job, env={**job.env, CHECKPOINT_ENV: directory})
+            handle = self._launch(slot, job, code)
+            handle.resumed_from = resumed_from
+            return handle
+        return self._launch(slot, job, code)
+
+    def _launch(self, slot: Slot, job: Job, code: CodeArchive) -> RunHandle:
         bound = self.packed.bound(slot, job, dict(job.env))
         if bound is None:
             return self.launcher.launch(PLACE, slot, job, code, dict(job.env))

@@ -379,12 +379,14 @@ class RemoteRuns:
             self._watcher = None
 
     # -- stop, probe, collect, discard
-    def kill(self, remote_dir: str, prefix: str = "", grace: float = STOP_GRACE) -> None:
-        """TERM the execution's process group, KILL it after ``grace`` (detached, so we do not wait)."""
+    def kill(self, remote_dir: str, prefix: str = "", grace: float = STOP_GRACE, signal: str = "TERM") -> None:
+        """TERM (or ``signal``: a checkpoint warning) the execution's process group, KILL it after
+        ``grace`` (detached, so we do not wait)."""
         self._signalled.add(remote_dir)
+        assert signal.isalnum(), signal  # a name from walltime.signal_name, never user text
         inner = (f"p=; read -r p < {q(remote_dir)}/{PID_FILE} 2>/dev/null; [ -n \"$p\" ] || exit 0; "
                  # `kill -SIG -PGID`: dash's builtin rejects `--` and `-s SIG -PGID`; this form works everywhere.
-                 f"kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
+                 f"kill -{signal} -$p 2>/dev/null || kill -{signal} $p 2>/dev/null; "
                  f"(sleep {grace:g}; kill -KILL -$p 2>/dev/null) </dev/null >/dev/null 2>&1 & exit 0")
         self.host.run(f"{prefix}sh -c {q(inner)}", warn=True, timeout=60)
 

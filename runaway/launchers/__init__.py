@@ -74,6 +74,9 @@ class Launcher(Protocol):
 
     def stop(self, handle: RunHandle) -> None: ...
 
+    def warn(self, handle: RunHandle, signal: int, grace: float) -> None:
+        """The checkpoint warning before the walltime: ``signal``, then SIGKILL after ``grace``."""
+
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         """stdout and stderr written since ``offsets`` (bytes already read), while it runs."""
 

@@ -166,8 +166,9 @@ class AgentRuns:
         self._results.pop(execution_id, None)
         self.link.send(protocol.render_request("remove", execution_id, run_dir=run_dir))
 
-    def stop(self, execution_id: str, grace: float = STOP_GRACE) -> None:
-        self.link.send(protocol.render_request("kill", execution_id, signal=15, grace=grace))
+    def stop(self, execution_id: str, grace: float = STOP_GRACE, signal: int = 15) -> None:
+        """``signal`` (TERM unless a checkpoint warning says otherwise), then KILL after ``grace``."""
+        self.link.send(protocol.render_request("kill", execution_id, signal=signal, grace=grace))
 
     def read_meta(self, execution_id: str, run_dir: str, name: str, offset: int, timeout: float = 30.0) -> bytes:
         """The run directory's ``.orchestra/NAME`` past ``offset``, through the agent's session (one
@@ -206,6 +207,8 @@ class Fallback(Protocol):
     def discard(self, handle: RunHandle) -> None: ...
 
     def stop(self, handle: RunHandle) -> None: ...
+
+    def warn(self, handle: RunHandle, signal: int, grace: float) -> None: ...
 
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]: ...
 
@@ -337,6 +340,15 @@ class AgentLauncher:
             agent_runs.stop(handle.execution_id)
         else:
             self.fallback.stop(handle)
+
+    def warn(self, handle: RunHandle, signal: int, grace: float) -> None:
+        """The checkpoint warning: the agent signals the process group and KILLs it after ``grace``. A run
+        watched through its files (re-attached) is stopped the fallback's way."""
+        agent_runs = self._agent_of(handle)
+        if agent_runs is not None:
+            agent_runs.stop(handle.execution_id, grace=grace, signal=signal)
+        else:
+            self.fallback.warn(handle, signal, grace)
 
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         return self.fallback.read_output(handle, offsets)  # the agent writes the same files

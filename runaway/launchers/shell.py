@@ -18,6 +18,7 @@ import gevent
 from ..backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from ..remote_runs import RemoteRuns, q
 from ..rundir import META_DIR, STOP_GRACE
+from ..walltime import signal_name
 from . import Found, Place, place_of
 
 
@@ -167,6 +168,11 @@ class ShellLauncher:
 
     def stop(self, handle: RunHandle) -> None:
         self.runs_of(handle.slot.host).kill(handle.remote_dir, self._prefix(handle.slot))
+
+    def warn(self, handle: RunHandle, signal: int, grace: float) -> None:
+        """The checkpoint warning: ``signal`` to the process group, KILL after ``grace``."""
+        self.runs_of(handle.slot.host).kill(handle.remote_dir, self._prefix(handle.slot), grace=grace,
+                                            signal=signal_name(signal))
 
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
         return read_output(self.runs_of(handle.slot.host), handle.remote_dir, offsets)

@@ -32,6 +32,9 @@ class JobState:
     time_left: float | None  # seconds; None when unlimited or unknown
     nodes: tuple[str, ...]
     reason: str = ""
+    # When it (last) started, as the scheduler writes it; "" when unknown. A job requeued and started
+    # again between two polls (preemption, `scontrol requeue`) shows RUNNING both times, with a new start.
+    started: str = ""
 
     @property
     def running(self) -> bool:
@@ -39,7 +42,8 @@ class JobState:
 
     @property
     def pending(self) -> bool:
-        return self.state in ("PENDING", "CONFIGURING", "REQUEUED", "RESIZING")
+        return self.state in ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING",
+                              "SUSPENDED")
 
 
 # States after which an allocation's nodes are gone.

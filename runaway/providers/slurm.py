@@ -118,7 +118,8 @@ def parse_sbatch_output(text: str) -> str:
 
 
 
-SQUEUE_FORMAT = "%i|%T|%L|%N|%r"
+# %S: the start time, which a requeue renews (see JobState.started); older callers' 5 fields still parse.
+SQUEUE_FORMAT = "%i|%T|%L|%N|%r|%S"
 
 
 def render_scancel(job_ids: Iterable[str]) -> str:
@@ -127,18 +128,21 @@ def render_scancel(job_ids: Iterable[str]) -> str:
 
 
 def parse_squeue_output(text: str) -> dict[str, JobState]:
-    """Parse ``squeue -h -o '%i|%T|%L|%N|%r'``; a job missing from the result is gone (ended)."""
+    """Parse ``squeue -h -o '%i|%T|%L|%N|%r|%S'`` (or without ``|%S``); a job missing from the result is
+    gone (ended). States a preemption leaves (PREEMPTED, REQUEUED, REQUEUE_HOLD, ...) are kept as Slurm
+    writes them: ENDED_STATES and JobState.pending say what each means."""
     jobs: dict[str, JobState] = {}
     for raw in text.splitlines():
         line = raw.strip()
         if not line:
             continue
         parts = line.split("|")
-        if len(parts) != 5 or not re.match(r"^\d+(_\d+)?(\+\d+)?$", parts[0]):
+        if len(parts) not in (5, 6) or not re.match(r"^\d+(_\d+)?(\+\d+)?$", parts[0]):
             raise SchedulerError(f"unexpected squeue line {line!r} (format {SQUEUE_FORMAT})")
-        job_id, state, left, nodes, reason = parts
+        job_id, state, left, nodes, reason = parts[:5]
+        started = parts[5].strip() if len(parts) == 6 and parts[5].strip() not in ("N/A", "Unknown") else ""
         jobs[job_id] = JobState(job_id, state.strip().upper(), parse_slurm_time(left),
-                                tuple(parse_nodelist(nodes)), reason.strip())
+                                tuple(parse_nodelist(nodes)), reason.strip(), started)
     return jobs
 
 

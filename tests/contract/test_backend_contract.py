@@ -166,3 +166,23 @@ def test_a_reattached_execution_keeps_its_slot_until_it_ends(case: Case) -> None
     assert second.wait(again, WAIT).exit_code == 0
     second.discard(again)
     second.release(other)
+
+
+def test_warn_signals_a_running_execution_and_kills_it_after_the_grace(case: Case) -> None:
+    """The checkpoint warning (Backend.warn): the signal, then SIGKILL once the grace has passed, for a
+    program that ignores it as well as for one it kills."""
+    import signal
+
+    import gevent
+
+    backend = case.new()
+    slot = backend.acquire()
+    assert backend.expires(slot) is None or backend.expires(slot) > 0
+    job = case.job(Behaviour(hang=True))
+    handle = backend.launch(slot, job, case.code)
+    gevent.sleep(1.0)  # a real program is started by then (the shell launcher signals the pid it wrote)
+    backend.warn(handle, signal.SIGUSR1, 1.0)
+    outcome = backend.wait(handle, WAIT)
+    assert not outcome.timed_out, outcome
+    assert outcome.exit_code not in (None, 0) or outcome.lost, outcome
+    _done(backend, slot, handle)

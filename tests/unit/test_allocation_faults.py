@@ -300,3 +300,39 @@ def test_a_squeue_that_meets_one_dropped_link_is_not_worth_a_line(tmp_path, capl
         backend.close()
     polls = [r.getMessage() for r in caplog.records if "scheduler poll failed" in r.getMessage()]
     assert bool(polls) == warned, polls
+
+
+def test_a_requeue_between_two_polls_is_noticed_by_the_new_start_time(tmp_path, caplog):
+    backend, _frontend, launcher, ledger = make(tmp_path)
+    alloc = hold(backend, ledger)
+    backend._update(alloc, JobState("42", "RUNNING", 600.0, ("node1",), "None", "2026-12-01T10:00:00"), time.time())
+    slot = backend.acquire()
+    handle = RunHandle("e1", slot, "/w/runs/e1")
+    with caplog.at_level(logging.WARNING):
+        # Preempted, requeued and started again on node2 before the next squeue: RUNNING both times.
+        backend._update(alloc, JobState("42", "RUNNING", 900.0, ("node2",), "None", "2026-12-01T10:05:00"),
+                        time.time())
+        outcome = backend.wait(handle, None)
+    assert outcome.lost and outcome.preempted and "requeued" in (outcome.error or "")
+    assert launcher.up[-1] == ["node2"] and alloc.state == "RUNNING"
+    assert [r.getMessage() for r in caplog.records][0].endswith("was requeued by the scheduler: waiting for it "
+                                                                "to run again")
+
+
+def test_completing_is_not_the_end_until_the_next_poll_says_so(tmp_path, caplog):
+    backend, _frontend, launcher, ledger = make(tmp_path)
+    alloc = hold(backend, ledger)
+    slot = backend.acquire()
+    handle = RunHandle("e1", slot, "/w/runs/e1")
+    # `scontrol requeue` and preemption with REQUEUE show COMPLETING for a moment, then PENDING.
+    backend._update(alloc, JobState("42", "COMPLETING", 600.0, ("node1",)), time.time())
+    assert not alloc.closing and "42" in backend.allocations and not backend._usable(alloc)
+    backend._update(alloc, JobState("42", "PENDING", None, (), "BeginTime"), time.time())
+    outcome = backend.wait(handle, None)
+    assert outcome.lost and outcome.preempted, outcome
+    # A real end: COMPLETING, then gone.
+    other = hold(backend, ledger, "43")
+    backend._update(other, JobState("43", "COMPLETING", 0.0, ("node1",)), time.time())
+    assert not other.closing
+    backend._update(other, None, time.time())
+    assert other.closing and "43" not in backend.allocations

@@ -252,3 +252,19 @@ def test_the_allocation_request_is_derived_from_what_the_executions_need():
     # Memory per execution becomes memory per node; no GPU request, no GPUs asked.
     assert derive_node_request([Request(cpus=2, memory=G)], NODE) == NodeRequest(cpus=4, gpus=0, memory=2 * G)
     assert derive_node_request([one], NODE, gpu_option="gpus-per-node").gpu_option == "gpus-per-node"
+
+
+def test_parse_squeue_output_with_start_times_and_preemption_states():
+    text = ("201|RUNNING|0:55|node4|None|2026-12-01T13:37:48\n"
+            "202|PENDING|15:00||BeginTime|2026-12-01T13:40:00\n"
+            "203|PREEMPTED|0:00|node4|None|N/A\n"
+            "204|REQUEUE_HOLD|1:00||JobHeldAdmin|Unknown\n")
+    jobs = parse_squeue_output(text)
+    assert jobs["201"] == JobState("201", "RUNNING", 55.0, ("node4",), "None", "2026-12-01T13:37:48")
+    assert jobs["202"].pending and jobs["202"].reason == "BeginTime"
+    assert jobs["203"].state == "PREEMPTED" and jobs["203"].started == ""
+    assert jobs["204"].pending and not jobs["204"].running
+    from runaway.providers import ENDED_STATES
+    assert "PREEMPTED" in ENDED_STATES
+    from runaway.providers.slurm import SQUEUE_FORMAT
+    assert SQUEUE_FORMAT.endswith("|%S")
