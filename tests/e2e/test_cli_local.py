@@ -45,8 +45,8 @@ def test_example_campaign_end_to_end(tmp_path: Path) -> None:
         assert record["outputs"] == ["curves/train.csv", "metrics.json"]
         branch = f"executions/{record['id']}"
         diff = git(root, "diff", "--name-only", record["commit"], branch).stdout.split()
-        assert sorted(diff) == [".orchestra/execution.yaml", ".orchestra/metrics.jsonl", ".orchestra/stderr",
-                                ".orchestra/stdout", "curves/train.csv", "metrics.json"]
+        assert sorted(diff) == [".orchestra/execution.yaml", ".orchestra/metrics.jsonl", ".orchestra/pip-freeze.txt",
+                                ".orchestra/stderr", ".orchestra/stdout", "curves/train.csv", "metrics.json"]
         curve = [json.loads(line) for line in git(root, "show", f"{branch}:.orchestra/metrics.jsonl").stdout.splitlines()]
         assert [p["epoch"] for p in curve] == list(range(10))  # the example reports its metrics
         metrics = json.loads(git(root, "show", f"{branch}:metrics.json").stdout)
