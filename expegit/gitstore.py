@@ -14,7 +14,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import tenacity
@@ -110,6 +110,41 @@ def parse_packed_refs(text: str) -> dict[str, str]:
         if len(sha) == 40 and name:
             refs[name] = sha
     return refs
+
+
+BULK_READ_MIN = 16  # below this, dulwich's lookups beat starting `git cat-file`
+BULK_READ_CHUNK = 20000  # commits per `git cat-file --batch`: bounds the output held in memory (~15 MB)
+
+
+def parse_cat_file_batch(data: bytes, count: int) -> list[bytes | None]:
+    """The ``count`` answers of `git cat-file --batch`: a blob's content, or None where the object is
+    missing, ambiguous or not a blob (``<oid> <type> <size>\\n<content>\\n`` or ``<request> missing\\n``)."""
+    out: list[bytes | None] = []
+    pos = 0
+    for _ in range(count):
+        end = data.index(b"\n", pos)
+        header = data[pos:end].split(b" ")
+        pos = end + 1
+        if len(header) == 3 and len(header[0]) in (40, 64) and header[2].isdigit():
+            size = int(header[2])
+            content = data[pos:pos + size]
+            pos += size + 1
+            out.append(content if header[1] == b"blob" else None)
+        else:
+            out.append(None)  # "<request> missing" / "ambiguous": the request is echoed, no content follows
+    return out
+
+
+def render_cat_file_batch(answers: Sequence[tuple[str, str, bytes] | None], requests: Sequence[str]) -> bytes:
+    """What `git cat-file --batch` prints for ``answers`` ((oid, type, content) or None): for tests."""
+    parts = []
+    for answer, request in zip(answers, requests):
+        if answer is None:
+            parts.append(request.encode() + b" missing\n")
+        else:
+            oid, kind, content = answer
+            parts.append(f"{oid} {kind} {len(content)}\n".encode() + content + b"\n")
+    return b"".join(parts)
 
 
 def _default_branch() -> bytes:
@@ -401,6 +436,32 @@ class GitStore:
             return store[sha].data
         except KeyError:
             return None
+
+    def read_path_many(self, commits: Sequence[str], path: str) -> list[bytes | None]:
+        """``read_path(c, path)`` for every commit, in order, read in bulk.
+
+        Why: after a clone nothing is cached, and dulwich finds each record through its commit and two
+        trees in Python: 60 s for 100,000 branches. One `git cat-file --batch` per chunk resolves
+        ``commit:path`` in C over the same packs (a few seconds). Few commits, or no git binary, go
+        through dulwich: a process start costs more than a handful of lookups.
+        """
+        if len(commits) < BULK_READ_MIN:
+            return [self.read_path(c, path) for c in commits]
+        out: list[bytes | None] = []
+        try:
+            for start in range(0, len(commits), BULK_READ_CHUNK):
+                out.extend(self._cat_file_paths(commits[start:start + BULK_READ_CHUNK], path))
+        except (OSError, subprocess.SubprocessError):
+            return [self.read_path(c, path) for c in commits]
+        return out
+
+    def _cat_file_paths(self, commits: Sequence[str], path: str) -> list[bytes | None]:
+        request = "".join(f"{c}:{path}\n" for c in commits).encode("utf-8")
+        result = subprocess.run(["git", "--git-dir", str(self.git_dir), "cat-file", "--batch"], input=request,
+                                capture_output=True, timeout=600, check=False)
+        if result.returncode != 0:
+            raise subprocess.SubprocessError(result.stderr.decode("utf-8", "replace")[-500:])
+        return parse_cat_file_batch(result.stdout, len(commits))
 
     def list_tree(self, commit: str) -> Iterator[tuple[str, int, str]]:
         """(path, mode, blob id) of every file at ``commit``."""

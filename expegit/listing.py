@@ -15,7 +15,7 @@ from orchestra.execution import STATES, STDERR_PATH, STDOUT_PATH, ExecutionRecor
 
 from .campaign import Campaign
 from .metrics import MetricsIndex
-from .records import RecordIndex
+from .records import PROBLEM, Entry, RecordIndex, params_text, records_of
 
 # ``node`` beside ``host``: on Slurm the host is the login node reached by SSH, the node is where it ran.
 EXPORT_FIELDS = ("id", "state", "commit", "profile", "repeat", "attempt", "host", "node", "slot", "created",
@@ -24,21 +24,24 @@ LIST_HEADER = ("id", "state", "objective", "duration", "commit", "parameters")
 
 
 def status_text(campaign: Campaign) -> str:
-    records, _tips, problems = RecordIndex(campaign.store).load()
-    counts = Counter(r.state for r in records.values())
-    lines = [f"campaign {campaign.manifest.name}: {len(records)} executions"]
+    """Counts and the best objective come from the cache's columns: only the best record, the running ones
+    and (where repeats may exist) the scored ones are parsed in full, so this stays fast at 100,000."""
+    entries = RecordIndex(campaign.store).entries()
+    problems = sum(1 for e in entries if e.state == PROBLEM)
+    counts = Counter(e.state for e in entries)
+    lines = [f"campaign {campaign.manifest.name}: {len(entries) - problems} executions"]
     lines.append("  " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES))
     objective = campaign.manifest.objective
     if objective is not None:
-        scored = [r for r in records.values() if r.state == "finished" and r.objective is not None]
+        scored = [e for e in entries if e.state == "finished" and e.objective is not None]
         if scored:
             pick = min if objective.goal == "minimize" else max
-            best = pick(scored, key=lambda r: r.objective)
+            best = pick(scored, key=lambda e: e.objective).record()  # type: ignore[arg-type,return-value]
             params = " ".join(f"{k}={v}" for k, v in best.parameters.items())
             lines.append(f"  best {objective.metric} = {best.objective:g} ({best.id}: {params})")
             lines.extend(_configuration_lines(scored, objective.goal, objective.metric,
                                               campaign.manifest.parameters))
-    running = sorted((r for r in records.values() if r.state == "running"), key=lambda r: r.started or "")
+    running = sorted((e.record() for e in entries if e.state == "running"), key=lambda r: r.started or "")
     for record in running[:10]:
         lines.append(f"  running {record.id} on {record.node or record.host} slot {record.slot} since {record.started}")
     if len(running) > 10:
@@ -47,29 +50,75 @@ def status_text(campaign: Campaign) -> str:
     if resumable:
         lines.append(f"  {resumable} not run yet: `expegit resume` runs them")
     if problems:
-        lines.append(f"  {len(problems)} branches with unreadable records (`expegit list` names them)")
+        lines.append(f"  {problems} branches with unreadable records (`expegit list` names them)")
     return "\n".join(lines)
 
 
-def _configuration_lines(scored: Sequence[ExecutionRecord], goal: str, metric: str,
+def _configuration_lines(scored: Sequence[Entry], goal: str, metric: str,
                          parameter_names: Iterable[str]) -> list[str]:
     """Only where a parameter point has repeats: one execution per point is already the list above."""
-    from .aggregate import configurations, has_repeats, may_have_repeats, render_configurations
+    from .aggregate import configurations, has_repeats, is_seed, render_configurations
 
-    if not may_have_repeats(scored, parameter_names):
+    # may_have_repeats' test, on the cache's columns: repeats come from --repeat or a seed parameter
+    if not (any(is_seed(n) for n in parameter_names) or any(e.repeat for e in scored)):
         return []
-    configs = configurations(scored, goal)
+    configs = configurations(records_of(scored), goal)
     return render_configurations(configs, metric) if has_repeats(configs) else []
 
 
-def select(campaign: Campaign, states: Sequence[str] = ()) -> list[ExecutionRecord]:
+def _check_states(states: Sequence[str]) -> None:
     for state in states:
         if state not in STATES:
             raise UsageError(f"--state {state}: not one of {', '.join(STATES)}")
+
+
+def select(campaign: Campaign, states: Sequence[str] = ()) -> list[ExecutionRecord]:
+    _check_states(states)
     records = RecordIndex(campaign.store).records()
     if states:
         records = [r for r in records if r.state in states]
     return records
+
+
+SORT_KEYS = ("created", "id", "state", "objective", "duration")
+
+
+def select_entries(campaign: Campaign, states: Sequence[str] = (), *, sort: str = "created",
+                   reverse: bool = False, limit: int | None = None) -> tuple[list[Entry], list[Entry]]:
+    """(what `expegit list` shows, branches with unreadable records). Shown: by state, sorted
+    (``objective``: best first by the manifest's goal; executions without one last, whichever the
+    direction), at most ``limit``."""
+    _check_states(states)
+    if sort not in SORT_KEYS:
+        raise UsageError(f"--sort {sort}: use one of {', '.join(SORT_KEYS)}")
+    if limit is not None and limit < 0:
+        raise UsageError(f"--limit {limit}: must be 0 or more")
+    every = RecordIndex(campaign.store).entries()
+    problems = [e for e in every if e.state == PROBLEM]
+    entries = [e for e in every if e.state != PROBLEM] if problems else every
+    if states:
+        entries = [e for e in entries if e.state in states]
+    if sort in ("objective", "duration"):
+        sign = -1.0 if sort == "objective" and _maximizes(campaign) else 1.0
+        present = [e for e in entries if getattr(e, sort) is not None]
+        present.sort(key=lambda e: sign * getattr(e, sort), reverse=reverse)
+        entries = present + [e for e in entries if getattr(e, sort) is None]
+    elif sort != "created" or reverse:  # entries already come oldest first
+        entries.sort(key=lambda e: getattr(e, sort), reverse=reverse)
+    return (entries if limit is None else entries[:limit]), problems
+
+
+def problem_lines(problems: Sequence[Entry], *, limit: int = 10) -> list[str]:
+    """What the list says on stderr about branches it could not show."""
+    lines = [f"executions/{e.id} (tip {e.tip[:12]}): unreadable record: {e.problem}" for e in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit} more branches with unreadable records")
+    return lines
+
+
+def _maximizes(campaign: Campaign) -> bool:
+    objective = campaign.manifest.objective
+    return objective is not None and objective.goal == "maximize"
 
 
 def export_row(record: ExecutionRecord, metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
@@ -105,21 +154,37 @@ def write_list(records: Iterable[ExecutionRecord], out: TextIO, *, as_json: bool
         return
     out.write(list_line(*LIST_HEADER))
     for r in rows:
-        params = " ".join(f"{k}={_short(v)}" for k, v in r.parameters.items())
         objective = "" if r.objective is None else f"{r.objective:.6g}"
         duration = "" if r.duration is None else f"{r.duration:.1f}s"
-        out.write(list_line(r.id, r.state, objective, duration, r.commit[:8], params))
+        out.write(list_line(r.id, r.state, objective, duration, r.commit[:8], params_text(r.parameters)))
+
+
+LIST_CHUNK = 2000  # lines per write: a pager or a pipe gets its first screen at once, memory stays flat
+
+
+def write_entries(entries: Sequence[Entry], out: TextIO, *, as_json: bool) -> None:
+    """write_list's output, from the cache's columns: the JSON text of each record is copied as the cache
+    holds it (the same bytes json.dumps writes), never parsed and re-encoded."""
+    if as_json:
+        out.write("[")
+        for start in range(0, len(entries), LIST_CHUNK):
+            out.write((", " if start else "") + ", ".join(e.json for e in entries[start:start + LIST_CHUNK]))
+        out.write("]\n")
+        return
+    if not entries:
+        out.write("no executions yet: `expegit run` creates some\n")
+        return
+    out.write(list_line(*LIST_HEADER))
+    for start in range(0, len(entries), LIST_CHUNK):
+        out.write("".join(
+            list_line(e.id, e.state, "" if e.objective is None else f"{e.objective:.6g}",
+                      "" if e.duration is None else f"{e.duration:.1f}s", e.commit[:8], e.params)
+            for e in entries[start:start + LIST_CHUNK]))
 
 
 def list_line(execution_id: str, state: str, objective: str, duration: str, commit: str, params: str) -> str:
     """One line of `expegit list`; the header goes through it too, so its columns stay over the values."""
     return f"{execution_id:12}  {state:9} {objective:>10} {duration:>8}  {commit:8}  {params}".rstrip() + "\n"
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) and (" " in value or "\n" in value) \
-        else str(value)
-    return text if len(text) <= 30 else text[:27] + "..."
 
 
 def write_export(records: Sequence[ExecutionRecord], out: TextIO, fmt: str, *,
