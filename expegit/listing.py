@@ -15,7 +15,9 @@ from orchestra.execution import STATES, STDERR_PATH, STDOUT_PATH, ExecutionRecor
 
 from .campaign import Campaign
 from .metrics import MetricsIndex
-from .records import PROBLEM, Entry, RecordIndex, params_text, records_of
+from .records import FIELDS, PROBLEM, Entry, RecordIndex, list_line, record_list_line, records_of
+
+PROBLEM_MARK = f"\t{PROBLEM}\t"
 
 # ``node`` beside ``host``: on Slurm the host is the login node reached by SSH, the node is where it ran.
 EXPORT_FIELDS = ("id", "state", "commit", "profile", "repeat", "attempt", "host", "node", "slot", "created",
@@ -24,28 +26,28 @@ LIST_HEADER = ("id", "state", "objective", "duration", "commit", "parameters")
 
 
 def status_text(campaign: Campaign) -> str:
-    """Counts and the best objective come from the cache's columns: only the best record, the running ones
-    and (where repeats may exist) the scored ones are parsed in full, so this stays fast at 100,000."""
-    entries = RecordIndex(campaign.store).entries()
-    problems = sum(1 for e in entries if e.state == PROBLEM)
-    counts = Counter(e.state for e in entries)
-    lines = [f"campaign {campaign.manifest.name}: {len(entries) - problems} executions"]
+    """From the record cache's summary line: when no branch moved, two lines of one file, whatever the
+    campaign's size. Only where repeats may exist are the scored records parsed in full."""
+    index = RecordIndex(campaign.store)
+    summary = index.summary()
+    counts: dict[str, int] = summary["states"]
+    problems = counts.get(PROBLEM, 0)
+    lines = [f"campaign {campaign.manifest.name}: {sum(counts.values()) - problems} executions"]
     lines.append("  " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES))
     objective = campaign.manifest.objective
     if objective is not None:
-        scored = [e for e in entries if e.state == "finished" and e.objective is not None]
-        if scored:
-            pick = min if objective.goal == "minimize" else max
-            best = pick(scored, key=lambda e: e.objective).record()  # type: ignore[arg-type,return-value]
+        best_json = summary["min" if objective.goal == "minimize" else "max"]
+        if best_json is not None:
+            best = ExecutionRecord.from_checked_dict(json.loads(best_json))
             params = " ".join(f"{k}={v}" for k, v in best.parameters.items())
             lines.append(f"  best {objective.metric} = {best.objective:g} ({best.id}: {params})")
-            lines.extend(_configuration_lines(scored, objective.goal, objective.metric,
+            lines.extend(_configuration_lines(index, summary, objective.goal, objective.metric,
                                               campaign.manifest.parameters))
-    running = sorted((e.record() for e in entries if e.state == "running"), key=lambda r: r.started or "")
-    for record in running[:10]:
+    running = [ExecutionRecord.from_checked_dict(json.loads(text)) for text in summary["running"]]
+    for record in running:
         lines.append(f"  running {record.id} on {record.node or record.host} slot {record.slot} since {record.started}")
-    if len(running) > 10:
-        lines.append(f"  ... and {len(running) - 10} more running")
+    if counts.get("running", 0) > len(running):
+        lines.append(f"  ... and {counts['running'] - len(running)} more running")
     resumable = counts.get("created", 0) + counts.get("cancelled", 0)
     if resumable:
         lines.append(f"  {resumable} not run yet: `expegit resume` runs them")
@@ -54,14 +56,15 @@ def status_text(campaign: Campaign) -> str:
     return "\n".join(lines)
 
 
-def _configuration_lines(scored: Sequence[Entry], goal: str, metric: str,
+def _configuration_lines(index: RecordIndex, summary: dict[str, Any], goal: str, metric: str,
                          parameter_names: Iterable[str]) -> list[str]:
     """Only where a parameter point has repeats: one execution per point is already the list above."""
     from .aggregate import configurations, has_repeats, is_seed, render_configurations
 
-    # may_have_repeats' test, on the cache's columns: repeats come from --repeat or a seed parameter
-    if not (any(is_seed(n) for n in parameter_names) or any(e.repeat for e in scored)):
+    # may_have_repeats' test, on the summary: repeats come from --repeat or a seed parameter
+    if not (any(is_seed(n) for n in parameter_names) or summary["repeats"]):
         return []
+    scored = [e for e in index.entries() if e.state == "finished" and e.objective is not None]
     configs = configurations(records_of(scored), goal)
     return render_configurations(configs, metric) if has_repeats(configs) else []
 
@@ -93,7 +96,10 @@ def select_entries(campaign: Campaign, states: Sequence[str] = (), *, sort: str 
         raise UsageError(f"--sort {sort}: use one of {', '.join(SORT_KEYS)}")
     if limit is not None and limit < 0:
         raise UsageError(f"--limit {limit}: must be 0 or more")
-    every = RecordIndex(campaign.store).entries()
+    lines = RecordIndex(campaign.store).lines()
+    if sort == "created" and not reverse and not states and limit is not None:
+        lines = lines[:limit + sum(1 for line in lines if PROBLEM_MARK in line)]  # the cache is in list order
+    every = [Entry(line.split("\t", FIELDS - 1)) for line in lines]
     problems = [e for e in every if e.state == PROBLEM]
     entries = [e for e in every if e.state != PROBLEM] if problems else every
     if states:
@@ -152,19 +158,17 @@ def write_list(records: Iterable[ExecutionRecord], out: TextIO, *, as_json: bool
     if not rows:
         out.write("no executions yet: `expegit run` creates some\n")
         return
-    out.write(list_line(*LIST_HEADER))
+    out.write(list_line(*LIST_HEADER) + "\n")
     for r in rows:
-        objective = "" if r.objective is None else f"{r.objective:.6g}"
-        duration = "" if r.duration is None else f"{r.duration:.1f}s"
-        out.write(list_line(r.id, r.state, objective, duration, r.commit[:8], params_text(r.parameters)))
+        out.write(record_list_line(r) + "\n")
 
 
 LIST_CHUNK = 2000  # lines per write: a pager or a pipe gets its first screen at once, memory stays flat
 
 
 def write_entries(entries: Sequence[Entry], out: TextIO, *, as_json: bool) -> None:
-    """write_list's output, from the cache's columns: the JSON text of each record is copied as the cache
-    holds it (the same bytes json.dumps writes), never parsed and re-encoded."""
+    """write_list's output, from the cache's columns: each record's list line and JSON text are copied as
+    the cache holds them (the same text write_list formats), never parsed, formatted or re-encoded."""
     if as_json:
         out.write("[")
         for start in range(0, len(entries), LIST_CHUNK):
@@ -174,17 +178,9 @@ def write_entries(entries: Sequence[Entry], out: TextIO, *, as_json: bool) -> No
     if not entries:
         out.write("no executions yet: `expegit run` creates some\n")
         return
-    out.write(list_line(*LIST_HEADER))
+    out.write(list_line(*LIST_HEADER) + "\n")
     for start in range(0, len(entries), LIST_CHUNK):
-        out.write("".join(
-            list_line(e.id, e.state, "" if e.objective is None else f"{e.objective:.6g}",
-                      "" if e.duration is None else f"{e.duration:.1f}s", e.commit[:8], e.params)
-            for e in entries[start:start + LIST_CHUNK]))
-
-
-def list_line(execution_id: str, state: str, objective: str, duration: str, commit: str, params: str) -> str:
-    """One line of `expegit list`; the header goes through it too, so its columns stay over the values."""
-    return f"{execution_id:12}  {state:9} {objective:>10} {duration:>8}  {commit:8}  {params}".rstrip() + "\n"
+        out.write("".join(e.line + "\n" for e in entries[start:start + LIST_CHUNK]))
 
 
 def write_export(records: Sequence[ExecutionRecord], out: TextIO, fmt: str, *,

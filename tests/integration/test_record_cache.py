@@ -78,6 +78,10 @@ def test_a_new_journal_commit_is_seen(campaign) -> None:
     Journal(campaign.store).append(tip, record)
     assert _states(campaign)[victim] == "failed"
     assert sum(1 for s in _states(campaign).values() if s == "failed") == 1
+    assert f"{N - 1} finished, 1 failed" in status_text(campaign)
+    record.state = "running"
+    Journal(campaign.store).append(campaign.store.execution_tips()[victim], record)
+    assert f"running {victim}" in status_text(campaign)  # the summary line follows the move too
 
 
 def test_a_fetch_into_a_clone_is_seen(campaign, tmp_path: Path) -> None:
@@ -129,8 +133,10 @@ def test_an_unreadable_record_is_a_problem_named_by_list(campaign) -> None:
 
 @pytest.mark.parametrize("cache", [
     '{"version": 1, "records": {}}',  # version 1 (records.json's content under the new name)
-    "orchestra-records\t2\t0000000000000000\t0\n",  # another record schema
-    "orchestra-records\t2\t{key}\t{count}\n",  # right header, lines lost (a truncated copy)
+    "orchestra-records\t2\t{key}\t{count}\n",  # format 2 of this branch's history
+    "orchestra-records\t3\t0000000000000000\t0\t{fp}\n{}\n",  # another record schema
+    "orchestra-records\t3\t{key}\t{count}\t{fp}\n{}\n",  # right header, lines lost (a truncated copy)
+    "orchestra-records\t3\t{key}\t1\t{fp}\n{}\nnot\ta\tline\n",  # a damaged line
     "\x00\xff garbage",
 ])
 def test_a_foreign_or_damaged_cache_is_rebuilt_not_misread(campaign, cache: str) -> None:
@@ -138,9 +144,11 @@ def test_a_foreign_or_damaged_cache_is_rebuilt_not_misread(campaign, cache: str)
 
     expected = [r.to_dict() for r in RecordIndex(campaign.store).records()]
     path = campaign.store.git_dir / "orchestra" / CACHE_NAME
-    path.write_text(cache.replace("{key}", SCHEMA_KEY).replace("{count}", str(N)))
+    fingerprint = campaign.store.refs_fingerprint()
+    path.write_text(cache.replace("{key}", SCHEMA_KEY).replace("{count}", str(N)).replace("{fp}", fingerprint))
+    assert "20 finished" in status_text(campaign)
     assert [r.to_dict() for r in RecordIndex(campaign.store).records()] == expected
-    assert path.read_text().startswith(f"orchestra-records\t2\t{SCHEMA_KEY}\t{N}\n")
+    assert path.read_text().startswith(f"orchestra-records\t3\t{SCHEMA_KEY}\t{N}\t{fingerprint}\n")
 
 
 def test_a_version_1_cache_with_lies_is_not_read_and_is_removed(campaign) -> None:
