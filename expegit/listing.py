@@ -5,7 +5,7 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from orchestra.errors import UsageError
@@ -15,7 +15,7 @@ from orchestra.execution import STATES, STDERR_PATH, STDOUT_PATH, ExecutionRecor
 
 from .campaign import Campaign
 from .metrics import MetricsIndex
-from .records import FIELDS, PROBLEM, Entry, RecordIndex, list_line, record_list_line, records_of
+from .records import FIELDS, PROBLEM, Entry, RecordIndex, list_line, record_list_line, records_of, unescape
 
 PROBLEM_MARK = f"\t{PROBLEM}\t"
 
@@ -86,6 +86,32 @@ def select(campaign: Campaign, states: Sequence[str] = ()) -> list[ExecutionReco
 SORT_KEYS = ("created", "id", "state", "objective", "duration")
 
 
+class RawEntries(Sequence[Entry]):
+    """Cache lines seen as entries, with the two columns `list` prints cut out of the line without
+    splitting it (for 100,000 lines, an Entry each costs more than the rest of the command)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self._lines = lines
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
+        if isinstance(index, slice):
+            return RawEntries(self._lines[index])
+        return Entry(self._lines[index].split("\t", FIELDS - 1))
+
+    def json_texts(self) -> Iterator[str]:
+        for line in self._lines:
+            yield line[line.rindex("\t") + 1:]  # the JSON column is the last and holds no tab
+
+    def list_lines(self) -> Iterator[str]:
+        for line in self._lines:
+            cut = line[:line.rindex("\t")]
+            text = cut[cut.rindex("\t") + 1:]
+            yield unescape(text) if "\\" in text else text
+
+
 def select_entries(campaign: Campaign, states: Sequence[str] = (), *, sort: str = "created",
                    reverse: bool = False, limit: int | None = None) -> tuple[list[Entry], list[Entry]]:
     """(what `expegit list` shows, branches with unreadable records). Shown: by state, sorted
@@ -97,8 +123,11 @@ def select_entries(campaign: Campaign, states: Sequence[str] = (), *, sort: str 
     if limit is not None and limit < 0:
         raise UsageError(f"--limit {limit}: must be 0 or more")
     lines = RecordIndex(campaign.store).lines()
-    if sort == "created" and not reverse and not states and limit is not None:
-        lines = lines[:limit + sum(1 for line in lines if PROBLEM_MARK in line)]  # the cache is in list order
+    if sort == "created" and not reverse and not states:  # the cache is in list order: no object per line
+        problem_lines_ = [line for line in lines if PROBLEM_MARK in line]
+        shown = [line for line in lines if PROBLEM_MARK not in line] if problem_lines_ else lines
+        return RawEntries(shown if limit is None else shown[:limit]), \
+            [Entry(line.split("\t", FIELDS - 1)) for line in problem_lines_]
     every = [Entry(line.split("\t", FIELDS - 1)) for line in lines]
     problems = [e for e in every if e.state == PROBLEM]
     entries = [e for e in every if e.state != PROBLEM] if problems else every
@@ -169,18 +198,27 @@ LIST_CHUNK = 2000  # lines per write: a pager or a pipe gets its first screen at
 def write_entries(entries: Sequence[Entry], out: TextIO, *, as_json: bool) -> None:
     """write_list's output, from the cache's columns: each record's list line and JSON text are copied as
     the cache holds them (the same text write_list formats), never parsed, formatted or re-encoded."""
+    if isinstance(entries, RawEntries):
+        texts: Iterable[str] = entries.json_texts() if as_json else entries.list_lines()
+    else:
+        texts = (e.json for e in entries) if as_json else (e.line for e in entries)
     if as_json:
         out.write("[")
-        for start in range(0, len(entries), LIST_CHUNK):
-            out.write((", " if start else "") + ", ".join(e.json for e in entries[start:start + LIST_CHUNK]))
+        out.write(", ".join(texts))  # one string of ~100 MB at 100,000: the C join beats chunked writes
         out.write("]\n")
         return
     if not entries:
         out.write("no executions yet: `expegit run` creates some\n")
         return
     out.write(list_line(*LIST_HEADER) + "\n")
-    for start in range(0, len(entries), LIST_CHUNK):
-        out.write("".join(e.line + "\n" for e in entries[start:start + LIST_CHUNK]))
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= LIST_CHUNK:  # a pager gets its first screen at once
+            out.write("\n".join(batch) + "\n")
+            batch = []
+    if batch:
+        out.write("\n".join(batch) + "\n")
 
 
 def write_export(records: Sequence[ExecutionRecord], out: TextIO, fmt: str, *,

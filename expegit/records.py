@@ -70,7 +70,7 @@ def _escape(text: str) -> str:
     return text
 
 
-def _unescape(text: str) -> str:
+def unescape(text: str) -> str:
     if "\\" not in text:
         return text
     out, i = [], 0
@@ -104,12 +104,12 @@ class Entry:
 
     def __init__(self, fields: Sequence[str]) -> None:
         self.id, self.tip = fields[0], fields[1]
-        self.created = _unescape(fields[2])
+        self.created = unescape(fields[2])
         self.state = fields[3]
         self.objective = float(fields[4]) if fields[4] else None
         self.duration = float(fields[5]) if fields[5] else None
         self.repeat = int(fields[6]) if fields[6] else 0
-        self.line = _unescape(fields[7])
+        self.line = unescape(fields[7])
         self.json = fields[8]
 
     @property
