@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import GIT_ENV, expegit, machine, make_campaign, now, timed, write_section
+from _common import GIT_ENV, expegit, machine, make_campaign, now, precompile, timed, write_section
 
 MANIFEST = """\
 name: large
@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--no-queue", action="store_true", help="skip the controller's peak-memory run")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
+    precompile()
     header = machine()
     with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp:
         if args.campaign is not None:

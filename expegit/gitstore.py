@@ -438,30 +438,63 @@ class GitStore:
             return None
 
     def read_path_many(self, commits: Sequence[str], path: str) -> list[bytes | None]:
-        """``read_path(c, path)`` for every commit, in order, read in bulk.
+        """``read_path(c, path)`` for every commit, in order, read in bulk (see iter_path_batches)."""
+        return [data for batch in self.iter_path_batches(commits, path) for data in batch]
+
+    def iter_path_batches(self, commits: Sequence[str], path: str,
+                          batch: int = BULK_READ_CHUNK) -> Iterator[list[bytes | None]]:
+        """``read_path(c, path)`` for every commit, in order, as lists of up to ``batch``.
 
         Why: after a clone nothing is cached, and dulwich finds each record through its commit and two
-        trees in Python: 60 s for 100,000 branches. One `git cat-file --batch` per chunk resolves
-        ``commit:path`` in C over the same packs (a few seconds). Few commits, or no git binary, go
-        through dulwich: a process start costs more than a handful of lookups.
+        trees in Python: 60 s for 100,000 branches. One `git cat-file --batch` per batch resolves
+        ``commit:path`` in C over the same packs, and the next batch's git runs while the caller parses
+        this one (its answers go to a file, so it never waits on a full pipe). Few commits, or no git
+        binary, go through dulwich: a process start costs more than a handful of lookups.
         """
         if len(commits) < BULK_READ_MIN:
-            return [self.read_path(c, path) for c in commits]
-        out: list[bytes | None] = []
+            yield [self.read_path(c, path) for c in commits]
+            return
+        chunks = [commits[i:i + batch] for i in range(0, len(commits), batch)]
         try:
-            for start in range(0, len(commits), BULK_READ_CHUNK):
-                out.extend(self._cat_file_paths(commits[start:start + BULK_READ_CHUNK], path))
-        except (OSError, subprocess.SubprocessError):
-            return [self.read_path(c, path) for c in commits]
-        return out
+            pending = self._start_cat_file(chunks[0], path)
+        except OSError:
+            yield [self.read_path(c, path) for c in commits]
+            return
+        for k, chunk in enumerate(chunks):
+            following = self._start_cat_file(chunks[k + 1], path) if k + 1 < len(chunks) else None
+            yield self._finish_cat_file(pending, chunk, path)
+            if following is not None:
+                pending = following
 
-    def _cat_file_paths(self, commits: Sequence[str], path: str) -> list[bytes | None]:
-        request = "".join(f"{c}:{path}\n" for c in commits).encode("utf-8")
-        result = subprocess.run(["git", "--git-dir", str(self.git_dir), "cat-file", "--batch"], input=request,
-                                capture_output=True, timeout=600, check=False)
-        if result.returncode != 0:
-            raise subprocess.SubprocessError(result.stderr.decode("utf-8", "replace")[-500:])
-        return parse_cat_file_batch(result.stdout, len(commits))
+    def _start_cat_file(self, commits: Sequence[str], path: str) -> tuple[subprocess.Popen, object]:
+        import tempfile
+
+        request = tempfile.TemporaryFile()
+        request.write("".join(f"{c}:{path}\n" for c in commits).encode("utf-8"))
+        request.seek(0)
+        answers = tempfile.TemporaryFile()
+        try:
+            proc = subprocess.Popen(["git", "--git-dir", str(self.git_dir), "cat-file", "--batch"],
+                                    stdin=request, stdout=answers, stderr=subprocess.DEVNULL)
+        finally:
+            request.close()  # the child holds its own descriptor
+        return proc, answers
+
+    def _finish_cat_file(self, started: tuple[subprocess.Popen, object], commits: Sequence[str],
+                         path: str) -> list[bytes | None]:
+        proc, answers = started
+        try:
+            code = proc.wait(timeout=600)
+            answers.seek(0)  # type: ignore[attr-defined]
+            data = answers.read()  # type: ignore[attr-defined]
+        finally:
+            answers.close()  # type: ignore[attr-defined]
+        try:
+            if code != 0:
+                raise ValueError(f"git cat-file exited {code}")
+            return parse_cat_file_batch(data, len(commits))
+        except ValueError:  # a git that failed or answered short: dulwich reads the same objects
+            return [self.read_path(c, path) for c in commits]
 
     def list_tree(self, commit: str) -> Iterator[tuple[str, int, str]]:
         """(path, mode, blob id) of every file at ``commit``."""

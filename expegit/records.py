@@ -370,10 +370,11 @@ class RecordIndex:
                 kept.append(fields)
                 seen.add(fields[0])
         stale = [(i, t) for i, t in tips.items() if i not in seen]
-        for start in range(0, len(stale), PARSE_BATCH):
-            batch = stale[start:start + PARSE_BATCH]
-            parsed = parse_records_bulk(self.store.read_path_many([t for _i, t in batch], RECORD_PATH))
-            for (execution_id, tip), got in zip(batch, parsed):
+        start = 0
+        for raws in self.store.iter_path_batches([t for _i, t in stale], RECORD_PATH, PARSE_BATCH):
+            batch = stale[start:start + len(raws)]
+            start += len(raws)
+            for (execution_id, tip), got in zip(batch, parse_records_bulk(raws)):
                 line = render_line(execution_id, tip, got) if isinstance(got, ExecutionRecord) \
                     else render_line(execution_id, tip, None, got)
                 kept.append(line.split("\t", FIELDS - 1))

@@ -188,3 +188,19 @@ def test_bulk_read_matches_dulwich(campaign) -> None:
     bulk = campaign.store.read_path_many(commits, RECORD_PATH)
     assert bulk == [campaign.store.read_path(c, RECORD_PATH) for c in commits]
     assert bulk[-1] is None and all(parse_record(b).state == "finished" for b in bulk[:-1])
+
+
+def test_bulk_read_in_small_batches_keeps_order(campaign) -> None:
+    """Several `git cat-file` batches, the next one running while the previous is read: order is kept."""
+    commits = list(campaign.store.execution_tips().values()) + [campaign.store.head_commit()]
+    commits = commits * 2  # more than BULK_READ_MIN, and repeated commits
+    batches = list(campaign.store.iter_path_batches(commits, RECORD_PATH, batch=3))
+    assert [len(b) for b in batches] == [3] * (len(commits) // 3) + ([len(commits) % 3] if len(commits) % 3 else [])
+    assert [d for b in batches for d in b] == [campaign.store.read_path(c, RECORD_PATH) for c in commits]
+
+
+def test_bulk_read_without_git_falls_back_to_dulwich(campaign, monkeypatch) -> None:
+    commits = list(campaign.store.execution_tips().values())
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert campaign.store.read_path_many(commits, RECORD_PATH) == \
+        [campaign.store.read_path(c, RECORD_PATH) for c in commits]
