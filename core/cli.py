@@ -67,7 +67,8 @@ class _VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        parser.exit(message=f"{parser.prog} {version()}\n")
+        print(f"{parser.prog} {version()}")  # on stdout, as argparse's own version action prints it
+        parser.exit()
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, sub: "argparse._SubParsersAction[Any]") -> None:

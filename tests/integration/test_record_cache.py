@@ -204,3 +204,17 @@ def test_bulk_read_without_git_falls_back_to_dulwich(campaign, monkeypatch) -> N
     monkeypatch.setenv("PATH", "/nonexistent")
     assert campaign.store.read_path_many(commits, RECORD_PATH) == \
         [campaign.store.read_path(c, RECORD_PATH) for c in commits]
+
+
+def test_metrics_are_read_in_bulk_and_follow_a_moved_branch(campaign) -> None:
+    from expegit.metrics import MetricsIndex
+
+    tips = campaign.store.execution_tips()
+    got = MetricsIndex(campaign.store).load("metrics.json", tips)
+    records = {r.id: r for r in RecordIndex(campaign.store).records()}
+    assert got == {i: {"loss": records[i].objective} for i in tips}
+    victim = sorted(tips)[0]
+    record = records[victim]
+    Journal(campaign.store).append(tips[victim], record, {"metrics.json": b'{"loss": 7, "acc": 0.5}'})
+    again = MetricsIndex(campaign.store).load("metrics.json", campaign.store.execution_tips())
+    assert again[victim] == {"loss": 7, "acc": 0.5} and len(again) == N
