@@ -122,7 +122,12 @@ def select_entries(campaign: Campaign, states: Sequence[str] = (), *, sort: str 
         raise UsageError(f"--sort {sort}: use one of {', '.join(SORT_KEYS)}")
     if limit is not None and limit < 0:
         raise UsageError(f"--limit {limit}: must be 0 or more")
-    lines = RecordIndex(campaign.store).lines()
+    index = RecordIndex(campaign.store)
+    if sort == "created" and not reverse and not states and limit is not None:
+        head = index.head_lines(limit)
+        if head is not None:
+            return RawEntries(head), []
+    lines = index.lines()
     if sort == "created" and not reverse and not states:  # the cache is in list order: no object per line
         problem_lines_ = [line for line in lines if PROBLEM_MARK in line]
         shown = [line for line in lines if PROBLEM_MARK not in line] if problem_lines_ else lines

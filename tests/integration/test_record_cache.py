@@ -218,3 +218,20 @@ def test_metrics_are_read_in_bulk_and_follow_a_moved_branch(campaign) -> None:
     Journal(campaign.store).append(tips[victim], record, {"metrics.json": b'{"loss": 7, "acc": 0.5}'})
     again = MetricsIndex(campaign.store).load("metrics.json", campaign.store.execution_tips())
     assert again[victim] == {"loss": 7, "acc": 0.5} and len(again) == N
+
+
+def test_list_limit_reads_the_head_and_sees_moves(campaign) -> None:
+    full, _ = select_entries(campaign)
+    head, problems = select_entries(campaign, limit=5)
+    assert [e.id for e in head] == [e.id for e in full][:5] and problems == []
+    victim = full[0]
+    record = RecordIndex(campaign.store).record_at(victim.tip)
+    record.state = "failed"
+    Journal(campaign.store).append(victim.tip, record)
+    head, _ = select_entries(campaign, limit=1)
+    assert head[0].state == "failed"
+    tip = campaign.store.execution_tips()[full[1].id]
+    git(campaign.root, "update-ref", f"refs/heads/executions/{full[1].id}",
+        _commit_record(campaign.root, tip, "not: [a record\n"))
+    head, problems = select_entries(campaign, limit=2)
+    assert [p.id for p in problems] == [full[1].id] and [e.id for e in head] == [full[0].id, full[2].id]
