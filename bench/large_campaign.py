@@ -196,7 +196,7 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     if args.write:
-        write_section(args.write, f"Large campaign (bench/large_campaign.py -n {args.n})", body)
+        write_section(args.write, f"Large campaign, reading (bench/large_campaign.py -n {args.n})", body)
 
 
 if __name__ == "__main__":
