@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="one line per execution")
     p.add_argument("--state", action="append", default=[], help="only these states (repeatable)")
     p.add_argument("--json", action="store_true", help="the full records as a JSON array")
+    p.add_argument("--sort", default="created", metavar="KEY",
+                   help="created (default, oldest first), id, state, objective (best first) or duration")
+    p.add_argument("-r", "--reverse", action="store_true", help="reverse the order")
+    p.add_argument("-n", "--limit", type=int, metavar="N", help="only the first N (after sorting)")
+    p.add_argument("--no-pager", action="store_true",
+                   help="never page (by default the text form goes through $GIT_PAGER/$PAGER/less on a terminal)")
 
     p = sub.add_parser("show", help="an execution's record and the tail of its output")
     p.add_argument("id", help="an execution id or a unique prefix of one"
@@ -199,9 +205,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(status_text(_open(args)))
         return 0
     if command == "list":
-        from .listing import select, write_list
+        from .listing import problem_lines, select_entries, write_entries
+        from .pager import paged_stdout
 
-        write_list(select(_open(args), args.state), sys.stdout, as_json=args.json)
+        campaign = _open(args)
+        entries, problems = select_entries(campaign, args.state, sort=args.sort, reverse=args.reverse, limit=args.limit)
+        with paged_stdout(enabled=not args.no_pager and not args.json) as out:
+            write_entries(entries, out, as_json=args.json)
+        for line in problem_lines(problems):
+            print(f"expegit: {line}", file=sys.stderr)
         return 0
     if command == "show":
         from .listing import show_text

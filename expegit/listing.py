@@ -5,7 +5,7 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from orchestra.errors import UsageError
@@ -15,7 +15,9 @@ from orchestra.execution import STATES, STDERR_PATH, STDOUT_PATH, ExecutionRecor
 
 from .campaign import Campaign
 from .metrics import MetricsIndex
-from .records import RecordIndex
+from .records import FIELDS, PROBLEM, Entry, RecordIndex, list_line, record_list_line, records_of, unescape
+
+PROBLEM_MARK = f"\t{PROBLEM}\t"
 
 # ``node`` beside ``host``: on Slurm the host is the login node reached by SSH, the node is where it ran.
 EXPORT_FIELDS = ("id", "state", "commit", "profile", "repeat", "attempt", "host", "node", "slot", "created",
@@ -26,50 +28,141 @@ LIST_HEADER = ("id", "state", "objective", "duration", "commit", "parameters")
 
 
 def status_text(campaign: Campaign) -> str:
-    records, tips, problems = RecordIndex(campaign.store).load()
-    counts = Counter(r.state for r in records.values())
-    lines = [f"campaign {campaign.manifest.name}: {len(records)} executions"]
+    """From the record cache's summary line: when no branch moved, two lines of one file, whatever the
+    campaign's size. Only where repeats may exist are the scored records parsed in full."""
+    index = RecordIndex(campaign.store)
+    summary = index.summary()
+    counts: dict[str, int] = summary["states"]
+    problems = counts.get(PROBLEM, 0)
+    lines = [f"campaign {campaign.manifest.name}: {sum(counts.values()) - problems} executions"]
     lines.append("  " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES))
     objective = campaign.manifest.objective
     if objective is not None:
-        scored = [r for r in records.values() if r.state == "finished" and r.objective is not None]
-        if scored:
-            pick = min if objective.goal == "minimize" else max
-            best = pick(scored, key=lambda r: r.objective)
+        best_json = summary["min" if objective.goal == "minimize" else "max"]
+        if best_json is not None:
+            best = ExecutionRecord.from_checked_dict(json.loads(best_json))
             params = " ".join(f"{k}={v}" for k, v in best.parameters.items())
             lines.append(f"  best {objective.metric} = {best.objective:g} ({best.id}: {params})")
-            lines.extend(_configuration_lines(scored, objective.goal, objective.metric,
+            lines.extend(_configuration_lines(index, summary, objective.goal, objective.metric,
                                               campaign.manifest.parameters))
-    from .running import running_lines  # how long, latest metrics (reads only the running ones' blobs)
+    running = [ExecutionRecord.from_checked_dict(json.loads(text)) for text in summary["running"]]
+    from .running import running_lines  # how long, latest metrics (reads only the shown ones' blobs)
 
-    lines.extend(running_lines(campaign.store, [r for r in records.values() if r.state == "running"], tips))
+    tips = {r.id: tip for r in running if (tip := campaign.store.ref(f"refs/heads/executions/{r.id}"))}
+    lines.extend(running_lines(campaign.store, running, tips))
+    if counts.get("running", 0) > len(running):
+        lines.append(f"  ... and {counts['running'] - len(running)} more running")
     resumable = counts.get("created", 0) + counts.get("cancelled", 0)
     if resumable:
         lines.append(f"  {resumable} not run yet: `expegit resume` runs them")
     if problems:
-        lines.append(f"  {len(problems)} branches with unreadable records (`expegit list` names them)")
+        lines.append(f"  {problems} branches with unreadable records (`expegit list` names them)")
     return "\n".join(lines)
 
 
-def _configuration_lines(scored: Sequence[ExecutionRecord], goal: str, metric: str,
+def _configuration_lines(index: RecordIndex, summary: dict[str, Any], goal: str, metric: str,
                          parameter_names: Iterable[str]) -> list[str]:
     """Only where a parameter point has repeats: one execution per point is already the list above."""
-    from .aggregate import configurations, has_repeats, may_have_repeats, render_configurations
+    from .aggregate import configurations, has_repeats, is_seed, render_configurations
 
-    if not may_have_repeats(scored, parameter_names):
+    # may_have_repeats' test, on the summary: repeats come from --repeat or a seed parameter
+    if not (any(is_seed(n) for n in parameter_names) or summary["repeats"]):
         return []
-    configs = configurations(scored, goal)
+    scored = [e for e in index.entries() if e.state == "finished" and e.objective is not None]
+    configs = configurations(records_of(scored), goal)
     return render_configurations(configs, metric) if has_repeats(configs) else []
 
 
-def select(campaign: Campaign, states: Sequence[str] = ()) -> list[ExecutionRecord]:
+def _check_states(states: Sequence[str]) -> None:
     for state in states:
         if state not in STATES:
             raise UsageError(f"--state {state}: not one of {', '.join(STATES)}")
+
+
+def select(campaign: Campaign, states: Sequence[str] = ()) -> list[ExecutionRecord]:
+    _check_states(states)
     records = RecordIndex(campaign.store).records()
     if states:
         records = [r for r in records if r.state in states]
     return records
+
+
+SORT_KEYS = ("created", "id", "state", "objective", "duration")
+
+
+class RawEntries(Sequence[Entry]):
+    """Cache lines seen as entries, with the two columns `list` prints cut out of the line without
+    splitting it (for 100,000 lines, an Entry each costs more than the rest of the command)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self._lines = lines
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
+        if isinstance(index, slice):
+            return RawEntries(self._lines[index])
+        return Entry(self._lines[index].split("\t", FIELDS - 1))
+
+    def json_texts(self) -> Iterator[str]:
+        for line in self._lines:
+            yield line[line.rindex("\t") + 1:]  # the JSON column is the last and holds no tab
+
+    def list_lines(self) -> Iterator[str]:
+        for line in self._lines:
+            cut = line[:line.rindex("\t")]
+            text = cut[cut.rindex("\t") + 1:]
+            yield unescape(text) if "\\" in text else text
+
+
+def select_entries(campaign: Campaign, states: Sequence[str] = (), *, sort: str = "created",
+                   reverse: bool = False, limit: int | None = None) -> tuple[list[Entry], list[Entry]]:
+    """(what `expegit list` shows, branches with unreadable records). Shown: by state, sorted
+    (``objective``: best first by the manifest's goal; executions without one last, whichever the
+    direction), at most ``limit``."""
+    _check_states(states)
+    if sort not in SORT_KEYS:
+        raise UsageError(f"--sort {sort}: use one of {', '.join(SORT_KEYS)}")
+    if limit is not None and limit < 0:
+        raise UsageError(f"--limit {limit}: must be 0 or more")
+    index = RecordIndex(campaign.store)
+    if sort == "created" and not reverse and not states and limit is not None:
+        head = index.head_lines(limit)
+        if head is not None:
+            return RawEntries(head), []
+    lines = index.lines()
+    if sort == "created" and not reverse and not states:  # the cache is in list order: no object per line
+        problem_lines_ = [line for line in lines if PROBLEM_MARK in line]
+        shown = [line for line in lines if PROBLEM_MARK not in line] if problem_lines_ else lines
+        return RawEntries(shown if limit is None else shown[:limit]), \
+            [Entry(line.split("\t", FIELDS - 1)) for line in problem_lines_]
+    every = [Entry(line.split("\t", FIELDS - 1)) for line in lines]
+    problems = [e for e in every if e.state == PROBLEM]
+    entries = [e for e in every if e.state != PROBLEM] if problems else every
+    if states:
+        entries = [e for e in entries if e.state in states]
+    if sort in ("objective", "duration"):
+        sign = -1.0 if sort == "objective" and _maximizes(campaign) else 1.0
+        present = [e for e in entries if getattr(e, sort) is not None]
+        present.sort(key=lambda e: sign * getattr(e, sort), reverse=reverse)
+        entries = present + [e for e in entries if getattr(e, sort) is None]
+    elif sort != "created" or reverse:  # entries already come oldest first
+        entries.sort(key=lambda e: getattr(e, sort), reverse=reverse)
+    return (entries if limit is None else entries[:limit]), problems
+
+
+def problem_lines(problems: Sequence[Entry], *, limit: int = 10) -> list[str]:
+    """What the list says on stderr about branches it could not show."""
+    lines = [f"executions/{e.id} (tip {e.tip[:12]}): unreadable record: {e.problem}" for e in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit} more branches with unreadable records")
+    return lines
+
+
+def _maximizes(campaign: Campaign) -> bool:
+    objective = campaign.manifest.objective
+    return objective is not None and objective.goal == "maximize"
 
 
 def export_row(record: ExecutionRecord, metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
@@ -103,23 +196,38 @@ def write_list(records: Iterable[ExecutionRecord], out: TextIO, *, as_json: bool
     if not rows:
         out.write("no executions yet: `expegit run` creates some\n")
         return
-    out.write(list_line(*LIST_HEADER))
+    out.write(list_line(*LIST_HEADER) + "\n")
     for r in rows:
-        params = " ".join(f"{k}={_short(v)}" for k, v in r.parameters.items())
-        objective = "" if r.objective is None else f"{r.objective:.6g}"
-        duration = "" if r.duration is None else f"{r.duration:.1f}s"
-        out.write(list_line(r.id, r.state, objective, duration, r.commit[:8], params))
+        out.write(record_list_line(r) + "\n")
 
 
-def list_line(execution_id: str, state: str, objective: str, duration: str, commit: str, params: str) -> str:
-    """One line of `expegit list`; the header goes through it too, so its columns stay over the values."""
-    return f"{execution_id:12}  {state:9} {objective:>10} {duration:>8}  {commit:8}  {params}".rstrip() + "\n"
+LIST_CHUNK = 2000  # lines per write: a pager or a pipe gets its first screen at once, memory stays flat
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) and (" " in value or "\n" in value) \
-        else str(value)
-    return text if len(text) <= 30 else text[:27] + "..."
+def write_entries(entries: Sequence[Entry], out: TextIO, *, as_json: bool) -> None:
+    """write_list's output, from the cache's columns: each record's list line and JSON text are copied as
+    the cache holds them (the same text write_list formats), never parsed, formatted or re-encoded."""
+    if isinstance(entries, RawEntries):
+        texts: Iterable[str] = entries.json_texts() if as_json else entries.list_lines()
+    else:
+        texts = (e.json for e in entries) if as_json else (e.line for e in entries)
+    if as_json:
+        out.write("[")
+        out.write(", ".join(texts))  # one string of ~100 MB at 100,000: the C join beats chunked writes
+        out.write("]\n")
+        return
+    if not entries:
+        out.write("no executions yet: `expegit run` creates some\n")
+        return
+    out.write(list_line(*LIST_HEADER) + "\n")
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= LIST_CHUNK:  # a pager gets its first screen at once
+            out.write("\n".join(batch) + "\n")
+            batch = []
+    if batch:
+        out.write("\n".join(batch) + "\n")
 
 
 def write_export(records: Sequence[ExecutionRecord], out: TextIO, fmt: str, *,

@@ -50,7 +50,7 @@ def test_metric_names_put_the_objective_first() -> None:
 
 
 class _Store:
-    """The two things MetricsIndex needs of a GitStore, counting blob reads."""
+    """The things MetricsIndex needs of a GitStore, counting blob reads."""
 
     def __init__(self, root: Path, blobs: dict[tuple[str, str], bytes]) -> None:
         self.git_dir = root
@@ -60,6 +60,9 @@ class _Store:
     def read_path(self, tip: str, path: str) -> bytes | None:
         self.reads += 1
         return self.blobs.get((tip, path))
+
+    def read_path_many(self, tips: list[str], path: str) -> list[bytes | None]:
+        return [self.read_path(t, path) for t in tips]
 
 
 def test_metrics_index_reads_only_branches_that_moved(tmp_path: Path) -> None:
