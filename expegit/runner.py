@@ -209,14 +209,32 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
     """Record each spec as a new branch (journal "created"); yields (record, tip)."""
     journal = Journal(campaign.store)
     author = campaign.store.identity().decode("utf-8", "replace")
-    taken = set(campaign.store.execution_tips())
     chunk: list[tuple[ExecutionRecord, str]] = []
 
     def flush() -> Iterator[tuple[ExecutionRecord, str]]:
         # Inside a running Session (a search creating as it goes) the store is already staging, so batch()
         # did not write the commits: they must be on disk before the branches name them.
         campaign.store.flush_staged()
-        journal.create_branches([(record.id, sha) for record, sha in chunk])
+        todo = list(chunk)
+        for _attempt in range(ID_DRAWS):
+            # Each branch is created only where its id is free (a compare-and-swap from nothing), instead
+            # of listing every branch of the campaign first: that listing made each run pay for the
+            # campaign behind it. 48 random bits collide astronomically rarely: redraw and retry.
+            taken = [(record, sha) for (record, sha), ok
+                     in zip(todo, journal.try_create_branches([(r.id, sha) for r, sha in todo])) if not ok]
+            if not taken:
+                break
+            redrawn: list[tuple[ExecutionRecord, str]] = []
+            for record, _sha in taken:
+                record.id = new_execution_id()
+                redrawn.append((record, journal.create_commit(record)))
+            campaign.store.flush_staged()
+            done = {id(record) for record, _sha in taken}
+            chunk[:] = [item for item in chunk if id(item[0]) not in done] + redrawn
+            todo = redrawn
+        else:
+            raise RepositoryError(f"execution ids {', '.join(r.id for r, _ in todo)} are taken after "
+                                  f"{ID_DRAWS} draws", hint="check the campaign's refs/heads/executions/")
         yield from list(chunk)
         chunk.clear()
 
@@ -229,9 +247,6 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
                     command=spec.command or render_command(manifest.command, spec.parameters, manifest.shell),
                     parameters=dict(spec.parameters), profile=spec.profile, repeat=spec.repeat, search=spec.search,
                     author=author, created=utc_now(), rerun_of=spec.rerun_of)
-                while record.id in taken:  # 48 random bits collided: astronomically rare, just redraw
-                    record.id = new_execution_id()
-                taken.add(record.id)
                 chunk.append((record, journal.create_commit(record)))
                 if len(chunk) % 16 == 0:
                     gevent.sleep(0)  # a backend warming up meanwhile (connecting, submitting) progresses
@@ -243,6 +258,7 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
 
 
 CREATE_BATCH = 2000
+ID_DRAWS = 5
 
 
 class Session:
