@@ -60,6 +60,9 @@ def run_rate(python: str, base: Path | None, n: int, workdir: Path, name: str) -
         subprocess.run(["cp", "-a", str(base), str(root)], check=True)
         (root / "orchestra.yaml").write_text(RATE_MANIFEST.format(n=n))
         _git(root, "commit", "-qam", "rate bench")
+        # The generated campaign has ~50 packs: the run's closing `git gc --auto` would start a detached
+        # repack of all 100,000 executions that takes minutes of CPU from the next rounds.
+        _git(root, "config", "gc.auto", "0")
     os.sync()
     start = time.perf_counter()
     result = subprocess.run([python, "-m", "expegit", "run", "--grid", "-q", "--slots", "4"], cwd=root,
@@ -84,7 +87,7 @@ def rate_rows(base: Path, n: int, rounds: int, compare: str | None, workdir: Pat
     behind = _git(base, "for-each-ref", "--format=x", "refs/heads/executions").count("x")
     lines = [f"A run adding {n} trivial executions (`true {{i}}`, local, 4 slots) to an empty campaign and to a "
              f"copy of one with {behind} finished executions; executions per second of the whole command, "
-             f"best and median of {rounds} alternating rounds.", "",
+             f"best and median of {rounds} alternating rounds (`gc.auto=0` in the copies: see run_rate).", "",
              "| code | empty: best | empty: median | 100k behind: best | 100k behind: median | 100k / empty (medians) |",
              "|---|---|---|---|---|---|"]
     for label, _python in pythons:
