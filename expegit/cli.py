@@ -131,12 +131,17 @@ def _report_summary(summary) -> int:
         parts.append(f"{summary.cancelled} stopped")
     if summary.not_started:
         parts.append(f"{summary.not_started} not started")
+    if getattr(summary, "not_created", 0):
+        parts.append(f"{summary.not_created} not created")
     print(f"expegit: {summary.total} executions: {', '.join(parts)}", file=sys.stderr)
     for error in summary.errors[:10]:
         print(f"expegit: error: {error}", file=sys.stderr)
     if summary.interrupted:
         print("expegit: interrupted: stopped executions were recorded as cancelled; `expegit resume` runs "
               "them and the ones not started", file=sys.stderr)
+        if getattr(summary, "not_created", 0):
+            print(f"expegit: {summary.not_created} points were never reached, so not created: the same "
+                  f"`expegit run` with --missing creates and runs them", file=sys.stderr)
     return summary.exit_code()
 
 

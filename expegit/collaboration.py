@@ -27,7 +27,11 @@ from orchestra.execution import is_execution_id
 
 from .gitstore import GitStore
 
-BATCH_SIZE = 500
+# Refspecs per `git push`. Each push pays an SSH connection, the remote's advertisement of every branch it
+# holds and a pre-receive hook start: 500 made a push of 100,000 branches 200 pushes, each advertising up
+# to 100,000 refs. 5,000 refspecs are about 350 kB of command line, far below the kernel's argument limit.
+BATCH_SIZE = 5000
+BULK_REFS = 1000  # branches created at once beyond which one packed-refs rewrite beats a loose file each
 EXECUTIONS = "refs/heads/executions/"
 Progress = Callable[[int, int], None]
 
@@ -153,7 +157,7 @@ def _create_local(store: GitStore, tips: dict[str, str]) -> int:
     updates = [(EXECUTIONS + i, None, sha) for i, sha in sorted(tips.items())]
     if not updates:
         return 0
-    results = store.swap_refs(updates)
+    results = store.swap_refs(updates, bulk=len(updates) >= BULK_REFS)
     failed = [name for (name, _old, _new), ok in zip(updates, results) if not ok]
     if failed:
         raise RepositoryError(f"{len(failed)} execution branches appeared locally meanwhile "
@@ -206,7 +210,13 @@ def pull(store: GitStore, remote: str = "origin") -> PullResult:
         else:
             result.diverged.append(execution_id)
     if updates:
-        moved = store.swap_refs(updates)
+        # New branches in bulk (nobody here writes a branch this clone has never had); fast-forwards as
+        # compare-and-swaps of loose refs, which a run writing the same branch would see.
+        created = [u for u in updates if u[1] is None]
+        moved_on = [u for u in updates if u[1] is not None]
+        updates = created + moved_on
+        moved = (store.swap_refs(created, bulk=len(created) >= BULK_REFS) if created else []) + \
+            (store.swap_refs(moved_on) if moved_on else [])
         raced = [name for (name, _o, _n), ok in zip(updates, moved) if not ok]
         if raced:
             raise RepositoryError(f"{len(raced)} execution branches moved while pulling ({', '.join(raced[:3])})",

@@ -79,14 +79,18 @@ class Journal:
         self.create_branches([(execution_id, sha)])
 
     def create_branches(self, created: list[tuple[str, str]]) -> None:
-        """New branches in one packed-refs write; fails on an id that is taken."""
-        results = self.store.swap_refs([("refs/heads/" + render_branch_name(i), None, sha) for i, sha in created])
+        """New branches; fails on an id that is taken."""
+        results = self.try_create_branches(created)
         for (execution_id, _sha), ok in zip(created, results):
             if not ok:
                 raise RepositoryError(f"execution {execution_id} already exists", hint="ids are random: retry")
 
+    def try_create_branches(self, created: list[tuple[str, str]]) -> list[bool]:
+        """New branches, each created only if its id is free: whether each was."""
+        return self.store.swap_refs([("refs/heads/" + render_branch_name(i), None, sha) for i, sha in created])
+
     def remove_branches(self, tips: list[tuple[str, str]]) -> list[str]:
-        """Delete branches still at the given tips, in one packed-refs write; the ids actually deleted.
+        """Delete branches still at the given tips; the ids actually deleted.
 
         Only for branches a run created and never launched (a profile that could not be reached): a
         branch that moved since holds a story and stays.

@@ -242,6 +242,7 @@ class JournalListener:
         else:
             self.summary.failed += 1
         self.records.pop(record.id, None)  # 10,000 queued executions: keep only what is still in flight
+        self.tips.pop(record.id, None)
 
     def cancelled(self, task: Task, handle: RunHandle | None) -> None:
         self._settle(task.job.execution_id)

@@ -16,6 +16,7 @@ class RunSummary:
     ids: list[str] = dataclasses.field(default_factory=list)
     interrupted: bool = False
     not_started: int = 0
+    not_created: int = 0  # points of an interrupted run never reached: `run --missing` runs them
 
     @property
     def ok(self) -> bool:

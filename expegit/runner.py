@@ -91,15 +91,19 @@ def _refuse_uncommitted_command_files(campaign: Campaign, commit: str) -> None:
 
 def plan_specs(manifest: Manifest, commit: str, profile: str, *, assignments: Sequence[str], grid: bool,
                repeat: int | None) -> list[ExecutionSpec]:
+    return list(iter_specs(manifest, commit, profile, assignments=assignments, grid=grid, repeat=repeat))
+
+
+def iter_specs(manifest: Manifest, commit: str, profile: str, *, assignments: Sequence[str], grid: bool,
+               repeat: int | None) -> Iterator[ExecutionSpec]:
+    """The specs of a run, lazily: a grid of 1,000,000 points is never held in memory at once."""
     given = parse_assignments(assignments, manifest.parameters)
     repeats = repeat if repeat is not None else manifest.repeats
     if repeats < 1:
         raise UsageError(f"--repeat {repeats}: must be at least 1")
-    specs = []
     for point in expand_points(manifest.parameters, given, grid=grid):
         for index in range(repeats):
-            specs.append(ExecutionSpec(commit=commit, parameters=point, profile=profile, repeat=index))
-    return specs
+            yield ExecutionSpec(commit=commit, parameters=point, profile=profile, repeat=index)
 
 
 def point_key(parameters: Mapping[str, Any], repeat: int) -> str:
@@ -109,15 +113,23 @@ def point_key(parameters: Mapping[str, Any], repeat: int) -> str:
     return json.dumps([sorted((k, repr(canonical_value(v))) for k, v in parameters.items()), repeat])
 
 
-def without_present(specs: Sequence[ExecutionSpec], records: Iterable[ExecutionRecord]) -> list[ExecutionSpec]:
+def without_present(specs: Iterable[ExecutionSpec], records: Iterable[ExecutionRecord]) -> list[ExecutionSpec]:
     """`run --missing`: the specs with no execution at the same commit that finished or may still finish.
 
     Pure. Failed and cancelled executions do not count (the point is missing a result); created and
     running ones do, so that a second `run --missing` beside a live one does not run them twice.
     """
-    present = {(r.commit, point_key(r.parameters, r.repeat)) for r in records
-               if r.state in ("created", "running", "finished")}
-    return [s for s in specs if (s.commit, point_key(s.parameters, s.repeat)) not in present]
+    return list(skip_present(specs, present_points(records)))
+
+
+def present_points(records: Iterable[ExecutionRecord]) -> set[tuple[str, str]]:
+    """(commit, point key) of every execution that finished or may still finish (see without_present)."""
+    return {(r.commit, point_key(r.parameters, r.repeat)) for r in records
+            if r.state in ("created", "running", "finished")}
+
+
+def skip_present(specs: Iterable[ExecutionSpec], present: set[tuple[str, str]]) -> Iterator[ExecutionSpec]:
+    return (s for s in specs if (s.commit, point_key(s.parameters, s.repeat)) not in present)
 
 
 def job_for(manifest: Manifest, record: ExecutionRecord) -> Job:
@@ -241,14 +253,32 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
     """Record each spec as a new branch (journal "created"); yields (record, tip)."""
     journal = Journal(campaign.store)
     author = campaign.store.identity().decode("utf-8", "replace")
-    taken = set(campaign.store.execution_tips())
     chunk: list[tuple[ExecutionRecord, str]] = []
 
     def flush() -> Iterator[tuple[ExecutionRecord, str]]:
         # Inside a running Session (a search creating as it goes) the store is already staging, so batch()
         # did not write the commits: they must be on disk before the branches name them.
         campaign.store.flush_staged()
-        journal.create_branches([(record.id, sha) for record, sha in chunk])
+        todo = list(chunk)
+        for _attempt in range(ID_DRAWS):
+            # Each branch is created only where its id is free (a compare-and-swap from nothing), instead
+            # of listing every branch of the campaign first: that listing made each run pay for the
+            # campaign behind it. 48 random bits collide astronomically rarely: redraw and retry.
+            taken = [(record, sha) for (record, sha), ok
+                     in zip(todo, journal.try_create_branches([(r.id, sha) for r, sha in todo])) if not ok]
+            if not taken:
+                break
+            redrawn: list[tuple[ExecutionRecord, str]] = []
+            for record, _sha in taken:
+                record.id = new_execution_id()
+                redrawn.append((record, journal.create_commit(record)))
+            campaign.store.flush_staged()
+            done = {id(record) for record, _sha in taken}
+            chunk[:] = [item for item in chunk if id(item[0]) not in done] + redrawn
+            todo = redrawn
+        else:
+            raise RepositoryError(f"execution ids {', '.join(r.id for r, _ in todo)} are taken after "
+                                  f"{ID_DRAWS} draws", hint="check the campaign's refs/heads/executions/")
         yield from list(chunk)
         chunk.clear()
 
@@ -261,9 +291,6 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
                     command=spec.command or render_command(manifest.command, spec.parameters, manifest.shell),
                     parameters=dict(spec.parameters), profile=spec.profile, repeat=spec.repeat, search=spec.search,
                     author=author, created=utc_now(), rerun_of=spec.rerun_of)
-                while record.id in taken:  # 48 random bits collided: astronomically rare, just redraw
-                    record.id = new_execution_id()
-                taken.add(record.id)
                 chunk.append((record, journal.create_commit(record)))
                 if len(chunk) % 16 == 0:
                     gevent.sleep(0)  # a backend warming up meanwhile (connecting, submitting) progresses
@@ -275,6 +302,7 @@ def create_executions(campaign: Campaign, manifest: Manifest, specs: Iterable[Ex
 
 
 CREATE_BATCH = 2000
+ID_DRAWS = 5
 
 
 class Session:
@@ -388,50 +416,83 @@ def run_campaign(campaign: Campaign, *, assignments: Sequence[str] = (), grid: b
                  repeat: int | None = None, profile: str | None = None, slots: int | None = None,
                  snapshot: bool = False, progress: Progress | None = None, dry_run: bool = False,
                  leave: str = "none", missing: bool = False) -> RunSummary:
-    """`expegit run`: create executions for HEAD (or a snapshot) and run them to the end."""
+    """`expegit run`: create executions for HEAD (or a snapshot) and run them to the end.
+
+    The specs are walked twice, lazily: once to count and check them before anything is created, once to
+    create them as the run goes (see run_specs). Neither holds the grid in memory.
+    """
     manifest = campaign.manifest
     profile = profile or manifest.profile
     backend = make_backend(profile, manifest, campaign.workdir, slots=slots)  # validates the profile first
     commit = code_commit(campaign, snapshot=snapshot and not dry_run)
-    specs = plan_specs(manifest, commit, profile, assignments=assignments, grid=grid, repeat=repeat)
+    present: set[tuple[str, str]] | None = None
     if missing:
         records, _tips, _problems = RecordIndex(campaign.store).load()
-        planned = len(specs)
-        specs = without_present(specs, records.values())
-        (progress or Progress(0)).note(f"{planned - len(specs)} of the {planned} points already have an execution "
-                                       f"at {commit[:8]}: running the {len(specs)} missing")
-        if not specs:
-            backend.close()
-            return RunSummary()
+        present = present_points(records.values())
+        del records
+
+    def planned() -> Iterator[ExecutionSpec]:
+        specs = iter_specs(manifest, commit, profile, assignments=assignments, grid=grid, repeat=repeat)
+        return specs if present is None else skip_present(specs, present)
+
+    counted = [0, 0]  # specs to run, all specs
+
+    def counting() -> Iterator[Mapping[str, Any]]:
+        specs = iter_specs(manifest, commit, profile, assignments=assignments, grid=grid, repeat=repeat)
+        for spec in specs:
+            counted[1] += 1
+            if present is None or (spec.commit, point_key(spec.parameters, spec.repeat)) not in present:
+                counted[0] += 1
+                yield spec.parameters
+
     try:
-        check_requests(manifest, backend, (spec.parameters for spec in specs))
+        points = counting()
+        check_requests(manifest, backend, points)
+        for _parameters in points:
+            pass  # check_requests reads none when the manifest declares no resources: count them still
     except BaseException:
         backend.close()
         raise
+    total = counted[0]
+    if missing:
+        (progress or Progress(0)).note(f"{counted[1] - total} of the {counted[1]} points already have an "
+                                       f"execution at {commit[:8]}: running the {total} missing")
+        if not total:
+            backend.close()
+            return RunSummary()
     if dry_run:
-        summary = RunSummary(total=len(specs))
-        for spec in specs:
+        summary = RunSummary(total=total)
+        for spec in planned():
             print(render_command(manifest.command, spec.parameters, manifest.shell))
         return summary
-    return run_specs(campaign, specs, backend=backend, slots=slots, progress=progress, leave=leave)
+    return run_specs(campaign, planned(), backend=backend, slots=slots, progress=progress, leave=leave,
+                     total=total, profile=profile)
 
 
-def run_specs(campaign: Campaign, specs: list[ExecutionSpec], *, backend: Any = None, slots: int | None = None,
-              progress: Progress | None = None, leave: str = "none") -> RunSummary:
+def run_specs(campaign: Campaign, specs: Iterable[ExecutionSpec], *, backend: Any = None, slots: int | None = None,
+              progress: Progress | None = None, leave: str = "none", total: int | None = None,
+              profile: str | None = None) -> RunSummary:
     """Create the executions of ``specs`` (all on one profile) as branches and run them to the end.
 
     `expegit run` and `expegit rerun` both come here, so a rerun is created, run and journaled exactly as
     the execution it repeats was. ``backend`` is the profile's, when the caller made it to validate early.
+    The first CREATE_BATCH executions are created before the run starts (while the backend warms up); the
+    rest in batches of CREATE_BATCH as slots take them. Why: with a grid of 1,000,000 points, creating
+    every branch first held every record in memory and kept the slots idle for minutes. An interrupted
+    run leaves the points it never reached uncreated; `expegit run --missing` creates and runs them.
     """
     manifest = campaign.manifest
-    profiles = {spec.profile for spec in specs}
-    if len(profiles) != 1:
-        raise UsageError(f"executions to run on {len(profiles)} profiles at once: give one profile")
-    profile = profiles.pop()
+    if profile is None:
+        specs = list(specs)
+        profiles = {spec.profile for spec in specs}
+        if len(profiles) != 1:
+            raise UsageError(f"executions to run on {len(profiles)} profiles at once: give one profile")
+        profile = profiles.pop()
+        total = len(specs)
     backend = backend or make_backend(profile, manifest, campaign.workdir, slots=slots)
     # Connecting, preparing the remote workdir and starting agents overlap with creating the branches:
     # both take a few tenths of a second, and the executions wait for both.
-    warmup = gevent.spawn(backend.start, len(specs))
+    warmup = gevent.spawn(backend.start, total)
     submitted = backend.submitted
     if not submitted.is_set():
         # A scheduler backend's first allocation waits in the queue for ~1 s at best: ask for it before
@@ -442,28 +503,46 @@ def run_specs(campaign: Campaign, specs: list[ExecutionSpec], *, backend: Any = 
     tips: dict[str, str] = {}
     order: list[str] = []
     with ControllerRegistry(campaign):  # from the first created execution on, a resume must see this run
+        created = create_executions(campaign, manifest, specs)
+        first: list[str] = []
         try:
-            for record, tip in create_executions(campaign, manifest, specs):
+            for record, tip in created:
                 records[record.id] = record
                 tips[record.id] = tip
                 order.append(record.id)
+                first.append(record.id)
+                if len(first) >= CREATE_BATCH:
+                    break
         except BaseException:
             warmup.kill()
             backend.close()
             raise
-        specs = []  # the records hold them now; free the list
-        progress = progress or Progress(len(order))
-        progress.total = len(order)
+        del specs  # the generator inside `created` holds what is left of them
+
+        def tasks() -> Iterator[Task]:
+            yield from _tasks(manifest, records, first)
+            first.clear()
+            for record, tip in created:  # the next batch is created when a slot takes the first of it
+                records[record.id] = record
+                tips[record.id] = tip
+                order.append(record.id)
+                yield Task(job_for(manifest, record), attempt=1)
+
+        progress = progress or Progress(total if total is not None else len(order))
+        progress.total = total if total is not None else len(order)
         session = Session(campaign, manifest, slots=slots, progress=progress, leave=leave)
         try:
-            summary = session.run([(profile, records, tips, _tasks(manifest, records, order), backend, warmup)])
+            summary = session.run([(profile, records, tips, tasks(), backend, warmup)])
         except OrchestraError:
             if warmup.ready() and not warmup.successful():
                 _remove_unlaunched(campaign, records, tips, order, progress)
             raise
-    summary.total = len(order)
+        finally:
+            created.close()
+    summary.total = total if total is not None else len(order)
     summary.ids = order
     summary.not_started = sum(1 for r in records.values() if r.state == "created")
+    summary.not_created = max(0, summary.total - len(order))
     return summary
 
 

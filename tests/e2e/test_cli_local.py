@@ -317,3 +317,35 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     resume = cli(root, "expegit", "resume", "--slots", "4", env=env)
     assert resume.returncode == 0, resume.stderr
     assert all(r["state"] == "finished" for r in executions(root))
+
+
+def test_a_grid_interrupted_while_being_created_is_finished_by_resume_and_run_missing(tmp_path: Path) -> None:
+    """Executions are created in batches as slots take them (a grid of 1,000,000 is never all in memory):
+    Ctrl-C leaves the points not reached uncreated. `resume` runs the created ones, `run --grid --missing`
+    creates and runs the rest, and every point then has exactly one finished execution."""
+    from expegit.runner import CREATE_BATCH
+
+    points = CREATE_BATCH + 300
+    root = make_campaign(tmp_path / "c", 'name: many\ncommand: "true {i}"\n'
+                                         f"parameters:\n  i: {{type: int, low: 1, high: {points}}}\n")
+    controller = subprocess.Popen([sys.executable, "-m", "expegit", "run", "--grid", "-q", "--slots", "1"],
+                                  cwd=root, env=dict(os.environ, **GIT_ENV), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while git(root, "log", "--all", "--format=%s", "--grep=^finished", "-n1").stdout.strip() == "":
+        assert time.monotonic() < deadline and controller.poll() is None, "no execution finished"
+        time.sleep(0.1)
+    controller.send_signal(signal.SIGINT)
+    _out, err = controller.communicate(timeout=120)
+    assert controller.returncode == 130, err
+    assert "not created" in err and "--missing" in err and "Traceback" not in err, err
+    created = executions(root)
+    assert CREATE_BATCH <= len(created) < points, len(created)
+    resume = cli(root, "expegit", "resume", "--slots", "4")
+    assert resume.returncode == 0, resume.stderr
+    rest = cli(root, "expegit", "run", "--grid", "--missing", "--slots", "4", "-q")
+    assert rest.returncode == 0, rest.stderr
+    assert f"expegit: {points - len(created)} executions: " in rest.stderr, rest.stderr
+    final = executions(root)
+    assert all(r["state"] == "finished" for r in final)
+    assert sorted(r["parameters"]["i"] for r in final) == list(range(1, points + 1))

@@ -11,7 +11,7 @@ import gevent
 import pytest
 
 from expegit.campaign import open_campaign
-from expegit.gitstore import GitStore, split_packed_refs
+from expegit.gitstore import GitStore
 from expegit.journal import Journal, JournalWriter
 from expegit.records import RecordIndex
 from expegit.runner import create_executions
@@ -135,27 +135,30 @@ def test_refs_written_by_git_meanwhile_are_seen_despite_the_packed_refs_cache(ca
     assert git(root, "rev-parse", f"executions/{first.id}").stdout.strip() != tip1
 
 
-def test_the_packed_refs_cache_sees_a_rewrite_that_keeps_inode_size_and_mtime(campaign) -> None:
-    """Another writer may leave packed-refs with the same inode (reused), size (a ref moved from one sha
-    to another) and mtime (the same coarse tick): the store must still see the move."""
+def test_the_packed_refs_view_sees_a_rewrite_that_keeps_size_and_mtime(campaign) -> None:
+    """The store bisects a mapped packed-refs between its own writes. Another writer may replace the file
+    with one of the same size (a ref moved from one sha to another) within the same mtime tick: the store
+    must still see the move. (It does because it holds the old file mapped, so the new file cannot get its
+    inode; git replaces packed-refs by renaming its lock over it.)"""
     (first, tip1), (second, tip2) = _records(campaign, 2)
+    root = campaign.store.root
+    git(root, "pack-refs", "--all", "--prune")
     journal = Journal(campaign.store)
     first.state = "running"
-    moved = journal.append(tip1, first)  # packed-refs written (and cached) by the store
+    moved = journal.append(tip1, first)  # reads second's id absent loose, first from the mapped packed-refs
     packed = campaign.store.git_dir / "packed-refs"
     before = packed.stat()
-    text = packed.read_text()
-    line = f"{tip2} refs/heads/executions/{second.id}"
-    assert line in text
-    with open(packed, "r+") as handle:  # in place: same inode; same length: same size
-        handle.write(text.replace(line, f"{moved} refs/heads/executions/{second.id}"))
+    assert f"{tip2} refs/heads/executions/{second.id}" in packed.read_text()
+    git(root, "update-ref", f"refs/heads/executions/{second.id}", moved, tip2)
+    git(root, "pack-refs", "--all", "--prune")  # the same size: one 40-hex id for another
     os.utime(packed, ns=(before.st_atime_ns, before.st_mtime_ns))
     after = packed.stat()
-    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert not (campaign.store.git_dir / f"refs/heads/executions/{second.id}").exists()
     second.state = "running"
     with pytest.raises(RepositoryError, match="moved"):
         journal.append(tip2, second)  # the other writer moved it: refused, not written over
-    assert git(campaign.store.root, "rev-parse", f"executions/{second.id}").stdout.strip() == moved
+    assert git(root, "rev-parse", f"executions/{second.id}").stdout.strip() == moved
 
 
 _SWAP_OWN_REFS = """
@@ -175,20 +178,26 @@ print(json.dumps(current))
 """
 
 
-def test_two_writers_of_one_packed_refs_lose_no_update(campaign) -> None:
-    """Two processes (two controllers of one clone) rewrite packed-refs in turns, each moving its own refs
-    from sha to sha (the file keeps its size); every ref must end where its writer last put it. A cached
-    stale view once wrote the other writer's refs back."""
+def test_two_writers_of_one_campaign_lose_no_update(campaign) -> None:
+    """Two processes (two controllers of one clone) move their own refs from sha to sha in turns; every
+    ref must end where its writer last put it. A cached stale view of packed-refs once wrote the other
+    writer's refs back."""
     writers = [subprocess.Popen([sys.executable, "-c", _SWAP_OWN_REFS, str(campaign.store.root), tag],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    # Meanwhile git packs the loose refs they write, as the end of another run does (maintain()): a CAS
+    # must then find each ref's value in the new packed-refs, and a pruned loose file must not lose it.
+    for _round in range(30):
+        if all(writer.poll() is not None for writer in writers):
+            break
+        subprocess.run(["git", "pack-refs", "--all", "--prune"], cwd=campaign.store.root, capture_output=True)
     finals: dict[str, str] = {}
     for writer in writers:
         out, err = writer.communicate(timeout=120)
         assert writer.returncode == 0, err
         finals.update(json.loads(out))
-    # Read from the file itself: git hides refs to objects that do not exist, and these shas are made up.
-    _header, entries = split_packed_refs((campaign.store.git_dir / "packed-refs").read_text())
-    assert {name: sha for name, (sha, _peeled) in entries.items() if name in finals} == finals
+    # Read from the files themselves: git hides refs to objects that do not exist, and these shas are made up.
+    tips = {"refs/heads/executions/" + name: sha for name, sha in campaign.store.execution_tips().items()}
+    assert {name: sha for name, sha in tips.items() if name in finals} == finals
 
 
 def test_plain_git_push_and_log_of_execution_branches(campaign, tmp_path: Path) -> None:
@@ -245,3 +254,69 @@ def test_runs_let_git_consolidate_their_packs(tmp_path: Path) -> None:
     assert git(root, "fsck", "--strict").returncode == 0
     states = [r.state for r in RecordIndex(GitStore(root)).records()]
     assert states == ["finished"] * 9
+
+
+def test_journal_writes_leave_packed_refs_alone_and_packing_later_reads_the_same(campaign) -> None:
+    """Branches are created and moved as loose refs (packed-refs, the whole campaign's, is not rewritten
+    per flush); once packed at the end of a run, git, dulwich and the store read the same tips."""
+    git(campaign.root, "pack-refs", "--all", "--prune")
+    packed = campaign.store.git_dir / "packed-refs"
+    before = packed.stat()
+    created = _records(campaign, 5)
+    writer = JournalWriter(campaign.store, interval=0.01)
+    for record, tip in created:
+        record.state = "finished"
+        writer.commit(tip, record, {"result.txt": record.id.encode()})
+    writer.close()
+    after = packed.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    loose = campaign.store.git_dir / "refs" / "heads" / "executions"
+    assert sorted(p.name for p in loose.iterdir()) == sorted(r.id for r, _ in created)
+    tips = campaign.store.execution_tips()
+    assert campaign.store.pack_loose_refs(threshold=5)
+    for _ in range(200):  # detached, as `git gc --auto` is: wait for it (bounded)
+        if not _loose_left(loose) and not (campaign.store.git_dir / "packed-refs.lock").exists():
+            break
+        gevent.sleep(0.05)
+    assert not _loose_left(loose)
+    listed = git(campaign.root, "for-each-ref", "--format=%(refname:lstrip=3) %(objectname)",
+                 "refs/heads/executions").stdout.split("\n")
+    assert dict(line.split() for line in listed if line) == tips
+    assert GitStore(campaign.root).execution_tips() == tips
+    dulwich_refs = GitStore(campaign.root).repo.refs.as_dict(b"refs/heads/executions")
+    assert {k.decode(): v.decode() for k, v in dulwich_refs.items()} == tips
+    assert all(r.state == "finished" for r in RecordIndex(campaign.store).load()[0].values())
+    assert git(campaign.root, "fsck", "--strict").returncode == 0
+
+
+def _loose_left(directory: Path) -> list[Path]:
+    return list(directory.iterdir()) if directory.is_dir() else []  # git prunes an emptied directory
+
+
+def test_a_flush_cut_short_leaves_every_branch_at_a_commit_that_exists(campaign, monkeypatch) -> None:
+    """A controller killed while a flush moves its refs: objects are written before any ref, so each
+    branch is at its old tip or its new one, both complete, and nothing else is lost."""
+    created = _records(campaign, 6)
+    writer = JournalWriter(campaign.store, interval=60)
+    news = {}
+    for record, tip in created:
+        record.state = "finished"
+        news[record.id] = writer.commit(tip, record, {"result.txt": record.id.encode()})[0]
+    real = GitStore._swap_ref
+    calls = []
+
+    def dying(self, name, old, new):
+        calls.append(name)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # the process dies between two ref moves
+        return real(self, name, old, new)
+
+    monkeypatch.setattr(GitStore, "_swap_ref", dying)
+    with pytest.raises(KeyboardInterrupt):
+        writer.flush()
+    monkeypatch.undo()
+    tips = GitStore(campaign.root).execution_tips()
+    olds = {r.id: tip for r, tip in created}
+    assert sum(tips[i] == news[i] for i in tips) == 3 and sum(tips[i] == olds[i] for i in tips) == 3
+    assert not list((campaign.store.git_dir / "refs" / "heads" / "executions").glob("*.lock"))
+    assert git(campaign.root, "fsck", "--strict").returncode == 0
