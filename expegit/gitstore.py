@@ -758,6 +758,11 @@ class GitStore:
     def delete_ref(self, name: str, old: str) -> bool:
         return self.repo.refs.remove_if_equals(name.encode(), old.encode())
 
+    def execution_tip(self, execution_id: str) -> str | None:
+        """One execution branch's tip: its loose file, else a binary search of packed-refs (dulwich's
+        refs container would parse the whole of packed-refs: 100,000 lines for one ref)."""
+        return self._read_ref_value(f"refs/heads/executions/{execution_id}")
+
     def ref(self, name: str) -> str | None:
         try:
             return self.repo.refs[name.encode()].decode()

@@ -48,7 +48,7 @@ def status_text(campaign: Campaign) -> str:
     running = [ExecutionRecord.from_checked_dict(json.loads(text)) for text in summary["running"]]
     from .running import running_lines  # how long, latest metrics (reads only the shown ones' blobs)
 
-    tips = {r.id: tip for r in running if (tip := campaign.store.ref(f"refs/heads/executions/{r.id}"))}
+    tips = {r.id: tip for r in running if (tip := campaign.store.execution_tip(r.id))}
     lines.extend(running_lines(campaign.store, running, tips))
     if counts.get("running", 0) > len(running):
         lines.append(f"  ... and {counts['running'] - len(running)} more running")
