@@ -85,7 +85,8 @@ def parse_data_js(text: str) -> dict[str, Any]:
 
 
 class _DataScriptFinder(HTMLParser):
-    """Finds ``<script src=... data-orchestra-data>`` in a page, whatever the attribute order or quoting."""
+    """Finds ``<script src=... data-orchestra-data>`` (or the lazy pages' ``<meta name="orchestra-data">``) in a
+    page, whatever the attribute order or quoting."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -95,6 +96,8 @@ class _DataScriptFinder(HTMLParser):
         names = dict(attrs)
         if tag == "script" and "data-orchestra-data" in names and self.src is None:
             self.src = names.get("src")
+        elif tag == "meta" and names.get("name") == "orchestra-data" and self.src is None:
+            self.src = names.get("content")  # a page that loads the data lazily (layout.page(lazy_data=True))
 
 
 def load_report_payload(path: str | Path) -> dict[str, Any]:
