@@ -18,7 +18,7 @@ from orchestra.execution import RECORD_PATH, STDERR_PATH, STDOUT_PATH, Execution
 from . import report_bulk
 from .gitstore import GitStore
 from .journal import iso_from_epoch, utc_now
-from .metrics import MetricsIndex
+from .metrics import MAX_METRICS_BYTES, MetricsIndex
 from .records import RecordIndex
 from .report import CommitInfo, ExecutionView, Objective, OutputLoader, ReportData, write_report
 
@@ -151,7 +151,9 @@ def build_report_data(store: GitStore, *, campaign: str | None = None,
     records, tips, problems = RecordIndex(store).load()
     facts = manifest_facts(_manifest_text(store))
     name, declared = facts.name, facts.objective
-    metrics = MetricsIndex(store).load(facts.metrics_file, tips)  # all tips, as `export` does: one cache
+    metrics = MetricsIndex(store).load(  # all tips, as `export` does: one cache; uncached ones in bulk
+        facts.metrics_file, tips,
+        lambda specs: report_bulk.read_tails(store.git_dir, specs, MAX_METRICS_BYTES + 1))
     ordered = sorted(records.values(), key=lambda r: (r.created or "", r.id))
     commits: dict[str, CommitInfo] = {}
     for record in ordered:

@@ -71,3 +71,22 @@ def test_parse_diff_tree_and_batch_header() -> None:
     assert list(report_bulk.parse_diff_tree([raw])) == [("aaaa", [("p q", 0o100644, "b" * 40)]), ("bbbb", [])]
     assert report_bulk.parse_batch_header(b"abc blob 12\n") == ("abc", "blob", 12)
     assert report_bulk.parse_batch_header(b"deadbeef:x missing\n") is None
+
+
+def test_metrics_read_in_bulk_match_one_by_one(tmp_path: Path) -> None:
+    from expegit.metrics import MetricsIndex
+
+    root, _base, tips = _repo(tmp_path)
+    store = GitStore(root)
+    by_id = {f"e{k}": tip for k, tip in enumerate(tips)}
+    one = MetricsIndex(store).load(".orchestra/stdout", by_id)
+    (store.git_dir / "orchestra" / "metrics.json").unlink()
+    calls: list[list[str]] = []
+
+    def read_many(specs: list[str]) -> list[bytes | None]:
+        calls.append(specs)
+        return report_bulk.read_tails(store.git_dir, specs, 1 << 20)
+
+    assert MetricsIndex(store).load(".orchestra/stdout", by_id, read_many) == one
+    assert len(calls) == 1 and len(calls[0]) == 3
+    assert MetricsIndex(store).load(".orchestra/stdout", by_id, read_many) == one and calls[-1] == []
