@@ -16,9 +16,10 @@ from pathlib import Path
 
 from orchestra.execution import RECORD_PATH, STDERR_PATH, STDOUT_PATH, ExecutionRecord
 
+from . import report_bulk
 from .gitstore import GitStore
 from .journal import iso_from_epoch, utc_now
-from .metrics import MetricsIndex
+from .metrics import MAX_METRICS_BYTES, MetricsIndex
 from .records import RecordIndex
 from .report import CommitInfo, ExecutionView, Objective, OutputLoader, ReportData, write_report
 
@@ -126,6 +127,39 @@ def _curve(store: GitStore, tip: str) -> list[dict[str, Any]]:
     return parse_metrics_text(raw) if raw else []
 
 
+def _views(store: GitStore, ordered: list[ExecutionRecord], tips: Mapping[str, str],
+           metrics: Mapping[str, Mapping[str, float]], known_commits: set[str],
+           curves: bool = False) -> list[ExecutionView]:
+    """Every execution's view, its files and tails read in bulk (report_bulk: three git processes in all).
+
+    An execution whose code commit is not in the repository (a shallow clone) is read through dulwich as
+    before: git would refuse the whole diff for one unknown commit.
+    """
+    bulk = [r for r in ordered if r.commit in known_commits]
+    changes = report_bulk.changed_files(store.git_dir, [(tips[r.id], str(r.commit)) for r in bulk])
+    shown = {tip: [(path, sha) for path, mode, sha in files if path != RECORD_PATH and mode != 0o160000]
+             for tip, files in changes.items()}
+    sizes = report_bulk.blob_sizes(store.git_dir, (sha for files in shown.values() for _path, sha in files))
+    specs = [f"{tips[r.id]}:{path}" for r in ordered for path in (STDOUT_PATH, STDERR_PATH)]
+    tails = report_bulk.read_tails(store.git_dir, specs, TAIL_BYTES)
+    # Learning curves only where `metrics:` is declared (campaigns without them read no extra blob), in bulk.
+    from .metrics_stream import METRICS_PATH, parse_metrics_text
+
+    raw_curves = store.read_path_many([tips[r.id] for r in ordered], METRICS_PATH) if curves else []
+    views = []
+    for k, record in enumerate(ordered):
+        tip = tips[record.id]
+        if record.commit not in known_commits:
+            views.append(_view(store, record, tip, metrics.get(record.id, {}), curves))
+            continue
+        diffstat = sorted((path, sizes.get(sha, 0)) for path, sha in shown.get(tip, []))
+        raw = raw_curves[k] if curves else None
+        views.append(ExecutionView(record=record, stdout_tail=tail(tails[2 * k]), stderr_tail=tail(tails[2 * k + 1]),
+                                   diffstat=diffstat, metrics=metrics.get(record.id, {}),
+                                   curve=parse_metrics_text(raw) if raw else ()))
+    return views
+
+
 def build_report_data(store: GitStore, *, campaign: str | None = None,
                       objective: Objective | None = None) -> tuple[ReportData, OutputLoader, dict[str, str]]:
     """(data, load_outputs, problems by id) for every execution branch of ``store``.
@@ -135,7 +169,9 @@ def build_report_data(store: GitStore, *, campaign: str | None = None,
     records, tips, problems = RecordIndex(store).load()
     facts = manifest_facts(_manifest_text(store))
     name, declared = facts.name, facts.objective
-    metrics = MetricsIndex(store).load(facts.metrics_file, tips)  # all tips, as `export` does: one cache
+    metrics = MetricsIndex(store).load(  # all tips, as `export` does: one cache; uncached ones in bulk
+        facts.metrics_file, tips,
+        lambda specs: report_bulk.read_tails(store.git_dir, specs, MAX_METRICS_BYTES + 1))
     ordered = sorted(records.values(), key=lambda r: (r.created or "", r.id))
     commits: dict[str, CommitInfo] = {}
     for record in ordered:
@@ -144,8 +180,7 @@ def build_report_data(store: GitStore, *, campaign: str | None = None,
         subject, author, when = store.commit_info(record.commit)
         commits[record.commit] = CommitInfo(sha=record.commit, subject=subject, author=author,
                                             time=iso_from_epoch(when) or "")
-    views = [_view(store, record, tips[record.id], metrics.get(record.id, {}), facts.has_metrics)
-             for record in ordered]
+    views = _views(store, ordered, tips, metrics, {sha for sha in commits}, facts.has_metrics)
     if campaign is None:
         campaign = name or (ordered[0].campaign if ordered else None) or _repository_name(store)
     data = ReportData(campaign=campaign, objective=objective if objective is not None else declared,

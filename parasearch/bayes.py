@@ -39,6 +39,13 @@ INACTIVE = -0.5
 #: Hyperparameters are fitted on at most this many trials (the best ones plus a seeded random rest):
 #: the fit is O(n^3) per step while conditioning on all trials afterwards is a single Cholesky.
 MAX_FIT_POINTS = 100
+#: The model is conditioned on at most this many trials (the best third plus a space-filling rest, see
+#: :func:`model_subset`): an exact GP on 2,000 trials costs seconds per ask (a 2000² Cholesky and a
+#: triangular solve per scored candidate), one on 300 a tenth of that. Searches of up to this many trials
+#: (every row of bench/search_quality.py) keep the exact model on all of them.
+MAX_MODEL_POINTS = 300
+#: Failed trials added as fantasies at the worst value, at most: enough to steer away from crashing regions.
+MAX_FAILED_FANTASIES = 64
 N_RANDOM_CANDIDATES = 1024
 N_LOCAL_PER_POINT = 40
 N_STARTS = 6
@@ -195,6 +202,35 @@ def transform_values(y: np.ndarray) -> np.ndarray:
     return z
 
 
+def model_subset(X: np.ndarray, y: np.ndarray, limit: int) -> np.ndarray:
+    """Indices (sorted) of at most ``limit`` trials to condition the GP on: a subset-of-data GP.
+
+    Why this subset: the acquisition needs the surface precisely where the optimum may be (the best third,
+    by value) and the model's uncertainty right everywhere else, which a space-filling rest gives (greedy
+    max-min distance in the GP's input space, seeded by the best ones). A random rest would leave holes
+    that look unexplored and pull the search back to regions already known to be bad. Deterministic: a
+    function of (X, y) only, like every ask.
+    """
+    n = len(X)
+    if n <= limit:
+        return np.arange(n)
+    order = np.argsort(y, kind="stable")
+    chosen = list(order[:limit // 3])
+    rest = order[limit // 3:]
+    R = X[rest]
+    # Squared distance from each remaining trial to its nearest chosen one, updated as points are added.
+    nearest = np.full(len(rest), np.inf)
+    for i in chosen:
+        nearest = np.minimum(nearest, ((R - X[i]) ** 2).sum(1))
+    taken = np.zeros(len(rest), dtype=bool)
+    while len(chosen) < limit:
+        j = int(np.argmax(np.where(taken, -1.0, nearest)))
+        taken[j] = True
+        chosen.append(int(rest[j]))
+        nearest = np.minimum(nearest, ((R - R[j]) ** 2).sum(1))
+    return np.sort(np.array(chosen))
+
+
 def initial_design_size(dim: int, budget: int) -> int:
     """Sobol points before the first model: ~2d+1 (at least 5, at most 10), never over a third of the budget."""
     return max(2, min(min(max(2 * dim + 1, 5), 10), max(budget // 3, 2)))
@@ -234,8 +270,14 @@ class BayesSampler(Sampler):
         sign = -1.0 if self.goal == "maximize" else 1.0
         X = enc.encode([t.params for t in ok])
         y = transform_values(sign * np.array([float(t.value) for t in ok]))  # type: ignore[arg-type]
+        # Transformed on all trials (the warp sees every value), modelled on a bounded subset of them.
+        keep = model_subset(X, y, MAX_MODEL_POINTS)
+        X, y = X[keep], y[keep]
         gp = self._fit(X, y, rng)
-        X_failed = enc.encode([t.params for t in history if not t.usable])
+        failed = [t.params for t in history if not t.usable]
+        if len(failed) > MAX_FAILED_FANTASIES:
+            failed = [failed[i] for i in np.sort(rng.choice(len(failed), MAX_FAILED_FANTASIES, replace=False))]
+        X_failed = enc.encode(failed)
         X_pending = enc.encode(pending)
         incumbent = float(np.min(gp.train_mean()))
 
@@ -332,4 +374,5 @@ class BayesSampler(Sampler):
         return self.encoder.snap(self.encoder.unit_of(base))
 
 
-__all__ = ["BayesSampler", "Encoder", "log_ei", "log_h", "transform_values", "initial_design_size"]
+__all__ = ["BayesSampler", "Encoder", "log_ei", "log_h", "transform_values", "initial_design_size",
+           "model_subset", "MAX_MODEL_POINTS"]

@@ -55,7 +55,7 @@ def detail_entry(view: ExecutionView, entries: Sequence[OutputEntry], commit: Co
         "stdout": _tail(view.stdout_tail),
         "stderr": _tail(view.stderr_tail),
         "outputs": [{"path": e.path, "href": e.href, "size": e.size, "kind": e.kind, "preview": e.preview,
-                     "problem": e.problem, "active": e.active} for e in entries],
+                     "problem": e.problem, "active": e.active, "inline": e.inline} for e in entries],
         "diffstat": [[str(path), n] for path, n in view.diffstat],
         "commit": ({"sha": commit.sha, "subject": commit.subject, "author": commit.author, "time": commit.time}
                    if commit else None),

@@ -3,6 +3,12 @@
 Output paths come from execution records, which collaborators push: a path such as ``../../.bashrc`` or
 ``/etc/passwd`` must be refused, not followed. Files land in ``files/<page-name>/<path>`` inside a freshly
 created directory, so no pre-existing symlink can redirect a write either.
+
+Small text outputs (at most ``PREVIEW_LIMIT`` bytes of UTF-8, e.g. a ``metrics.json``) are not copied at all:
+their whole content is already the preview the execution page shows from its details shard, and the page
+offers it as a download from memory. Why: at 100,000 executions a copy each is 100,000 directories and
+files, which dominated the time to write (and to replace) a report and made the site's file count grow
+with the campaign; images and larger files are still copied.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ class OutputEntry:
     kind: str  # "image", "text" or "other"
     preview: str | None = None
     problem: str | None = None
+    inline: bool = False  # the content is ``preview`` in full; no file in the site (href is None)
 
     @property
     def active(self) -> bool:
@@ -60,6 +67,17 @@ def href_for(page_name: str, rel: str) -> str:
     return "/".join([FILES_DIR, quote(page_name, safe="")] + [quote(p, safe="") for p in rel.split("/")])
 
 
+def inline_text(rel: str, content: bytes) -> str | None:
+    """The content as text when the site keeps it inline (small, UTF-8, a text type), else None."""
+    ext = extension(rel)
+    if len(content) > PREVIEW_LIMIT or not (ext in TEXT_TYPES or ext == ""):
+        return None
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def write_outputs(site_root: Path, page_name: str, files: Mapping[str, bytes]) -> list[OutputEntry]:
     """Write every safe output under ``files/<page_name>/`` and describe each (including refused ones).
 
@@ -76,6 +94,10 @@ def write_outputs(site_root: Path, page_name: str, files: Mapping[str, bytes]) -
         rel = safe_relpath(raw_path)
         if rel is None:
             entries.append(OutputEntry(shown, None, len(content), "other", problem="unsafe path, not copied"))
+            continue
+        text = inline_text(rel, content)
+        if text is not None:
+            entries.append(OutputEntry(rel, None, len(content), "text", text, inline=True))
             continue
         target = os.path.join(base, rel)
         parent = os.path.dirname(target)

@@ -16,18 +16,24 @@ NAV = (("index.html", "overview", "Overview"), ("executions.html", "executions",
 
 
 def page(title: str, body: str, *, root: str, active: str, campaign: str, generated: str,
-         with_data: bool = True) -> str:
-    """A complete HTML document; ``root`` is the relative path back to the site root ('' or '../')."""
+         with_data: bool = True, lazy_data: bool = False) -> str:
+    """A complete HTML document; ``root`` is the relative path back to the site root ('' or '../').
+
+    ``lazy_data``: the page names data.js in a ``<meta name="orchestra-data">`` and report.js loads it on
+    first hover or click instead of at load (the overview: it must open fast however large data.js is).
+    """
     current = ' class="active" aria-current="page"'
     links = "".join(f'<a href="{root}{href}"{current if key == active else ""}>{label}</a>'
                     for href, key, label in NAV)
-    data = f'<script src="{root}data.js" data-orchestra-data></script>' if with_data else ""
+    data = f'<script src="{root}data.js" data-orchestra-data></script>' if with_data and not lazy_data else ""
+    meta = f'<meta name="orchestra-data" content="{root}data.js">' if with_data and lazy_data else ""
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer"><link rel="icon" href="data:,">'
+        f"{meta}"
         f"<title>{esc(title)} · {esc(campaign)}</title>"
         f'<link rel="stylesheet" href="{root}assets/report.css">'
         "</head>"

@@ -153,7 +153,7 @@ def overview_page(data: ReportData, pages: list[str], progress: P.Plot | None = 
                 + table_html(["author", "host", "executions", "states", "compute"], people_rows)
                 + more + "</section>")
     return page("Overview", "".join(body), root="", active="overview", campaign=data.campaign,
-                generated=data.generated)
+                generated=data.generated, lazy_data=True)
 
 
 def _mini_states_html(states: object) -> str:

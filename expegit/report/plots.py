@@ -21,6 +21,7 @@ from .svg import BandScale, LinearScale, category_key, f1, numeric_scale
 
 MAX_CATEGORIES = 40
 MAX_AXES = 12
+MAX_PROGRESS_MARKS = 5000  # circles drawn in the progress plot, at most (plus each improvement of the best)
 
 
 @dataclass(frozen=True)
@@ -73,22 +74,28 @@ def progress_plot(records: Sequence[ExecutionRecord], metric: str, goal: str, wi
     xs = LinearScale(0.5, len(points) + 0.5, x0, x1)
     ys = numeric_scale([float(r.objective) for _, r in points], y0, y1)  # type: ignore[arg-type]
     better = _better(goal)
-    parts = [svg.open_svg(f"{metric} per execution and best so far", "progress", len(points), width=w),
-             svg.y_axis(ys, x0, y0, y1, metric, grid_to=x1),
-             svg.x_axis(xs, y0, x0, x1, "execution (in completion order)")]
     best: float | None = None
     best_i = -1
     step: list[str] = []
     circles: list[str] = []
+    # Beyond MAX_PROGRESS_MARKS executions every k-th one is drawn, plus each that improved the best: 100,000
+    # circles are 6 MB of SVG that took the overview tens of seconds to load, for dots a pixel apart.
+    every = max(1, math.ceil(len(points) / MAX_PROGRESS_MARKS))
     for n, (i, r) in enumerate(points, start=1):
         value = float(r.objective)  # type: ignore[arg-type]
         cx, cy = xs(n), ys(value)
-        if best is None or better(best, value) != best:
+        improved = best is None or better(best, value) != best
+        if improved:
             best, best_i = value, i
             step.append(f"H{f1(cx)}V{f1(cy)}" if step else f"M{f1(cx)} {f1(cy)}")
-        circles.append(f'<circle class="pt s-{state_class(r.state)}" cx="{f1(cx)}" cy="{f1(cy)}" r="3" '
-                       f'data-i="{i}"/>')
+        if improved or n % every == 0:
+            circles.append(f'<circle class="pt s-{state_class(r.state)}" cx="{f1(cx)}" cy="{f1(cy)}" r="3" '
+                           f'data-i="{i}"/>')
     step.append(f"H{f1(x1)}")
+    parts = [svg.open_svg(f"{metric} per execution and best so far", "progress", len(points), width=w,
+                          marks=len(circles) if every > 1 else None),
+             svg.y_axis(ys, x0, y0, y1, metric, grid_to=x1),
+             svg.x_axis(xs, y0, x0, x1, "execution (in completion order)")]
     parts.append(f'<path class="best-line" d="{"".join(step)}"/>')
     parts.append('<g class="points">' + "".join(circles) + "</g>")
     bi = next(n for n, (i, _) in enumerate(points, start=1) if i == best_i)

@@ -24,7 +24,7 @@ from .execution_page import DETAILS_DIR, parse_shard
 from .files import FILES_DIR, OutputEntry
 
 FINAL = frozenset({"finished", "failed", "cancelled"})
-_ENTRY_FIELDS = ("path", "href", "size", "kind", "preview", "problem")
+_ENTRY_FIELDS = ("path", "href", "size", "kind", "preview", "problem", "inline")
 
 
 def previous_details(previous: Path | None) -> dict[str, dict[str, Any]]:
@@ -49,7 +49,7 @@ def reuse_outputs(previous: Path, root: Path, name: str, record: ExecutionRecord
         return None
     dst_base = root / FILES_DIR / name
     try:
-        entries = [OutputEntry(**{k: item.get(k) for k in _ENTRY_FIELDS}) for item in old.get("outputs", [])]
+        entries = [OutputEntry(**{k: item.get(k) for k in _ENTRY_FIELDS if k in item}) for item in old.get("outputs", [])]
         src_base = previous / FILES_DIR / name
         if src_base.is_dir() and not src_base.is_symlink():
             _link_tree(src_base, dst_base)

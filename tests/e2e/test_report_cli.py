@@ -29,8 +29,9 @@ def test_report_cli_on_a_real_campaign(tmp_path: Path) -> None:
     payload = load_report_payload(index2)
     assert len(payload["executions"]) == 3
     assert index2.as_uri().startswith("file://")
-    # outputs were read from the branches (lazily) into the site
-    assert any((out / "files").rglob("metrics.json"))
+    # outputs were read from the branches (lazily) into the site: small text ones inline in the details shards
+    assert any('"path":"metrics.json"' in p.read_text() and '"inline":true' in p.read_text()
+               for p in (out / "details").glob("*.js"))
 
     # the same on a bare repository (what the post-receive hook renders)
     bare = tmp_path / "shared.git"

@@ -164,3 +164,45 @@ def test_bayes_handles_mixed_conditional_spaces(batch: int) -> None:
         assert ("momentum" in t.params) == (t.params["opt"] == "sgd")
         assert type(t.params["layers"]) is int and type(t.params["lr"]) is float
     assert min(t.value for t in history) < min(t.value for t in history[:10])  # the model improved on the design
+
+
+def test_model_subset_keeps_the_best_and_fills_the_space() -> None:
+    """Why a subset: an exact GP on 2,000 trials costs seconds per ask; the subset must keep the best ones
+    (where the optimum is) and spread the rest (so no region looks unexplored)."""
+    import numpy as np
+
+    from parasearch.bayes import model_subset
+
+    rng = np.random.default_rng(0)
+    X = rng.random((2000, 3))
+    y = ((X - 0.3) ** 2).sum(1)
+    keep = model_subset(X, y, 300)
+    assert len(keep) == 300 == len(set(keep.tolist())) and list(keep) == sorted(keep)
+    assert set(np.argsort(y)[:100].tolist()) <= set(keep.tolist())
+    assert np.array_equal(keep, model_subset(X, y, 300))  # a function of (X, y): asks stay reproducible
+    # Space-filling: every trial left out has a kept one nearby (no hole bigger than a random subset leaves).
+    left = np.setdiff1d(np.arange(2000), keep)
+    gap = max(float(np.min(((X[keep] - X[i]) ** 2).sum(1))) for i in left) ** 0.5
+    random_keep = rng.choice(2000, 300, replace=False)
+    random_gap = max(float(np.min(((X[random_keep] - X[i]) ** 2).sum(1)))
+                     for i in np.setdiff1d(np.arange(2000), random_keep)) ** 0.5
+    assert gap < random_gap
+    assert np.array_equal(model_subset(X[:50], y[:50], 300), np.arange(50))
+
+
+def test_bayes_asks_from_thousands_of_observations() -> None:
+    import numpy as np
+
+    from parasearch import Space, Trial, make_sampler
+
+    space = Space.from_parameters({"x": {"type": "float", "low": 0.0, "high": 1.0},
+                                   "y": {"type": "float", "low": 0.0, "high": 1.0}})
+    rng = np.random.default_rng(1)
+    points = [space.from_unit(u) for u in rng.random((1500, 2))]
+    history = [Trial(p, (p["x"] - 0.2) ** 2 + (p["y"] - 0.7) ** 2) for p in points]
+    history += [Trial(space.from_unit(u), None, failed=True) for u in rng.random((100, 2))]
+    sampler = make_sampler("bayes", space, seed=3, budget=2000, goal="minimize")
+    asked = sampler.ask(2, history, [])
+    assert len(asked) == 2 and all(space.key(p) not in space.keys(t.params for t in history) for p in asked)
+    best = min(float(t.value) for t in history if t.value is not None)
+    assert min((p["x"] - 0.2) ** 2 + (p["y"] - 0.7) ** 2 for p in asked) < 50 * best + 1e-3

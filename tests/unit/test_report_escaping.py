@@ -45,7 +45,8 @@ def hostile_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     records = [_hostile_record("aaaaaaaaaaaa"), _hostile_record(HOSTILE)]
     records[1] = dataclasses.replace(records[1], parameters={HOSTILE: "other", "x": 2.0}, objective=0.7)
     # A metric named with markup reaches table headers, the plot picker, axis labels and captions.
-    views = [ExecutionView(r, HOSTILE, HOSTILE, {HOSTILE: HOSTILE.encode()}, [(HOSTILE, 1)],
+    # Output content that is not UTF-8, so the file is copied (small text ones stay inline in the shard).
+    views = [ExecutionView(r, HOSTILE, HOSTILE, {HOSTILE: HOSTILE.encode() + b"\xff"}, [(HOSTILE, 1)],
                            {HOSTILE: 1.0 + k, HOSTILE + "2": 3.0 - k}) for k, r in enumerate(records)]
     data = ReportData(HOSTILE, {"metric": HOSTILE, "goal": "minimize"}, HOSTILE, base.commits,
                       base.executions + views, parameter_types={HOSTILE: HOSTILE})

@@ -94,3 +94,21 @@ def test_scales() -> None:
     assert single(3.0) == 50
     bands = BandScale(["a", "b"], 0, 100)
     assert bands("a") == 25 and 0 < bands.jittered("b", 7) < 100
+
+
+def test_progress_plot_thins_marks_beyond_the_bound_but_keeps_every_improvement() -> None:
+    """Why: 100,000 circles made the overview take tens of seconds to load; the best-so-far line is exact."""
+    import re
+
+    from expegit.report import plots as P
+    from expegit.report.demo import synthetic_report
+
+    records = [v.record for v in synthetic_report(12_000, include_outputs=False).executions]
+    plot = P.progress_plot(records, "val_loss", "minimize")
+    assert plot is not None
+    drawn = int(re.search(r'data-marks="(\d+)"', plot.svg).group(1))
+    scored = sum(1 for r in records if isinstance(r.objective, float))
+    assert plot.svg.count("<circle class=\"pt") == drawn and drawn < scored // 2
+    assert f'data-points="{scored}"' in plot.svg
+    small = P.progress_plot(records[:300], "val_loss", "minimize")
+    assert small is not None and "data-marks" not in small.svg

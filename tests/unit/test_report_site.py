@@ -8,6 +8,7 @@ import pytest
 
 from expegit.report import CommitInfo, ExecutionView, ReportData, parse_report_data, write_report
 from expegit.report.datafile import load_report_payload
+from expegit.report.execution_page import parse_shard
 from expegit.report.demo import demo_loader, synthetic_report
 from expegit.report.files import safe_relpath
 from expegit.report.fmt import clean_tail, safe_page_name
@@ -96,8 +97,13 @@ def test_outputs_are_copied_safely_and_lazily(tmp_path: Path) -> None:
     files = tmp_path / "site" / "files"
     assert calls == ["00000000000a", "00000000000b"]
     assert (files / "00000000000a" / "plots" / "a b#?.png").read_bytes() == b"\x89PNG"
-    assert (files / "00000000000a" / "a" / "b.txt").read_bytes() == b"ok"
-    assert (files / "00000000000b" / "late.txt").read_bytes() == b"00000000000b"
+    # Small text outputs stay in the details shard (files.inline_text), not as one file each.
+    shard_entries = parse_shard((tmp_path / "site" / "details" / "00.js").read_text())
+    inline = {o["path"]: o for o in shard_entries["00000000000a"]["outputs"] if o.get("inline")}
+    assert inline["a/b.txt"]["preview"] == "ok" and inline["a/b.txt"]["href"] is None
+    assert inline["metrics.json"]["preview"] == "{}"
+    assert [o["preview"] for o in shard_entries["00000000000b"]["outputs"]] == ["00000000000b"]
+    assert not (files / "00000000000a" / "a").exists() and not (files / "00000000000b").exists()
     assert not (tmp_path / "up.txt").exists() and not (tmp_path / "site" / "up.txt").exists()
     shard = (tmp_path / "site" / "details" / "00.js").read_text()
     assert "plots/a%20b%23%3F.png" in shard  # a file name cannot become a URL fragment or query
@@ -180,8 +186,34 @@ def test_rerender_reuses_outputs_of_unchanged_final_executions(tmp_path: Path) -
     write_report(data2, site, load_outputs=loader)
     assert sorted(calls) == sorted([first.record.id, *running])  # everything else was carried over
     assert (site / "files" / first.record.id / "plots" / "loss.png").read_bytes() == old_png
+    shards: dict = {}
+    for path in (site / "details").glob("*.js"):
+        shards.update(parse_shard(path.read_text()))
     for view in data.executions[1:]:
         if view.record.objective is not None:
-            metrics = site / "files" / view.record.id / "metrics.json"
-            assert metrics.is_file() and view.record.id in metrics.read_text()
+            metrics = [o for o in shards[view.record.id]["outputs"] if o["path"] == "metrics.json"]
+            assert metrics and metrics[0]["inline"] and view.record.id in metrics[0]["preview"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_small_text_outputs_are_inlined_and_large_or_binary_ones_copied(tmp_path: Path) -> None:
+    """Why: one file per execution made the site's file count grow with the campaign (100,000 metrics.json)."""
+    big = b"x" * 5000
+    view = ExecutionView(_record("00000000000c"), "", "", {
+        "m.json": b'{"loss": 1}', "big.txt": big, "bin.txt": b"\xff\xfe", "pic.png": b"\x89PNG"}, [])
+    write_report(ReportData("c", None, "2024-05-02T00:00:00Z", {}, [view]), tmp_path / "site")
+    base = tmp_path / "site" / "files" / "00000000000c"
+    assert sorted(p.name for p in base.iterdir()) == ["big.txt", "bin.txt", "pic.png"]
+    outputs = {o["path"]: o for o in parse_shard((tmp_path / "site" / "details" / "00.js").read_text())
+               ["00000000000c"]["outputs"]}
+    assert outputs["m.json"]["inline"] and outputs["m.json"]["preview"] == '{"loss": 1}'
+    assert not outputs["big.txt"]["inline"] and outputs["big.txt"]["href"].endswith("big.txt")
+
+
+def test_overview_loads_data_lazily_and_still_names_it(tmp_path: Path) -> None:
+    """The overview must open fast at 100,000 executions: no <script src=data.js>, a <meta> naming it."""
+    index = write_report(synthetic_report(5), tmp_path / "site")
+    html = index.read_text()
+    assert '<meta name="orchestra-data" content="data.js">' in html and 'src="data.js"' not in html
+    assert 'src="data.js"' in (tmp_path / "site" / "executions.html").read_text()
+    assert len(parse_report_data(index)) == 5

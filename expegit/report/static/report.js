@@ -91,9 +91,39 @@
   }
 
   /* ---------------------------------------------------------------- plot tooltips and click-through */
+  /* Pages that need the data only on a hover or a click (the overview: layout.page(lazy_data=True)) name
+   * data.js in a <meta> and load it on first use: at 100,000 executions it is tens of megabytes, and the
+   * overview must open in well under 2 s. <script src> because fetch() of file:// is blocked. */
+  var waiting = null;
+  function lazyData() {
+    var meta = document.querySelector('meta[name="orchestra-data"]');
+    return meta ? meta.getAttribute("content") : null;
+  }
+  function withData(then) {
+    if (DATA) { then(); return; }
+    var src = lazyData();
+    if (!src) return;
+    if (!waiting) {
+      waiting = [];
+      var script = document.createElement("script");
+      script.src = src;
+      script.onload = function () {
+        DATA = window.ORCHESTRA_REPORT || null;
+        DECLARED = (DATA && DATA.parameter_types) || {};
+        GOAL_MAX = !!(DATA && DATA.objective && DATA.objective.goal === "maximize");
+        var queued = waiting;
+        waiting = [];
+        if (DATA) queued.forEach(function (f) { f(); });
+      };
+      document.body.appendChild(script);
+    }
+    waiting.push(then);
+  }
+
   function setupPlots() {
     var tip = document.getElementById("tooltip");
-    if (!DATA || !tip || !document.querySelector("svg.plot")) return;
+    if ((!DATA && !lazyData()) || !tip || !document.querySelector("svg.plot")) return;
+    var hovered = null;
     function target(ev) {
       var t = ev.target;
       return (t && t.getAttribute && t.closest && t.closest("svg.plot") && t.getAttribute("data-i") !== null) ? t : null;
@@ -101,6 +131,10 @@
     document.addEventListener("mouseover", function (ev) {
       var t = target(ev);
       if (!t) return;
+      hovered = t;
+      withData(function () { if (hovered === t) showTip(t); });
+    });
+    function showTip(t) {
       var item = DATA.executions[Number(t.getAttribute("data-i"))];
       if (!item) return;
       var r = item.record;
@@ -131,7 +165,7 @@
       if (r.node || r.host) tip.appendChild(el("div", "t-line", whereTitle(r)));
       if (typeof r.duration === "number") tip.appendChild(el("div", "t-line", "duration " + fmtDuration(r.duration)));
       tip.hidden = false;
-    });
+    }
     document.addEventListener("mousemove", function (ev) {
       if (tip.hidden) return;
       var x = ev.clientX + 14, y = ev.clientY + 14;
@@ -142,13 +176,15 @@
       tip.style.top = y + "px";
     });
     document.addEventListener("mouseout", function (ev) {
-      if (target(ev)) tip.hidden = true;
+      if (target(ev)) { tip.hidden = true; hovered = null; }
     });
     document.addEventListener("click", function (ev) {
       var t = target(ev);
       if (!t) return;
-      var item = DATA.executions[Number(t.getAttribute("data-i"))];
-      if (item) window.location.href = ROOT + item.page;
+      withData(function () {
+        var item = DATA.executions[Number(t.getAttribute("data-i"))];
+        if (item) window.location.href = ROOT + item.page;
+      });
     });
   }
 
@@ -181,24 +217,12 @@
       };
       Object.keys(metrics).forEach(function (k) { keys["m:" + k] = numberOrNull(metrics[k]); });
       return {
-        i: i, r: r, page: item.page, params: ptext, metrics: metrics, subject: commit ? String(commit.subject) : "",
+        i: i, r: r, sc: stateClass(r.state), page: item.page, params: ptext, metrics: metrics, subject: commit ? String(commit.subject) : "",
         keys: keys,
         haystack: [r.id, r.state, ptext, r.node || "", r.host || "", r.commit, commit ? commit.subject : "", r.author || "",
                    r.profile || "", r.search || "", r.error || ""].join("\n").toLowerCase()
       };
     });
-  }
-
-  function compare(key, dir) {
-    return function (a, b) {
-      var own = Object.prototype.hasOwnProperty;
-      var x = own.call(a.keys, key) ? a.keys[key] : null, y = own.call(b.keys, key) ? b.keys[key] : null;
-      if (x === y) return a.i - b.i;
-      if (x === null) return 1;          /* missing values last, whatever the direction */
-      if (y === null) return -1;
-      var c = (typeof x === "number" && typeof y === "number") ? x - y : (x < y ? -1 : x > y ? 1 : 0);
-      return c === 0 ? a.i - b.i : c * dir;
-    };
   }
 
   function readHash() {
@@ -225,6 +249,7 @@
     var prev = document.getElementById("prev");
     var next = document.getElementById("next");
     var none = document.getElementById("no-rows");
+    var buildStart = window.performance ? performance.now() : Date.now();
     var rows = buildRows();
     var hash = readHash();
     var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
@@ -251,18 +276,74 @@
       try { history.replaceState(null, "", parts.length ? h : location.href.split("#")[0]); } catch (e) { /* file:// quirks */ }
     }
 
+    /* Sorting 100,000 rows with a comparator over row objects costs most of a second: each column's full
+     * order (both directions) is computed once from a typed array of its keys and cached; a filtered,
+     * sorted view is then one pass over that order. Missing values sort last in either direction and ties
+     * keep the campaign's order, as before. */
+    var orders = {};
+    function sortedOrder(key, dir) {
+      var cacheKey = (dir < 0 ? "-" : "+") + key;
+      if (orders[cacheKey]) return orders[cacheKey];
+      var n = rows.length, own = Object.prototype.hasOwnProperty, numeric = true;
+      var vals = new Array(n), missing = new Uint8Array(n), idx = new Int32Array(n);
+      for (var i = 0; i < n; i++) {
+        var v = own.call(rows[i].keys, key) ? rows[i].keys[key] : null;
+        if (v === null || v === undefined) { missing[i] = 1; v = null; }
+        else if (typeof v !== "number") numeric = false;
+        vals[i] = v;
+        idx[i] = i;
+      }
+      var cmp;
+      if (numeric) {
+        var f = new Float64Array(n);
+        for (var j = 0; j < n; j++) f[j] = missing[j] ? 0 : vals[j];
+        cmp = function (a, b) {
+          if (missing[a] !== missing[b]) return missing[a] - missing[b];
+          var c = f[a] - f[b];
+          return c === 0 ? a - b : (c < 0 ? -dir : dir);
+        };
+      } else {
+        cmp = function (a, b) {
+          if (missing[a] !== missing[b]) return missing[a] - missing[b];
+          var x = vals[a], y = vals[b];
+          if (x === y) return a - b;
+          var c = (typeof x === "number" && typeof y === "number") ? x - y : (x < y ? -1 : x > y ? 1 : 0);
+          return c === 0 ? a - b : c * dir;
+        };
+      }
+      idx.sort(cmp);
+      orders[cacheKey] = idx;
+      return idx;
+    }
+
     function recompute() {
       var tokens = view.q.toLowerCase().split(/\s+/).filter(Boolean);
-      shown = rows.filter(function (row) {
-        if (view.state && stateClass(row.r.state) !== view.state) return false;
-        for (var k = 0; k < tokens.length; k++) if (row.haystack.indexOf(tokens[k]) < 0) return false;
-        return true;
-      });
-      if (view.sort) shown.sort(compare(view.sort, view.dir));
+      var n = rows.length, keep = new Uint8Array(n), kept = 0;
+      for (var i = 0; i < n; i++) {
+        var row = rows[i], ok = !view.state || row.sc === view.state;
+        for (var k = 0; ok && k < tokens.length; k++) if (row.haystack.indexOf(tokens[k]) < 0) ok = false;
+        if (ok) { keep[i] = 1; kept++; }
+      }
+      shown = new Array(kept);
+      var order = view.sort ? sortedOrder(view.sort, view.dir) : null, m = 0;
+      for (var p = 0; p < n; p++) {
+        var at = order ? order[p] : p;
+        if (keep[at]) shown[m++] = rows[at];
+      }
       heads.forEach(function (th) {
         var key = columnKey(th);
         th.setAttribute("aria-sort", key === view.sort ? (view.dir > 0 ? "ascending" : "descending") : "none");
       });
+    }
+
+    /* Recompute and redraw, recording how long it took (data-ms on the table): bench/report_browser.py and
+     * the browser test read it, so the figure is the page's own work, not the driver's round trips. */
+    function refresh() {
+      var t0 = window.performance ? performance.now() : Date.now();
+      recompute();
+      render();
+      var t1 = window.performance ? performance.now() : Date.now();
+      table.setAttribute("data-ms", (t1 - t0).toFixed(1));
     }
 
     function cell(tr, key, content, title) {
@@ -337,9 +418,9 @@
     var timer = null;
     input.addEventListener("input", function () {
       clearTimeout(timer);
-      timer = setTimeout(function () { view.q = input.value.trim(); view.page = 0; recompute(); render(); }, 120);
+      timer = setTimeout(function () { view.q = input.value.trim(); view.page = 0; refresh(); }, 120);
     });
-    stateSel.addEventListener("change", function () { view.state = stateSel.value; view.page = 0; recompute(); render(); });
+    stateSel.addEventListener("change", function () { view.state = stateSel.value; view.page = 0; refresh(); });
     sizeSel.addEventListener("change", function () { view.size = parseInt(sizeSel.value, 10); view.page = 0; render(); });
     prev.addEventListener("click", function () { view.page -= 1; render(); });
     next.addEventListener("click", function () { view.page += 1; render(); });
@@ -350,8 +431,7 @@
       if (view.sort === key) view.dir = -view.dir;
       else { view.sort = key; view.dir = (key === "objective" && GOAL_MAX) ? -1 : 1; }
       view.page = 0;
-      recompute();
-      render();
+      refresh();
     });
     /* Ticked executions for the compare view: the two most recently ticked stay ticked. */
     var picked = [];
@@ -380,8 +460,9 @@
       var tr = ev.target.closest("tr");
       if (tr && tr.getAttribute("data-href")) window.location.href = tr.getAttribute("data-href");
     });
-    recompute();
-    render();
+    var built = window.performance ? performance.now() : Date.now();
+    refresh();
+    table.setAttribute("data-rows-ms", (built - buildStart).toFixed(1));
   }
 
   /* ---------------------------------------------------------------- execution page (execution.html?id=) */
@@ -523,6 +604,12 @@
           a.setAttribute("href", o.href);
           if (o.active) a.setAttribute("download", "");
           td.appendChild(a);
+        } else if (o.inline && o.preview !== null && o.preview !== undefined) {
+          /* A small text output lives in the shard only (files.inline_text): download it from memory. */
+          var il = el("a", "mono", String(o.path));
+          il.setAttribute("href", URL.createObjectURL(new Blob([String(o.preview)], {type: "text/plain"})));
+          il.setAttribute("download", String(o.path).split("/").pop());
+          td.appendChild(il);
         } else {
           td.appendChild(el("span", "mono", String(o.path) + " "));
           td.appendChild(el("span", "warn", String(o.problem || "")));
