@@ -19,7 +19,7 @@ from runaway.rundir import STDERR_FILE, STDOUT_FILE
 from runaway.controller import AttemptResult, Task
 
 from .journal import JournalWriter, describe_parameters, iso_from_epoch, utc_now
-from .objective import read_objective
+from .objective import read_objectives
 from .run_summary import RunSummary
 
 
@@ -86,7 +86,7 @@ class JournalListener:
         record.remote_dir = handle.remote_dir
         record_binding(record, handle)
         record.started = iso_from_epoch(handle.started) or utc_now()
-        record.ended = record.duration = record.exit_code = record.objective = record.error = None
+        record.ended = record.duration = record.exit_code = record.objective = record.objectives = record.error = None
         self.progress.started()
         if self.running_commit_delay <= 0:
             self._commit(record)
@@ -132,7 +132,7 @@ class JournalListener:
             record.duration = round(max(0.0, outcome.ended - outcome.started), 3)
         files: dict[str, Any] = {}
         record.outputs = []
-        record.objective = None
+        record.objective = record.objectives = None
         record.error = None
         if result.collected is not None:
             collected = result.collected
@@ -147,7 +147,7 @@ class JournalListener:
                 else:
                     files[rel] = path if path.exists() else b""
             if self.manifest.objective is not None and outcome.exit_code == 0:
-                record.objective, problem = read_objective(self.manifest.objective, collected.read)
+                record.objective, record.objectives, problem = read_objectives(self.manifest, collected.read)
                 if problem:
                     record.error = problem
         if result.failure == "timeout":
