@@ -435,6 +435,10 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
                                                  repeats=data.get("repeats", 1),
                                                  declared=len(data.get("parameters") or {})):
             c.at(at, message, hint=hint)
+        if len(objectives) > 1 and isinstance(search, Mapping) and isinstance(search.get("stop"), Mapping) \
+                and search["stop"]:
+            c.at(["search", "stop"], "search.stop needs a single objective: a target or patience on a Pareto "
+                 "front is not defined", hint="remove search.stop, or declare one objective")
 
     env = {str(k): _env_text(v) for k, v in (data.get("env") or {}).items()}
     resources = _resources(data.get("resources"), specs, c)
