@@ -306,7 +306,7 @@ def _buildable(root: dict[str, Any], schema_errors: list[list[Any]]) -> dict[str
     return data
 
 
-def _objectives(declared: Any, c: Any) -> tuple[Objective, ...]:
+def _objectives(declared: Any, c: _Checker) -> tuple[Objective, ...]:
     """Every objective declared: one mapping (the single-objective form) or a list of them.
 
     Why a list and not a new key: "what judges an execution" stays in one place, and a campaign grows from

@@ -124,6 +124,11 @@ class _Driver:
         self.study.state.update(dataclasses.replace(record, parameters=dict(record.parameters)))
         self.inflight.discard(record.id)
         self._watch_objective(record)
+        if self.study.config.multi:  # no single best: the live line shows the front's size instead
+            size = len(self.study.state.front())
+            self.progress.best = f"front: {size} point(s)" if size else None
+            self.wake.set()
+            return
         best = self.study.state.best()
         if best is not None and best.value is not None and (self.best_value is None or best.value != self.best_value):
             improved = self.best_value is None or self.study.state._better(best.value, self.best_value)
