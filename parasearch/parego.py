@@ -72,7 +72,7 @@ class ParEGOSampler(Sampler):
         out: list[Point] = []
         for _ in range(n):  # one weight vector per point: a batch spreads along the front
             index = len(history) + len(pending) + len(out)
-            more = self.inner.ask(1, self.scalarised(history, index), list(pending) + out)
+            more = self.inner.ask(1, self.scalarised(history, index), [*pending, *out])
             if not more:
                 break
             out.extend(more)
