@@ -160,7 +160,8 @@ class _Driver:
 
     def _missing_objective_reason(self) -> str:
         objective = self.study.manifest.objective
-        where = (f"{objective.source} has no {objective.metric!r}" if objective and objective.source
+        where = ("not every objective was read" if self.study.config.multi  # the problem names which
+                 else f"{objective.source} has no {objective.metric!r}" if objective and objective.source
                  else f"their stdout has no {objective.metric!r} matching objective.pattern" if objective
                  else "no objective was read")
         problem = next((r.error for r in reversed(self.missing_objective) if r.error), None)

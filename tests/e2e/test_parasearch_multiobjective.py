@@ -92,3 +92,14 @@ def test_random_search_on_two_objectives_and_a_stop_target_is_refused(tmp_path: 
     (root / "orchestra.yaml").write_text(text)
     check = cli(root, "expegit", "check")
     assert check.returncode != 0 and "search.stop needs a single objective" in check.stderr, check.stderr
+
+
+def test_a_second_metric_missing_stops_the_study_and_names_it(tmp_path: Path) -> None:
+    text = manifest("random", 6).replace("metric: seconds", "metric: secs")
+    root = make_campaign(tmp_path / "c", text, {"f.py": OBJECTIVES})
+    run = cli(root, "parasearch", "run", "-q")
+    assert run.returncode == 1, run.stderr
+    assert "not every objective was read (objective secs is missing from m.json)" in run.stderr, run.stderr
+    data = json.loads(cli(root, "parasearch", "best", "--json", check=True).stdout)
+    assert data["front"] == [] and data["hypervolume"] is None
+    assert "no finished point with every objective yet" in cli(root, "parasearch", "best", check=True).stdout
