@@ -3,7 +3,7 @@
 Why: issue 14 asks `bayes` on several objectives to beat Optuna's NSGA-II and GPSampler on standard
 two-objective problems. The measure is the hypervolume regret at a fixed budget: the hypervolume of the
 true Pareto front minus that of the points found, both up to the reference point (11, 11) customary for
-ZDT (so early points far from the front still count). Lower is better; 0 is the true front.
+ZDT (so early points far from the front still count), (1.1, 1.1, 1.1) for the three-objective DTLZ2. Lower is better; 0 is the true front.
 
     python bench/multiobjective.py --seeds 5 --budgets 50            # a first figure
     python bench/multiobjective.py --write BENCHMARKS.md              # 20 seeds, budgets 50 and 100
@@ -45,32 +45,45 @@ DIM = 6
 PARAMETERS = {f"x{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in range(DIM)}
 
 
-def _zdt(h: Callable[[float, float], float]) -> Callable[[Mapping[str, Any]], tuple[float, float]]:
-    def f(p: Mapping[str, Any]) -> tuple[float, float]:
+Objectives = tuple[float, ...]
+
+
+def _zdt(h: Callable[[float, float], float]) -> Callable[[Mapping[str, Any]], Objectives]:
+    def f(p: Mapping[str, Any]) -> Objectives:
         x = [float(p[f"x{i}"]) for i in range(DIM)]
         g = 1.0 + 9.0 * sum(x[1:]) / (DIM - 1)
         return x[0], g * h(x[0], g)
     return f
 
 
-# (objectives, hypervolume of the true front up to REFERENCE): the front is g = 1, f2 = h(f1); the box
-# minus the area under the front, 121 - ∫_0^1 h(f1) df1.
-PROBLEMS: dict[str, tuple[Callable[[Mapping[str, Any]], tuple[float, float]], float]] = {
-    "ZDT1": (_zdt(lambda f1, g: 1.0 - math.sqrt(f1 / g)), 121.0 - 1.0 / 3.0),
-    "ZDT2": (_zdt(lambda f1, g: 1.0 - (f1 / g) ** 2), 121.0 - 2.0 / 3.0),
+def dtlz2(p: Mapping[str, Any]) -> Objectives:
+    """Three objectives; the front is the unit sphere's positive octant, at x3..x6 = 0.5 (not on a bound)."""
+    x = [float(p[f"x{i}"]) for i in range(DIM)]
+    g = sum((v - 0.5) ** 2 for v in x[2:])
+    a, b = x[0] * math.pi / 2, x[1] * math.pi / 2
+    return ((1 + g) * math.cos(a) * math.cos(b), (1 + g) * math.cos(a) * math.sin(b), (1 + g) * math.sin(a))
+
+
+# (objectives, reference point, hypervolume of the true front up to it). ZDT: the front is g = 1,
+# f2 = h(f1), so the box minus the area under the front, 121 - ∫_0^1 h(f1) df1; DTLZ2: the cube 1.1^3
+# minus the octant of the unit ball, pi/6.
+PROBLEMS: dict[str, tuple[Callable[[Mapping[str, Any]], Objectives], np.ndarray, float]] = {
+    "ZDT1": (_zdt(lambda f1, g: 1.0 - math.sqrt(f1 / g)), REFERENCE, 121.0 - 1.0 / 3.0),
+    "ZDT2": (_zdt(lambda f1, g: 1.0 - (f1 / g) ** 2), REFERENCE, 121.0 - 2.0 / 3.0),
+    "DTLZ2": (dtlz2, np.full(3, 1.1), 1.1 ** 3 - math.pi / 6),
 }
 METHODS = ("parasearch-bayes", "optuna-nsga2", "optuna-gp", "parasearch-random")
 
 
-def run_parasearch(problem: str, algorithm: str, budget: int, seed: int) -> tuple[list[tuple[float, float]], float]:
+def run_parasearch(problem: str, algorithm: str, budget: int, seed: int) -> tuple[list[Objectives], float]:
     f = PROBLEMS[problem][0]
     space = Space.from_parameters(PARAMETERS)
     if algorithm == "bayes":
-        sampler: Any = ParEGOSampler(space, seed=seed, budget=budget, goals=["minimize", "minimize"])
+        sampler: Any = ParEGOSampler(space, seed=seed, budget=budget, goals=["minimize"] * len(PROBLEMS[problem][1]))
     else:
         sampler = make_sampler(algorithm, space, seed=seed, budget=budget)
     history: list[Trial] = []
-    found: list[tuple[float, float]] = []
+    found: list[Objectives] = []
     spent = 0.0
     while len(history) < budget:
         t0 = time.perf_counter()
@@ -84,14 +97,14 @@ def run_parasearch(problem: str, algorithm: str, budget: int, seed: int) -> tupl
     return found, spent / max(len(history), 1)
 
 
-def run_optuna(problem: str, kind: str, budget: int, seed: int) -> tuple[list[tuple[float, float]], float]:
+def run_optuna(problem: str, kind: str, budget: int, seed: int) -> tuple[list[Objectives], float]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     f = PROBLEMS[problem][0]
     sampler = optuna.samplers.NSGAIISampler(seed=seed) if kind == "nsga2" else optuna.samplers.GPSampler(seed=seed)
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
-    found: list[tuple[float, float]] = []
+    study = optuna.create_study(directions=["minimize"] * len(PROBLEMS[problem][1]), sampler=sampler)
+    found: list[Objectives] = []
     spent = 0.0
     for _ in range(budget):
         t0 = time.perf_counter()
@@ -108,7 +121,8 @@ def run_one(job: tuple[str, str, int, int]) -> tuple[tuple[str, str, int, int], 
     method, problem, budget, seed = job
     kind = method.split("-", 1)[1]
     found, per = (run_parasearch if method.startswith("parasearch-") else run_optuna)(problem, kind, budget, seed)
-    regret = PROBLEMS[problem][1] - hypervolume(np.array(found), REFERENCE)
+    _, reference, best = PROBLEMS[problem]
+    regret = best - hypervolume(np.array(found), reference)
     return job, max(regret, 0.0), per
 
 
@@ -118,7 +132,7 @@ def render(results: Mapping[tuple[str, str, int], list[tuple[float, float]]], me
         q25, q50, q75 = np.percentile(values, [25, 50, 75])
         return f"{q50:.3g} [{q25:.3g}, {q75:.3g}]"
 
-    lines = [f"Hypervolume regret (reference (11, 11), {DIM} parameters), median [p25, p75] over {seeds} seeds, "
+    lines = [f"Hypervolume regret (reference (11, 11) for ZDT, (1.1, 1.1, 1.1) for DTLZ2; {DIM} parameters), median [p25, p75] over {seeds} seeds, "
              "sequential; **bold** = lowest median in the row; the last column: mean seconds per ask of "
              "parasearch-bayes.", "",
              "| problem | budget | " + " | ".join(methods) + " | bayes s/ask |",
