@@ -97,6 +97,9 @@ class ExecutionRecord:
     duration: float | None = None
     exit_code: int | None = None
     objective: float | None = None
+    # A multi-objective campaign's values by metric (the primary one is also ``objective``); absent from the
+    # records of single-objective campaigns, which keep the shape they always had.
+    objectives: dict[str, float] | None = None
     outputs: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
     # The execution this one re-ran (`expegit rerun`); absent from the records of ordinary executions.
@@ -120,6 +123,8 @@ class ExecutionRecord:
         data["outputs"] = list(self.outputs)
         if self.environment is not None:
             data["environment"] = dict(self.environment)
+        if self.objectives is not None:
+            data["objectives"] = dict(self.objectives)
         return data
 
     @classmethod
@@ -158,6 +163,12 @@ class ExecutionRecord:
             raise ExecutionError("execution record environment is not a mapping")
         if environment is not None:
             values["environment"] = dict(environment)
+        objectives = values.get("objectives")
+        if objectives is not None:
+            if not isinstance(objectives, Mapping) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in objectives.values()):
+                raise ExecutionError("execution record objectives are not a mapping of metric to number")
+            values["objectives"] = {str(k): float(v) for k, v in objectives.items()}
         return cls(**values)
 
 
@@ -166,7 +177,7 @@ _FIELD_NAMES = tuple(_FIELD_ORDER)
 _FIELD_SET = frozenset(_FIELD_ORDER)
 # Fields written only when set: records of executions that are no rerun and have no captured environment
 # stay byte-identical to what earlier versions wrote (and earlier readers accept them).
-_OPTIONAL_FIELDS = frozenset({"rerun_of", "environment", "resumed_from"})
+_OPTIONAL_FIELDS = frozenset({"rerun_of", "environment", "resumed_from", "objectives"})
 _BINDING_KEYS = frozenset(("cores", "gpus", "gpu_share", "memory_limit"))
 _NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]')
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -218,10 +229,10 @@ def render_record(record: ExecutionRecord) -> str:
         value = data[key]
         if key in _OPTIONAL_FIELDS and value is None:
             continue
-        if key == "environment":
+        if key in ("environment", "objectives"):
             # One line of JSON (valid YAML flow style; ASCII-escaped so no control character survives): the
             # section is nested and free-form, and the fast parser reads it back with json.
-            lines.append("environment: " + json.dumps(value, ensure_ascii=True, sort_keys=True, allow_nan=False,
+            lines.append(f"{key}: " + json.dumps(value, ensure_ascii=True, sort_keys=True, allow_nan=False,
                                                       separators=(", ", ": ")))
             continue
         if key == "parameters":
@@ -332,7 +343,7 @@ def parse_rendered_record(text: str) -> dict[str, Any]:
                 raise _NotOurs
             block = top
             data[top] = {} if top == "parameters" else []
-        elif top == "environment" and top_value.startswith("{"):
+        elif top in ("environment", "objectives") and top_value.startswith("{"):
             block = None
             try:
                 data[top] = json.loads(top_value)

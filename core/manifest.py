@@ -68,6 +68,8 @@ class Manifest:
     command: str  # a shell template; an argv-form command arrives as one (quoting.argv_template)
     parameters: Mapping[str, ParameterSpec]
     outputs: tuple[str, ...] = ()
+    # The primary objective: the only one of a single-objective campaign, the first of a list. expegit's
+    # views (status, report, compare) rank by it; parasearch reads ``objectives`` to search a Pareto front.
     objective: Objective | None = None
     repeats: int = 1
     timeout: float | None = None
@@ -90,6 +92,17 @@ class Manifest:
     description: str = ""
     path: str = MANIFEST_NAME
     data: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # plain form, for hashing searches
+    # Every objective, in declared order (one for the single-objective form, none without `objective:`).
+    objectives: tuple[Objective, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A Manifest built in code with only ``objective=`` (tests, tools) has that one objective.
+        if not self.objectives and self.objective is not None:
+            object.__setattr__(self, "objectives", (self.objective,))
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     def declarations(self) -> dict[str, dict[str, Any]]:
         return {name: spec.as_declaration() for name, spec in self.parameters.items()}
@@ -309,6 +322,43 @@ def _buildable(root: dict[str, Any], schema_errors: list[list[Any]]) -> dict[str
     return data
 
 
+def _objectives(declared: Any, c: _Checker) -> tuple[Objective, ...]:
+    """Every objective declared: one mapping (the single-objective form) or a list of them.
+
+    Why a list and not a new key: "what judges an execution" stays in one place, and a campaign grows from
+    one objective to several by wrapping it in brackets. Each item is checked like the single form, at
+    its own position (``objective.1.goal``), and a metric named twice is refused: the front would be
+    degenerate and the records' ``objectives`` mapping could not hold both.
+    """
+    if declared is None:
+        return ()
+    many = isinstance(declared, list)
+    items = list(declared) if many else [declared]
+    out: list[Objective] = []
+    seen: dict[str, int] = {}
+    for i, o in enumerate(items):
+        at: list[Any] = ["objective", i] if many else ["objective"]
+        name = f"objective.{i}" if many else "objective"
+        if ("from" in o) == ("pattern" in o):
+            c.at(at, f"{name}: give exactly one of `from` (a JSON file) or `pattern` (a regex on stdout)")
+        if "pattern" in o:
+            try:
+                compiled = re.compile(o["pattern"])
+                if compiled.groups < 1:
+                    c.at(at + ["pattern"], f"{name}.pattern: needs one (group) capturing the number")
+            except re.error as exc:
+                c.at(at + ["pattern"], f"{name}.pattern: invalid regular expression: {exc}")
+        if "from" in o and (os.path.isabs(o["from"]) or ".." in Path(o["from"]).parts):
+            c.at(at + ["from"], f"{name}.from: must be a path inside the run directory")
+        if o["metric"] in seen:
+            c.at(at + ["metric"], f"{name}.metric: {o['metric']!r} is already objective.{seen[o['metric']]}",
+                 hint="name each metric once")
+        seen.setdefault(o["metric"], i)
+        out.append(Objective(metric=o["metric"], goal=o.get("goal", "minimize"), source=o.get("from"),
+                             pattern=o.get("pattern")))
+    return tuple(out)
+
+
 def _dropped_parameters(root: dict[str, Any], schema_errors: list[list[Any]]) -> set[str]:
     params = root.get("parameters")
     if not isinstance(params, dict):
@@ -364,22 +414,8 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
         if problem is not None:
             c.at(["shell"], f"shell: {problem[0]}", hint=problem[1])
 
-    objective = None
-    if "objective" in data:
-        o = data["objective"]
-        if ("from" in o) == ("pattern" in o):
-            c.at(["objective"], "objective: give exactly one of `from` (a JSON file) or `pattern` (a regex on stdout)")
-        if "pattern" in o:
-            try:
-                compiled = re.compile(o["pattern"])
-                if compiled.groups < 1:
-                    c.at(["objective", "pattern"], "objective.pattern: needs one (group) capturing the number")
-            except re.error as exc:
-                c.at(["objective", "pattern"], f"objective.pattern: invalid regular expression: {exc}")
-        if "from" in o and (os.path.isabs(o["from"]) or ".." in Path(o["from"]).parts):
-            c.at(["objective", "from"], "objective.from: must be a path inside the run directory")
-        objective = Objective(metric=o["metric"], goal=o.get("goal", "minimize"), source=o.get("from"),
-                              pattern=o.get("pattern"))
+    objectives = _objectives(data.get("objective"), c)
+    objective = objectives[0] if objectives else None
 
     for i, pattern in enumerate(data.get("outputs") or []):
         if os.path.isabs(pattern) or ".." in Path(pattern).parts:
@@ -423,6 +459,10 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
                                                  repeats=data.get("repeats", 1),
                                                  declared=len(data.get("parameters") or {})):
             c.at(at, message, hint=hint)
+        if len(objectives) > 1 and isinstance(search, Mapping) and isinstance(search.get("stop"), Mapping) \
+                and search["stop"]:
+            c.at(["search", "stop"], "search.stop needs a single objective: a target or patience on a Pareto "
+                 "front is not defined", hint="remove search.stop, or declare one objective")
 
     env = {str(k): _env_text(v) for k, v in (data.get("env") or {}).items()}
     resources = _resources(data.get("resources"), specs, c)
@@ -431,7 +471,7 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
         return None
     return Manifest(
         name=data["name"], command=command, parameters=specs, outputs=tuple(data.get("outputs") or ()),
-        objective=objective, repeats=data.get("repeats", 1), timeout=timeout, retries=retries,
+        objective=objective, objectives=objectives, repeats=data.get("repeats", 1), timeout=timeout, retries=retries,
         search=search, profile=profile, profiles=profiles, env=env, shell=shell, resources=resources,
         metrics=metrics, checkpoint=checkpoint,
         record_env=tuple(str(n) for n in data.get("record_env") or ()),

@@ -21,7 +21,7 @@ from runaway.environment_capture import record_vars, summary_of
 
 from .metrics_stream import METRICS_PATH, final_points, render_metrics_text
 from .journal import JournalWriter, describe_parameters, iso_from_epoch, utc_now
-from .objective import read_objective
+from .objective import read_objectives
 from .run_summary import RunSummary
 
 
@@ -102,7 +102,7 @@ class JournalListener:
             self.metrics.add(record.id, handle)
         record.started = iso_from_epoch(handle.started) or utc_now()
         record.resumed_from = iso_from_epoch(handle.resumed_from) if handle.resumed_from is not None else None
-        record.ended = record.duration = record.exit_code = record.objective = record.error = None
+        record.ended = record.duration = record.exit_code = record.objective = record.objectives = record.error = None
         self.progress.started()
         if self.running_commit_delay <= 0:
             self._commit(record)
@@ -150,7 +150,7 @@ class JournalListener:
             record.duration = round(max(0.0, outcome.ended - outcome.started), 3)
         files: dict[str, Any] = {}
         record.outputs = []
-        record.objective = None
+        record.objective = record.objectives = None
         record.error = None
         if result.collected is not None:
             collected = result.collected
@@ -166,7 +166,7 @@ class JournalListener:
                     files[rel] = path if path.exists() else b""
             self._fill_metrics(collected, files)
             if self.manifest.objective is not None and outcome.exit_code == 0:
-                record.objective, problem = read_objective(self.manifest.objective, collected.read)
+                record.objective, record.objectives, problem = read_objectives(self.manifest, collected.read)
                 if problem:
                     record.error = problem
         self._fill_environment(record, result, files)

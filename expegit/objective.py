@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Callable
 
-from orchestra.manifest import Objective
+from orchestra.manifest import Manifest, Objective
 from runaway.rundir import STDOUT_FILE
 
 MAX_STDOUT_SCAN = 8 * 1024 * 1024  # the last 8 MiB: a pattern's last match is what counts
@@ -43,6 +43,27 @@ def read_objective(objective: Objective, read: Callable[[str], bytes | None]) ->
     if not matches:
         return None, f"objective pattern {objective.pattern!r} did not match stdout"
     return _number(matches[-1].group(1), objective.metric)
+
+
+def read_objectives(manifest: Manifest, read: Callable[[str], bytes | None]
+                    ) -> tuple[float | None, dict[str, float] | None, str | None]:
+    """(primary value, every value by metric or None, problem) for the record of a finished execution.
+
+    A multi-objective execution counts only with all its values: a point missing one cannot be placed
+    on the front, so the first problem is the record's error and no value is kept (the search sees a
+    failed trial, as for a single objective). ``objectives`` stays None for single-objective campaigns,
+    so their records keep their shape.
+    """
+    if not manifest.objectives:
+        return None, None, None
+    values: dict[str, float] = {}
+    for objective in manifest.objectives:
+        value, problem = read_objective(objective, read)
+        if problem is not None or value is None:
+            return None, None, problem
+        values[objective.metric] = value
+    primary = values[manifest.objectives[0].metric]
+    return primary, (values if manifest.multi_objective else None), None
 
 
 def _number(value: object, metric: str) -> tuple[float | None, str | None]:

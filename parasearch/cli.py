@@ -50,8 +50,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--algorithm", metavar="A", help="the study of this algorithm (default: search.algorithm)")
         p.add_argument("--budget", type=int, metavar="N", help=argparse.SUPPRESS)
         if name == "best":
-            p.add_argument("--top", type=int, default=1, metavar="K", help="how many points (default 1)")
-            p.add_argument("--json", action="store_true", help="a JSON array of points")
+            p.add_argument("--top", type=int, metavar="K", help="how many points (default 1; a multi-objective "
+                                                                "study: the whole Pareto front)")
+            p.add_argument("--json", action="store_true", help="a JSON array of points (a multi-objective "
+                                                               "study: an object with the front)")
     return parser
 
 
@@ -87,8 +89,12 @@ def _run(args: argparse.Namespace) -> int:
         parts.append(f"{summary.not_started} not started")
     print(f"parasearch: study {study.id} ({config.algorithm}): {summary.total} executions this run: "
           f"{', '.join(parts)}; {state.executions}/{config.budget} of the budget used", file=sys.stderr)
-    best_point = state.best()
+    best_point = None if config.multi else state.best()
     best = describe_best(best_point)
+    volume = state.hypervolume() if config.multi else None
+    if volume is not None:
+        print(f"parasearch: Pareto front of {len(state.front())} point(s), hypervolume {volume[0]:.6g}; "
+              f"`parasearch best` lists them", file=sys.stderr)
     if best:
         print(f"parasearch: best {config.metric} = {best}", file=sys.stderr)
     for note in bound_notes(study.space, best_point.params if best_point is not None else None):
@@ -119,15 +125,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         patch_gevent()
         return _run(args)
-    from parasearch.study import best_rows, best_text, load_study, status_text
+    from parasearch.study import best_rows, best_text, front_data, front_text, load_study, status_text
 
     study = load_study(_open(args), algorithm=args.algorithm, budget=args.budget)
     if args.command == "status":
         print(status_text(study))
         return 0
-    if args.top < 1:
+    if args.top is not None and args.top < 1:
         raise UsageError(f"--top {args.top}: must be at least 1")
-    rows = best_rows(study, args.top)
+    if study.config.multi:
+        data = front_data(study, args.top)
+        if args.json:
+            json.dump(data, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            print(front_text(data))
+        return 0
+    rows = best_rows(study, args.top or 1)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")

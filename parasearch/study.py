@@ -48,6 +48,21 @@ class StudyConfig:
     patience: int | None = None
     metric: str | None = None
     goal: str = "minimize"
+    # A multi-objective study's (metric, goal) pairs in declared order; () for a single objective, where
+    # ``metric`` and ``goal`` say everything.
+    objectives: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def metrics(self) -> list[str]:
+        return [m for m, _ in self.objectives]
+
+    @property
+    def goals(self) -> list[str]:
+        return [g for _, g in self.objectives]
 
     @property
     def point_budget(self) -> int:
@@ -75,7 +90,8 @@ def study_config(manifest: Manifest, *, algorithm: str | None = None, budget: in
         seed=int(search.get("seed", 0)), repeats=int(search.get("repeats", manifest.repeats or 1)),
         target=None if stop.get("target") is None else float(stop["target"]),
         patience=None if stop.get("patience") is None else int(stop["patience"]),
-        metric=objective.metric if objective else None, goal=objective.goal if objective else "minimize")
+        metric=objective.metric if objective else None, goal=objective.goal if objective else "minimize",
+        objectives=tuple((o.metric, o.goal) for o in manifest.objectives) if manifest.multi_objective else ())
     _check_config(config, objective is not None)
     return config
 
@@ -97,6 +113,9 @@ def _check_config(config: StudyConfig, has_objective: bool) -> None:
     if config.budget < config.repeats:
         raise SearchError(f"search budget ({config.budget}) cannot pay for one point of {config.repeats} repeats",
                           hint="raise the budget or lower repeats")
+    if config.multi and (config.target is not None or config.patience is not None):
+        raise SearchError("search.stop needs a single objective: a target or patience on a Pareto front is "
+                          "not defined", hint="remove search.stop, or declare one objective")
     if not has_objective and (config.algorithm not in BLIND_ALGORITHMS or config.target is not None
                               or config.patience is not None):
         raise SearchError(f"the {config.algorithm} search{' with stop conditions' if config.algorithm in BLIND_ALGORITHMS else ''}"
@@ -112,6 +131,9 @@ def study_id(manifest: Manifest, config: StudyConfig) -> str:
         "objective": None if objective is None else {"metric": objective.metric, "goal": objective.goal,
                                                      "from": objective.source, "pattern": objective.pattern},
     }
+    if manifest.multi_objective:  # single-objective studies keep the ids they always had
+        identity["objective"] = [{"metric": o.metric, "goal": o.goal, "from": o.source, "pattern": o.pattern}
+                                 for o in manifest.objectives]
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
@@ -123,6 +145,10 @@ def make_study_sampler(manifest: Manifest, config: StudyConfig) -> tuple[Space, 
     space = Space.from_parameters(manifest.declarations())
     sampler = make_sampler(config.algorithm, space, seed=config.seed, budget=max(config.point_budget, 1),
                            goal=config.goal)
+    if config.multi and config.algorithm == "bayes":  # the blind algorithms need no goal at all
+        from parasearch.parego import ParEGOSampler
+
+        sampler = ParEGOSampler(space, seed=config.seed, budget=max(config.point_budget, 1), goals=config.goals)
     return space, sampler
 
 
@@ -209,6 +235,13 @@ class PointResult:
         values = self.values
         return sum(values) / len(values) if values else None
 
+    def vector(self, metrics: Sequence[str]) -> tuple[float, ...] | None:
+        """Each objective's mean over the repeats that produced all of them (a multi-objective study)."""
+        vectors = [v for v in (record_vector(r, metrics) for r in self.final) if v is not None]
+        if not vectors:
+            return None
+        return tuple(sum(v[k] for v in vectors) / len(vectors) for k in range(len(metrics)))
+
     @property
     def ended(self) -> str:
         return max((r.ended or r.created or "" for r in self.final), default="")
@@ -227,6 +260,26 @@ def record_value(record: ExecutionRecord) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def record_vector(record: ExecutionRecord, metrics: Sequence[str]) -> tuple[float, ...] | None:
+    """The objective values of a finished multi-objective execution in ``metrics`` order, or None."""
+    if record_value(record) is None or not isinstance(record.objectives, Mapping):
+        return None
+    out = []
+    for metric in metrics:
+        value = record.objectives.get(metric)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):
+            return None
+        out.append(float(value))
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorTrial(Trial):
+    """A trial of a multi-objective study: ``value`` is the primary objective, ``values`` all of them."""
+
+    values: tuple[float, ...] | None = None
 
 
 class StudyState:
@@ -287,6 +340,11 @@ class StudyState:
         """One Trial per point whose repeats are all final, in completion order (failed if none has a value)."""
         out = []
         for point in sorted((p for p in self.points.values() if self.complete(p)), key=lambda p: (p.ended, p.ids)):
+            if self.config.multi:
+                vector = point.vector(self.config.metrics)
+                out.append(VectorTrial(dict(point.params), None if vector is None else vector[0],
+                                       failed=vector is None, values=vector))
+                continue
             value = point.value
             out.append(Trial(dict(point.params), value, failed=value is None))
         return out
@@ -318,6 +376,33 @@ class StudyState:
     def best(self) -> PointResult | None:
         ranked = self.ranked()
         return ranked[0] if ranked else None
+
+    def front(self) -> list[tuple[PointResult, tuple[float, ...]]]:
+        """A multi-objective study's Pareto front: complete points with every value, each with its vector,
+        sorted by the first objective (best first), then the next ones, then completion."""
+        from parasearch.pareto import oriented, pareto_front  # numpy: only for multi-objective studies
+
+        scored = [(p, v) for p in self.points.values() if self.complete(p)
+                  for v in (p.vector(self.config.metrics),) if v is not None]
+        if not scored:
+            return []
+        Y = oriented([v for _, v in scored], self.config.goals)
+        keep = pareto_front(Y)
+        return [scored[i] for i in sorted(keep, key=lambda i: (*Y[i].tolist(), scored[i][0].ended, scored[i][0].ids))]
+
+    def hypervolume(self) -> tuple[float, list[float]] | None:
+        """(hypervolume of the front, the reference point in raw units) by pareto.reference_point's rule
+        over every complete point's values; None before the first."""
+        from parasearch.pareto import hypervolume, oriented, reference_point
+
+        vectors = [v for p in self.points.values() if self.complete(p)
+                   for v in (p.vector(self.config.metrics),) if v is not None]
+        if not vectors:
+            return None
+        Y = oriented(vectors, self.config.goals)
+        ref = reference_point(Y)
+        sign = [-1.0 if g == "maximize" else 1.0 for g in self.config.goals]
+        return hypervolume(Y, ref), [float(r * s) for r, s in zip(ref, sign)]
 
     def stop_reason(self) -> str | None:
         """Why the study should ask no more points (target reached, patience exhausted), or None."""
@@ -443,7 +528,12 @@ def status_text(study: Study) -> str:
     else:
         lines.append(f"  {state.executions}/{config.budget} executions{budget_note}: {counts['done']} done, "
                      f"{counts['failed']} failed, {counts['unfinished']} running or not run yet")
-    best = state.best()
+    best = None if config.multi else state.best()
+    if config.multi:
+        front, volume = state.front(), state.hypervolume()
+        if front and volume is not None:
+            lines.append(f"  Pareto front: {len(front)} point(s) over {', '.join(config.metrics)}; hypervolume "
+                         f"{volume[0]:.6g} (reference {_values_text(volume[1])}); `parasearch best` lists them")
     if best is not None:
         lines.append(f"  best {config.metric} = {best.value:.6g} ({describe_point(best.params)}; "
                      f"{', '.join(i[:12] for i in best.ids)})")
@@ -543,6 +633,50 @@ def best_rows(study: Study, top: int = 1) -> list[dict[str, Any]]:
     return rows
 
 
+def front_data(study: Study, top: int | None = None) -> dict[str, Any]:
+    """A multi-objective study's Pareto front as data: what `parasearch best --json` prints.
+
+    Each point has its objectives (means over repeats), each repeat's values and its execution ids; the
+    hypervolume is measured against ``reference`` (pareto.reference_point's rule, in raw units).
+    """
+    config = study.config
+    front = study.state.front()
+    volume = study.state.hypervolume()
+    points = []
+    for rank, (point, vector) in enumerate(front[:top] if top is not None else front, 1):
+        points.append({"rank": rank, "objectives": dict(zip(config.metrics, vector)),
+                       "parameters": dict(point.params),
+                       "values": [dict(zip(config.metrics, v)) if v is not None else None
+                                  for v in (record_vector(r, config.metrics) for r in point.final)],
+                       "executions": point.ids})
+    return {"study": study.id, "objectives": [{"metric": m, "goal": g} for m, g in config.objectives],
+            "front_size": len(front), "hypervolume": None if volume is None else volume[0],
+            "reference": None if volume is None else dict(zip(config.metrics, volume[1])), "front": points}
+
+
+def _values_text(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+def front_text(data: Mapping[str, Any]) -> str:
+    """The front as a table sorted by the first objective: one column per objective, then the point."""
+    if not data["front"]:
+        return "no finished point with every objective yet"
+    metrics = [o["metric"] for o in data["objectives"]]
+    head = ["#", *(f"{o['metric']} ({'min' if o['goal'] == 'minimize' else 'max'})" for o in data["objectives"]),
+            "parameters", "executions"]
+    rows = [[str(p["rank"]), *(f"{p['objectives'][m]:.6g}" for m in metrics), describe_point(p["parameters"]),
+             " ".join(i[:12] for i in p["executions"])] for p in data["front"]]
+    widths = [max(len(r[k]) for r in [head, *rows]) for k in range(len(head))]
+    lines = ["  ".join(c.rjust(w) if 0 < k <= len(metrics) else c.ljust(w) for k, (c, w) in
+                       enumerate(zip(r, widths))).rstrip() for r in [head, *rows]]
+    shown = len(data["front"])
+    more = f", {shown} shown" if shown < data["front_size"] else ""
+    lines.append(f"Pareto front of {data['front_size']} point(s){more}; hypervolume {data['hypervolume']:.6g} "
+                 f"(reference {_values_text(list(data['reference'].values()))})")
+    return "\n".join(lines)
+
+
 def best_text(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return "no finished point with an objective yet"
@@ -552,5 +686,5 @@ def best_text(rows: Sequence[Mapping[str, Any]]) -> str:
 
 __all__ = ["StudyConfig", "StudyState", "PointResult", "Study", "StudyRun", "study_config", "study_id",
            "make_study_sampler", "search_problems", "load_study", "slots_for_search", "profile_capacity", "status_text", "best_rows",
-           "best_text", "record_value", "describe_point"]
+           "best_text", "record_value", "describe_point", "front_data", "front_text", "record_vector", "VectorTrial"]
 

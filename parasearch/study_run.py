@@ -124,6 +124,11 @@ class _Driver:
         self.study.state.update(dataclasses.replace(record, parameters=dict(record.parameters)))
         self.inflight.discard(record.id)
         self._watch_objective(record)
+        if self.study.config.multi:  # no single best: the live line shows the front's size instead
+            size = len(self.study.state.front())
+            self.progress.best = f"front: {size} point(s)" if size else None
+            self.wake.set()
+            return
         best = self.study.state.best()
         if best is not None and best.value is not None and (self.best_value is None or best.value != self.best_value):
             improved = self.best_value is None or self.study.state._better(best.value, self.best_value)
@@ -155,7 +160,8 @@ class _Driver:
 
     def _missing_objective_reason(self) -> str:
         objective = self.study.manifest.objective
-        where = (f"{objective.source} has no {objective.metric!r}" if objective and objective.source
+        where = ("not every objective was read" if self.study.config.multi  # the problem names which
+                 else f"{objective.source} has no {objective.metric!r}" if objective and objective.source
                  else f"their stdout has no {objective.metric!r} matching objective.pattern" if objective
                  else "no objective was read")
         problem = next((r.error for r in reversed(self.missing_objective) if r.error), None)
