@@ -26,6 +26,9 @@ from .report import CommitInfo, ExecutionView, Objective, OutputLoader, ReportDa
 MANIFEST_NAME = "orchestra.yaml"
 TAIL_LINES = 40
 TAIL_BYTES = 8192
+# Distinct package lists read for the compare view (one per node and environment in practice); past this the
+# rest are left out, and the page says so, rather than one list per execution bloating packages.js.
+MAX_PACKAGE_LISTS = 300
 
 
 def tail(data: bytes | None, lines: int = TAIL_LINES, limit: int = TAIL_BYTES) -> str:
@@ -160,6 +163,33 @@ def _views(store: GitStore, ordered: list[ExecutionRecord], tips: Mapping[str, s
     return views
 
 
+def package_lists(store: GitStore, ordered: list[ExecutionRecord], tips: Mapping[str, str],
+                  limit: int = MAX_PACKAGE_LISTS) -> tuple[dict[str, dict[str, str]], int]:
+    """({blob id: {name: version}}, lists left out) of the environments' pip freeze and conda exports.
+
+    Each distinct blob is read once, through the tip of the first execution that names it, and parsed once:
+    identical environments share one blob, so 100,000 executions on four nodes read a handful of lists.
+    """
+    from orchestra.environment import CONDA_EXPORT_PATH, PIP_FREEZE_PATH, parse_pip_freeze
+
+    wanted: dict[tuple[str, str], str] = {}  # (path, blob) -> a tip that has it
+    for record in ordered:
+        env = record.environment if isinstance(record.environment, Mapping) else {}
+        for field, path in (("packages_blob", PIP_FREEZE_PATH), ("conda_blob", CONDA_EXPORT_PATH)):
+            blob = env.get(field)
+            if isinstance(blob, str) and blob and (path, blob) not in wanted and record.id in tips:
+                wanted[(path, blob)] = tips[record.id]
+    distinct = list(dict.fromkeys(blob for _path, blob in wanted))
+    keep = set(distinct[:limit])
+    lists: dict[str, dict[str, str]] = {}
+    for path in (PIP_FREEZE_PATH, CONDA_EXPORT_PATH):
+        items = [(blob, tip) for (p, blob), tip in wanted.items() if p == path and blob in keep and blob not in lists]
+        for (blob, _tip), raw in zip(items, store.read_path_many([tip for _blob, tip in items], path)):
+            if raw is not None:
+                lists[blob] = parse_pip_freeze(raw.decode("utf-8", "replace"))
+    return lists, len(distinct) - len(keep)
+
+
 def build_report_data(store: GitStore, *, campaign: str | None = None,
                       objective: Objective | None = None) -> tuple[ReportData, OutputLoader, dict[str, str]]:
     """(data, load_outputs, problems by id) for every execution branch of ``store``.
@@ -181,11 +211,13 @@ def build_report_data(store: GitStore, *, campaign: str | None = None,
         commits[record.commit] = CommitInfo(sha=record.commit, subject=subject, author=author,
                                             time=iso_from_epoch(when) or "")
     views = _views(store, ordered, tips, metrics, {sha for sha in commits}, facts.has_metrics)
+    packages, packages_left_out = package_lists(store, ordered, tips)
     if campaign is None:
         campaign = name or (ordered[0].campaign if ordered else None) or _repository_name(store)
     data = ReportData(campaign=campaign, objective=objective if objective is not None else declared,
                       generated=utc_now(), commits=commits, executions=views,
-                      parameter_types=facts.parameter_types)
+                      parameter_types=facts.parameter_types, packages=packages,
+                      packages_left_out=packages_left_out)
 
     def load_outputs(execution_id: str) -> Mapping[str, bytes]:
         record = records.get(execution_id)
@@ -246,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["build_report_data", "render_report", "render_repository_report", "default_report_dir", "tail",
-           "manifest_summary", "manifest_facts", "declared_parameter_types", "ManifestFacts", "main"]
+           "manifest_summary", "manifest_facts", "package_lists", "declared_parameter_types", "ManifestFacts", "main"]
 
 
 if __name__ == "__main__":

@@ -192,8 +192,12 @@ def repeats_report(repeats: int = 4, seed: int = 3) -> ReportData:
                     views.append(ExecutionView(record, "", "", {}, [("metrics.json", 40)],
                                                {"val_loss": loss, "val_acc": val_acc(loss)}))
                     n += 1
+    # The two lists differ by one version, one package removed and one added (a direct reference carrying markup).
+    base = {"numpy": "1.26.4", "torch": "2.3.0", "tqdm": "4.66.1"}
+    packages = {"c" * 40: base, "d" * 40: {"numpy": "1.26.4", "torch": "2.4.1", "mylib": "file:///src/<b>mylib</b>"}}
     return ReportData("sweep", {"metric": "val_loss", "goal": "minimize"}, _iso(T0 + _dt.timedelta(hours=2)),
-                      commits, views, parameter_types={"lr": "float", "width": "int", "seed": "int"})
+                      commits, views, parameter_types={"lr": "float", "width": "int", "seed": "int"},
+                      packages=packages)
 
 
 def hostile_views(rng: random.Random, sha: str) -> list[ExecutionView]:

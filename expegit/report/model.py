@@ -59,6 +59,11 @@ class ReportData:
     ``parameter_types`` are the manifest's declared kinds (``float``, ``int``, ``str``) by parameter name:
     a float parameter whose value happens to be whole (1.0) is still a float, which the value alone cannot
     tell once it is JSON in a browser.
+
+    ``packages`` maps a package-list blob id (an environment's ``packages_blob`` or ``conda_blob``) to its
+    parsed list ``{name: version}``, for the compare view: identical environments share one blob, so a
+    campaign has a handful however many executions it holds. ``packages_left_out`` counts blobs beyond the
+    cap that were not read (the page says so).
     """
 
     campaign: str
@@ -67,6 +72,8 @@ class ReportData:
     commits: dict[str, CommitInfo]
     executions: list[ExecutionView]
     parameter_types: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    packages: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    packages_left_out: int = 0
 
 
 def objective_label(data: ReportData) -> tuple[str, str]:

@@ -295,17 +295,24 @@ def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
 
 def compare_page(data: ReportData) -> str:
     """The shell of compare.html#a=ID&b=ID; report.js fills it from data.js (what `expegit compare` shows of
-    the records: parameters, code commit, place, timings, objective and metrics, environment)."""
+    the records: parameters, code commit, place, timings, objective and metrics, environment, packages added, removed and changed)."""
     body = (
         '<section class="hero"><div><h1>Compare</h1><p class="muted" id="compare-what">Tick two executions in '
         '<a href="executions.html">the table</a>, then press Compare. <code>expegit compare A B</code> adds the '
-        "code's diffstat, package differences and the output files that differ.</p></div></section>"
+        "code's diffstat and the output files that differ.</p></div></section>"
         '<section class="card"><div class="table-scroll"><table id="compare-table" class="compare">'
         '<thead><tr><th></th><th id="compare-a">A</th><th id="compare-b">B</th><th>B − A</th></tr></thead>'
         "<tbody></tbody></table></div>"
         '<p id="compare-missing" class="muted" hidden>These executions are not in this report.</p>'
         '<noscript><p class="muted">The comparison needs JavaScript; <code>expegit compare</code> does not.</p>'
-        "</noscript></section>")
+        "</noscript></section>"
+        '<section class="card" id="compare-packages" hidden><h2>Packages</h2>'
+        '<p class="muted" id="compare-packages-what"></p><div id="compare-packages-groups"></div>'
+        + (f'<p class="muted" id="compare-packages-left-out">{data.packages_left_out} more package lists were '
+           "left out of this report; <code>expegit compare A B</code> reads them.</p>" if data.packages_left_out else "")
+        + "</section>"
+        # Only this page loads the package lists; before report.js, which reads them (PACKAGES_FILE).
+        '<script src="packages.js"></script>')
     return page("Compare", body, root="", active="compare", campaign=data.campaign, generated=data.generated)
 
 

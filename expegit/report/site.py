@@ -1,6 +1,7 @@
 """Writing the whole site: ``write_report`` is the one entry point the git layer calls.
 
 Layout: index.html, executions.html, plots.html, analysis.html, compare.html, execution.html (+ details/<xx>.js shards), data.js,
+packages.js (the compare view's package lists),
 assets/, files/<execution>/<output path>, curves/<execution>.svg (learning curves, when reported).
 
 The site is built in a sibling temporary directory and swapped in with renames, so a reader (or a web
@@ -26,6 +27,7 @@ from .files import OutputEntry, write_outputs
 from .fmt import safe_page_name
 from .model import OutputLoader, ReportData, objective_label
 from .analysis import analysis_page
+from .packagesfile import PACKAGES_FILE, render_packages_js
 from .pages import compare_page, executions_page, overview_page, plots_page
 from .plots import progress_plot
 from .reuse import previous_details, reuse_outputs
@@ -80,6 +82,7 @@ def render_site(data: ReportData, root: Path, load_outputs: OutputLoader | None 
     _write(root / "plots.html", plots_page(data, progress))
     _write(root / "analysis.html", analysis_page(data, pages))
     _write(root / "compare.html", compare_page(data))
+    _write(root / PACKAGES_FILE, render_packages_js(data.packages, data.packages_left_out))
     _write(root / "execution.html", execution_shell(data))
     shards: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     last = len(names) - 1

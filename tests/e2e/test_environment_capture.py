@@ -108,6 +108,21 @@ def test_compare_names_the_package_whose_version_differs(campaign: Path, tmp_pat
     same = json.loads(cli(campaign, "expegit", "compare", a["id"], a2["id"], "--json", check=True).stdout)
     assert same["environment"]["packages"] == {"added": {}, "removed": {}, "changed": {}}
 
+    # the report's compare view gets each distinct list once, parsed, named by the records' blob ids
+    from expegit.report.packagesfile import parse_packages_js
+    from expegit.report_build import package_lists
+    from orchestra.execution import parse_record
+
+    cli(campaign, "expegit", "report", "-o", str(tmp_path / "site"), check=True)
+    lists, left_out = parse_packages_js((tmp_path / "site" / "packages.js").read_text())
+    assert left_out == 0 and set(lists) == {env_a["packages_blob"], env_b["packages_blob"]}
+    assert lists[env_a["packages_blob"]]["envcap-probe-pkg"] == "1.0"
+    assert lists[env_b["packages_blob"]]["envcap-probe-pkg"] == "2.0"
+    tips = {r["id"]: git(campaign, "rev-parse", f"executions/{r['id']}").stdout.strip() for r in (a, a2, b)}
+    recs = [parse_record(store.read_path(tips[r["id"]], RECORD_PATH) or b"") for r in (a, a2, b)]
+    capped, over = package_lists(store, recs, tips, limit=1)
+    assert list(capped) == [env_a["packages_blob"]] and over == 1
+
 
 def test_record_env_with_a_bad_name_is_refused_with_its_place(tmp_path: Path) -> None:
     root = make_campaign(tmp_path / "bad", MANIFEST.replace("ENVCAP_UNSET]", "NOT-A-NAME]"), {"train.py": TRAIN})

@@ -74,3 +74,27 @@ def test_tick_two_executions_then_compare(driver: Any, sweep: Path, artifacts: P
     assert "facts differ" in driver.find_element(By.ID, "compare-what").text
     assert _errors(driver) == []
     _shot(driver, artifacts, "compare")
+
+    # packages, as `expegit compare` names them: the demo's two lists differ in torch's version, tqdm left, mylib came
+    section = driver.find_element(By.ID, "compare-packages")
+    assert section.is_displayed()
+    groups = {g.get_attribute("data-group"): [li.text for li in g.find_elements(By.TAG_NAME, "li")]
+              for g in section.find_elements(By.CSS_SELECTOR, ".pkg-group")}
+    assert groups == {"changed": ["torch 2.3.0 \u2192 2.4.1"], "added": ["mylib file:///src/<b>mylib</b>"],
+                      "removed": ["tqdm 4.66.1"]}
+    assert "1 added, 1 removed, 1 changed" in driver.find_element(By.ID, "compare-packages-what").text
+    assert not section.find_elements(By.CSS_SELECTOR, "b")  # the markup in a direct reference stays text
+    driver.execute_script("arguments[0].scrollIntoView()", section)  # the groups, below the facts table
+    driver.save_screenshot(str(artifacts / "report_compare_packages.png"))
+
+
+def test_compare_view_same_environment_names_no_package_differences(driver: Any, sweep: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    ids = [v.record.id for v in repeats_report().executions[:2]]
+    driver.get("about:blank")  # a new hash on the same page would not load it again
+    driver.get((sweep / "compare.html").as_uri() + f"#a={ids[0]}&b={ids[0]}")
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr"))
+    assert "the same packages" in driver.find_element(By.ID, "compare-packages-what").text
+    assert not driver.find_elements(By.CSS_SELECTOR, "#compare-packages .pkg-group")
+    assert _errors(driver) == []

@@ -769,7 +769,60 @@
     if (ra.rerun_of || rb.rerun_of) row("rerun of", ra.rerun_of, rb.rerun_of);
     document.getElementById("compare-what").textContent = tbody.querySelectorAll('tr[data-differs="1"]').length
       + " of " + tbody.rows.length + " facts differ (highlighted). `expegit compare " + String(ra.id) + " "
-      + String(rb.id) + "` adds the code's diffstat, package differences and the output files that differ.";
+      + String(rb.id) + "` adds the code's diffstat and the output files that differ.";
+    comparePackages(ea, eb);
+  }
+
+  /* Package differences, as `expegit compare` names them: packages.js maps each distinct list's blob id to
+   * {name: version}; the two executions' environments name theirs by packages_blob / conda_blob. */
+  function packageDiff(pa, pb) {
+    var out = {added: [], removed: [], changed: []};
+    Object.keys(Object.assign({}, pa, pb)).sort().forEach(function (name) {
+      var inA = Object.prototype.hasOwnProperty.call(pa, name), inB = Object.prototype.hasOwnProperty.call(pb, name);
+      if (inA && !inB) out.removed.push([name, pa[name]]);
+      else if (inB && !inA) out.added.push([name, pb[name]]);
+      else if (pa[name] !== pb[name]) out.changed.push([name, pa[name], pb[name]]);
+    });
+    return out;
+  }
+
+  function comparePackages(ea, eb) {
+    var section = document.getElementById("compare-packages");
+    var PKG = window.ORCHESTRA_PACKAGES || null;
+    if (!section || !PKG || !PKG.lists) return;
+    var groups = document.getElementById("compare-packages-groups");
+    var notes = [];
+    var shown = 0;
+    [["packages_blob", "pip"], ["conda_blob", "conda"]].forEach(function (pair) {
+      var ba = ea[pair[0]], bb = eb[pair[0]];
+      if (!ba && !bb) return;
+      shown += 1;
+      if (ba === bb) { notes.push(pair[1] + ": the same packages (one list)"); return; }
+      var la = ba ? PKG.lists[ba] : {}, lb = bb ? PKG.lists[bb] : {};
+      if (!la || !lb) { notes.push(pair[1] + ": a list is not in this report; `expegit compare` reads it"); return; }
+      var d = packageDiff(la, lb);
+      notes.push(pair[1] + ": " + d.added.length + " added, " + d.removed.length + " removed, "
+        + d.changed.length + " changed");
+      [["added", d.added], ["removed", d.removed], ["changed", d.changed]].forEach(function (g) {
+        if (!g[1].length) return;
+        var box = el("div", "pkg-group");
+        box.setAttribute("data-group", g[0]);
+        box.setAttribute("data-kind", pair[1]);
+        box.appendChild(el("h3", null, pair[1] + " packages " + g[0] + " (" + g[1].length + ")"));
+        var ul = el("ul", "pkg-list mono");
+        g[1].forEach(function (item) {
+          var li = el("li", null, item.length === 3 ? item[0] + " " + item[1] + " \u2192 " + item[2]
+            : item[0] + " " + item[1]);
+          li.setAttribute("data-package", item[0]);
+          ul.appendChild(li);
+        });
+        box.appendChild(ul);
+        groups.appendChild(box);
+      });
+    });
+    if (!shown) return;
+    document.getElementById("compare-packages-what").textContent = notes.join("; ") + ".";
+    section.hidden = false;
   }
 
   setupPlots();
