@@ -13,7 +13,6 @@ navigation timing's loadEventEnd.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -26,7 +25,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, now, write_section  # noqa: E402
+from _common import machine, now, site_size, write_section  # noqa: E402
 
 from expegit.report import write_report  # noqa: E402
 from expegit.report.demo import synthetic_report  # noqa: E402
@@ -66,15 +65,6 @@ def page_ms(driver: Any, script: str) -> float:
             return float(value)
         time.sleep(0.05)
     raise RuntimeError("the table never redrew")
-
-
-def site_size(root: Path) -> tuple[int, int]:
-    files = size = 0
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            files += 1
-            size += os.path.getsize(os.path.join(dirpath, name))
-    return files, size
 
 
 def measure(n: int, rounds: int, base: Path, driver: Any) -> dict[str, Any]:

@@ -16,7 +16,6 @@ creation dominates on slow or busy disks, so the load average at start is record
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -28,21 +27,12 @@ _ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, now, write_section  # noqa: E402
+from _common import machine, now, site_size, write_section  # noqa: E402
 
 from expegit.report import ReportData, write_report  # noqa: E402
 from expegit.report.demo import demo_loader, synthetic_report  # noqa: E402
 
 SECTION = "Report rendering (bench/report_render.py)"
-
-
-def _site_size(root: Path) -> tuple[int, int]:
-    files = size = 0
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            files += 1
-            size += os.path.getsize(os.path.join(dirpath, name))
-    return files, size
 
 
 def _timed_render(data: ReportData, target: Path, lazy: bool) -> float:
@@ -66,7 +56,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="orchestra-report-bench-"))
     try:
         fresh = [_timed_render(data, base / f"fresh{k}", lazy=True) for k in range(args.rounds)]
-        files, size = _site_size(base / "fresh0")
+        files, size = site_size(base / "fresh0")
         replace = _timed_render(data, base / "fresh0", lazy=True)
         bare = _timed_render(data, base / "bare", lazy=False)
         if args.keep:
