@@ -47,6 +47,15 @@ def rate(python: str, n: int, jobs: int, root: Path, env: dict[str, str]) -> tup
     return n / elapsed, cpu * 1000 / n
 
 
+def commit_of(python: str, path: str) -> str:
+    """The short commit of the checkout whose expegit ``python`` imports (the figures name what they compare)."""
+    env = dict(os.environ, PYTHONPATH=path) if path else None
+    where = subprocess.run([python, "-c", "import expegit, os; print(os.path.dirname(expegit.__file__))"],
+                           capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()).stdout.strip()
+    got = subprocess.run(["git", "-C", where or ".", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return got.stdout.strip() or "unknown commit"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-python", required=True)
@@ -74,14 +83,16 @@ def main() -> None:
                 print(f"round {k + 1} {name}: {got:.1f}/s, {cpu:.2f} ms CPU per execution", flush=True)
     med = {name: statistics.median(values) for name, values in rates.items()}
     cmed = {name: statistics.median(values) for name, values in cpus.items()}
-    lines = [f"{now()} on {machine()}; `python bench/environment_cost.py -n {args.n} -j {args.jobs} "
-             f"--rounds {args.rounds}`, rounds alternating on a shared, loaded machine; medians.", "",
+    lines = [f"{now()} on {machine()}, load average {os.getloadavg()[0]:.1f} at the end; `python "
+             f"bench/environment_cost.py -n {args.n} -j {args.jobs} --rounds {args.rounds}`, rounds alternating; "
+             "medians.", "",
              "| run | executions/s (median) | rounds | rate ratio | CPU ms/execution (median) | CPU ratio |",
              "|---|---|---|---|---|---|"]
     for name in ("before", "cached", "cold"):
         lines.append(f"| {name} | {med[name]:.1f} | {', '.join(f'{r:.0f}' for r in rates[name])} | "
                      f"{med[name] / med['before']:.3f} | {cmed[name]:.2f} | {cmed[name] / cmed['before']:.3f} |")
-    lines += ["", "before: the commit before the capture (f8f4e0d); cached: this tree, the node already "
+    lines += ["", f"before: {commit_of(args.base_python, args.base_path)} (the commit before the capture); cached: "
+              f"{commit_of(sys.executable, '')}, the node already "
               "captured at this commit; cold: this tree with an empty node cache (one capture in the run)."]
     body = "\n".join(lines) + "\n"
     print(body)

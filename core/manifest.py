@@ -80,6 +80,9 @@ class Manifest:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Variables whose values each execution's record keeps (environment.vars), read on the node after binding.
     record_env: tuple[str, ...] = ()
+    # False: no environment probe at all (a site that forbids `pip freeze` on its nodes, or a user who wants
+    # the last percent of throughput); record_env's values are still read.
+    capture_environment: bool = True
     shell: str | None = None  # None: the wrapper's /bin/sh runs the command itself
     # `resources:` as declared (placeholders unresolved: orchestra.resources.resolve per execution); None:
     # not declared, one slot per execution as before any packing existed.
@@ -475,6 +478,7 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
         search=search, profile=profile, profiles=profiles, env=env, shell=shell, resources=resources,
         metrics=metrics, checkpoint=checkpoint,
         record_env=tuple(str(n) for n in data.get("record_env") or ()),
+        capture_environment=bool(data.get("capture_environment", True)),
         description=data.get("description", ""),
         path=c.path, data=data,
     )

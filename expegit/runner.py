@@ -339,7 +339,8 @@ class Session:
                                    running_commit_delay=backend.running_commit_delay)
         controller = Controller(backend, listener, self.campaign.store.archive, retry=self.manifest.retries,
                                 staging=self.campaign.workdir / "staging", leave=self.leave,
-                                packing=self.manifest.resources is not None, capture=EnvironmentCapture())
+                                packing=self.manifest.resources is not None,
+                                capture=EnvironmentCapture(enabled=self.manifest.capture_environment))
         self.controllers.append(controller)
         follower = None
         if self.manifest.metrics is not None:

@@ -159,3 +159,26 @@ def test_record_env_holds_the_value_after_binding(tmp_path: Path) -> None:
         assert rec["environment"]["vars"]["CUDA_VISIBLE_DEVICES"] == seen == rec["gpus"], rec
         got.add(seen)
     assert got == {"0", "1"}
+
+
+def test_capture_environment_false_runs_no_probe_and_keeps_record_env(tmp_path: Path) -> None:
+    """The switch off: no probe runs (nothing cached on the node, no package blob on the branch), the
+    record has no captured section, and record_env's values are still read."""
+    root = make_campaign(tmp_path / "off", MANIFEST.replace("profile: local\n", "capture_environment: false\nprofile: local\n"),
+                         {"train.py": TRAIN})
+    cache = tmp_path / "cache"
+    cli(root, "expegit", "run", "-p", "x=1", check=True, env={"XDG_CACHE_HOME": str(cache), "ENVCAP_TAG": "t"})
+    (rec,) = records(root)
+    assert rec["environment"] == {"vars": {"ORCHESTRA_EXECUTION_ID": rec["id"], "ENVCAP_TAG": "t"}}, rec
+    assert not (cache / "orchestra" / "environment").exists()
+    tree = git(root, "ls-tree", "-r", "--name-only", f"executions/{rec['id']}").stdout.split()
+    assert PIP_FREEZE_PATH not in tree
+
+
+def test_capture_environment_must_be_a_boolean(tmp_path: Path) -> None:
+    root = make_campaign(tmp_path / "bad", MANIFEST.replace("profile: local\n", "capture_environment: maybe\nprofile: local\n"),
+                         {"train.py": TRAIN})
+    check = cli(root, "expegit", "check")
+    assert check.returncode != 0 and "Traceback" not in check.stderr
+    line = next(i for i, text in enumerate(MANIFEST.splitlines(), 1) if text.startswith("profile:"))
+    assert f"orchestra.yaml:{line}:" in check.stderr and "capture_environment" in check.stderr, check.stderr
