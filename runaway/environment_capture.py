@@ -32,6 +32,9 @@ CAPTURE_FILE = ".orchestra/environment"   # the probe's output, in the run direc
 ENV_VARS_FILE = ".orchestra/env_vars"     # record_env's values, in the run directory
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ASKS = 3  # probed executions that told nothing before a key is given up on (no python on that node)
+# Executions with a shorter timeout carry no probe: one that ends before the probe waits for it, and a
+# cold node's package listing can take a few seconds under load (render_probed).
+PROBE_MIN_TIMEOUT = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,23 +100,38 @@ _PREFIX: list[str] = []
 
 
 def render_probe_prefix(commit: str) -> str:
-    """Shell that runs the probe with the python on PATH (python3, else python) into CAPTURE_FILE.
+    """Shell that starts the probe with the python on PATH (python3, else python) into CAPTURE_FILE, in the
+    background: see render_probed for why.
 
     Inline (zlib + base64: ~3 KB) so that nothing is shipped beforehand; output and errors never reach the
-    execution's stdout/stderr, and its exit status never matters (the command that follows sets it)."""
+    execution's stdout/stderr, and its exit status never matters (the command's is the wrapper's)."""
     if not _PREFIX:
         packed = base64.b64encode(zlib.compress(_probe_source().encode("utf-8"), 9)).decode("ascii")
         _PREFIX.append(f"import base64,zlib;exec(zlib.decompress(base64.b64decode('{packed}')))")
     code = quote(_PREFIX[0])
     return (f"{{ python3 -c {code} {quote(commit)} || python -c {code} {quote(commit)}; }} "
-            f">{CAPTURE_FILE} 2>/dev/null </dev/null; ")
+            f">{CAPTURE_FILE} 2>/dev/null </dev/null & __orchestra_probe=$!; ")
+
+
+# After the command, on a line of its own (a command ending in a `# comment` cannot swallow it): wait for
+# the probe and leave with the command's status, which the wrapper's EXIT trap then writes. Builtins only.
+PROBE_SUFFIX = "\n__orchestra_rc=$?; wait $__orchestra_probe 2>/dev/null; exit $__orchestra_rc"
+
+
+def render_probed(command: str, commit: str) -> str:
+    """``command`` carrying the probe. Why beside the command and not before it: run in front, the probe's
+    second of package listing on a cold node counted against the execution's own timeout and duration (an
+    execution with `timeout: 1s` was killed by it). Beside it, a command that runs longer than the probe
+    pays nothing; a shorter one waits for the probe at its end, which is why executions with a timeout
+    under PROBE_MIN_TIMEOUT never carry it (EnvironmentCapture.prepare)."""
+    return render_probe_prefix(commit) + command + PROBE_SUFFIX
 
 
 def strip_prefixes(command: str, commit: str) -> str:
     """The command without the probe and record_env prefixes (for the fake backend, which runs no shell)."""
     probe = render_probe_prefix(commit)
-    if command.startswith(probe):
-        command = command[len(probe):]
+    if command.startswith(probe) and command.endswith(PROBE_SUFFIX):
+        command = command[len(probe):-len(PROBE_SUFFIX)]
     end = f">{ENV_VARS_FILE} 2>/dev/null; "
     if command.startswith("{ [ -z ") and end in command:
         command = command[command.index(end) + len(end):]
@@ -183,8 +201,10 @@ class EnvironmentCapture:
         if (not self.enabled or key in self._known or key in self._inflight
                 or self._failed.get(key, 0) >= _ASKS):
             return job
+        if job.timeout is not None and job.timeout < PROBE_MIN_TIMEOUT:
+            return job
         self._inflight[key] = gevent.event.Event()
-        return dataclasses.replace(job, command=render_probe_prefix(job.commit) + job.command)
+        return dataclasses.replace(job, command=render_probed(job.command, job.commit))
 
     def absorb(self, slot: Slot, job: Job, collected: Collected | None, probed: bool) -> Capture | None:
         """The capture for this execution's node: read from its results when it ran the probe (a file left

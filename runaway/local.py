@@ -30,6 +30,7 @@ import gevent.queue
 
 from . import agent as agent_protocol
 from .agent import pid_alive
+from .agent.posix import is_wrapper_of
 from .agent_link import AgentLink, attach_argv
 from orchestra.resources import Request
 
@@ -129,7 +130,7 @@ class LocalFiles:
             code = read_exit(run_dir)
             if code is not None:
                 break
-            if handle.pid is not None and not pid_alive(handle.pid):
+            if handle.pid is not None and not is_our_wrapper(handle.pid, run_dir):
                 gevent.sleep(POLL_INTERVAL)  # it may have just written exit_code
                 code = read_exit(run_dir)
                 if code is None:
@@ -151,14 +152,14 @@ class LocalFiles:
         shutil.rmtree(handle.remote_dir, ignore_errors=True)
 
     def stop(self, handle: RunHandle) -> None:
-        if handle.pid is not None:
+        if handle.pid is not None and is_our_wrapper(handle.pid, Path(handle.remote_dir)):
             try:
                 os.killpg(handle.pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
                 pass
 
     def warn(self, handle: RunHandle, sig: int, grace: float) -> None:
-        if handle.pid is not None:
+        if handle.pid is not None and is_our_wrapper(handle.pid, Path(handle.remote_dir)):
             gevent.spawn(kill_group, handle.pid, sig, grace)
 
     def read_output(self, handle: RunHandle, offsets: tuple[int, int]) -> tuple[bytes, bytes]:
@@ -250,12 +251,9 @@ def kill_group(pid: int, sig: int = signal.SIGTERM, grace: float = STOP_GRACE) -
 
 
 def is_our_wrapper(pid: int, run_dir: Path) -> bool:
-    try:
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return MARKER.encode() in cmdline and Path(cwd) == run_dir.resolve()
+    """Whether ``pid`` (read from the run directory) is still that run's wrapper (runaway/agent/posix.py
+    says why a pid alone is not to be trusted)."""
+    return pid_alive(pid) and is_wrapper_of(pid, str(run_dir), MARKER)
 
 
 class LocalBackend:

@@ -384,7 +384,10 @@ class RemoteRuns:
         ``grace`` (detached, so we do not wait)."""
         self._signalled.add(remote_dir)
         assert signal.isalnum(), signal  # a name from walltime.signal_name, never user text
+        # The pid file outlives its process: where /proc tells, only a process that is still a wrapper is
+        # signalled, never whoever was given the number since (runaway/agent/posix.py: is_wrapper_of).
         inner = (f"p=; read -r p < {q(remote_dir)}/{PID_FILE} 2>/dev/null; [ -n \"$p\" ] || exit 0; "
+                 f"[ ! -r /proc/$p/cmdline ] || grep -qa -- {MARKER} /proc/$p/cmdline || exit 0; "
                  # `kill -SIG -PGID`: dash's builtin rejects `--` and `-s SIG -PGID`; this form works everywhere.
                  f"kill -{signal} -$p 2>/dev/null || kill -{signal} $p 2>/dev/null; "
                  f"(sleep {grace:g}; kill -KILL -$p 2>/dev/null) </dev/null >/dev/null 2>&1 & exit 0")

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 
-from .posix import pid_alive, read_small
+from .posix import is_wrapper_of, pid_alive, read_small
 from .protocol import (MAX_LINE, MAX_READ, META_DIR, SOCKET_NAME, exit_code_of, parse_request, render_event,
                        split_lines)
 from .results import pack_results
@@ -253,7 +253,8 @@ class Agent:
         if pid is None:
             text = read_small(os.path.join(run_dir, META_DIR, "pid"))
             pid = int(text) if text.isdigit() else None
-        if pid is not None and pid_alive(pid):
+        ours = known is not None and known.child and known.pid == pid  # our unreaped child: its pid is held
+        if pid is not None and pid_alive(pid) and (ours or is_wrapper_of(pid, run_dir, self.marker)):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -286,13 +287,22 @@ class Agent:
         run.clients.add(client)
         if outputs:
             run.outputs = list(outputs)
-        if run.pid is not None and (run.child or pid_alive(run.pid)):
+        if run.pid is not None and self._alive(run):
             self._event(client, "started", execution_id, pid=run.pid, started=run.started or time.time())
         self._check_adopted(run)
 
+    def _alive(self, run: _Execution) -> bool:
+        """Whether the run's wrapper still runs: a child of ours holds its pid until reaped; an adopted
+        run's pid was read from a file, and is trusted only while it is still that run's wrapper."""
+        if run.pid is None:
+            return False
+        if run.child:
+            return True
+        return pid_alive(run.pid) and is_wrapper_of(run.pid, run.run_dir, self.marker)
+
     def _kill(self, execution_id: str, sig: int, grace: float) -> None:
         run = self.runs.get(execution_id)
-        if run is None or run.pid is None:
+        if run is None or run.pid is None or not self._alive(run):
             return
         try:
             os.killpg(run.pid, sig)
@@ -387,7 +397,7 @@ class Agent:
                 ended = time.time()
             self._finish(run, code, ended)
             return
-        if run.pid is not None and pid_alive(run.pid):
+        if self._alive(run):
             run.dead_since = None
             return
         # No live wrapper and no exit code: give a just-exiting wrapper time to write its file.
@@ -402,7 +412,8 @@ class Agent:
             if run.kill_at is not None and now >= run.kill_at and run.pid is not None:
                 run.kill_at = None
                 try:
-                    os.killpg(run.pid, signal.SIGKILL)
+                    if self._alive(run):
+                        os.killpg(run.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
             if not run.child and run.clients:

@@ -42,3 +42,24 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+
+
+def is_wrapper_of(pid, run_dir, marker):
+    """Whether ``pid`` is still the wrapper shell launched for ``run_dir`` (its argv names the marker and
+    the run directory), and not a process that was given the same number since.
+
+    Why: pids read back from a run directory's files outlive their process. A run directory is recycled,
+    an agent may be restarted, and pid_max (32768 by default) wraps within minutes when a campaign starts
+    thousands of executions, so a daemon that started later can hold the number; it is a group leader
+    too, and a killpg of it once took down a Slurm node's slurmd. argv, unlike the cwd, does not change
+    when the command runs ``cd``. Without /proc (not Linux) the pid is all there is to go by."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            args = handle.read().split(b"\0")
+    except OSError:
+        return pid_alive(pid) and not os.path.isdir("/proc/self")
+    if os.fsencode(marker) not in args:
+        return False
+    wanted = os.path.realpath(run_dir)
+    return any(arg == os.fsencode(run_dir) or (arg.startswith(b"/") and len(arg) < 4096
+                                                and os.path.realpath(os.fsdecode(arg)) == wanted) for arg in args)

@@ -693,3 +693,48 @@ def test_an_execution_killed_while_nobody_listened_reports_its_signal_not_a_loss
     again = site.attach()
     again.send(site.watch("k1"))
     assert again.until("exited", "k1")[1]["code"] == 137
+
+
+def test_a_stale_pid_in_an_earlier_run_directory_is_not_signalled_when_another_process_holds_it(site):
+    """The run directory an earlier agent left names a pid that has since been given to another process
+    (pid_max wraps; here: a daemon-like group leader that is none of ours). A new attempt discards the
+    earlier one without touching that process: a killpg of it once took a Slurm node's slurmd down."""
+    link = site.attach()
+    link.send(site.launch("s1", "true"))
+    link.until("exited", "s1")
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)  # its own group, like a daemon
+    try:
+        pid_file = site.run_dir("s1") / ".orchestra" / "pid"
+        pid_file.write_text(f"{stranger.pid}\n")
+        (site.run_dir("s1") / ".orchestra" / "exit_code").unlink()  # as if the earlier one still ran
+        again = site.attach()  # a new session: the agent knows the run only from its directory
+        again.send(site.launch("s1", "echo second", token="t2"))
+        assert again.until("exited", "s1")[1]["code"] == 0
+        again.send(agent.render_request("kill", "s1", signal=9, grace=0))  # an ended run: nothing to kill
+        time.sleep(0.3)
+        assert stranger.poll() is None, "the agent signalled a process that was not its execution"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_an_adopted_run_whose_pid_went_to_another_process_is_not_killed_and_counts_as_ended(site):
+    """A watch of a run directory whose wrapper is gone and whose pid now belongs to someone else: a kill
+    request must not reach that process, and the watch ends the run (lost) instead of waiting forever."""
+    link = site.attach()
+    link.send(site.launch("a1", "true"))
+    link.until("exited", "a1")
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        meta = site.run_dir("a1") / ".orchestra"
+        (meta / "pid").write_text(f"{stranger.pid}\n")
+        (meta / "exit_code").unlink()
+        site.stop()  # a new agent process: the run is adopted from its files, not its child
+        again = site.attach()
+        again.send(site.watch("a1"), agent.render_request("kill", "a1", signal=15, grace=0))
+        event = again.until("exited", "a1")[1]
+        assert event["code"] is None
+        assert stranger.poll() is None, "the agent signalled a process that was not its execution"
+    finally:
+        stranger.kill()
+        stranger.wait()

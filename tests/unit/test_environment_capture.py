@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,8 +15,8 @@ from orchestra.environment import PIP_FREEZE_PATH, Environment, Gpu
 from runaway.agent import environment_probe as probe
 from runaway.backend import Collected, Job, Slot
 from runaway.environment_capture import (CAPTURE_FILE, ENV_VARS_FILE, EnvironmentCapture, git_blob_id,
-                                         parse_capture, parse_env_vars, render_probe_prefix, render_record_env,
-                                         summary_of)
+                                         parse_capture, parse_env_vars, render_probed, render_record_env,
+                                         summary_of, strip_prefixes, PROBE_MIN_TIMEOUT)
 
 NVIDIA_QUERY = "NVIDIA H200, 143771, GPU-1a2b, 550.54.15\nNVIDIA H200, 143771, GPU-3c4d, 550.54.15\n"
 
@@ -109,21 +110,21 @@ def test_record_env_renders_builtins_and_parses_back(tmp_path: Path) -> None:
 def test_probe_prefix_runs_on_this_machine_and_caches(tmp_path: Path) -> None:
     (tmp_path / ".orchestra").mkdir()
     env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    run_sh(render_probe_prefix("abc123") + "echo user-output", tmp_path, env)
+    run_sh(render_probed("echo user-output", "abc123"), tmp_path, env)
     capture = parse_capture((tmp_path / CAPTURE_FILE).read_text())
     assert capture is not None and capture.error is None, (tmp_path / CAPTURE_FILE).read_text()
     assert capture.environment.cores and capture.environment.python
     cached = list((tmp_path / "cache" / "orchestra" / "environment").glob("abc123-*.json"))
     assert len(cached) == 1 and cached[0].read_text() == (tmp_path / CAPTURE_FILE).read_text()
-    run_sh(render_probe_prefix("abc123") + "true", tmp_path, env)  # read back: no second capture
+    run_sh(render_probed("true", "abc123"), tmp_path, env)  # read back: no second capture
     assert len(list((tmp_path / "cache" / "orchestra" / "environment").glob("abc123-*.json"))) == 1
     # a package installed meanwhile (a new entry in a directory on sys.path): captured again
     site = tmp_path / "site"
     site.mkdir()
     env["PYTHONPATH"] = str(site)
-    run_sh(render_probe_prefix("abc123") + "true", tmp_path, env)
+    run_sh(render_probed("true", "abc123"), tmp_path, env)
     (site / "newpkg-1.0.dist-info").mkdir()
-    run_sh(render_probe_prefix("abc123") + "true", tmp_path, env)
+    run_sh(render_probed("true", "abc123"), tmp_path, env)
     assert len(list((tmp_path / "cache" / "orchestra" / "environment").glob("abc123-*.json"))) == 3
 
 
@@ -144,7 +145,7 @@ def test_one_execution_per_node_and_commit_carries_the_probe(tmp_path: Path) -> 
     job, other = Job("e1", "c0ffee", "python3 train.py"), Job("e2", "c0ffee", "python3 train.py")
     slot_a, slot_b = Slot("h", 0, node="n1"), Slot("h", 1, node="n2")
     first = capture.prepare(job, slot_a)
-    assert first is not job and first.command.endswith("python3 train.py") and CAPTURE_FILE in first.command
+    assert first is not job and first.command == render_probed("python3 train.py", "c0ffee") and CAPTURE_FILE in first.command
     assert capture.prepare(other, slot_a) is other  # one probe in flight per node and commit
     text = probe.render({"format": 1, "os": "X", "pip_freeze": "a==1\n"}).encode()
     waiter = gevent.spawn(capture.absorb, slot_a, other, collected_with(tmp_path, {CAPTURE_FILE: text}), False)
@@ -184,3 +185,32 @@ def test_probe_failure_is_reported_not_raised(tmp_path: Path, monkeypatch: pytes
     out = json.loads(capsys.readouterr().out)
     assert out["error"] == "RuntimeError: disk on fire"
     assert parse_capture(json.dumps(out)).error == "RuntimeError: disk on fire"
+
+
+@pytest.mark.parametrize("command, code", [("echo out; false", 1), ("echo out; (exit 7)  # a comment", 7),
+                                           ("echo out", 0)])
+def test_a_probed_command_keeps_its_status_and_output_and_the_capture_is_whole(tmp_path: Path, command: str,
+                                                                                code: int) -> None:
+    """Through the real wrapper: the probe runs beside the command, the wrapper waits for it, and the exit
+    code the EXIT trap writes is the command's (a trailing comment cannot swallow the wait)."""
+    from runaway.rundir import EXIT_FILE, MARKER, STDOUT_FILE, WRAPPER, parse_exit_code
+
+    (tmp_path / ".orchestra").mkdir()
+    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(["/bin/sh", "-c", WRAPPER, MARKER, render_probed(command, "abc123")], cwd=tmp_path, env=env)
+    assert done.returncode == code
+    assert parse_exit_code((tmp_path / EXIT_FILE).read_text()) == code
+    assert (tmp_path / STDOUT_FILE).read_text() == "out\n"
+    capture = parse_capture((tmp_path / CAPTURE_FILE).read_text())
+    assert capture is not None and capture.error is None
+    assert strip_prefixes(render_probed(command, "abc123"), "abc123") == command
+
+
+def test_executions_with_a_short_timeout_carry_no_probe() -> None:
+    """Their end would wait for the probe: a `timeout: 1s` execution was killed by a cold node's listing."""
+    job = Job("e1", "c" * 40, "true", timeout=2.0)
+    slot = Slot("localhost", 0)
+    capture = EnvironmentCapture()
+    assert capture.prepare(job, slot) is job
+    longer = dataclasses.replace(job, timeout=PROBE_MIN_TIMEOUT)
+    assert capture.prepare(longer, slot).command == render_probed("true", "c" * 40)
