@@ -9,7 +9,8 @@ every run after the first at a commit) and `cold` (an empty node cache: the run 
         [-n 500] [-j 4] [--rounds 5] [--write BENCHMARKS.md]
 
 ``--base-path``: a PYTHONPATH entry for the base checkout (where its `orchestra` package must shadow an
-installed one).
+installed one). ``--base-off`` instead of a base commit: this tree with `capture_environment: false`, which
+isolates the capture from whatever else changed since the commit before it.
 """
 from __future__ import annotations
 
@@ -26,12 +27,12 @@ from pathlib import Path
 from _common import GIT_ENV, machine, make_campaign, now, scratch, write_section
 
 
-def rate(python: str, n: int, jobs: int, root: Path, env: dict[str, str]) -> tuple[float, float]:
+def rate(python: str, n: int, jobs: int, root: Path, env: dict[str, str], extra: str = "") -> tuple[float, float]:
     """(executions per second, CPU milliseconds per execution of expegit and what it waited for).
 
     Why CPU too: on a machine whose load average is 13 on 2 cores, wall-clock rates of one tree swing by
     30% from one minute to the next; the CPU an execution costs the controller moves far less."""
-    manifest = f'name: throughput\ncommand: "true {{i}}"\nparameters:\n  i: {{type: int, low: 1, high: {n}}}\n'
+    manifest = f'name: throughput\ncommand: "true {{i}}"\nparameters:\n  i: {{type: int, low: 1, high: {n}}}\n{extra}'
     campaign = make_campaign(root, manifest)
     full = dict(os.environ, **GIT_ENV, **env)
     os.sync()
@@ -58,26 +59,32 @@ def commit_of(python: str, path: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-python", required=True)
+    parser.add_argument("--base-python", help="the commit before, installed in a venv")
+    parser.add_argument("--base-off", action="store_true",
+                        help="instead of another commit: this tree with `capture_environment: false`")
     parser.add_argument("--base-path", default="")
     parser.add_argument("-n", type=int, default=500)
     parser.add_argument("-j", "--jobs", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
+    if not args.base_python and not args.base_off:
+        parser.error("say what to compare with: --base-python P, or --base-off")
     rates: dict[str, list[float]] = {"before": [], "cached": [], "cold": []}
     cpus: dict[str, list[float]] = {"before": [], "cached": [], "cold": []}
     with scratch() as work:
         shared_cache = Path(work) / "cache"
         for k in range(args.rounds):
             base_env = {"PYTHONPATH": args.base_path} if args.base_path else {}
-            runs = [("before", args.base_python, base_env),
-                    ("cached", sys.executable, {"XDG_CACHE_HOME": str(shared_cache)}),
-                    ("cold", sys.executable, {"XDG_CACHE_HOME": tempfile.mkdtemp(dir=work)})]
+            base = ("before", sys.executable, {}, "capture_environment: false\n") if args.base_off else \
+                ("before", args.base_python, base_env, "")
+            runs = [base,
+                    ("cached", sys.executable, {"XDG_CACHE_HOME": str(shared_cache)}, ""),
+                    ("cold", sys.executable, {"XDG_CACHE_HOME": tempfile.mkdtemp(dir=work)}, "")]
             if k % 2:
                 runs.reverse()
-            for name, python, env in runs:
-                got, cpu = rate(python, args.n, args.jobs, Path(work) / f"{name}{k}", env)
+            for name, python, env, extra in runs:
+                got, cpu = rate(python, args.n, args.jobs, Path(work) / f"{name}{k}", env, extra)
                 rates[name].append(got)
                 cpus[name].append(cpu)
                 print(f"round {k + 1} {name}: {got:.1f}/s, {cpu:.2f} ms CPU per execution", flush=True)
@@ -91,7 +98,9 @@ def main() -> None:
     for name in ("before", "cached", "cold"):
         lines.append(f"| {name} | {med[name]:.1f} | {', '.join(f'{r:.0f}' for r in rates[name])} | "
                      f"{med[name] / med['before']:.3f} | {cmed[name]:.2f} | {cmed[name] / cmed['before']:.3f} |")
-    lines += ["", f"before: {commit_of(args.base_python, args.base_path)} (the commit before the capture); cached: "
+    before = ("this tree with `capture_environment: false`" if args.base_off else
+              f"{commit_of(args.base_python, args.base_path)} (the commit before the capture)")
+    lines += ["", f"before: {before}; cached: "
               f"{commit_of(sys.executable, '')}, the node already "
               "captured at this commit; cold: this tree with an empty node cache (one capture in the run)."]
     body = "\n".join(lines) + "\n"
