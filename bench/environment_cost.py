@@ -26,6 +26,9 @@ from pathlib import Path
 
 from _common import GIT_ENV, machine, make_campaign, now, scratch, write_section
 
+SSH_CONFIG = Path(os.environ.get("ORCHESTRA_DEVCLUSTER_DIR", "/tmp/orchestra-devcluster")) / "ssh" / "ssh_config"
+SSH = False  # --ssh: through the dev cluster's SSH host (its node cache is the remote user's: no `cold` run)
+
 
 def rate(python: str, n: int, jobs: int, root: Path, env: dict[str, str], extra: str = "") -> tuple[float, float]:
     """(executions per second, CPU milliseconds per execution of expegit and what it waited for).
@@ -33,12 +36,17 @@ def rate(python: str, n: int, jobs: int, root: Path, env: dict[str, str], extra:
     Why CPU too: on a machine whose load average is 13 on 2 cores, wall-clock rates of one tree swing by
     30% from one minute to the next; the CPU an execution costs the controller moves far less."""
     manifest = f'name: throughput\ncommand: "true {{i}}"\nparameters:\n  i: {{type: int, low: 1, high: {n}}}\n{extra}'
+    where = ["--slots", str(jobs)]
+    if SSH:  # the dev cluster's loopback SSH host, as bench/ssh_throughput.py runs it
+        manifest += (f"profiles:\n  dev: {{kind: ssh, host: devcluster, slots: {jobs}, ssh_config: {SSH_CONFIG}, "
+                     f"workdir: /tmp/orchestra-bench/env-{root.name}-{os.getpid()}}}\n")
+        where = ["--profile", "dev"]
     campaign = make_campaign(root, manifest)
     full = dict(os.environ, **GIT_ENV, **env)
     os.sync()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    result = subprocess.run([python, "-m", "expegit", "run", "--grid", "-q", "--slots", str(jobs)], cwd=campaign,
+    result = subprocess.run([python, "-m", "expegit", "run", "--grid", "-q", *where], cwd=campaign,
                             env=full, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -66,8 +74,11 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=500)
     parser.add_argument("-j", "--jobs", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--ssh", action="store_true", help="on the dev cluster's SSH host instead of locally")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
+    global SSH
+    SSH = args.ssh
     if not args.base_python and not args.base_off:
         parser.error("say what to compare with: --base-python P, or --base-off")
     rates: dict[str, list[float]] = {"before": [], "cached": [], "cold": []}
@@ -80,7 +91,7 @@ def main() -> None:
                 ("before", args.base_python, base_env, "")
             runs = [base,
                     ("cached", sys.executable, {"XDG_CACHE_HOME": str(shared_cache)}, ""),
-                    ("cold", sys.executable, {"XDG_CACHE_HOME": tempfile.mkdtemp(dir=work)}, "")]
+                    ("cold", sys.executable, {"XDG_CACHE_HOME": tempfile.mkdtemp(dir=work)}, "")][:2 if SSH else 3]
             if k % 2:
                 runs.reverse()
             for name, python, env, extra in runs:
@@ -88,14 +99,14 @@ def main() -> None:
                 rates[name].append(got)
                 cpus[name].append(cpu)
                 print(f"round {k + 1} {name}: {got:.1f}/s, {cpu:.2f} ms CPU per execution", flush=True)
-    med = {name: statistics.median(values) for name, values in rates.items()}
-    cmed = {name: statistics.median(values) for name, values in cpus.items()}
+    med = {name: statistics.median(values) for name, values in rates.items() if values}
+    cmed = {name: statistics.median(values) for name, values in cpus.items() if values}
     lines = [f"{now()} on {machine()}, load average {os.getloadavg()[0]:.1f} at the end; `python "
-             f"bench/environment_cost.py -n {args.n} -j {args.jobs} --rounds {args.rounds}`, rounds alternating; "
+             f"bench/environment_cost.py -n {args.n} -j {args.jobs} --rounds {args.rounds}{' --ssh' if SSH else ''}`, rounds alternating; "
              "medians.", "",
              "| run | executions/s (median) | rounds | rate ratio | CPU ms/execution (median) | CPU ratio |",
              "|---|---|---|---|---|---|"]
-    for name in ("before", "cached", "cold"):
+    for name in [name for name in ("before", "cached", "cold") if rates[name]]:
         lines.append(f"| {name} | {med[name]:.1f} | {', '.join(f'{r:.0f}' for r in rates[name])} | "
                      f"{med[name] / med['before']:.3f} | {cmed[name]:.2f} | {cmed[name] / cmed['before']:.3f} |")
     before = ("this tree with `capture_environment: false`" if args.base_off else
