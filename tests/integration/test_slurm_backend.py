@@ -1,6 +1,7 @@
 """The slurm backend (and the PBS `command` example) against the dev cluster's real Slurm."""
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -40,14 +41,24 @@ def _drive(backend, n: int, code, tmp_path: Path, nap: float = 0.3) -> list[tupl
     return [j.value for j in jobs]
 
 
+def _name(tmp_path: Path) -> str:
+    """This test's profile name: its allocations are named `orchestra-<name>` (allocation_backend), so the
+    test counts and cancels only its own jobs, never those of another test or user on the shared cluster."""
+    return "dev" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:10]
+
+
 def _profile(devcluster, tmp_path: Path, settings: dict):
     """A slurm profile on the dev cluster with its own remote workdir, plus the test's own settings."""
-    return build_profile("dev", {"kind": "slurm", "host": "devcluster", "ssh_config": devcluster.ssh_config,
-                                 "workdir": f"~/.orchestra-test-{tmp_path.name}", **settings})
+    return build_profile(_name(tmp_path), {"kind": "slurm", "host": "devcluster", "ssh_config": devcluster.ssh_config,
+                                           "workdir": f"~/.orchestra-test-{tmp_path.name}", **settings})
 
 
-def _our_jobs(devcluster) -> list[str]:
-    return devcluster.slurm("squeue -h -u orchestra -o %i").split()
+def _our_jobs(devcluster, tmp_path: Path) -> list[str]:
+    return devcluster.slurm(f"squeue -h -u orchestra -n orchestra-{_name(tmp_path)} -o %i").split()
+
+
+def _cancel_ours(devcluster, tmp_path: Path) -> None:
+    devcluster.slurm(f"scancel -u orchestra -n orchestra-{_name(tmp_path)}")
 
 
 def _wait_until(predicate, timeout: float) -> bool:
@@ -60,11 +71,9 @@ def _wait_until(predicate, timeout: float) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_jobs(devcluster):
-    devcluster.slurm("scancel -u orchestra")
-    _wait_until(lambda: not _our_jobs(devcluster), 15)
+def _no_leftover_jobs(devcluster, tmp_path):
     yield
-    devcluster.slurm("scancel -u orchestra")
+    _cancel_ours(devcluster, tmp_path)
 
 
 @pytest.mark.parametrize("launcher", ["srun", "agent"])
@@ -85,11 +94,11 @@ def test_allocation_places_on_several_nodes_and_is_released_when_drained(devclus
         assert len({line.split()[2] for _, line in results}) == 1  # all inside ONE allocation
         # one squeue per interval for the whole cluster, however many executions
         assert backend.squeue_calls <= elapsed / 0.5 + 4
-        assert _wait_until(lambda: not _our_jobs(devcluster), 15), "the drained allocation was not released"
+        assert _wait_until(lambda: not _our_jobs(devcluster, tmp_path), 15), "the drained allocation was not released"
         assert backend.allocations == {}
     finally:
         backend.close()
-    assert _wait_until(lambda: not _our_jobs(devcluster), 10)
+    assert _wait_until(lambda: not _our_jobs(devcluster, tmp_path), 10)
 
 
 def test_max_allocations_and_close_cancels(devcluster, tmp_path, archive):
@@ -102,10 +111,10 @@ def test_max_allocations_and_close_cancels(devcluster, tmp_path, archive):
         results = _drive(backend, 6, archive({"probe.py": PROBE}), tmp_path, nap=1.0)
         assert all(code == 0 for code, _ in results)
         assert len({line.split()[2] for _, line in results}) == 2  # two allocations, never more
-        assert len(_our_jobs(devcluster)) == 2  # still held: idle_release is 60 s
+        assert len(_our_jobs(devcluster, tmp_path)) == 2  # still held: idle_release is 60 s
     finally:
         backend.close()
-    assert _wait_until(lambda: not _our_jobs(devcluster), 10)
+    assert _wait_until(lambda: not _our_jobs(devcluster, tmp_path), 10)
 
 
 @pytest.mark.parametrize("launcher", ["srun", "agent"])
@@ -117,7 +126,7 @@ def test_execution_lost_when_the_allocation_is_cancelled(devcluster, tmp_path, a
     try:
         slot = backend.acquire()
         handle = backend.launch(slot, Job("0000000000aa", COMMIT, "sleep 120"), archive({"x": "x"}))
-        devcluster.slurm("scancel -u orchestra")  # an admin (or the walltime) ends the allocation
+        _cancel_ours(devcluster, tmp_path)  # an admin (or the walltime) ends the allocation
         outcome = backend.wait(handle, 60)
         assert outcome.lost, outcome
         assert "allocation" in (outcome.error or "")
@@ -131,13 +140,13 @@ def test_pbs_example_profile_with_torque_wrappers(devcluster, tmp_path, archive)
                 squeue_interval=0.5, poll_interval=0.3, idle_release=1, max_allocations=1)
     data["allocation"] = {"nodes": 2, "walltime": "00:10:00"}
     data["slots_per_node"] = 2
-    backend = make_backend(build_profile("pbs", data))
+    backend = make_backend(build_profile(_name(tmp_path), data))
     backend.start()
     try:
         results = _drive(backend, 6, archive({"probe.py": PROBE}), tmp_path)
         assert all(code == 0 for code, _ in results), results
         assert len({line.split()[0] for _, line in results}) == 2
-        assert _wait_until(lambda: not _our_jobs(devcluster), 15)
+        assert _wait_until(lambda: not _our_jobs(devcluster, tmp_path), 15)
     finally:
         backend.close()
 
