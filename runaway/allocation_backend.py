@@ -293,7 +293,16 @@ class AllocationBackend(SlotsOnly):
 
     def expires(self, slot: Slot) -> float | None:
         alloc = self._slot_alloc.get(slot)
-        return None if alloc is None else alloc.expires
+        if alloc is not None:
+            return alloc.expires
+        # A re-attached execution's slot is made from what its launch wrote down (node, index), not by an
+        # allocation of this controller: its end is that of the adopted allocation running on its node
+        # (the earliest where several share the node, or where the node was not written down: better
+        # warned early than killed at the walltime). None until a squeue has seen the adopted ones run.
+        ends = [a.expires for a in self.allocations.values()
+                if a.adopted and a.state == "RUNNING" and a.expires is not None
+                and (slot.node is None or slot.node in a.nodes)]
+        return min(ends) if ends else None
 
     def warn(self, handle: RunHandle, signal: int, grace: float) -> None:
         self.launcher.warn(handle, signal, grace)

@@ -33,6 +33,8 @@ from .walltime import fits, need, signal_name, warning_at
 # How often (seconds) a checkpointing execution's warning time is recomputed from the allocation's end,
 # which the provider corrects at each poll.
 WARNING_RECHECK = 10.0
+# How long a re-attached checkpointing execution's warner waits for its adopted allocation's end to be known.
+REATTACHED_END_WITHIN = 120.0
 
 
 # How many executions at most wait to be placed by resources at once (the packing rule's look-ahead).
@@ -218,15 +220,22 @@ class Controller:
             return None  # the common case, decided without a call
         return need(job.timeout, job.checkpoint, None)
 
-    def _warn_before_end(self, handle: RunHandle, job: Job, warned: list[bool]) -> None:
+    def _warn_before_end(self, handle: RunHandle, job: Job, warned: list[bool], reattached: bool = False) -> None:
         """Send a checkpointing execution its signal ``grace`` before its allocation ends (then SIGKILL
         after the grace, by the launcher), re-reading the end as the provider corrects it."""
         policy = job.checkpoint
         assert policy is not None
+        unknown_until = time.monotonic() + (REATTACHED_END_WITHIN if reattached else 0.0)
         while not self.stopping.is_set():
             expires = self.backend.expires(handle.slot)
             if expires is None:
-                return  # a place without an end (or its allocation is gone: wait() says so)
+                # A place without an end (or its allocation is gone: wait() says so). A re-attached
+                # execution's allocation is the dead controller's, adopted: its end is known once the
+                # scheduler has been asked, so it is asked again for a while before giving up.
+                if time.monotonic() >= unknown_until:
+                    return
+                gevent.sleep(2.0)
+                continue
             delay = warning_at(expires, policy.grace) - time.time()
             if delay <= 0:
                 warned.append(True)
@@ -244,6 +253,7 @@ class Controller:
         def one_attempt() -> AttemptResult:
             nonlocal slot, reattach
             handle, reattach = reattach, None
+            reattached = handle is not None
             probed = False
             try:
                 if handle is None:
@@ -266,7 +276,8 @@ class Controller:
                     self.listener.launched(task, handle, task.attempt)
                 self._running[job.execution_id] = handle
                 warned: list[bool] = []
-                warner = None if job.checkpoint is None else gevent.spawn(self._warn_before_end, handle, job, warned)
+                warner = None if job.checkpoint is None else gevent.spawn(self._warn_before_end, handle, job, warned,
+                                                                           reattached)
                 try:
                     outcome = self.backend.wait(handle, job.timeout)
                 finally:

@@ -198,3 +198,27 @@ def test_a_controller_killed_while_a_checkpointing_execution_runs_is_resumed_wit
     assert out["starts"] == [0] and out["acc"] == sum(range(steps)), out  # re-attached: ran once
     assert not any(s.startswith("failed") for s in subjects), subjects
     assert not list(Path(workdir, "checkpoints").glob("*/state.json"))
+
+
+def test_a_resumed_controller_still_warns_a_reattached_execution_before_the_walltime(devcluster, tmp_path) -> None:
+    """kill -9 of the controller, then `expegit resume`: the execution keeps running in the dead
+    controller's allocation, which the resume adopts; it must still be signalled before that allocation's
+    walltime (its end read from the adopted allocation), requeued and resumed from its checkpoint."""
+    steps = 60  # ~60 s of work in a 1-minute allocation: the warning (grace 20 s) must come after the resume
+    campaign, profile, workdir = ckpt_campaign(tmp_path / "c", devcluster, steps=steps, walltime="00:01:00")
+    proc = start_run(campaign, "run", "--profile", profile)
+    try:
+        assert wait_until(lambda: state_of(workdir).get("step", 0) >= 3, 180), run_log(campaign)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        resume = start_run(campaign, "resume")
+        code = finish(resume, campaign, 400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cancel_ours(devcluster, profile)
+    log = run_log(campaign)
+    assert code == 0, log
+    assert "Traceback" not in log, log
+    rec, out = check_resumed(campaign, workdir, steps, "walltime")
+    assert out["starts"][1] >= 3, out  # the second attempt resumed where the warned one saved
