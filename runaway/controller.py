@@ -225,14 +225,14 @@ class Controller:
         after the grace, by the launcher), re-reading the end as the provider corrects it."""
         policy = job.checkpoint
         assert policy is not None
-        unknown_until = time.monotonic() + (REATTACHED_END_WITHIN if reattached else 0.0)
+        unknown_until = time.time() + (REATTACHED_END_WITHIN if reattached else 0.0)
         while not self.stopping.is_set():
             expires = self.backend.expires(handle.slot)
             if expires is None:
                 # A place without an end (or its allocation is gone: wait() says so). A re-attached
                 # execution's allocation is the dead controller's, adopted: its end is known once the
                 # scheduler has been asked, so it is asked again for a while before giving up.
-                if time.monotonic() >= unknown_until:
+                if time.time() >= unknown_until:
                     return
                 gevent.sleep(2.0)
                 continue
