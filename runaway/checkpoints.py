@@ -51,7 +51,9 @@ def guarded(command: str, signal: str) -> str:
 
 
 def render_remove(directory: str) -> str:
-    return f"rm -rf -- {shlex.quote(directory)}"
+    """Remove the directory and what a restore (runaway/checkpoint_copy.py) may have left beside it."""
+    d = shlex.quote(directory)
+    return f"rm -rf -- {d} {d}.old {d}.incoming.*"
 
 
 def prepare_local(directory: Path) -> float | None:
