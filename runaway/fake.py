@@ -492,7 +492,7 @@ class FakeBackend(SlotsOnly):
         self._closed = False
         self._started = False
         self._asked: str | None = None  # the allocation this backend asked for last
-        self.saved_checkpoints: list[str] = []  # the executions save_checkpoint() was asked for, in order
+        self.saved_checkpoints: list[tuple[str, float]] = []  # (execution, virtual time) of each save asked
         # Set once the first allocation is asked for (or none is needed), as AllocationBackend.submitted:
         # `expegit run` creates its branches after it, while the allocation queues.
         self.submitted = gevent.event.Event()
@@ -638,7 +638,8 @@ class FakeBackend(SlotsOnly):
         self.world.checkpoints.pop(execution_id, None)
 
     def save_checkpoint(self, handle: RunHandle) -> float | None:
-        self.saved_checkpoints.append(handle.execution_id)  # the world's store is shared: nothing to copy
+        # The world's store is shared, so nothing is copied: what is recorded is when the controller asked.
+        self.saved_checkpoints.append((handle.execution_id, self.world.clock.time()))
         return None
 
     def reattach(self, execution_id: str, host: str | None, slot: int | None,
