@@ -15,8 +15,11 @@ tests/unit/test_checkpoint_copy.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import logging
+import time
 import os
 import shlex
 import shutil
@@ -150,6 +153,41 @@ def _swap(incoming: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class CopyStamp:
+    """When the controller last took a whole copy, of what, from where (``<id>.copied`` beside the copy:
+    `expegit status` says how old the copy a lost node would fall back to is)."""
+
+    copied: float  # epoch on the controller's clock
+    newest: float | None  # epoch of the newest checkpoint file in it (the place's mtimes)
+    host: str
+
+
+def render_stamp(stamp: CopyStamp) -> str:
+    return json.dumps(dataclasses.asdict(stamp), sort_keys=True) + "\n"
+
+
+def parse_stamp(text: str) -> CopyStamp | None:
+    """The stamp render_stamp wrote; None for anything else (a stamp is a courtesy, never an error)."""
+    try:
+        data = json.loads(text)
+        newest = data.get("newest")
+        return CopyStamp(float(data["copied"]), None if newest is None else float(newest), str(data["host"]))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def stamp_path(store: Path, execution_id: str) -> Path:
+    return Path(checkpoint_dir(str(store), execution_id) + ".copied")
+
+
+def read_stamp(store: Path, execution_id: str) -> CopyStamp | None:
+    try:
+        return parse_stamp(stamp_path(store, execution_id).read_text("utf-8"))
+    except OSError:
+        return None
+
+
 class CheckpointCopies:
     """The controller's store of checkpoint copies, ``<store>/checkpoints/<id>/``; one copy at a time per
     execution (a pull during a restore of the same directory would swap it under the reader)."""
@@ -199,6 +237,7 @@ class CheckpointCopies:
                     pass
                 newest = prepare_local(incoming)
                 _swap(incoming, target)
+                self._stamp(execution_id, CopyStamp(time.time(), newest, transport.name))
                 return newest
             except (tarfile.TarError, OSError, ExecutionError) as exc:
                 raise CheckpointCopyError(f"{transport.name}: copying checkpoint {remote_dir} back failed "
@@ -209,6 +248,12 @@ class CheckpointCopies:
                 if close is not None:
                     close()
                 shutil.rmtree(incoming, ignore_errors=True)
+
+    def _stamp(self, execution_id: str, stamp: CopyStamp) -> None:
+        path = stamp_path(self.store, execution_id)
+        part = path.with_name(f".{path.name}.part")
+        part.write_text(render_stamp(stamp), "utf-8")
+        os.replace(part, path)
 
     def restore(self, transport: Transport, remote_dir: str, execution_id: str,
                 place_newest: float | None) -> float | None:
@@ -232,8 +277,9 @@ class CheckpointCopies:
         target = self.local(execution_id)
         for path in (target, target.with_name(target.name + ".old")):
             shutil.rmtree(path, ignore_errors=True)
+        stamp_path(self.store, execution_id).unlink(missing_ok=True)
         self._locks.pop(execution_id, None)
 
 
-__all__ = ["COPY_TIMEOUT", "CheckpointCopies", "CheckpointCopyError", "needs_restore", "render_pack",
-           "render_unpack", "tar_chunks"]
+__all__ = ["COPY_TIMEOUT", "CheckpointCopies", "CheckpointCopyError", "CopyStamp", "needs_restore", "parse_stamp",
+           "read_stamp", "render_pack", "render_stamp", "render_unpack", "stamp_path", "tar_chunks"]

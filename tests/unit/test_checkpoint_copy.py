@@ -110,7 +110,7 @@ def test_a_newer_copy_replaces_an_older_one_and_files_gone_there_go_here(place) 
     _state(Path(remote), 2, 1_700_000_050)
     assert copies.pull(transport, remote, "e1") == 1_700_000_050
     assert sorted(p.name for p in copies.local("e1").iterdir()) == ["state.json"]
-    assert sorted(p.name for p in copies.local("e1").parent.iterdir()) == ["e1"]
+    assert sorted(p.name for p in copies.local("e1").parent.iterdir()) == ["e1", "e1.copied"]
 
 
 class _CutStream(LocalTransport):
@@ -132,7 +132,7 @@ def test_a_cut_copy_back_keeps_the_last_whole_copy_and_leaves_nothing_half(place
         copies.pull(_CutStream(), remote, "e1")
     assert (copies.local("e1") / "state.json").read_text() == '{"step": 3}'
     assert copies.newest("e1") == before and (copies.local("e1") / "weights.bin").stat().st_size == 20_000
-    assert sorted(p.name for p in copies.local("e1").parent.iterdir()) == ["e1"]
+    assert sorted(p.name for p in copies.local("e1").parent.iterdir()) == ["e1", "e1.copied"]
 
 
 def test_a_cut_restore_leaves_the_places_directory_as_it_was(place, tmp_path: Path) -> None:
@@ -207,3 +207,39 @@ def test_shared_defaults_to_what_each_kind_of_place_is_and_bad_values_are_locate
     (tmp_path / "l.yaml").write_text("kind: local\nshared: true\n")
     with pytest.raises(ProfileError, match=r"l.yaml:2:1: profile 'l': unknown key 'shared' for kind local"):
         resolve_profile("l", {}, tmp_path)
+
+
+# ------------------------------------------------------------------ when the last copy was taken (status)
+def test_the_copy_stamp_round_trips_and_status_says_how_old_the_copy_is(place, tmp_path: Path) -> None:
+    import datetime
+    import subprocess
+
+    from orchestra.execution import ExecutionRecord
+    from expegit.gitstore import GitStore
+    from expegit.running import running_lines
+    from runaway.checkpoint_copy import CopyStamp, parse_stamp, read_stamp, render_stamp
+
+    stamp = CopyStamp(1_700_000_000.5, 1_699_999_990.0, "devcluster")
+    assert parse_stamp(render_stamp(stamp)) == stamp
+    assert parse_stamp(render_stamp(CopyStamp(1.0, None, "h"))) == CopyStamp(1.0, None, "h")
+    assert parse_stamp("") is None and parse_stamp("{}") is None and parse_stamp("[1]") is None
+    transport, remote, _ = place
+    repo = tmp_path / "campaign"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    store = GitStore(repo)
+    copies = CheckpointCopies(store.git_dir / "orchestra")  # where a campaign's backend keeps them
+    _state(Path(remote), 1, 1_700_000_000)
+    copies.pull(transport, "/nonexistent/checkpoints/e1", "e1")
+    assert read_stamp(copies.store, "e1") is None  # nothing copied: no stamp
+    copies.pull(transport, remote, "e1")
+    taken = read_stamp(copies.store, "e1")
+    assert taken is not None and taken.newest == 1_700_000_000 and taken.host == transport.name
+    record = ExecutionRecord("e1", "c", "0" * 40, "run", {}, "p", state="running", host="h", slot=0,
+                             started="2026-01-01T00:00:00Z")
+    now = datetime.datetime.fromtimestamp(taken.copied + 125, datetime.timezone.utc)
+    (line,) = running_lines(store, [record], {}, now=now)
+    assert line.endswith("checkpoint copied 2m05s ago"), line
+    copies.drop("e1")
+    assert read_stamp(copies.store, "e1") is None
+    (line,) = running_lines(store, [record], {}, now=now)
+    assert "checkpoint" not in line
