@@ -138,6 +138,10 @@ profiles:
         other = next(h for h in hosts if h != first)
         assert not Path(workdirs[other], "checkpoints", execution_id).exists()  # nothing shared
         there = Path(workdirs[first], "checkpoints", execution_id, "state.json")
+        shown = cli(campaign, "expegit", "show", execution_id, check=True).stdout
+        assert f"checkpoint: copied back from {first} at " in shown, shown
+        status = cli(campaign, "expegit", "status", check=True).stdout
+        assert re.search(rf"running {execution_id} on {first} slot 0 .*checkpoint copied \d+s ago", status), status
         # Killed while the node is ahead of its last copy: that is the work a lost node loses.
         assert wait_until(lambda: _step(there) > _step(copy), 60), run_log(campaign)
         copied_before = _step(copy)
