@@ -245,6 +245,10 @@ class Controller:
         except (OrchestraError, OSError) as exc:
             log.warning("%s: %s", handle.execution_id, exc)
 
+    def _copier(self, handle: RunHandle, job: Job) -> gevent.Greenlet | None:
+        every = None if job.checkpoint is None else job.checkpoint.every
+        return None if every is None else gevent.spawn(self._copy_every, handle, every)
+
     def _copy_every(self, handle: RunHandle, every: float) -> None:
         """``checkpoint.every``: copy the running execution's checkpoint directory back on a schedule, so
         a lost node loses at most that much."""
@@ -283,10 +287,9 @@ class Controller:
                     handle = self.backend.launch(slot, launched, self.code)
                     self.listener.launched(task, handle, task.attempt)
                 self._running[job.execution_id] = handle
+                copier = self._copier(handle, job)
                 warned: list[bool] = []
                 warner = None if job.checkpoint is None else gevent.spawn(self._warn_before_end, handle, job, warned)
-                every = None if job.checkpoint is None else job.checkpoint.every
-                copier = None if every is None else gevent.spawn(self._copy_every, handle, every)
                 try:
                     outcome = self.backend.wait(handle, job.timeout)
                 finally:
