@@ -236,7 +236,7 @@ def test_the_copy_stamp_round_trips_and_status_says_how_old_the_copy_is(place, t
     assert taken is not None and taken.newest == 1_700_000_000 and taken.host == transport.name
     record = ExecutionRecord("e1", "c", "0" * 40, "run", {}, "p", state="running", host="h", slot=0,
                              started="2026-01-01T00:00:00Z")
-    now = datetime.datetime.fromtimestamp(taken.copied + 125, datetime.timezone.utc)
+    now = datetime.datetime.fromtimestamp(taken.copied + 125.5, datetime.timezone.utc)
     (line,) = running_lines(store, [record], {}, now=now)
     assert line.endswith("checkpoint copied 2m05s ago"), line
     copies.drop("e1")
