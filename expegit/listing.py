@@ -269,6 +269,24 @@ def binding_text(record: ExecutionRecord) -> str:
     return ", ".join(parts)
 
 
+def checkpoint_copy_text(campaign: Campaign, execution_id: str) -> str | None:
+    """``copied back from HOST at 12:04:05 UTC (newest file 12:03:58)``: the copy the controller keeps of a
+    checkpoint on a place that shares no filesystem (None when there is none: shared, or finished)."""
+    import datetime
+
+    from runaway.checkpoint_copy import read_stamp
+
+    stamp = read_stamp(campaign.store.git_dir / "orchestra", execution_id)
+    if stamp is None:
+        return None
+
+    def clock(epoch: float) -> str:
+        return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+    newest = f" (newest file {clock(stamp.newest)})" if stamp.newest is not None else ""
+    return f"copied back from {stamp.host} at {clock(stamp.copied)} UTC{newest}"
+
+
 def show_text(campaign: Campaign, prefix: str, *, tail: int = 20) -> str:
     index = RecordIndex(campaign.store)
     execution_id = index.resolve(prefix)
@@ -281,6 +299,9 @@ def show_text(campaign: Campaign, prefix: str, *, tail: int = 20) -> str:
     got = binding_text(record)
     if got:
         out.write(f"got: {got}\n")
+    copied = checkpoint_copy_text(campaign, record.id)
+    if copied:
+        out.write(f"checkpoint: {copied}\n")
     for label, path in (("stdout", STDOUT_PATH), ("stderr", STDERR_PATH)):
         data = campaign.store.read_path(tip, path)
         if data:

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from .gitstore import GitStore
 from orchestra.execution import ExecutionRecord
 
+from runaway.checkpoint_copy import read_stamp
+
 from .metrics_stream import METRICS_PATH, describe_latest, parse_metrics_text
 
 SHOWN = 10
@@ -48,6 +50,9 @@ def running_lines(store: GitStore, running: Sequence[ExecutionRecord], tips: Map
     for record in ordered[:SHOWN]:
         line = (f"  running {record.id} on {record.node or record.host} slot {record.slot} "
                 f"for {_since(record.started, now)}")
+        copied = read_stamp(store.git_dir / "orchestra", record.id)
+        if copied is not None:  # its place shares no filesystem: what a lost node would fall back to
+            line += f"  checkpoint copied {render_elapsed(now.timestamp() - copied.copied)} ago"
         tip = tips.get(record.id)
         raw = store.read_path(tip, METRICS_PATH) if tip else None
         if raw:

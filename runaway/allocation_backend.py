@@ -28,6 +28,7 @@ from orchestra.resources import Request
 from .allocation_ledger import AllocationLedger
 from .backoff import link_dropped, retrying
 from .backend import AllocationInfo, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
+from .checkpoint_copy import CheckpointCopies
 from .checkpoints import ENV_NAME as CHECKPOINT_ENV, checkpoint_dir, parse_prepare, render_prepare, render_remove
 from .launchers import Launcher, Place
 from .packed import PackedSlots
@@ -73,8 +74,11 @@ class AllocationBackend(SlotsOnly):
     running_commit_delay = 0.0
 
     def __init__(self, profile: SlurmProfile, provider: AllocationProvider, launcher: Launcher, runs: RemoteRuns,
-                 ledger: AllocationLedger | None = None) -> None:
+                 ledger: AllocationLedger | None = None, copies: CheckpointCopies | None = None) -> None:
         self.profile = profile
+        # A workdir the nodes share (the default) keeps checkpoints in place; with `shared: false` the
+        # controller keeps a copy, restored before the next attempt (runaway/checkpoint_copy.py).
+        self.copies = None if profile.shared else copies
         self.provider = provider
         self.launcher = launcher
         # Which allocations this controller holds, beside the campaign: what a resume gives back if it dies.
@@ -309,6 +313,14 @@ class AllocationBackend(SlotsOnly):
 
     def drop_checkpoint(self, execution_id: str) -> None:
         self.host.run(render_remove(checkpoint_dir(self.runs.workdir, execution_id)), warn=True, timeout=60)
+        if self.copies is not None:
+            self.copies.drop(execution_id)
+
+    def save_checkpoint(self, handle: RunHandle) -> float | None:
+        if self.copies is None:
+            return None
+        directory = checkpoint_dir(self.runs.workdir, handle.execution_id)
+        return self.copies.pull(self.host, directory, handle.execution_id)
 
     def _unmet_needs(self, now: float) -> bool:
         """Whether a waiter needs more time than any allocation held (running or pending) has left."""
@@ -732,6 +744,8 @@ class AllocationBackend(SlotsOnly):
             directory = checkpoint_dir(self.runs.workdir, job.execution_id)
             result = self.host.run(render_prepare(directory), warn=True, timeout=60)
             resumed_from = parse_prepare(result.stdout)
+            if self.copies is not None:
+                resumed_from = self.copies.restore(self.host, directory, job.execution_id, resumed_from)
             env[CHECKPOINT_ENV] = directory
         place = Place(self.profile.host, slot.node, alloc.job_id)
         bound = self.packed.bound(slot, job, env) if self.packed is not None else None

@@ -178,6 +178,12 @@ class Backend(Protocol):
     def drop_checkpoint(self, execution_id: str) -> None:
         """Remove an execution's checkpoint directory: it finished (called only for checkpointing ones)."""
 
+    def save_checkpoint(self, handle: RunHandle) -> float | None:
+        """Copy the attempt's checkpoint directory back to the controller where its place shares no
+        filesystem with the next attempt's (a profile's ``shared: false``): between attempts and every
+        ``checkpoint.every``. The newest file's epoch in the copy; None when nothing was copied (a shared
+        place, nothing saved yet). Raises when the copy failed: the last whole copy stays."""
+
     def stop_waiting(self) -> None:
         """The controller stops: a slot that may never come (a pending allocation) is not waited for."""
 

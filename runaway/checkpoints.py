@@ -4,8 +4,9 @@ The directory is ``<workdir>/checkpoints/<id>/``, beside ``runs/`` and ``code/``
 recycled between attempts, the checkpoint directory is not, so the next attempt finds what the last one
 saved. On the local profile that is the campaign's ``.git/orchestra/checkpoints/<id>/`` (never committed);
 on a Slurm or PBS profile the workdir is on the filesystem the nodes share, so an attempt on any node of
-any allocation finds it in place. Pure render and parse functions (tests/unit/test_walltime.py), and the
-local twins for this machine.
+any allocation finds it in place. Where a profile's places share nothing (``shared: false``, the default
+of ssh hosts), runaway/checkpoint_copy.py keeps the controller's copy and restores it before an attempt.
+Pure render and parse functions (tests/unit/test_walltime.py), and the local twins for this machine.
 """
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def guarded(command: str, signal: str) -> str:
 
 
 def render_remove(directory: str) -> str:
-    return f"rm -rf -- {shlex.quote(directory)}"
+    """Remove the directory and what a restore (runaway/checkpoint_copy.py) may have left beside it."""
+    d = shlex.quote(directory)
+    return f"rm -rf -- {d} {d}.old {d}.incoming.*"
 
 
 def prepare_local(directory: Path) -> float | None:

@@ -8,6 +8,7 @@ never materialised as 10,000 greenlets.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import time
 import traceback
@@ -29,6 +30,8 @@ from .environment_capture import Capture, EnvironmentCapture
 from .backend import LEAVE_POLICIES, Backend, CodeArchive, Collected, Job, NoSlot, Outcome, RunHandle, Slot
 from .checkpoints import guarded
 from .walltime import fits, need, signal_name, warning_at
+
+log = logging.getLogger(__name__)
 
 # How often (seconds) a checkpointing execution's warning time is recomputed from the allocation's end,
 # which the provider corrects at each poll.
@@ -243,6 +246,25 @@ class Controller:
                 return
             gevent.sleep(min(delay, WARNING_RECHECK))
 
+    def _save_checkpoint(self, handle: RunHandle) -> None:
+        """One copy back (a no-op where the place shares its filesystem); a failed copy keeps the last
+        whole one and is tried again at the next, so it is a warning, not the execution's failure."""
+        try:
+            self.backend.save_checkpoint(handle)
+        except (OrchestraError, OSError) as exc:
+            log.warning("%s: %s", handle.execution_id, exc)
+
+    def _copier(self, handle: RunHandle, job: Job) -> gevent.Greenlet | None:
+        every = None if job.checkpoint is None else job.checkpoint.every
+        return None if every is None else gevent.spawn(self._copy_every, handle, every)
+
+    def _copy_every(self, handle: RunHandle, every: float) -> None:
+        """``checkpoint.every``: copy the running execution's checkpoint directory back on a schedule, so
+        a lost node loses at most that much."""
+        while not self.stopping.is_set():
+            gevent.sleep(every)
+            self._save_checkpoint(handle)
+
     def _drive(self, task: Task, slot: Slot | None) -> None:
         """One job from launch (or re-attachment) to its final record, retrying under the policy."""
         job = task.job
@@ -275,6 +297,7 @@ class Controller:
                     handle = self.backend.launch(slot, launched, self.code)
                     self.listener.launched(task, handle, task.attempt)
                 self._running[job.execution_id] = handle
+                copier = self._copier(handle, job)
                 warned: list[bool] = []
                 warner = None if job.checkpoint is None else gevent.spawn(self._warn_before_end, handle, job, warned,
                                                                            reattached)
@@ -284,9 +307,18 @@ class Controller:
                     self._running.pop(job.execution_id, None)
                     if warner is not None:
                         warner.kill(block=False)
+                    if copier is not None:
+                        copier.kill()  # (waits: a copy cut short cleans up before the next one starts)
                 if warned and not outcome.timed_out:
                     outcome = dataclasses.replace(outcome, walltime=True, error=outcome.error or
                                                   "stopped before its allocation's walltime")
+                if (job.checkpoint is not None and not outcome.lost and not self.stopping.is_set()
+                        and failure_kind(outcome.exit_code, outcome.timed_out, outcome.lost, outcome.walltime,
+                                         outcome.preempted) is not None):
+                    # Stopped, preempted or failed, and its place still answers: what it saved reaches the
+                    # controller before it is re-placed, maybe elsewhere. A lost place is not asked (it may
+                    # not answer for minutes): the last scheduled copy is what the next attempt gets.
+                    self._save_checkpoint(handle)
                 if self.stopping.is_set() and not outcome.timed_out and outcome.exit_code != 0:
                     raise _Cancelled(handle)
                 collected = None

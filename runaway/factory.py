@@ -63,14 +63,17 @@ def make_backend(profile: Profile, *, workdir: Path | None = None, state_dir: Pa
     if slots is not None:
         raise ProfileError(f"--slots applies to local profiles; profile {profile.name!r} is {profile.kind}: set its "
                            f"slots (ssh) or slots_per_node and allocation.nodes (slurm) instead")
+    # Where the controller keeps copies of checkpoint directories of places without a shared workdir.
+    copies_store = state_dir or default_local_workdir()
     if isinstance(profile, SlurmProfile):  # CommandProfile included
-        return _allocation_backend(profile, state_dir)
+        return _allocation_backend(profile, state_dir, copies_store)
     if isinstance(profile, SSHProfile):
-        return _fixed_backend(profile)
+        return _fixed_backend(profile, copies_store)
     raise ProfileError(f"profile {profile.name!r}: kind {profile.kind} has no backend")
 
 
-def _fixed_backend(profile: SSHProfile) -> Backend:
+def _fixed_backend(profile: SSHProfile, copies_store: Path) -> Backend:
+    from .checkpoint_copy import CheckpointCopies
     from .fixed_backend import FixedBackend
     from .launchers.agent import AgentLauncher, HostAgents
     from .launchers.shell import ShellLauncher
@@ -85,7 +88,7 @@ def _fixed_backend(profile: SSHProfile) -> Backend:
     launcher: Launcher = (AgentLauncher(HostAgents(runs.__getitem__, profile.python), shell, setup=profile.setup)
                           if profile.launcher == "agent" else shell)
     provider = FixedProvider([(cfg.destination, cfg.slots) for cfg in profile.hosts])
-    return FixedBackend(profile, provider, launcher, runs)
+    return FixedBackend(profile, provider, launcher, runs, CheckpointCopies(copies_store))
 
 
 def allocation_provider(profile: SlurmProfile) -> "AllocationProvider":
@@ -100,8 +103,9 @@ def allocation_provider(profile: SlurmProfile) -> "AllocationProvider":
     return SlurmProvider()
 
 
-def _allocation_backend(profile: SlurmProfile, state_dir: Path | None) -> Backend:
+def _allocation_backend(profile: SlurmProfile, state_dir: Path | None, copies_store: Path) -> Backend:
     from .allocation_backend import AllocationBackend
+    from .checkpoint_copy import CheckpointCopies
     from .allocation_ledger import AllocationLedger
     from .launchers.agent import AgentLauncher
     from .launchers.shell import ShellLauncher
@@ -120,7 +124,7 @@ def _allocation_backend(profile: SlurmProfile, state_dir: Path | None) -> Backen
         launcher = AgentLauncher(NodeAgents(runs, profile.python, profile.name), shell, setup=profile.setup,
                                  running_commit_delay=0.0, lost_error="its allocation ended")
     ledger = AllocationLedger(state_dir / "allocations", profile.name) if state_dir is not None else None
-    return AllocationBackend(profile, provider, launcher, runs, ledger)
+    return AllocationBackend(profile, provider, launcher, runs, ledger, CheckpointCopies(copies_store))
 
 
 __all__ = ["allocation_provider", "campaign_backend", "default_local_workdir", "make_backend", "profile_for"]

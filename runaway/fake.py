@@ -492,6 +492,7 @@ class FakeBackend(SlotsOnly):
         self._closed = False
         self._started = False
         self._asked: str | None = None  # the allocation this backend asked for last
+        self.saved_checkpoints: list[tuple[str, float]] = []  # (execution, virtual time) of each save asked
         # Set once the first allocation is asked for (or none is needed), as AllocationBackend.submitted:
         # `expegit run` creates its branches after it, while the allocation queues.
         self.submitted = gevent.event.Event()
@@ -635,6 +636,11 @@ class FakeBackend(SlotsOnly):
 
     def drop_checkpoint(self, execution_id: str) -> None:
         self.world.checkpoints.pop(execution_id, None)
+
+    def save_checkpoint(self, handle: RunHandle) -> float | None:
+        # The world's store is shared, so nothing is copied: what is recorded is when the controller asked.
+        self.saved_checkpoints.append((handle.execution_id, self.world.clock.time()))
+        return None
 
     def reattach(self, execution_id: str, host: str | None, slot: int | None,
                  remote_dir: str | None) -> RunHandle | None:

@@ -19,6 +19,7 @@ from orchestra.resources import Request
 from .agent import META_DIR
 from .backend import AllocationInfo, CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from .capacity import PROBE_COMMAND, parse_probe
+from .checkpoint_copy import CheckpointCopies
 from .checkpoints import ENV_NAME as CHECKPOINT_ENV, checkpoint_dir, parse_prepare, render_prepare, render_remove
 from .launchers.agent import AgentLauncher
 from .launchers.shell import ShellLauncher
@@ -36,8 +37,11 @@ class FixedBackend:
     name = "ssh"
 
     def __init__(self, profile: SSHProfile, provider: FixedProvider, launcher: Launcher,
-                 runs: dict[str, RemoteRuns]) -> None:
+                 runs: dict[str, RemoteRuns], copies: CheckpointCopies | None = None) -> None:
         self.profile = profile
+        # The controller's copies of checkpoint directories: hosts that share no filesystem (`shared:
+        # false`, the default for ssh) lose them with their disk, and a retry may go to another host.
+        self.copies = None if profile.shared else copies
         self.provider = provider
         self.launcher = launcher
         self.runs = runs
@@ -78,6 +82,14 @@ class FixedBackend:
         for runs in self.runs.values():  # an attempt may have run on any host
             if runs.workdir:
                 runs.host.run(render_remove(checkpoint_dir(runs.workdir, execution_id)), warn=True, timeout=60)
+        if self.copies is not None:
+            self.copies.drop(execution_id)
+
+    def save_checkpoint(self, handle: RunHandle) -> float | None:
+        if self.copies is None:
+            return None  # the hosts share the workdir: the directory is where the next attempt looks
+        runs = self._runs(handle.slot.host)
+        return self.copies.pull(runs.host, checkpoint_dir(runs.workdir, handle.execution_id), handle.execution_id)
 
     def stop_waiting(self) -> None:
         self.packed.stop_waiting()  # fixed slots always come back; only packing waits on a release
@@ -127,11 +139,13 @@ class FixedBackend:
                "ORCHESTRA_SLOT": str(slot.index)}
         resumed_from = None
         if job.checkpoint is not None:
-            # Per host: a retry on another host of the profile starts from an empty directory (copying it
-            # between hosts is not done yet).
+            # Per host; without a shared filesystem, the controller's copy (taken on the host of an
+            # earlier attempt) is restored first where this host has none or an older one.
             runs = self.runs[slot.host]
             directory = checkpoint_dir(runs.workdir, job.execution_id)
             resumed_from = parse_prepare(runs.host.run(render_prepare(directory), warn=True, timeout=60).stdout)
+            if self.copies is not None:
+                resumed_from = self.copies.restore(runs.host, directory, job.execution_id, resumed_from)
             env[CHECKPOINT_ENV] = directory
             handle = self._launch(slot, job, code, env)
             handle.resumed_from = resumed_from

@@ -306,6 +306,9 @@ class LocalBackend:
     def drop_checkpoint(self, execution_id: str) -> None:
         remove_local(Path(checkpoint_dir(str(self.workdir), execution_id)))
 
+    def save_checkpoint(self, handle: RunHandle) -> float | None:
+        return None  # this machine: the directory is the controller's own
+
     def stop_waiting(self) -> None:
         self.packed.stop_waiting()  # local slots always come back; only packing waits on a release
 

@@ -64,6 +64,10 @@ class _RemoteCommon:
     poll_interval: float = 1.0
     accept_new_host_keys: bool = False
     python: str = "python3"
+    # Whether every place of the profile, and the next attempt's, sees the workdir (a cluster's shared
+    # filesystem): checkpoint directories stay in place. Otherwise they are copied back to the controller
+    # and restored before the next attempt (runaway/checkpoint_copy.py). Schedulers' default: shared.
+    shared: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +92,7 @@ class SSHProfile(_RemoteCommon):
     launcher: str = "agent"
     kind: str = "ssh"
     limit_memory: bool | None = None  # as LocalProfile's
+    shared: bool = False  # hosts have their own disks, unless the profile says they share one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,7 +222,8 @@ def _env(value: Any) -> dict[str, str]:
 
 def _common(name: str, data: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "setup": _setup(data.get("setup")), "env": _env(data.get("env"))}
-    for key in ("workdir", "ssh_config", "connections", "channels_per_connection", "accept_new_host_keys", "python"):
+    for key in ("workdir", "ssh_config", "connections", "channels_per_connection", "accept_new_host_keys", "python",
+                "shared"):
         if key in data:
             out[key] = os.path.expanduser(data[key]) if key == "ssh_config" else data[key]
     if "poll_interval" in data:

@@ -81,7 +81,7 @@ def test_checkpoint_directory_commands_render_and_parse(tmp_path: Path) -> None:
     directory = checkpoint_dir("/w/orch/", "abc")
     assert directory == "/w/orch/checkpoints/abc"
     assert render_prepare("/w/it's").startswith("mkdir -p '/w/it'\"'\"'s'")
-    assert render_remove("/w/a b") == "rm -rf -- '/w/a b'"
+    assert render_remove("/w/a b") == "rm -rf -- '/w/a b' '/w/a b'.old '/w/a b'.incoming.*"
     assert parse_prepare("") is None and parse_prepare("1700000000\n1700000100\n") == 1700000100.0
     assert parse_prepare("garbage") is None
     target = tmp_path / "ck"
