@@ -26,7 +26,7 @@ from orchestra.errors import UsageError
 
 from .datafile import DATA_FILE, FORMAT, build_payload, render_data_js
 from .execution_page import DETAILS_DIR, detail_entry, execution_shell, page_href, render_shard, shard_key
-from .files import OutputEntry, write_outputs
+from .files import FILES_DIR, OutputEntry, write_outputs
 from .fmt import safe_page_name
 from .model import OutputLoader, ReportData, objective_label
 from .analysis import analysis_page
@@ -89,7 +89,11 @@ def render_site(data: ReportData, root: Path, load_outputs: OutputLoader | None 
     _write(root / "execution.html", execution_shell(data))
     shards: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     last = len(names) - 1
-    old_details = previous_details(previous) if load_outputs is not None else {}
+    # Only a previous site that copied output files has any to hard-link. Without one (every output small
+    # enough to sit inline in the shards) parsing its shards and comparing each record costs more than
+    # reading the outputs again: at 100,000 executions 20 s of CPU and 450 MB for 129 MB of old shards.
+    reusable = previous is not None and (previous / FILES_DIR).is_dir()
+    old_details = previous_details(previous) if load_outputs is not None and reusable else {}
     for k, (view, name) in enumerate(zip(data.executions, names)):
         outputs = dict(view.output_files)
         entries: list[OutputEntry] | None = None
