@@ -447,7 +447,7 @@ def timeline_plot(records: Sequence[ExecutionRecord], generated: str, width: int
     merged = (_merge_bars(drawn) if len(drawn) > MAX_TIMELINE_BARS
               else [(i, k, st, x, bar_w, 1) for i, k, st, x, bar_w in drawn])
     for i, k, st, x, bar_w, n in merged:
-        many = f' data-n="{n}"' if n > 1 else ""
+        many = f' data-merged="{n}"' if n > 1 else ""  # not data-n: these executions are not identical
         parts.append(f'<rect class="bar s-{st}" x="{f1(x)}" y="{f1(top + k * lane_h + pad)}" '
                      f'width="{f1(bar_w)}" height="{f1(lane_h - 2 * pad)}" data-i="{i}"{many}/>')
     parts.append("</g></svg>")

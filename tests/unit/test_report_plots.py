@@ -145,7 +145,7 @@ def test_large_plots_draw_a_bounded_number_of_marks_and_say_so() -> None:
     assert str(min(scored, key=lambda ir: ir[1].objective)[0]) in lines[-5:]  # the best line, drawn on top
     timeline = P.timeline_plot(records, DATA.generated)
     assert timeline is not None
-    bars = re.findall(r'<rect class="bar [^>]*?(?:data-n="(\d+)")?/>', timeline.svg)
+    bars = re.findall(r'<rect class="bar [^>]*?(?:data-merged="(\d+)")?/>', timeline.svg)
     assert sum(int(n or 1) for n in bars) == timeline.points  # every execution is in exactly one bar
     assert f'data-marks="{len(bars)}"' in timeline.svg and len(bars) < timeline.points
 

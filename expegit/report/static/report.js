@@ -152,6 +152,10 @@
         tip.appendChild(el("div", "t-line t-bundle", bundled + " identical executions: " + ids.slice(0, 8).join(", ")
           + (bundled > 8 ? ", \u2026" : "")));
       }
+      var merged = Number(t.getAttribute("data-merged") || 1);
+      if (merged > 1) {  /* touching timeline bars drawn as one (plots.timeline_plot): the first is shown */
+        tip.appendChild(el("div", "t-line t-bundle", merged + " executions in this stretch of the lane; the first:"));
+      }
       var metric = (DATA.objective && DATA.objective.metric) || "objective";
       if (r.objective !== null && r.objective !== undefined) {
         tip.appendChild(el("div", "t-line", metric + " = " + fmtNum(r.objective)));
