@@ -82,7 +82,17 @@ def measure(n: int, rounds: int, base: Path, driver: Any) -> dict[str, Any]:
              "s.dispatchEvent(new Event('change'));")
     text = ("var f = document.getElementById('filter'); f.value = f.value === 'opt=adam' ? 'layers=3' : 'opt=adam';"
             "f.dispatchEvent(new Event('input'));")
-    out["sort_first_ms"] = [page_ms(driver, sort)]  # the column's order is computed here, then cached
+    # report.js ranks the sortable columns in the background after the first page is drawn (one column per
+    # task); a reader's first click comes later than a driver's, so wait for it and say how long it took.
+    start = time.perf_counter()
+    for _ in range(1200):
+        if driver.execute_script("return document.getElementById('executions').getAttribute('data-ranked')") \
+                == str(driver.execute_script("return document.querySelectorAll('#executions th[data-key]').length - "
+                                             "document.querySelectorAll('#executions th[data-key=\"select\"]').length")):
+            break
+        time.sleep(0.05)
+    out["ranked_ms"] = (time.perf_counter() - start) * 1000
+    out["sort_first_ms"] = [page_ms(driver, sort)]  # the column's order is laid out here, then cached
     out["sort_ms"] = [page_ms(driver, sort) for _ in range(rounds)]
     out["sort_id_first_ms"] = [page_ms(driver, idsort)]
     out["filter_state_ms"] = [page_ms(driver, state) for _ in range(rounds)]
@@ -111,11 +121,12 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(profile, ignore_errors=True)
     rows = ["| executions | render (s) | site files | site MB | overview load ms | executions page load ms | "
-            "sort by objective, first / cached ms | sort by id, first ms | filter by state ms | filter by text ms |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "columns ranked after load ms | sort by objective, first / cached ms | sort by id, first ms | "
+            "filter by state ms | filter by text ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         rows.append(f"| {r['n']} | {r['render_s']:.1f} | {r['files']} | {r['mb']:.1f} | {_fmt(r['index_ms'])} | "
-                    f"{_fmt(r['executions_ms'])} | {r['sort_first_ms'][0]:.0f} / {_fmt(r['sort_ms'])} | "
+                    f"{_fmt(r['executions_ms'])} | {r['ranked_ms']:.0f} | {r['sort_first_ms'][0]:.0f} / {_fmt(r['sort_ms'])} | "
                     f"{r['sort_id_first_ms'][0]:.0f} | {_fmt(r['filter_state_ms'])} | {_fmt(r['filter_text_ms'])} |")
     body = "\n".join([
         f"{now()} · {header}", "",

@@ -28,7 +28,6 @@ GLOBAL_NAME = "ORCHESTRA_REPORT"
 _PREFIX = f"/* Orchestra report data ({FORMAT}); generated, do not edit. */\nwindow.{GLOBAL_NAME} = "
 _SUFFIX = ";\n"
 _RECORD_FIELDS = [f.name for f in dataclasses.fields(ExecutionRecord)]
-_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
 def build_payload(data: ReportData, pages: list[str]) -> dict[str, Any]:
@@ -63,7 +62,9 @@ def record_dict(record: ExecutionRecord) -> dict[str, Any]:
 def dumps_script_safe(value: Any) -> str:
     """JSON that can sit inside a ``<script>`` element or a .js file without ending or commenting it."""
     text = json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=True, default=str)
-    return text.translate(_SCRIPT_SAFE)
+    # Three str.replace passes, not str.translate: translate looks every character up in a dict, 15x
+    # slower, and at 100,000 executions it was a sixth of `expegit report` (200 MB of JSON).
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def render_data_js(payload: dict[str, Any]) -> str:

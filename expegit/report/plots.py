@@ -22,6 +22,31 @@ from .svg import BandScale, LinearScale, category_key, f1, numeric_scale
 MAX_CATEGORIES = 40
 MAX_AXES = 12
 MAX_PROGRESS_MARKS = 5000  # circles drawn in the progress plot, at most (plus each improvement of the best)
+# Marks drawn per scatter plot, at most. Why 4,000: a scatter's plot area is about 470 x 230 px and a mark
+# (r=3) covers ~28 px, so about 4,000 marks tile it; past that, marks only hide each other while the SVG grows
+# (100,000 circles were 7 MB per plot, 30 MB for plots.html, which the browser parsed for seconds).
+MAX_SCATTER_MARKS = 4000
+# Lines drawn in parallel coordinates, at most: the best half of them always (drawn last, on top, and what a
+# reader looks for) plus an even sample of the rest, so the spread of the campaign still shows.
+MAX_PARALLEL_LINES = 3000
+# Bars drawn in the timeline, at most, before neighbours on one lane that touch (< 1 px apart) and share a
+# state are merged into one bar: at 100,000 executions a lane holds thousands of sub-pixel bars.
+MAX_TIMELINE_BARS = 5000
+
+
+def thin(count: int, limit: int, keep: Sequence[int] = ()) -> list[int]:
+    """Positions ``0..count-1`` to draw when at most ``limit`` may be: all of ``keep`` (positions that must stay,
+    e.g. the best), then an even stride over the others, in increasing order. Deterministic, so a report
+    rendered twice draws the same marks."""
+    if count <= limit:
+        return list(range(count))
+    kept = set(keep)
+    room = max(0, limit - len(kept))
+    rest = [k for k in range(count) if k not in kept]
+    if room and rest:
+        every = len(rest) / room
+        kept.update(rest[int(j * every)] for j in range(min(room, len(rest))))
+    return sorted(kept)
 
 
 @dataclass(frozen=True)
@@ -197,22 +222,44 @@ def scatter_plots(records: Sequence[ExecutionRecord], metric: str, width: int = 
         if axis is None:
             continue
         xs, present, cxs = axis
+        drawn = list(zip(present, cxs))
+        if len(drawn) > MAX_SCATTER_MARKS:
+            drawn = _thin_scatter(drawn, cys, states, [y for _, _, y in scored])
         circles = [f'<circle class="pt s-{states[k]}" cx="{cx}" cy="{cys[k]}" r="3" data-i="{scored[k][0]}"/>'
-                   for k, cx in zip(present, cxs)]
+                   for k, cx in drawn]
         band_lines = ""
         if isinstance(xs, BandScale):
             band_lines = "".join(
                 f'<rect class="band" x="{f1(x0 + k * xs.band)}" y="{f1(y1)}" width="{f1(xs.band)}" '
                 f'height="{f1(y0 - y1)}"/>' for k in range(0, len(xs.categories), 2))
         svg_text = "".join([
-            svg.open_svg(f"{metric} against {name}", "scatter", len(circles), height=h, width=w),
+            svg.open_svg(f"{metric} against {name}", "scatter", len(present), height=h, width=w,
+                         marks=len(circles) if len(circles) < len(present) else None),
             band_lines,
             svg.y_axis(ys, x0, y0, y1, metric, grid_to=x1),
             svg.x_axis(xs, y0, x0, x1, name, rotate=isinstance(xs, BandScale) and len(xs.categories) > 8),
             '<g class="points">', "".join(circles), "</g></svg>",
         ])
-        plots.append(Plot("scatter", f"{metric} against {name}", svg_text, len(circles)))
+        plots.append(Plot("scatter", f"{metric} against {name}", svg_text, len(present)))
     return plots
+
+
+def _thin_scatter(drawn: list[tuple[int, str]], cys: Sequence[str], states: Sequence[str],
+                  ys: Sequence[float]) -> list[tuple[int, str]]:
+    """At most MAX_SCATTER_MARKS of a scatter's marks: one per pixel and state first (what a reader could tell
+    apart), then the 200 lowest and 200 highest values (a scatter has no goal: both ends matter) and an even
+    sample of the rest."""
+    seen: set[tuple[int, int, str]] = set()
+    unique: list[tuple[int, str]] = []
+    for k, cx in drawn:
+        key = (int(float(cx)), int(float(cys[k])), states[k])
+        if key not in seen:
+            seen.add(key)
+            unique.append((k, cx))
+    if len(unique) <= MAX_SCATTER_MARKS:
+        return unique
+    by_value = sorted(range(len(unique)), key=lambda j: ys[unique[j][0]])
+    return [unique[j] for j in thin(len(unique), MAX_SCATTER_MARKS, by_value[:200] + by_value[-200:])]
 
 
 MAX_BUNDLE_IDS = 64  # a bundle's tooltip names this many of its executions; the count says how many in all
@@ -292,7 +339,11 @@ def parallel_coordinates(records: Sequence[ExecutionRecord], metric: str, goal: 
         members.append(i)
         bundles[d] = (rank, members)
     lines = []
-    for d, (rank, members) in sorted(bundles.items(), key=lambda kv: kv[1][0]):
+    ordered = sorted(bundles.items(), key=lambda kv: kv[1][0])  # worst first, the best drawn last (on top)
+    if len(ordered) > MAX_PARALLEL_LINES:
+        best = range(len(ordered) - MAX_PARALLEL_LINES // 2, len(ordered))
+        ordered = [ordered[k] for k in thin(len(ordered), MAX_PARALLEL_LINES, best)]
+    for d, (rank, members) in ordered:
         quintile = 4 - min(4, rank * 5 // max(len(ranked), 1))  # q0 = best fifth
         many = ""
         if len(members) > 1:
@@ -391,14 +442,35 @@ def timeline_plot(records: Sequence[ExecutionRecord], generated: str, width: int
                      f'{len(lanes)} lanes</text>')
     parts.append('<g class="bars">')
     pad = max(0.5, lane_h * 0.15)
-    for i, r, (a, b) in bars:
-        k = lane_index[_lane_name(r)]
-        x = xs(a)
-        bar_w = max(xs(b) - x, 1.5)
-        parts.append(f'<rect class="bar s-{state_class(r.state)}" x="{f1(x)}" y="{f1(top + k * lane_h + pad)}" '
-                     f'width="{f1(bar_w)}" height="{f1(lane_h - 2 * pad)}" data-i="{i}"/>')
+    drawn = [(i, lane_index[_lane_name(r)], state_class(r.state), xs(a), max(xs(b) - xs(a), 1.5))
+             for i, r, (a, b) in bars]
+    merged = (_merge_bars(drawn) if len(drawn) > MAX_TIMELINE_BARS
+              else [(i, k, st, x, bar_w, 1) for i, k, st, x, bar_w in drawn])
+    for i, k, st, x, bar_w, n in merged:
+        many = f' data-merged="{n}"' if n > 1 else ""  # not data-n: these executions are not identical
+        parts.append(f'<rect class="bar s-{st}" x="{f1(x)}" y="{f1(top + k * lane_h + pad)}" '
+                     f'width="{f1(bar_w)}" height="{f1(lane_h - 2 * pad)}" data-i="{i}"{many}/>')
     parts.append("</g></svg>")
+    if len(merged) < len(drawn):
+        parts[0] = svg.open_svg("Execution timeline per node and slot", "timeline", len(bars), height=h, width=w,
+                                marks=len(merged))
     return Plot("timeline", "Timeline", "".join(parts), len(bars))
+
+
+def _merge_bars(drawn: list[tuple[int, int, str, float, float]]) -> list[tuple[int, int, str, float, float, int]]:
+    """Bars of one lane and state that touch or overlap (less than a pixel apart) drawn as one: the reader
+    sees the same busy stretch. Returns (first execution, lane, state, x, width, executions merged)."""
+    out: list[tuple[int, int, str, float, float, int]] = []
+    open_bar: dict[tuple[int, str], int] = {}  # (lane, state) -> position in out of its latest bar
+    for i, k, st, x, bar_w in sorted(drawn, key=lambda d: (d[1], d[3])):
+        j = open_bar.get((k, st))
+        if j is not None and x <= out[j][3] + out[j][4] + 1.0:
+            first, lane, state, x0, w0, n = out[j]
+            out[j] = (first, lane, state, x0, max(w0, x + bar_w - x0), n + 1)
+            continue
+        open_bar[(k, st)] = len(out)
+        out.append((i, k, st, x, bar_w, 1))
+    return out
 
 
 def legend_html(states: Sequence[str]) -> str:

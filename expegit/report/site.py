@@ -10,10 +10,13 @@ longer exist do not linger from a previous render.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from importlib import resources
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +26,7 @@ from orchestra.errors import UsageError
 
 from .datafile import DATA_FILE, FORMAT, build_payload, render_data_js
 from .execution_page import DETAILS_DIR, detail_entry, execution_shell, page_href, render_shard, shard_key
-from .files import OutputEntry, write_outputs
+from .files import FILES_DIR, OutputEntry, write_outputs
 from .fmt import safe_page_name
 from .model import OutputLoader, ReportData, objective_label
 from .analysis import analysis_page
@@ -86,7 +89,11 @@ def render_site(data: ReportData, root: Path, load_outputs: OutputLoader | None 
     _write(root / "execution.html", execution_shell(data))
     shards: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     last = len(names) - 1
-    old_details = previous_details(previous) if load_outputs is not None else {}
+    # Only a previous site that copied output files has any to hard-link. Without one (every output small
+    # enough to sit inline in the shards) parsing its shards and comparing each record costs more than
+    # reading the outputs again: at 100,000 executions 20 s of CPU and 450 MB for 129 MB of old shards.
+    reusable = previous is not None and (previous / FILES_DIR).is_dir()
+    old_details = previous_details(previous) if load_outputs is not None and reusable else {}
     for k, (view, name) in enumerate(zip(data.executions, names)):
         outputs = dict(view.output_files)
         entries: list[OutputEntry] | None = None
@@ -121,6 +128,24 @@ def write_curve(root: Path, name: str, points: Sequence[Mapping[str, Any]], metr
     return f"{CURVES_DIR}/{name}.svg"
 
 
+@contextlib.contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a report's build.
+
+    Why: a report allocates millions of small dicts, lists and strings that refcounting frees (they hold no
+    cycles), and the collector's full passes re-traverse all of them again and again as the heap grows: at
+    30,000 synthetic executions 40% of the render's CPU (12.4 s against 7.6 s paused), for the same peak
+    memory. Nested uses keep the outer state.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def write_report(data: ReportData, out_dir: Path | str, *, load_outputs: OutputLoader | None = None) -> Path:
     """Render ``data`` as a static site in ``out_dir`` (replaced atomically) and return its index.html.
 
@@ -140,7 +165,8 @@ def write_report(data: ReportData, out_dir: Path | str, *, load_outputs: OutputL
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is meant to be served and shared
         previous = out_dir if (out_dir / MARKER).is_file() else None
-        render_site(data, tmp, load_outputs, previous)
+        with no_cyclic_gc():
+            render_site(data, tmp, load_outputs, previous)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
             os.rename(out_dir, old / "site")

@@ -90,3 +90,24 @@ def test_metrics_read_in_bulk_match_one_by_one(tmp_path: Path) -> None:
     assert MetricsIndex(store).load(".orchestra/stdout", by_id, read_many) == one
     assert len(calls) == 1 and len(calls[0]) == 3
     assert MetricsIndex(store).load(".orchestra/stdout", by_id, read_many) == one and calls[-1] == []
+
+
+def test_blob_reader_answers_what_read_path_answers(tmp_path: Path) -> None:
+    """Why: the report's output files were read through dulwich one by one (half of `expegit report` at
+    100,000 executions); one long-lived `git cat-file --batch` must answer the same, absent files included."""
+    root, base, tips = _repo(tmp_path)
+    store = GitStore(root)
+    asked = [(tip, path) for tip in tips + [base]
+             for path in (".orchestra/stdout", ".orchestra/stderr", "sub/new file.txt", "sub", "no/such", "code.py")]
+    with report_bulk.BlobReader(store.git_dir) as reader:
+        got = [reader.read(tip, path) for tip, path in asked]
+    assert got == [store.read_path(tip, path) if path != "sub" else None for tip, path in asked]
+    assert got[0] == b"hello\n" * 3 and got[3] is None
+
+
+def test_blob_reader_falls_back_when_git_cannot_run(tmp_path: Path) -> None:
+    root, _base, tips = _repo(tmp_path)
+    store = GitStore(root)
+    reader = report_bulk.BlobReader(tmp_path / "not-a-git-dir", store.read_path)
+    assert reader.read(tips[0], ".orchestra/stdout") == b"hello\n" * 3  # git refused: dulwich answered
+    reader.close()

@@ -112,3 +112,46 @@ def test_progress_plot_thins_marks_beyond_the_bound_but_keeps_every_improvement(
     assert f'data-points="{scored}"' in plot.svg
     small = P.progress_plot(records[:300], "val_loss", "minimize")
     assert small is not None and "data-marks" not in small.svg
+
+
+def test_thin_keeps_what_must_stay_and_bounds_the_rest() -> None:
+    from expegit.report.plots import thin
+
+    assert thin(10, 20) == list(range(10))
+    kept = thin(10_000, 100, keep=[9_999, 5])
+    assert len(kept) == 100 and kept == sorted(kept) and {5, 9_999} <= set(kept)
+    assert thin(10_000, 100, keep=[9_999, 5]) == kept  # deterministic: two renders draw the same marks
+
+
+def test_large_plots_draw_a_bounded_number_of_marks_and_say_so() -> None:
+    """Why: at 100,000 executions each scatter, parallel-coordinates and timeline plot was 7-9 MB of SVG
+    (plots.html 30 MB); each now draws at most its bound and says in data-marks how many it drew of
+    data-points executions, keeping the extremes (the best lines, the lowest and highest values)."""
+    from expegit.report import plots as P
+
+    records = [v.record for v in synthetic_report(12_000, include_outputs=False).executions]
+    scored = [(i, r) for i, r in enumerate(records) if is_number(r.objective)]
+    for plot in P.scatter_plots(records, "val_loss"):
+        drawn = _count(plot.svg, r'<circle class="pt ')
+        assert drawn <= P.MAX_SCATTER_MARKS and f'data-marks="{drawn}"' in plot.svg
+        assert plot.points > drawn
+        if "lr" in plot.title:  # a numeric axis: the best (lowest) value is still drawn
+            best = min(scored, key=lambda ir: ir[1].objective)[0]
+            assert f'data-i="{best}"' in plot.svg
+    parallel = P.parallel_coordinates(records, "val_loss", "minimize")
+    assert parallel is not None
+    lines = re.findall(r'<path class="pc [^"]*" d="[^"]*" data-i="(\d+)"', parallel.svg)
+    assert len(lines) <= P.MAX_PARALLEL_LINES and f'data-marks="{len(lines)}"' in parallel.svg
+    assert str(min(scored, key=lambda ir: ir[1].objective)[0]) in lines[-5:]  # the best line, drawn on top
+    timeline = P.timeline_plot(records, DATA.generated)
+    assert timeline is not None
+    bars = re.findall(r'<rect class="bar [^>]*?(?:data-merged="(\d+)")?/>', timeline.svg)
+    assert sum(int(n or 1) for n in bars) == timeline.points  # every execution is in exactly one bar
+    assert f'data-marks="{len(bars)}"' in timeline.svg and len(bars) < timeline.points
+
+
+def test_small_plots_are_not_thinned() -> None:
+    from expegit.report import plots as P
+
+    for plot in [*P.scatter_plots(RECORDS, "val_loss"), P.timeline_plot(RECORDS, DATA.generated)]:
+        assert plot is not None and "data-marks" not in plot.svg
