@@ -50,18 +50,6 @@ class EarlyStoppingSpec:
     grace: float = 10.0
 
     @property
-    def rungs(self) -> list[float]:
-        """asha/hyperband: the rung steps up to ``max_step`` (or a generous 30 rungs without one)."""
-        out, k = [], 0
-        while k < 30:
-            step = self.min_step * self.reduction ** k
-            if self.max_step is not None and step > self.max_step * (1 + 1e-9):
-                break
-            out.append(step)
-            k += 1
-        return out
-
-    @property
     def brackets(self) -> int:
         """hyperband: how many ASHA brackets (each starts one rung later), as Optuna's HyperbandPruner."""
         if self.max_step is None or self.max_step <= self.min_step:

@@ -32,13 +32,11 @@ def test_defaults_and_the_goal_of_the_objective() -> None:
     assert spec is not None
     assert (spec.rule, spec.metric, spec.goal, spec.step, spec.min_step, spec.reduction, spec.grace) == \
         ("asha", "acc", "maximize", "epoch", 1.0, 3, 10.0)
-    assert spec.rungs[:4] == [1, 3, 9, 27]
     # A watched metric other than the objective's takes the objective's goal (the same standard).
     other, _ = parse_manifest(HEAD + "search: {algorithm: random, budget: 9, early_stopping: "
                                      "{rule: hyperband, metric: loss, max_step: 27, grace: 2s}}\n")
     assert other is not None and other.early_stopping is not None
     assert (other.early_stopping.goal, other.early_stopping.brackets, other.early_stopping.grace) == ("maximize", 4, 2.0)
-    assert other.early_stopping.rungs == [1, 3, 9, 27]
     median, _ = parse_manifest(HEAD + "search: {algorithm: random, budget: 9, early_stopping: "
                                       "{rule: median, metric: acc}}\n")
     assert median is not None and median.early_stopping is not None and median.early_stopping.n_startup == 5
