@@ -38,6 +38,7 @@ import hashlib
 import heapq
 import math
 import multiprocessing
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -389,6 +390,34 @@ def report(results: Mapping[tuple[str, str], list[Outcome]], families: Sequence[
     return "\n".join(lines)
 
 
+_LINE = re.compile(r"^(\w+)\s+(\S+)\s+seed\s+(\d+): to target\s+(\S+)\s+best (\S+)\s+trials\s+(\d+)\s+ask (\S+) ms$")
+
+
+def report_from_log(text: str) -> str:
+    """The report of a run cut short (a loaded machine): its per-run lines, complete seeds only."""
+    lines = text.splitlines()
+    start_machine = lines[0] if lines else "?"
+    runs: dict[tuple[str, str, int], Outcome] = {}
+    for line in lines:
+        found = _LINE.match(line)
+        if found:
+            family, method, seed, to_target, best, trials, ask = found.groups()
+            runs[(family, method, int(seed))] = Outcome(float(to_target), float(best), int(trials), 0,
+                                                        float(ask) / 1000)
+    families = [f for f in FAMILIES if any(k[0] == f for k in runs)]
+    results: dict[tuple[str, str], list[Outcome]] = {}
+    counts = []
+    for family in families:
+        seeds = sorted({s for f, _m, s in runs if f == family})
+        complete = [s for s in seeds if all((family, m, s) in runs for m in METHODS)]
+        counts.append(f"{family}: {len(complete)} seeds")
+        for method in METHODS:
+            results[(family, method)] = [runs[(family, method, s)] for s in complete]
+    return report(results, families, 0, float("nan"), start_machine).replace(
+        "; 0 seeds;", "; " + ", ".join(counts) + " (a run cut short by the deadline: complete seeds only);").replace(
+        "wall nan s for the whole run", "wall time not measured (cut short)")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
@@ -396,7 +425,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="3 seeds, synthetic only")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--write", type=Path, help="write the figures into this markdown file's section")
+    parser.add_argument("--from-log", type=Path, help="report from the per-run lines of an earlier run's output "
+                        "(only seeds every method finished)")
     args = parser.parse_args(argv)
+    if args.from_log:
+        text = report_from_log(args.from_log.read_text())
+        print(text)
+        if args.write:
+            write_section(args.write, "Early stopping (bench/early_stopping.py)", text)
+        return
     seeds = 3 if args.quick else args.seeds
     families = ["synthetic"] if args.quick else args.families.split(",")
     start_machine = machine()

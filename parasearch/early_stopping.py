@@ -57,10 +57,10 @@ def curve_points(points: Iterable[Mapping[str, Any]], metric: str, step_key: str
     out: list[Point] = []
     last = -math.inf
     for point in points:
-        value = point.get(metric)
+        value: Any = point.get(metric)
         if not _number(value):
             continue
-        raw = point.get(step_key)
+        raw: Any = point.get(step_key)
         step = float(raw) if _number(raw) else (last + 1 if out else 1.0)
         if step <= last:
             continue
