@@ -25,8 +25,9 @@ ID_LENGTH = 12
 
 # created: branch exists, nothing launched. running: launched on a slot. finished: exit code 0.
 # failed: non-zero exit, timeout, or the place it ran on was lost. cancelled: a user stopped it.
-STATES = ("created", "running", "finished", "failed", "cancelled")
-FINAL_STATES = frozenset({"finished", "failed"})
+# pruned: stopped early by its search's early stopping rule on its metrics (no failure: never retried).
+STATES = ("created", "running", "finished", "failed", "cancelled", "pruned")
+FINAL_STATES = frozenset({"finished", "failed", "pruned"})
 # What `resume` picks up again: never started, stopped by a user, or running when the controller died.
 RESUMABLE_STATES = frozenset({"created", "running", "cancelled"})
 
@@ -115,6 +116,9 @@ class ExecutionRecord:
     memory_limit: int | None = None
     # When the checkpoint this attempt resumed from was written (ISO UTC); absent when it started afresh.
     resumed_from: str | None = None
+    # A pruned execution's step (its metrics' `step` key) where the early stopping rule stopped it; absent
+    # from every other record.
+    pruned_step: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its deep copy is a visible cost when thousands of records are written.
@@ -177,7 +181,7 @@ _FIELD_NAMES = tuple(_FIELD_ORDER)
 _FIELD_SET = frozenset(_FIELD_ORDER)
 # Fields written only when set: records of executions that are no rerun and have no captured environment
 # stay byte-identical to what earlier versions wrote (and earlier readers accept them).
-_OPTIONAL_FIELDS = frozenset({"rerun_of", "environment", "resumed_from", "objectives"})
+_OPTIONAL_FIELDS = frozenset({"rerun_of", "environment", "resumed_from", "objectives", "pruned_step"})
 _BINDING_KEYS = frozenset(("cores", "gpus", "gpu_share", "memory_limit"))
 _NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]')
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")

@@ -24,7 +24,7 @@ from .errors import ManifestError, did_you_mean
 from .parameters import ParameterSpec, canonical_value
 from .resources import placeholder, problems as resource_problems, resolve as resolve_resources
 from .quoting import TemplateError, argv_template, parse_template, refusals, shell_problem
-from .search import search_problems
+from .search import EarlyStoppingSpec, early_stopping_spec, search_problems
 
 if TYPE_CHECKING:  # jsonschema is imported where it validates: read-only commands never load it
     import jsonschema
@@ -102,6 +102,11 @@ class Manifest:
         # A Manifest built in code with only ``objective=`` (tests, tools) has that one objective.
         if not self.objectives and self.objective is not None:
             object.__setattr__(self, "objectives", (self.objective,))
+
+    @property
+    def early_stopping(self) -> EarlyStoppingSpec | None:
+        """``search.early_stopping`` with its defaults, the goal taken from the objective (None without it)."""
+        return early_stopping_spec(self.search, [(o.metric, o.goal) for o in self.objectives])
 
     @property
     def multi_objective(self) -> bool:
@@ -460,7 +465,9 @@ def _build(data: dict[str, Any], c: _Checker, personal_profiles: Mapping[str, An
     if search is not None:  # the checks live with the algorithm names, in orchestra.search
         for at, message, hint in search_problems(search, specs, has_objective=objective is not None,
                                                  repeats=data.get("repeats", 1),
-                                                 declared=len(data.get("parameters") or {})):
+                                                 declared=len(data.get("parameters") or {}),
+                                                 objectives=[(o.metric, o.goal) for o in objectives],
+                                                 metrics_declared="metrics" in data):
             c.at(at, message, hint=hint)
         if len(objectives) > 1 and isinstance(search, Mapping) and isinstance(search.get("stop"), Mapping) \
                 and search["stop"]:

@@ -127,6 +127,8 @@ def _progress(args: argparse.Namespace):
 
 def _report_summary(summary) -> int:
     parts = [f"{summary.finished} finished", f"{summary.failed} failed"]
+    if summary.pruned:
+        parts.append(f"{summary.pruned} pruned")
     if summary.cancelled:
         parts.append(f"{summary.cancelled} stopped")
     if summary.not_started:

@@ -219,9 +219,12 @@ class JournalListener:
         record = self.records[task.job.execution_id]
         files = self._fill(record, result)
         record.state = "finished" if result.failure is None else "failed"
+        if result.pruned is not None:  # stopped by its search's rule: the metrics so far are its result
+            record.state, record.pruned_step = "pruned", float(result.pruned["step"])
+            record.error, record.objective, record.objectives = result.pruned["reason"], None, None
         sha, durable = self.writer.commit(self.tips[record.id], record, files)
         self.tips[record.id] = sha
-        ok = record.state == "finished"
+        ok = record.state in ("finished", "pruned")
         extra = f" objective={record.objective:g}" if record.objective is not None else ""
         extra += f" ({record.error})" if record.error and not ok else ""
         if not ok and result.collected is not None:
@@ -237,7 +240,9 @@ class JournalListener:
             # told after the wait came out below the lines of executions that ended later.
             self.on_result(record)
         durable.get()  # the run directory is deleted next: the results must be committed first
-        if ok:
+        if record.state == "pruned":
+            self.summary.pruned += 1
+        elif ok:
             self.summary.finished += 1
         else:
             self.summary.failed += 1

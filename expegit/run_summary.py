@@ -12,6 +12,7 @@ class RunSummary:
     finished: int = 0
     failed: int = 0
     cancelled: int = 0
+    pruned: int = 0  # stopped early by the search's rule: no failure
     errors: list[str] = dataclasses.field(default_factory=list)
     ids: list[str] = dataclasses.field(default_factory=list)
     interrupted: bool = False

@@ -309,8 +309,10 @@ class Session:
     """One controller's run over one campaign: backends per profile, progress, Ctrl-C handling."""
 
     def __init__(self, campaign: Campaign, manifest: Manifest, *, slots: int | None, progress: Progress,
-                 on_result: Callable[[ExecutionRecord], None] | None = None, leave: str = "none") -> None:
+                 on_result: Callable[[ExecutionRecord], None] | None = None, leave: str = "none",
+                 on_points: Callable[[str, list[dict[str, Any]]], None] | None = None) -> None:
         self.campaign = campaign
+        self.on_points = on_points  # each running execution's new metrics points, once (early stopping)
         self.leave = leave
         self.manifest = manifest
         self.slots = slots
@@ -327,6 +329,10 @@ class Session:
                            "wait for them to be recorded)")
         for controller in self.controllers:
             controller.stop()
+
+    def prune(self, execution_id: str, grace: float, note: Any) -> bool:
+        """Stop one running execution for its search (see Controller.prune); False where none runs it."""
+        return any(controller.prune(execution_id, grace, note) for controller in self.controllers)
 
     def drive(self, profile: str, records: dict[str, ExecutionRecord], tips: dict[str, str],
               tasks: Iterable[Task], backend: Backend | None = None, started: gevent.Greenlet | None = None,
@@ -346,7 +352,8 @@ class Session:
         if self.manifest.metrics is not None:
             from .metrics_follow import MetricsFollower
 
-            follower = MetricsFollower(backend, self.manifest.metrics, listener.commit_metrics)
+            follower = MetricsFollower(backend, self.manifest.metrics, listener.commit_metrics,
+                                       on_points=self.on_points)
             listener.metrics = follower
             # Re-attached by a resume: never "launched" here, so followed from now on, from their first
             # byte (the commit holds the whole stream again: what the dead controller committed, then more).

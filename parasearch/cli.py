@@ -83,6 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     if result.without_objective:
         # `status` counts these as failed (the search learnt nothing from them): say so here too.
         parts[0] += f" ({result.without_objective} without a {config.metric} value, failed for the search)"
+    if summary.pruned:
+        parts.append(f"{summary.pruned} pruned")
     if summary.cancelled:
         parts.append(f"{summary.cancelled} stopped")
     if summary.not_started:

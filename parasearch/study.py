@@ -262,6 +262,21 @@ def record_value(record: ExecutionRecord) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def pruned_value(point: PointResult, state: "StudyState") -> float | None:
+    """What the model is told about a point whose executions were pruned: a penalised observation, the
+    worst objective among the finished points (None before any: then it counts as failed).
+
+    Why not "failed": the model would learn nothing of where bad points lie, and ask near them again.
+    Why not its last intermediate value: an early epoch's loss is no final loss; among finished points it
+    would rank a stopped run by a number it never reached. A pruned point lost at a rung to points that
+    went on, so "as bad as the worst finished" is what the study knows of it (the README's "Early stopping").
+    """
+    finished = [p.value for p in state.points.values() if p is not point and p.value is not None]
+    if not finished:
+        return None
+    return min(finished) if state.config.goal == "maximize" else max(finished)
+
+
 def record_vector(record: ExecutionRecord, metrics: Sequence[str]) -> tuple[float, ...] | None:
     """The objective values of a finished multi-objective execution in ``metrics`` order, or None."""
     if record_value(record) is None or not isinstance(record.objectives, Mapping):
@@ -319,15 +334,17 @@ class StudyState:
         return len(self.by_id)
 
     def counts(self) -> dict[str, int]:
-        done = failed = unfinished = 0
+        done = failed = unfinished = pruned = 0
         for record in self.records:
             if record.state not in FINAL_STATES:
                 unfinished += 1
+            elif record.state == "pruned":
+                pruned += 1
             elif record_value(record) is None:
                 failed += 1
             else:
                 done += 1
-        return {"done": done, "failed": failed, "unfinished": unfinished}
+        return {"done": done, "failed": failed, "unfinished": unfinished, "pruned": pruned}
 
     def remaining(self) -> int:
         return max(self.config.budget - self.executions, 0)
@@ -346,6 +363,8 @@ class StudyState:
                                        failed=vector is None, values=vector))
                 continue
             value = point.value
+            if value is None and any(r.state == "pruned" for r in point.final):
+                value = pruned_value(point, self)
             out.append(Trial(dict(point.params), value, failed=value is None))
         return out
 
@@ -526,8 +545,9 @@ def status_text(study: Study) -> str:
     if state.executions == 0:
         lines.append(f"  0/{config.budget} executions{budget_note}: none yet; `parasearch run` starts the study")
     else:
+        pruned = f"{counts['pruned']} pruned, " if counts["pruned"] else ""
         lines.append(f"  {state.executions}/{config.budget} executions{budget_note}: {counts['done']} done, "
-                     f"{counts['failed']} failed, {counts['unfinished']} running or not run yet")
+                     f"{pruned}{counts['failed']} failed, {counts['unfinished']} running or not run yet")
     best = None if config.multi else state.best()
     if config.multi:
         front, volume = state.front(), state.hypervolume()

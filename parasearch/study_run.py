@@ -116,12 +116,15 @@ class _Driver:
             self.stop_reason = self._missing_objective_reason()
         self.without_objective = 0
         self.best_value = study.state.best().value if study.state.best() else None  # type: ignore[union-attr]
+        self.pruning = _prune_watch(campaign, study, self, progress)
 
     # -- results ---------------------------------------------------------------------------------
     def on_result(self, record: ExecutionRecord) -> None:
         if record.search != self.study.id:
             return
         self.study.state.update(dataclasses.replace(record, parameters=dict(record.parameters)))
+        if self.pruning is not None:
+            self.pruning.ended(record, self.tips.get(record.id))
         self.inflight.discard(record.id)
         self._watch_objective(record)
         if self.study.config.multi:  # no single best: the live line shows the front's size instead
@@ -265,6 +268,26 @@ class _Driver:
             yield Task(job_for(self.study.manifest, record), attempt=1)
 
 
+def _prune_watch(campaign: "Campaign", study: Study, driver: _Driver, progress: Progress) -> Any:
+    """The early stopping watch of a study whose manifest asks for it (None otherwise: nothing is followed)."""
+    spec = study.manifest.early_stopping
+    if spec is None:
+        return None
+    from expegit.metrics_stream import METRICS_PATH, parse_metrics_text
+
+    from parasearch.pruning import PruneWatch
+
+    def read_metrics(execution_id: str, tip: str | None) -> list[dict[str, Any]]:
+        tip = tip or study.tips.get(execution_id) or campaign.store.execution_tip(execution_id)
+        raw = campaign.store.read_path(tip, METRICS_PATH) if tip else None
+        return parse_metrics_text(raw) if raw else []
+
+    def prune(execution_id: str, grace: float, note: dict[str, Any]) -> bool:
+        return driver.session is not None and driver.session.prune(execution_id, grace, note)
+
+    return PruneWatch(spec, lambda: study.state.records, read_metrics, prune, progress.note)
+
+
 def _leftover_tasks(campaign: "Campaign", study: Study, backend_for: Any, own: set[str], progress: Progress,
                     adopted: dict[str, list[str]]
                     ) -> dict[str, tuple[dict[str, ExecutionRecord], dict[str, str], list[Any]]]:
@@ -373,10 +396,11 @@ def _run_study(campaign: "Campaign", study: Study, *, profile: str, slots: int |
          backends.get(profile), None, adopted.get(profile, ()), held)]
     for other, (records, tips, tasks) in leftovers.items():
         groups.append((other, records, tips, tasks, backends.get(other), None, adopted.get(other, ())))
-    session = Session(campaign, manifest, slots=slots, progress=progress, on_result=driver.on_result, leave=leave)
+    session = Session(campaign, manifest, slots=slots, progress=progress, on_result=driver.on_result, leave=leave,
+                      on_points=driver.pruning.on_points if driver.pruning is not None else None)
     driver.session = session
     summary = session.run(groups)
-    summary.total = summary.finished + summary.failed + summary.cancelled
+    summary.total = summary.finished + summary.failed + summary.cancelled + summary.pruned
     summary.not_started = sum(1 for r in driver.records.values() if r.state == "created")
     return StudyRun(study, summary, stop_reason=driver.stop_reason or study.state.stop_reason(),
                     resumed=resumed, exhausted=driver.exhausted, without_objective=driver.without_objective,

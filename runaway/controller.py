@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import signal
 import time
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import gevent
 import gevent.event
@@ -62,6 +63,7 @@ class AttemptResult:
     failure: str | None  # None, or a kind from retries.on
     attempt: int
     environment: Capture | None = None  # the node's environment (EnvironmentCapture), when captured
+    pruned: Any = None  # what the caller of Controller.prune() gave: it stopped this attempt on purpose
 
 
 class Listener(Protocol):
@@ -94,6 +96,7 @@ class Controller:
         self.stopping = gevent.event.Event()
         self.errors: list[tuple[str, BaseException]] = []
         self._running: dict[str, RunHandle] = {}
+        self._pruned: dict[str, Any] = {}  # execution id -> the note of the search that stopped it
         # Which executions carry the environment probe (the first per node and commit), and the captures.
         self.capture = capture or EnvironmentCapture(enabled=False)
 
@@ -108,6 +111,17 @@ class Controller:
                 self.backend.stop(handle)
             except Exception:  # best effort: the execution is recorded as cancelled either way
                 pass
+
+    def prune(self, execution_id: str, grace: float, note: Any) -> bool:
+        """Stop one running execution on purpose (a search's early stopping): its signal, SIGKILL after
+        ``grace`` (the checkpoint warning's path), then collected and reported as ended with ``pruned=note``
+        (no failure, never retried). False if it is not running here (it ended meanwhile)."""
+        handle = self._running.get(execution_id)
+        if handle is None or execution_id in self._pruned:
+            return False
+        self._pruned[execution_id] = note
+        self.backend.warn(handle, signal.SIGTERM, grace)
+        return True
 
     def run(self, tasks: Iterable[Task], reattached: Iterable[Task] = ()) -> None:
         """Drive ``tasks`` as slots free up; ``reattached`` (and re-attached tasks in a list) at once.
@@ -328,10 +342,11 @@ class Controller:
                 if slot is not None:  # free the slot before committing: the next job can start meanwhile
                     self.backend.release(slot)
                     slot = None
-            failure = failure_kind(outcome.exit_code, outcome.timed_out, outcome.lost, outcome.walltime,
-                                   outcome.preempted)
+            pruned = self._pruned.pop(job.execution_id, None)
+            failure = None if pruned is not None else failure_kind(
+                outcome.exit_code, outcome.timed_out, outcome.lost, outcome.walltime, outcome.preempted)
             environment = self.capture.absorb(handle.slot, job, collected, probed)
-            return AttemptResult(handle, outcome, collected, failure, task.attempt, environment)
+            return AttemptResult(handle, outcome, collected, failure, task.attempt, environment, pruned)
 
         def should_retry(result: AttemptResult) -> bool:
             retry = (retried(result.failure, self.retry.on)

@@ -23,7 +23,7 @@ from .datafile import dumps_script_safe, record_dict
 from .execution_page import DETAILS_DIR, parse_shard
 from .files import FILES_DIR, OutputEntry
 
-FINAL = frozenset({"finished", "failed", "cancelled"})
+FINAL = frozenset({"finished", "failed", "cancelled", "pruned"})
 _ENTRY_FIELDS = ("path", "href", "size", "kind", "preview", "problem", "inline")
 
 

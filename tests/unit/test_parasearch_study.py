@@ -75,7 +75,7 @@ def test_repeats_are_aggregated_by_mean_and_a_point_is_pending_until_all_are_fin
     assert len(trials) == 1 and trials[0].value == pytest.approx(3.0) and not trials[0].failed
     assert state.pending() == [{"x": -0.5, "n": 1, "opt": "a"}]
     assert state.executions == 6 and state.remaining() == 14
-    assert state.counts() == {"done": 4, "failed": 0, "unfinished": 2}
+    assert state.counts() == {"done": 4, "failed": 0, "unfinished": 2, "pruned": 0}
     rows = best_rows(_study(state), top=5)
     assert len(rows) == 1 and rows[0]["objective"] == pytest.approx(3.0)
     assert rows[0]["values"] == [1.0, 2.0, 6.0] and len(rows[0]["executions"]) == 3
@@ -95,7 +95,7 @@ def test_failures_are_failed_trials_and_a_partly_failed_point_keeps_its_values()
     by_x = {t.params["x"]: t for t in state.trials()}
     assert by_x[0.0].failed and by_x[0.0].value is None
     assert not by_x[1.0].failed and by_x[1.0].value == 2.0
-    assert state.counts() == {"done": 1, "failed": 3, "unfinished": 0}
+    assert state.counts() == {"done": 1, "failed": 3, "unfinished": 0, "pruned": 0}
     assert record_value(records[2]) is None
 
 

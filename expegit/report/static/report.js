@@ -8,7 +8,7 @@
 
   var DATA = window.ORCHESTRA_REPORT || null;
   var ROOT = document.body.getAttribute("data-root") || "";
-  var STATES = ["created", "running", "finished", "failed", "cancelled"];
+  var STATES = ["created", "running", "finished", "failed", "cancelled", "pruned"];
   var GOAL_MAX = !!(DATA && DATA.objective && DATA.objective.goal === "maximize");
 
   function stateClass(state) {
