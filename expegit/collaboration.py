@@ -25,6 +25,7 @@ from pathlib import Path
 from orchestra.errors import RepositoryError, UsageError
 from orchestra.execution import is_execution_id
 
+from . import shipped_index
 from .gitstore import GitStore
 
 # Refspecs per `git push`. Each push pays an SSH connection, the remote's advertisement of every branch it
@@ -133,7 +134,9 @@ def clone(url: str, directory: str | os.PathLike[str] | None = None) -> CloneRes
     target = Path(directory if directory is not None else default_clone_directory(url)).absolute()
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target} exists and is not empty", hint="give a new directory")
-    run_git(None, "clone", "--quiet", url, str(target))
+    # The shipped record index comes in the same fetch, and later plain `git fetch`es keep it current.
+    run_git(None, "clone", "--quiet", "-c", f"remote.origin.fetch={shipped_index.fetch_refspec('origin')}",
+            url, str(target))
     store = GitStore(target)
     if store.head_commit() is None:
         _checkout_code_branch(store)
@@ -188,7 +191,8 @@ def pull(store: GitStore, remote: str = "origin") -> PullResult:
     syncing all the others), and when the code branch cannot be fast-forwarded.
     """
     _require_remote(store, remote)
-    run_git(store.root, "fetch", "--quiet", remote, f"+refs/heads/*:refs/remotes/{remote}/*")
+    run_git(store.root, "fetch", "--quiet", remote, f"+refs/heads/*:refs/remotes/{remote}/*",
+            shipped_index.fetch_refspec(remote))
     theirs = store.refs_under(f"refs/remotes/{remote}/executions/".encode())
     ours = store.execution_tips()
     result = PullResult()
@@ -264,6 +268,7 @@ class PushResult:
     up_to_date: int = 0       # already on the remote as they are here (skipped)
     batches: int = 0
     code: str = ""
+    index: str = ""           # what happened to the shipped record index
 
 
 def remote_execution_tips(store: GitStore, remote: str) -> dict[str, str]:
@@ -321,7 +326,48 @@ def push(store: GitStore, remote: str = "origin", *, batch_size: int = BATCH_SIZ
         result.batches += 1
         if progress:
             progress(done, len(pending))
+    result.index = push_index(store, remote)
     return result
+
+
+def push_index(store: GitStore, remote: str) -> str:
+    """Write the record index from the local cache and push it to the remote's refs/orchestra/index.
+
+    It is a cache: a push that cannot share it (someone pushed another index meanwhile, a server that
+    refuses it) still shared every branch, and says so instead of failing. The new index is a child of the
+    one last fetched from the remote, so the update is a fast-forward (no force, whatever the server's
+    receive.denyNonFastForwards), and it keeps the remote's rows of executions this clone lacks.
+    """
+    from .records import FIELDS, RecordIndex
+
+    if remote not in remote_names(store.root):
+        return "record index not pushed (only to a named remote: `git remote add NAME URL`)"
+    tracking = shipped_index.tracking_ref(remote)
+    for attempt in range(2):
+        parent = store.ref(tracking)
+        theirs: list = []
+        if parent is not None:
+            try:
+                theirs = shipped_index.read_rows(store, parent)
+            except shipped_index.IndexFormatError:
+                theirs = []
+            # A row of theirs whose branch we saw there at another tip is out of date: dropped. Rows of
+            # branches we have not fetched yet are kept, as the remote's own index holds them.
+            remote_tips = store.refs_under(f"refs/remotes/{remote}/executions/".encode())
+            theirs = [row for row in theirs if remote_tips.get(row[0], row[1]) == row[1]]
+        lines = RecordIndex(store).lines()
+        ours = shipped_index.rows_of_cache([line.split("\t", FIELDS - 1) for line in lines])
+        rows = shipped_index.merged_rows(ours, theirs, {r[0] for r in ours})
+        commit = shipped_index.write_index(store, rows, parent)
+        if commit is None:
+            return "record index up to date"
+        pushed = run_git(store.root, "push", "--quiet", remote, f"{commit}:{shipped_index.INDEX_REF}", check=False)
+        if pushed.returncode == 0:
+            store.swap_refs([(tracking, parent, commit)])
+            return f"record index of {len(rows)} executions pushed"
+        if attempt == 0:  # another index landed since we fetched ours: fetch it and merge once more
+            run_git(store.root, "fetch", "--quiet", remote, shipped_index.fetch_refspec(remote), check=False)
+    return f"record index not pushed ({_last_lines(pushed.stderr, 2)}); the branches were"
 
 
 def print_progress(stream=None) -> Progress:

@@ -52,7 +52,7 @@ def dispatch(args: argparse.Namespace) -> int:
         store = GitStore.discover(base)
         result = collab.push(store, args.remote, batch_size=args.batch_size, progress=collab.print_progress())
         print(f"expegit: {result.code}; {result.pushed} execution branches pushed to {args.remote} "
-              f"({result.up_to_date} already there, {result.total} in all)")
+              f"({result.up_to_date} already there, {result.total} in all); {result.index}")
         return 0
     if args.command == "pull":
         store = GitStore.discover(base)

@@ -30,6 +30,7 @@ from orchestra.errors import ExecutionError, UsageError
 from orchestra.execution import RECORD_PATH, ExecutionRecord, parse_record
 
 from .gitstore import GitStore
+from .shipped_index import MIN_ROWS_TO_USE, trusted_lines
 
 CACHE_NAME = "records.tsv"
 OLD_CACHE_NAMES = ("records.json",)  # version 1: a JSON object of [tip, record dict]; removed on rebuild
@@ -385,6 +386,11 @@ class RecordIndex:
                 kept.append(fields)
                 seen.add(fields[0])
         stale = [(i, t) for i, t in tips.items() if i not in seen]
+        if len(stale) >= MIN_ROWS_TO_USE:  # after a clone or a big pull: the records a remote shipped
+            shipped = trusted_lines(self.store, dict(stale))
+            if shipped:
+                kept.extend(shipped.values())
+                stale = [(i, t) for i, t in stale if i not in shipped]
         start = 0
         for raws in self.store.iter_path_batches([t for _i, t in stale], RECORD_PATH, PARSE_BATCH):
             batch = stale[start:start + len(raws)]
