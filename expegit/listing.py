@@ -216,7 +216,24 @@ def write_entries(entries: Sequence[Entry], out: TextIO, *, as_json: bool) -> No
         out.write(", ".join(texts))  # one string of ~100 MB at 100,000: the C join beats chunked writes
         out.write("]\n")
         return
-    if not entries:
+    write_list_texts(texts, bool(entries), out)
+
+
+def list_texts(campaign: Campaign, states: Sequence[str] = (), *, sort: str = "created", reverse: bool = False,
+               limit: int | None = None) -> Iterable[str] | None:
+    """The text list's lines straight from the record cache's list file, for the default order with no
+    filter (what `expegit list` is mostly run as); None when select_entries must answer."""
+    if states or sort != "created" or reverse or (limit is not None and limit < 0):
+        return None
+    texts = RecordIndex(campaign.store).list_texts()
+    if texts is None:
+        return None
+    shown = texts if limit is None else texts[:limit]
+    return (unescape(t) if "\\" in t else t for t in shown) if shown else []
+
+
+def write_list_texts(texts: Iterable[str], any_shown: bool, out: TextIO) -> None:
+    if not any_shown:
         out.write("no executions yet: `expegit run` creates some\n")
         return
     out.write(list_line(*LIST_HEADER) + "\n")
