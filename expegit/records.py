@@ -123,8 +123,13 @@ class Entry:
         return ExecutionRecord.from_checked_dict(json.loads(self.json))
 
 
-def render_line(execution_id: str, tip: str, record: ExecutionRecord | None, problem: str = "") -> str:
-    """One cache line (no newline) for a branch: its record's columns, or the problem that made it unreadable."""
+def render_line(execution_id: str, tip: str, record: ExecutionRecord | None, problem: str = "",
+                json_text: str | None = None) -> str:
+    """One cache line (no newline) for a branch: its record's columns, or the problem that made it unreadable.
+
+    ``json_text``: the record's JSON already at hand (a shipped index's row whose dict is the record's
+    to_dict(), one line without tabs), used as the last column instead of encoding the record again.
+    """
     if record is None:
         return "\t".join((execution_id, tip, "", PROBLEM, "", "", "", "", _escape(problem) or "unreadable"))
     # The JSON is what `list --json` prints for this record: json.dumps escapes control characters, so it
@@ -132,7 +137,8 @@ def render_line(execution_id: str, tip: str, record: ExecutionRecord | None, pro
     return "\t".join((execution_id, tip, _escape(record.created or ""), _escape(record.state),
                       _number(record.objective), _number(record.duration),
                       str(record.repeat) if isinstance(record.repeat, int) else "0",
-                      _escape(record_list_line(record)), json.dumps(record.to_dict(), ensure_ascii=False)))
+                      _escape(record_list_line(record)),
+                      json_text if json_text is not None else json.dumps(record.to_dict(), ensure_ascii=False)))
 
 
 def summarize(lines: Sequence[Sequence[str]]) -> dict[str, Any]:

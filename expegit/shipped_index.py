@@ -136,7 +136,10 @@ def trusted_lines(store: GitStore, wanted: Mapping[str, str]) -> dict[str, list[
             continue
         try:
             record = ExecutionRecord.from_dict(value)
-            line = render_line(execution_id, wanted[execution_id], record)
+            # The row's text stands for the record when it parses to exactly what the record encodes (no
+            # field normalised away by from_dict); else it is encoded again here. Either way, the same dict.
+            text = candidates[execution_id] if record.to_dict() == value else None
+            line = render_line(execution_id, wanted[execution_id], record, json_text=text)
         except (ExecutionError, TypeError, ValueError, AttributeError):
             continue  # from_dict checks what a record needs; a field of an odd type may still fail here
         out[execution_id] = line.split("\t", FIELDS - 1)
