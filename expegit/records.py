@@ -33,10 +33,11 @@ from .gitstore import GitStore
 from .shipped_index import MIN_ROWS_TO_USE, trusted_lines
 
 CACHE_NAME = "records.tsv"
-LIST_NAME = "records.list"  # the list column alone, for the text `expegit list` (render_list_file)
+LIST_NAME = "records.list"  # what the text `expegit list` needs alone (render_list_file)
 LIST_MAGIC = "orchestra-list"
 OLD_CACHE_NAMES = ("records.json",)  # version 1: a JSON object of [tip, record dict]; removed on rebuild
 CACHE_FORMAT = 3
+LIST_FORMAT = f"{CACHE_FORMAT}.2"  # .1 (first drafts) held the list column alone
 MAGIC = "orchestra-records"
 FIELDS = 9
 PARSE_BATCH = 10000  # records read and parsed at once: bounds memory after a clone of a huge campaign
@@ -184,14 +185,15 @@ def render_cache(lines: Sequence[Sequence[str]], fingerprint: str) -> str:
 
 
 def render_list_file(lines: Sequence[Sequence[str]], fingerprint: str) -> str:
-    """The text `expegit list` prints, one line per readable branch in list order (escaped as in the
-    cache), under a header like the cache's with the count of unreadable ones.
+    """What the text `expegit list` prints and sorts by, one line per readable branch in list order: id,
+    created, state, objective, duration, list line (the cache's columns 0, 2-5 and 7, escaped as there),
+    under a header like the cache's with the count of unreadable ones.
 
     Why a file of its own: at 100,000 branches the cache is 100 MB, mostly JSON; the text list needs a
     tenth of it, and reading and splitting the whole cache was most of the command's second.
     """
-    shown = [f[7] for f in lines if f[3] != PROBLEM]
-    return (f"{LIST_MAGIC}\t{CACHE_FORMAT}\t{SCHEMA_KEY}\t{len(shown)}\t{len(lines) - len(shown)}\t{fingerprint}\n"
+    shown = ["\t".join((f[0], f[2], f[3], f[4], f[5], f[7])) for f in lines if f[3] != PROBLEM]
+    return (f"{LIST_MAGIC}\t{LIST_FORMAT}\t{SCHEMA_KEY}\t{len(shown)}\t{len(lines) - len(shown)}\t{fingerprint}\n"
             + "".join(line + "\n" for line in shown))
 
 
@@ -200,7 +202,7 @@ def parse_list_file(text: str, fingerprint: str) -> list[str] | None:
     None for any other file, which the caller answers from the cache instead."""
     header, _, body = text.partition("\n")
     parts = header.split("\t")
-    if len(parts) != 6 or parts[0] != LIST_MAGIC or parts[1] != str(CACHE_FORMAT) or parts[2] != SCHEMA_KEY \
+    if len(parts) != 6 or parts[0] != LIST_MAGIC or parts[1] != LIST_FORMAT or parts[2] != SCHEMA_KEY \
             or not parts[3].isdigit() or parts[4] != "0" or parts[5] != fingerprint:
         return None
     lines = body.split("\n")
@@ -479,8 +481,8 @@ class RecordIndex:
         return [_from_cached(d) for d in json.loads("[" + ",".join(texts) + "]")]
 
     def list_texts(self) -> list[str] | None:
-        """What the text `expegit list` prints (escaped, see unescape), from the list file when no ref moved
-        and no branch is unreadable; None otherwise (then lines() answers, and writes a new list file)."""
+        """The list file's lines (see render_list_file) when no ref moved and no branch is unreadable; None
+        otherwise (then lines() answers, and writes a new list file)."""
         try:
             text = self.path.with_name(LIST_NAME).read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):

@@ -45,12 +45,17 @@ def test_the_list_file_prints_what_the_cache_prints_and_follows_the_refs(tmp_pat
     expected = _slow(campaign)
     assert _fast(campaign) == expected and "label=b\tc" in expected  # an escaped tab comes back as typed
     assert _fast(campaign, limit=2) == _slow(campaign, limit=2)
-    assert _fast(campaign, sort="objective") is None and _fast(campaign, states=["created"]) is None
-    record, tip = created[0]
-    record.state = "finished"
-    journal.append(tip, record, {"metrics.json": json.dumps({"loss": 1}).encode()})
+    for kwargs in ({"sort": "objective"}, {"sort": "duration", "reverse": True}, {"sort": "id"},
+                   {"sort": "state", "limit": 3}, {"sort": "created", "reverse": True}, {"states": ["finished"]}):
+        assert _fast(campaign, **kwargs) == _slow(campaign, **kwargs), kwargs
+    for k, (record, tip) in enumerate(created[:3]):
+        record.state, record.objective, record.duration = "finished", [0.5, -1.0, 0.5][k], 3.0 - k
+        journal.append(tip, record, {"metrics.json": json.dumps({"loss": record.objective}).encode()})
     assert _fast(campaign) is None  # a branch moved: the file is not used
     assert "finished" in _slow(campaign) and _fast(campaign) == _slow(campaign)
+    for kwargs in ({"sort": "objective"}, {"sort": "objective", "reverse": True, "limit": 2},
+                   {"states": ["finished"]}, {"states": ["created"], "sort": "id", "reverse": True}):
+        assert _fast(campaign, **kwargs) == _slow(campaign, **kwargs), kwargs
     listing = campaign.store.git_dir / "orchestra" / LIST_NAME
     for bad in (listing.read_text()[:-10], "orchestra-list\t9\n", ""):
         listing.write_text(bad)
