@@ -199,3 +199,38 @@ def test_push_and_pull_keep_the_index_current_and_merged(shared, tmp_path: Path,
     assert _lines(carol) == truth
     assert len(reads.commits) == SPOT
     assert collab.push(GitStore(alice)).index == "record index up to date"
+
+
+def test_the_hooks_standard_library_copy_checks_the_index_over_ssh(tmp_path: Path, devcluster) -> None:
+    """On a server whose python3 cannot import Orchestra, the hooks' copy (index_check, index_format) runs."""
+    import os
+    import pwd
+    import shlex
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("installing hooks into the orchestra user's home needs root")
+    user = os.environ.get("ORCHESTRA_DEVCLUSTER_USER", "orchestra")
+    bare = Path(pwd.getpwnam(user).pw_dir) / f"shipped-{os.getpid()}-{tmp_path.name}.git"
+    monkey = pytest.MonkeyPatch()
+    monkey.setenv("GIT_SSH_COMMAND", f"ssh -F {shlex.quote(devcluster.ssh_config)}")
+    try:
+        git(bare.parent, "init", "-q", "--bare", str(bare))
+        collab.install_server_hooks(bare, interpreter="/usr/bin/python3")
+        subprocess.run(["chown", "-R", f"{user}:", str(bare)], check=True)
+        root = make_campaign(tmp_path / "c", MANIFEST, {"t.py": "print('hi')\n"})
+        git(root, "remote", "add", "origin", f"ssh://{devcluster.host}{bare}")
+        _finish(root, 6)
+        assert collab.push(GitStore(root)).index == "record index of 6 executions pushed"
+        store = GitStore(root)
+        accepted = store.ref(shipped_index.tracking_ref("origin"))
+        rows = shipped_index.read_rows(store, accepted)
+        record = json.loads(rows[2][2])
+        record["objective"] = -5.0
+        rows[2] = (rows[2][0], rows[2][1], json.dumps(record))
+        lie = shipped_index.write_index(store, rows, accepted)
+        pushed = git(root, "push", "origin", f"{lie}:{shipped_index.INDEX_REF}", check=False)
+        assert pushed.returncode != 0 and "its row differs from the record" in pushed.stderr, pushed.stderr
+    finally:
+        monkey.undo()
+        subprocess.run(["rm", "-rf", str(bare)], check=False)
