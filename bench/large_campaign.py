@@ -128,19 +128,37 @@ def measure(command: list[str], cwd: Path, runs: int = READ_RUNS, before=None) -
 
 def drop_record_cache(root: Path) -> None:
     """What a clone lacks: the record cache lives in .git/orchestra, which git does not carry."""
-    for name in ("records.tsv", "records.json"):
+    for name in ("records.tsv", "records.list", "records.json"):
         (root / ".git" / "orchestra" / name).unlink(missing_ok=True)
 
 
-def read_rows(root: Path, n: int) -> list[str]:
+def ship_index(root: Path) -> None:
+    """What `expegit clone` brings besides the branches: the remote's record index, as `expegit push`
+    writes it, in refs/orchestra/remotes/origin/index (the bench's copy has no remote to clone from;
+    tests/integration/test_shipped_index.py clones for real)."""
+    code = ("from expegit.gitstore import GitStore; from expegit.records import RecordIndex, FIELDS; "
+            "from expegit import shipped_index as s; g = GitStore('.'); "
+            "rows = s.rows_of_cache([l.split(chr(9), FIELDS - 1) for l in RecordIndex(g).lines()]); "
+            "c = s.write_index(g, rows, None); g.swap_refs([(s.tracking_ref('origin'), None, c)]); print(c)")
+    subprocess.run([sys.executable, "-c", code], cwd=root, env=dict(os.environ, **GIT_ENV), check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def read_rows(root: Path, n: int, cold_runs: int = 2) -> list[str]:
     """The rows of reading a campaign of ``n`` executions, as markdown table rows."""
     rows = []
 
-    def row(label: str, times: tuple[float, float, float], goal: str = "") -> None:
-        rows.append(f"| {label} | {times[0]:.2f} s | {times[1]:.2f} s | {times[2]:.2f} s | {goal} |")
+    def row(label: str, times: tuple[float, float, float], goal: str = "", runs: int = READ_RUNS) -> None:
+        of = "" if runs == READ_RUNS else f" (of {runs})"
+        rows.append(f"| {label}{of} | {times[0]:.2f} s | {times[1]:.2f} s | {times[2]:.2f} s | {goal} |")
         print(rows[-1], flush=True)
 
-    row("`expegit status`, first command after a clone (builds the record cache)",
+    if cold_runs:
+        row("`expegit status` after a plain `git clone` (no shipped index: every record read)",
+            measure(expegit("status"), root, runs=cold_runs, before=lambda: drop_record_cache(root)), "",
+            runs=cold_runs)
+    ship_index(root)
+    row("`expegit status`, first command after `expegit clone` (cache built from the shipped index)",
         measure(expegit("status"), root, before=lambda: drop_record_cache(root)), "< 15 s")
     count = len(json.loads(timed(expegit("list", "--json"), root)[1].stdout))
     assert count == n, f"list returned {count} records"
@@ -166,6 +184,8 @@ def main() -> None:
                                                       "generating one; -n must match its size")
     parser.add_argument("--queue", type=int, default=10000)
     parser.add_argument("--no-queue", action="store_true", help="skip the controller's peak-memory run")
+    parser.add_argument("--cold-runs", type=int, default=2, help="runs of the first command without a shipped "
+                                                                  "index (20 s of CPU each at 100,000; 0: skip)")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
     precompile()
@@ -180,7 +200,7 @@ def main() -> None:
             t0 = time.perf_counter()
             generate(root, args.n)
             origin = f"generated through the journal in {time.perf_counter() - t0:.1f} s"
-        rows = read_rows(root, args.n)
+        rows = read_rows(root, args.n, args.cold_runs)
         shutil.rmtree(root, ignore_errors=True)
         peak = None if args.no_queue else peak_memory_of_queued_run(Path(tmp), args.queue)
     lines = [

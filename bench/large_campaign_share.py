@@ -52,7 +52,8 @@ def _bare(name: str) -> tuple[Path, str]:
 
 
 def _executions(root: Path) -> int:
-    out = subprocess.run(["git", "for-each-ref", "--format=x", "refs/heads/executions"], cwd=root,
+    # The bare remotes belong to the devcluster's user: git refuses such a repository without safe.directory.
+    out = subprocess.run(["git", "-c", "safe.directory=*", "for-each-ref", "--format=x", "refs/heads/executions"], cwd=root,
                          capture_output=True, text=True, check=True).stdout
     return out.count("x")
 
@@ -82,6 +83,9 @@ def share_rows(base: Path, rounds: int, workdir: Path) -> list[str]:
             times.setdefault("clone: expegit", []).append(
                 _run([*expegit, "clone", exp_url, str(workdir / f"eclone{index}")], workdir))
             assert _executions(workdir / f"eclone{index}") == count
+            # the first command in each clone: from the shipped index, and (plain git clone) from every record
+            times.setdefault("first status: expegit clone", []).append(
+                _run([*expegit, "status"], workdir / f"eclone{index}"))
             # pull: a clone of the code branch alone, then every execution branch
             for who in ("g", "e"):
                 subprocess.run(["git", "clone", "-q", "--single-branch", "-b", "main", exp_url,
@@ -107,4 +111,7 @@ def share_rows(base: Path, rounds: int, workdir: Path) -> list[str]:
         ratio = statistics.median(ours) / statistics.median(theirs)
         lines.append(f"| {what} | {min(ours):.1f} s | {statistics.median(ours):.1f} s | {min(theirs):.1f} s | "
                      f"{statistics.median(theirs):.1f} s | **{ratio:.2f}x** | <= 1.5x |")
+    first = times["first status: expegit clone"]
+    lines += ["", f"The first command in the `expegit clone` (`expegit status`, its record cache built from the shipped "
+                  f"index): best {min(first):.1f} s, median {statistics.median(first):.1f} s (goal < 15 s at 100,000)."]
     return lines

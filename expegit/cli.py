@@ -216,6 +216,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .pager import paged_stdout
 
         campaign = _open(args)
+        if not args.json:
+            from .listing import list_texts, write_list_texts
+
+            texts = list_texts(campaign, args.state, sort=args.sort, reverse=args.reverse, limit=args.limit)
+            if texts is not None:  # the list file: a tenth of the cache's bytes, nothing parsed
+                with paged_stdout(enabled=not args.no_pager) as out:
+                    write_list_texts(texts, texts != [], out)
+                return 0
         entries, problems = select_entries(campaign, args.state, sort=args.sort, reverse=args.reverse, limit=args.limit)
         with paged_stdout(enabled=not args.no_pager and not args.json) as out:
             write_entries(entries, out, as_json=args.json)

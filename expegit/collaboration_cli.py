@@ -5,7 +5,6 @@ import argparse
 from pathlib import Path
 
 NAME = "collaboration_cli"
-BATCH_SIZE = 5000  # collaboration.BATCH_SIZE, not imported here: building the parser must not load dulwich
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +15,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("push", help="push the code branch and every new or grown execution branch")
     p.add_argument("remote", nargs="?", default="origin")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
-                   help=f"execution branches per `git push` (default {BATCH_SIZE})")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="push in groups of about N execution branches, one `git push` each, so a dropped "
+                        "connection loses one group (default: one push)")
     p.set_defaults(extension=NAME)
 
     p = sub.add_parser("pull", help="fetch collaborators' executions (fast-forward only) and the code branch")
@@ -52,7 +52,7 @@ def dispatch(args: argparse.Namespace) -> int:
         store = GitStore.discover(base)
         result = collab.push(store, args.remote, batch_size=args.batch_size, progress=collab.print_progress())
         print(f"expegit: {result.code}; {result.pushed} execution branches pushed to {args.remote} "
-              f"({result.up_to_date} already there, {result.total} in all)")
+              f"({result.up_to_date} already there, {result.total} in all); {result.index}")
         return 0
     if args.command == "pull":
         store = GitStore.discover(base)

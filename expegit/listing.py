@@ -216,7 +216,40 @@ def write_entries(entries: Sequence[Entry], out: TextIO, *, as_json: bool) -> No
         out.write(", ".join(texts))  # one string of ~100 MB at 100,000: the C join beats chunked writes
         out.write("]\n")
         return
-    if not entries:
+    write_list_texts(texts, bool(entries), out)
+
+
+def list_texts(campaign: Campaign, states: Sequence[str] = (), *, sort: str = "created", reverse: bool = False,
+               limit: int | None = None) -> Iterable[str] | None:
+    """The text list's lines straight from the record cache's list file, for the default order with no
+    filter (what `expegit list` is mostly run as); None when select_entries must answer."""
+    _check_states(states)
+    if sort not in SORT_KEYS or (limit is not None and limit < 0):
+        return None  # select_entries says what is wrong
+    lines = RecordIndex(campaign.store).list_texts()
+    if lines is None:
+        return None
+    if states or sort != "created" or reverse:
+        rows = [line.split("\t", 5) for line in lines]
+        if states:
+            rows = [r for r in rows if r[2] in states]
+        if sort in ("objective", "duration"):  # select_entries' order, from the same columns
+            column = 3 if sort == "objective" else 4
+            sign = -1.0 if sort == "objective" and _maximizes(campaign) else 1.0
+            present = [r for r in rows if r[column]]
+            present.sort(key=lambda r: sign * float(r[column]), reverse=reverse)
+            rows = present + [r for r in rows if not r[column]]
+        elif sort != "created" or reverse:
+            column = {"created": 1, "id": 0, "state": 2}[sort]
+            rows.sort(key=lambda r: unescape(r[column]) if column == 1 else r[column], reverse=reverse)
+        shown = [r[5] for r in (rows if limit is None else rows[:limit])]
+    else:
+        shown = [line[line.rindex("\t") + 1:] for line in (lines if limit is None else lines[:limit])]
+    return (unescape(t) if "\\" in t else t for t in shown) if shown else []
+
+
+def write_list_texts(texts: Iterable[str], any_shown: bool, out: TextIO) -> None:
+    if not any_shown:
         out.write("no executions yet: `expegit run` creates some\n")
         return
     out.write(list_line(*LIST_HEADER) + "\n")

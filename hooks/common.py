@@ -216,6 +216,12 @@ def read_blobs(specs: list[str]) -> Iterator[tuple[str, bytes | None]]:
 
 def record_problem(content: bytes | None) -> tuple[str | None, str | None]:
     """(problem or None, the record's code commit or None) for the content of an execution record."""
+    problem, record = parse_record_content(content)
+    return problem, record.commit if record is not None else None
+
+
+def parse_record_content(content: bytes | None) -> tuple[str | None, object]:
+    """(problem, None) or (None, the ExecutionRecord) for the content of an execution record."""
     if content is None:
         return f"it has no {RECORD_PATH}", None
     try:
@@ -238,7 +244,7 @@ def record_problem(content: bytes | None) -> tuple[str | None, str | None]:
         # Valid records written by hand in free-form YAML need ruamel, which a bare server may lack.
         return ("its record is not in Orchestra's canonical form and this server cannot parse free-form "
                 "YAML (install orchestra-campaigns for the hook's python)"), None
-    return None, record.commit
+    return None, record
 
 
 def check_records(tips: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:

@@ -31,8 +31,8 @@ PACKAGE = "orchestra_hooks"
 CLIENT_HOOKS = ("pre-push",)
 SERVER_HOOKS = ("pre-receive", "post-receive")
 LIB_DIR = "orchestra-lib"
-_HOOK_MODULES = ("__init__.py", "common.py", "rewrite_policy.py", "pre_push.py", "pre_receive.py",
-                 "post_receive.py")
+_HOOK_MODULES = ("__init__.py", "common.py", "index_check.py", "index_format.py", "rewrite_policy.py",
+                 "pre_push.py", "pre_receive.py", "post_receive.py")
 _CORE_MODULES = ("errors.py", "execution.py")
 # What a hook does when no python can run it: only post-receive may let the push through.
 _NO_PYTHON = {

@@ -17,9 +17,10 @@ import sys
 import time
 
 try:
-    from . import common, rewrite_policy
+    from . import common, index_check, rewrite_policy
 except ImportError:  # run as a file
     import common  # type: ignore[no-redef,import-not-found]
+    import index_check  # type: ignore[no-redef,import-not-found]
     import rewrite_policy  # type: ignore[no-redef,import-not-found]
 
 
@@ -64,6 +65,7 @@ def check(updates: list[common.RefUpdate], policy: rewrite_policy.Policy) -> tup
     for ref in sorted(problems):
         messages.append(f"{ref}: malformed execution record at {tips[ref][:12]}: {problems[ref]} (fix the "
                         f"record with a new commit on the branch, or do not push it)")
+    messages.extend(index_check.check(updates))  # the shipped record index may only repeat the records
     allowed = [] if messages or not policy.allows_rewrite else deletions + rewrites
     return messages, allowed
 

@@ -23,6 +23,14 @@ def test_pure_helpers() -> None:
     assert collab.default_clone_directory("host:camp.git/") == "camp"
     assert collab.default_clone_directory("/tmp/x/camp") == "camp"
     assert collab.batches(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
+    e = collab.EXECUTIONS
+    ids_ = [f"{d}{k:011x}" for d in "0a" for k in range(300)]
+    assert collab.push_groups(ids_[:3], None) == [([f"{e}{i}:{e}{i}" for i in ids_[:3]], 3)]
+    assert collab.push_groups(ids_[:3], 2) == [([f"{e}{i}:{e}{i}" for i in ids_[:2]], 2), ([f"{e}{ids_[2]}:{e}{ids_[2]}"], 1)]
+    assert collab.push_groups(ids_, None) == [([f"{e}*:{e}*"], 600)]
+    assert collab.push_groups(ids_, 400) == [([f"{e}0*:{e}0*"], 300), ([f"{e}a*:{e}a*"], 300)]
+    assert [n for _r, n in collab.push_groups(ids_, 30)] == [300, 300]  # two-digit prefixes "00", "0a"...
+    assert collab.push_groups([], 10) == []
     a = "a" * 40
     text = f"{a}\trefs/heads/main\n{a}\trefs/heads/executions/0123456789ab\n"
     assert collab.parse_ls_remote(text) == {"0123456789ab": a}
@@ -126,16 +134,18 @@ def test_batched_push_resumes_after_interruption(tmp_path: Path) -> None:
 
     def interrupt_after_first_batch(done: int, total: int) -> None:
         calls.append((done, total))
-        if done == 500:
+        if done > 0:
             raise Interrupt
 
     started = time.monotonic()
     with pytest.raises(Interrupt):
         collab.push(store, "origin", batch_size=500, progress=interrupt_after_first_batch)
     remote = git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/executions/").stdout.split()
-    assert len(remote) == 500 and calls == [(0, 1200), (500, 1200)]
+    first = calls[1][0]  # groups by the first hex digit of the id: 1200 / 16 on average
+    assert calls == [(0, 1200), (first, 1200)] and 0 < first < 500 and len(remote) == first
     result = collab.push(store, "origin", batch_size=500)
-    assert (result.pushed, result.up_to_date, result.total, result.batches) == (700, 500, 1200, 2)
+    assert (result.pushed, result.up_to_date, result.total) == (1200 - first, first, 1200)
+    assert result.batches == len({i[0] for i, _ in created}) - 1
     remote = git(bare, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/executions/").stdout
     assert len(remote.split("\n")) - 1 == 1200
     assert {line.split()[0].rsplit("/", 1)[1] for line in remote.splitlines()} == {i for i, _ in created}
