@@ -26,6 +26,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import math
 import multiprocessing
+import re
 import statistics
 import sys
 import time
@@ -185,6 +186,29 @@ def render(results: Mapping[tuple[str, str, int, int], list[tuple[float, float]]
     return "\n".join(lines)
 
 
+_LINE = re.compile(r"^\s*\d+/\d+ \('([\w-]+)', '(\w+)', (\d+), (\d+), (\d+)\) regret (\S+) \((\d+) ms/ask\)")
+
+
+def merge(args: argparse.Namespace) -> int:
+    """The table from per-run log lines, on the seeds that every method finished in every row."""
+    by_seed: dict[tuple[str, str, int, int], dict[int, tuple[float, float]]] = {}
+    for path in args.merge:
+        for line in path.read_text().splitlines():
+            m = _LINE.match(line)
+            if m:
+                key = (m[1], m[2], int(m[3]), int(m[4]))
+                by_seed.setdefault(key, {})[int(m[5])] = (float(m[6]), float(m[7]) / 1000)
+    keys = [(m, pk, args.budget, k) for pk in args.problems for k in args.modes for m in args.methods]
+    common = sorted(set.intersection(*(set(by_seed.get(key, {})) for key in keys)))
+    if not common:
+        print("no seed finished by every method", file=sys.stderr)
+        return 1
+    results = {key: [by_seed[key][s] for s in common] for key in keys}
+    print(f"{len(common)} seeds ({', '.join(map(str, common))}) finished by every method.\n")
+    print(render(results, args.methods, args.problems, args.budget, args.modes, len(common)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20)
@@ -195,9 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--deadline", type=float, default=0.0,
                     help="seconds: stop after this long and report the seeds every method finished")
+    ap.add_argument("--merge", type=Path, nargs="+", default=[], metavar="LOG",
+                    help="render the table from the per-run lines of earlier runs' stderr (runs cut short)")
     ap.add_argument("--time-ask", action="store_true", help="only time one ask at 20-D with 200 observations")
     ap.add_argument("--write", type=Path, nargs="+", default=[], metavar="PATH")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args)
     header = f"Run {now()} on {machine()}."
     asks = time_ask()
     ask_line = (f"One ask (1 point) at 20-D after 200 observations: median {statistics.median(asks):.2f} s "
