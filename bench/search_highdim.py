@@ -149,7 +149,8 @@ def render(results: Mapping[tuple[str, str, int, int], list[tuple[float, float]]
     from scipy.stats import mannwhitneyu
 
     lines = [
-        f"Simple regret (best found − known minimum) at budget {budget}: median [p25, p75] over {seeds} seeds; "
+        f"Simple regret (best found − known minimum) at budget {budget}: median [p25, p75] over "
+        f"{seeds or 'the listed'} seeds; "
         "time = mean ms per suggestion. Lower is better; **bold** = lowest median in the row. "
         "p = one-sided Mann-Whitney U that parasearch-bayes's regrets are lower than the best anchor's "
         "(the anchor with the lowest median in the row).",
@@ -160,6 +161,11 @@ def render(results: Mapping[tuple[str, str, int, int], list[tuple[float, float]]
     wins = total = 0
     for pk in problems:
         for batch in batches:
+            mode = "sequential" if batch == 1 else f"{batch} in flight"
+            if any(not results[(m, pk, budget, batch)] for m in methods):
+                lines.append(f"| {PROBLEMS[pk].name} | {mode} | " + " | ".join("not finished" for _ in methods)
+                             + " | | | |")
+                continue
             regs = {m: np.array([r for r, _ in results[(m, pk, budget, batch)]]) for m in methods}
             meds = {m: float(np.median(v)) for m, v in regs.items()}
             cells = []
@@ -179,7 +185,6 @@ def render(results: Mapping[tuple[str, str, int, int], list[tuple[float, float]]
                 total += 1
                 wins += win
                 verdict = "✓" if win else "✗"
-            mode = "sequential" if batch == 1 else f"{batch} in flight"
             lines.append(f"| {PROBLEMS[pk].name} | {mode} | " + " | ".join(cells) + f" | {anchor} | {p_txt} | {verdict} |")
     if total:
         lines += ["", f"parasearch-bayes has a lower median regret than the best anchor in {wins} of {total} rows."]
@@ -198,14 +203,19 @@ def merge(args: argparse.Namespace) -> int:
             if m:
                 key = (m[1], m[2], int(m[3]), int(m[4]))
                 by_seed.setdefault(key, {})[int(m[5])] = (float(m[6]), float(m[7]) / 1000)
-    keys = [(m, pk, args.budget, k) for pk in args.problems for k in args.modes for m in args.methods]
-    common = sorted(set.intersection(*(set(by_seed.get(key, {})) for key in keys)))
-    if not common:
-        print("no seed finished by every method", file=sys.stderr)
-        return 1
-    results = {key: [by_seed[key][s] for s in common] for key in keys}
-    print(f"{len(common)} seeds ({', '.join(map(str, common))}) finished by every method.\n")
-    print(render(results, args.methods, args.problems, args.budget, args.modes, len(common)))
+    # Per row, the seeds every method finished in it, so that the columns compare the same seeds.
+    results: dict[tuple[str, str, int, int], list[tuple[float, float]]] = {}
+    notes = []
+    for pk in args.problems:
+        for k in args.modes:
+            keys = [(m, pk, args.budget, k) for m in args.methods]
+            common = sorted(set.intersection(*(set(by_seed.get(key, {})) for key in keys)))
+            notes.append(f"{PROBLEMS[pk].name}, {'sequential' if k == 1 else f'{k} in flight'}: "
+                         f"seeds {', '.join(map(str, common)) or 'none'}")
+            for key in keys:
+                results[key] = [by_seed[key][s] for s in common]
+    print("Seeds finished by every method, per row: " + "; ".join(notes) + ".\n")
+    print(render(results, args.methods, args.problems, args.budget, args.modes, 0))
     return 0
 
 
