@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special, stats
 
+from parasearch import trust_region
 from parasearch.gp import GaussianProcess
 from parasearch.samplers import QMCSampler, Sampler
 from parasearch.space import Key, Param, Point, Space, Trial, canonical_value, seen_keys
@@ -281,7 +282,12 @@ class BayesSampler(Sampler):
         X_pending = enc.encode(pending)
         incumbent = float(np.min(gp.train_mean()))
 
+        box = self._trust_region(history, gp)
         candidates = self._candidates(X, y, rng)
+        if box is not None:  # after the global candidates, so that small spaces draw exactly as before
+            local = enc.snap(box.candidates(rng, 1024, 1024))
+            candidates = local if trust_region.CONFINE else np.vstack([candidates, local])
+            box = box if trust_region.CONFINE else None
         out: list[Point] = []
         for _ in range(q):
             fant_X = np.vstack([X_failed, X_pending])
@@ -289,13 +295,22 @@ class BayesSampler(Sampler):
                                      gp.predict(X_pending)[0] if len(X_pending) else np.zeros(0)])
             model = gp.condition(fant_X, fant_y)
             best = min(incumbent, float(fant_y[len(X_failed):].min())) if len(X_pending) else incumbent
-            point, e = self._maximize(model, best, candidates, X, y, seen, rng)
+            point, e = self._maximize(model, best, candidates, X, y, seen, rng, box)
             if point is None:
                 break
             out.append(point)
             seen.add(self.space.key(point))
             X_pending = np.vstack([X_pending, e[None, :]])
         return out
+
+    def _trust_region(self, history: Sequence[Trial], gp: GaussianProcess) -> trust_region.Region | None:
+        """In many dimensions, the trust region that adds local candidates (see :mod:`parasearch.trust_region`)."""
+        if not trust_region.applies(self.space):
+            return None
+        ls = gp.hyper.lengthscales
+        per_param = np.array([float(np.mean(ls[s:s + w])) for s, w in
+                              (self.encoder.column[p.name] for p in self.space.searched)])
+        return trust_region.region(self.space, history, self.goal, self.n_init, per_param)
 
     def _fit(self, X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> GaussianProcess:
         """MAP hyperparameters on at most MAX_FIT_POINTS trials, then condition on all of them."""
@@ -326,14 +341,15 @@ class BayesSampler(Sampler):
         return self.encoder.snap(np.vstack(parts))
 
     def _maximize(self, gp: GaussianProcess, best: float, candidates: np.ndarray, X: np.ndarray, y: np.ndarray,
-                  seen: set[Key], rng: np.random.Generator) -> tuple[Point | None, np.ndarray]:
+                  seen: set[Key], rng: np.random.Generator,
+                  box: trust_region.Region | None = None) -> tuple[Point | None, np.ndarray]:
         """The unseen valid point of highest log-EI: score candidates, polish the best with L-BFGS-B, snap."""
         enc = self.encoder
         scores = log_ei(gp, candidates, best)[0]
         order = np.argsort(-scores, kind="stable")
         starts = [candidates[i] for i in order[:N_STARTS - 1]]
         starts.append(X[int(np.argmin(y))])
-        polished = self._polish(gp, best, np.array(starts))
+        polished = self._polish(gp, best, np.array(starts), box)
         pool = np.vstack([polished, candidates[order[:64]]])
         pool_scores = log_ei(gp, pool, best)[0]
         for i in np.argsort(-pool_scores, kind="stable"):
@@ -351,7 +367,8 @@ class BayesSampler(Sampler):
                 return point, enc.encode([point])[0]
         return None, np.zeros(enc.dim)
 
-    def _polish(self, gp: GaussianProcess, best: float, starts: np.ndarray) -> np.ndarray:
+    def _polish(self, gp: GaussianProcess, best: float, starts: np.ndarray,
+                box: trust_region.Region | None = None) -> np.ndarray:
         """One L-BFGS-B over all starts at once (the objective is a sum of independent terms), then snap."""
         cont = self.encoder.continuous
         if len(cont) == 0:
@@ -359,8 +376,9 @@ class BayesSampler(Sampler):
         base = starts.copy()
         z0 = base[:, cont]
         # Inactive coordinates stay put (lower == upper); active ones move inside the cube.
-        lo = np.where(z0 < 0.0, z0, 0.0)
-        hi = np.where(z0 < 0.0, z0, 1.0)
+        lo = np.where(z0 < 0.0, z0, 0.0 if box is None else self._box_columns(box.low))
+        hi = np.where(z0 < 0.0, z0, 1.0 if box is None else self._box_columns(box.high))
+        z0 = np.clip(z0, lo, hi)
 
         def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
             E = base.copy()
@@ -372,6 +390,11 @@ class BayesSampler(Sampler):
                                 bounds=list(zip(lo.ravel(), hi.ravel())), options={"maxiter": 60})
         base[:, cont] = res.x.reshape(z0.shape)
         return self.encoder.snap(self.encoder.unit_of(base))
+
+    def _box_columns(self, unit: np.ndarray) -> np.ndarray:
+        """A per-parameter unit-cube bound as one entry per continuous GP column (floats and ints)."""
+        idx = [self.encoder.unit_index[p.name] for p in self.space.searched if p.kind in ("float", "int")]
+        return np.asarray(unit, dtype=float)[idx][None, :]
 
 
 __all__ = ["BayesSampler", "Encoder", "log_ei", "log_h", "transform_values", "initial_design_size",
