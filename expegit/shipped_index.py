@@ -9,7 +9,8 @@ Trust: a row is used only where its tip is the branch's tip in this repository (
 branch, or a record, appear), its JSON must be a record ExecutionRecord.from_dict accepts with the row's
 id, and the cache line is rendered here from that record, never copied. Rows that do not qualify are read
 from the records, as without an index. What the server's hook guarantees on top: every row it accepted
-says what the record at its tip says (hooks/pre_receive.py). The format is hooks/index_format.py's.
+says what the record at its tip says (hooks/pre_receive.py). The format is core/index_format.py's (stdlib
+only: the server's hook reads it too).
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from collections.abc import Mapping, Sequence
 
 from orchestra.errors import ExecutionError
 from orchestra.execution import ExecutionRecord
-from orchestra_hooks.index_format import INDEX_REF, IndexFormatError, Row, check_shard_names, parse_shard, \
+from orchestra.index_format import INDEX_REF, MAX_SHARDS, IndexFormatError, Row, check_shard_names, parse_shard, \
     render_shards
 
 from .gitstore import GitStore
+from .record_lines import FIELDS, PROBLEM, parse_records_bulk, render_line
 
 TRACKING_PREFIX = "refs/orchestra/remotes/"
 # Below this many branches to read, reading their records costs less than reading the index's shards.
@@ -40,26 +42,25 @@ def fetch_refspec(remote: str) -> str:
 
 def rows_of_cache(fields: Sequence[Sequence[str]]) -> list[Row]:
     """Index rows from record-cache columns (id, tip, ..., JSON last); unreadable records are left out."""
-    from .records import PROBLEM
-
     return [(f[0], f[1], f[-1]) for f in fields if f[3] != PROBLEM]
 
 
 def read_rows(store: GitStore, commit: str) -> list[Row]:
     """Every row of the index at ``commit``; IndexFormatError when it is not an index commit of this format."""
-    objects = store.repo.object_store
     try:
-        tree = objects[objects[commit.encode()].tree]
-        entries = [(item.path.decode("utf-8", "replace"), item.sha.decode()) for item in tree.items()
-                   if item.mode == 0o100644]
-        if len(entries) != len(tree):
-            raise IndexFormatError("the index tree holds something other than shard files")
+        entries: list[tuple[str, str]] = []
+        for path, mode, sha in store.list_tree(commit):  # a fetched tree: bounded before it is all listed
+            if mode != 0o100644:
+                raise IndexFormatError(f"the index tree holds {path!r}, which is not a shard file")
+            entries.append((path, sha))
+            if len(entries) > MAX_SHARDS:
+                raise IndexFormatError(f"more than {MAX_SHARDS} entries in the index tree")
         rows: list[Row] = []
-        for name, sha in check_shard_names(entries):
-            blob = objects[sha.encode()]
-            if blob.type_name != b"blob":
+        for name, _sha in check_shard_names(entries):
+            data = store.read_path(commit, name)
+            if data is None:
                 raise IndexFormatError(f"{name} is not a blob")
-            rows.extend(parse_shard(blob.as_raw_string(), name))
+            rows.extend(parse_shard(data, name))
         return rows
     except (KeyError, AttributeError) as exc:
         raise IndexFormatError(f"index commit {commit[:12]} is incomplete here ({exc})") from None
@@ -110,7 +111,6 @@ def shipped_indexes(store: GitStore) -> list[str]:
 def trusted_lines(store: GitStore, wanted: Mapping[str, str]) -> dict[str, list[str]]:
     """Record-cache columns, rendered here, for the branches of ``wanted`` (id -> tip) that a fetched
     index has a valid row for at exactly that tip; the others are for the caller to read."""
-    from .records import FIELDS, render_line
 
     candidates: dict[str, str] = {}
     for commit in shipped_indexes(store):
@@ -138,8 +138,8 @@ def trusted_lines(store: GitStore, wanted: Mapping[str, str]) -> dict[str, list[
             record = ExecutionRecord.from_dict(value)
             # The row's text stands for the record when it parses to exactly what the record encodes (no
             # field normalised away by from_dict); else it is encoded again here. Either way, the same dict.
-            text = candidates[execution_id] if record.to_dict() == value else None
-            line = render_line(execution_id, wanted[execution_id], record, json_text=text)
+            as_is = candidates[execution_id] if record.to_dict() == value else None
+            line = render_line(execution_id, wanted[execution_id], record, json_text=as_is)
         except (ExecutionError, TypeError, ValueError, AttributeError):
             continue  # from_dict checks what a record needs; a field of an odd type may still fail here
         out[execution_id] = line.split("\t", FIELDS - 1)
@@ -156,7 +156,6 @@ def _spot_check(store: GitStore, lines: Mapping[str, list[str]]) -> bool:
     """
     import random
 
-    from .records import FIELDS, parse_records_bulk, render_line
 
     ids = random.sample(sorted(lines), min(SPOT_CHECK, len(lines)))
     if not ids:

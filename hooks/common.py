@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 ZERO = "0" * 40
 RECORD_PATH = ".orchestra/execution.yaml"
@@ -220,7 +221,7 @@ def record_problem(content: bytes | None) -> tuple[str | None, str | None]:
     return problem, record.commit if record is not None else None
 
 
-def parse_record_content(content: bytes | None) -> tuple[str | None, object]:
+def parse_record_content(content: bytes | None) -> tuple[str | None, Any]:
     """(problem, None) or (None, the ExecutionRecord) for the content of an execution record."""
     if content is None:
         return f"it has no {RECORD_PATH}", None

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import subprocess
 
+from orchestra import index_format  # the backbone's (stdlib only): in the hooks' library copy too
+
 try:
-    from . import common, index_format
+    from . import common
 except ImportError:  # run as a file
     import common  # type: ignore[no-redef,import-not-found]
-    import index_format  # type: ignore[no-redef,import-not-found]
 
 SHOWN = 5
 

@@ -31,9 +31,9 @@ PACKAGE = "orchestra_hooks"
 CLIENT_HOOKS = ("pre-push",)
 SERVER_HOOKS = ("pre-receive", "post-receive")
 LIB_DIR = "orchestra-lib"
-_HOOK_MODULES = ("__init__.py", "common.py", "index_check.py", "index_format.py", "rewrite_policy.py",
+_HOOK_MODULES = ("__init__.py", "common.py", "index_check.py", "rewrite_policy.py",
                  "pre_push.py", "pre_receive.py", "post_receive.py")
-_CORE_MODULES = ("errors.py", "execution.py")
+_CORE_MODULES = ("errors.py", "execution.py", "index_format.py")
 # What a hook does when no python can run it: only post-receive may let the push through.
 _NO_PYTHON = {
     "pre-push": ("nothing was pushed (`git push --no-verify` skips this check)", 1),
@@ -101,7 +101,7 @@ def hooks_dir(repository: Path) -> Path:
 
 
 def copy_library(target: Path) -> None:
-    """The stdlib-only modules a shim falls back to: orchestra/{errors,execution}.py + orchestra_hooks/."""
+    """The stdlib-only modules a shim falls back to: orchestra/{errors,execution,index_format}.py + orchestra_hooks/."""
     import orchestra
     import orchestra_hooks
 

@@ -1,9 +1,9 @@
-"""The shipped record index's text format (hooks/index_format.py): pure render and strict, bounded parse."""
+"""The shipped record index's text format (core/index_format.py): pure render and strict, bounded parse."""
 from __future__ import annotations
 
 import pytest
 
-from orchestra_hooks import index_format as f
+from orchestra import index_format as f
 
 TIP = "a" * 40
 ROWS = [("0123456789ab", TIP, '{"id": "0123456789ab"}'), ("ba9876543210", "b" * 64, '{"x": "\\u2028 tab\\t"}')]

@@ -103,11 +103,11 @@ def test_a_line_of_another_shape_is_refused() -> None:
 def test_the_schema_key_follows_the_record_fields(monkeypatch) -> None:
     import dataclasses
 
-    from expegit import records
+    from expegit import record_lines
 
     real = dataclasses.fields(ExecutionRecord)
-    monkeypatch.setattr(records.dataclasses, "fields", lambda cls: real[:-1])
-    assert records._schema_key() != SCHEMA_KEY
+    monkeypatch.setattr(record_lines.dataclasses, "fields", lambda cls: real[:-1])
+    assert record_lines._schema_key() != SCHEMA_KEY
 
 
 @pytest.mark.parametrize("environ,expected", [

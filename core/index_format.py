@@ -19,7 +19,7 @@ and never trusted over the refs: a row only says what the record at its tip comm
 only where its tip is their branch's tip; the server's pre-receive hook checks every new row against the
 record at its tip, so a pusher cannot make it say anything the records do not (pre_receive.py).
 
-Standard library only: the server's hooks parse it (see common.py).
+Standard library only: the server's hooks parse it too, from their library copy (hooks/install.py).
 """
 from __future__ import annotations
 
