@@ -95,22 +95,43 @@ def _log1mexp(x: np.ndarray) -> np.ndarray:
         return np.where(x > -math.log(2.0), np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
 
 
-def log_ehvi(mean: np.ndarray, sigma: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+Intervals = list[tuple[np.ndarray, np.ndarray]]  # per objective: distinct (l, u) pairs, each box's pair
+
+
+def intervals(lower: np.ndarray, upper: np.ndarray) -> Intervals:
+    """Each objective's distinct (lower, upper) box intervals and which one each box has: computed once per
+    set of boxes, since every score of an ask reuses them."""
+    out = []
+    for j in range(lower.shape[1]):
+        pairs, inverse = np.unique(np.column_stack([lower[:, j], upper[:, j]]), axis=0, return_inverse=True)
+        out.append((pairs, np.ravel(inverse)))
+    return out
+
+
+def log_ehvi(mean: np.ndarray, sigma: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+             shared: Intervals | None = None) -> np.ndarray:
     """log EHVI of independent Gaussians (means and sds (M, m)) over the boxes (C, m): shape (M,).
 
     For one box and objective the expected overlap is E[(u - max(l, Y))^+] = σ (h(z_u) - h(z_l)); its log
-    is log σ + log h(z_u) + log(1 - h(z_l)/h(z_u)), finite however deep in the tail z lies.
+    is log σ + log h(z_u) + log(1 - h(z_l)/h(z_u)), finite however deep in the tail z lies. Each objective's
+    boxes share few distinct (l, u) intervals (k + 1 for k front points), so the Gaussian terms are computed
+    per interval and gathered: the cost is in the (M, C) sum, not in C special functions per candidate.
     """
-    mu, sd = mean[:, None, :], sigma[:, None, :]
-    zu = (upper[None, :, :] - mu) / sd
-    lhu = log_h(zu.ravel())[0].reshape(zu.shape)
-    term = np.log(sd) + lhu
-    finite = np.isfinite(lower)
-    if finite.any():
-        zl = (np.where(finite, lower, 0.0)[None, :, :] - mu) / sd
-        lhl = log_h(zl.ravel())[0].reshape(zl.shape)
-        term = term + np.where(finite[None, :, :], _log1mexp(np.minimum(lhl - lhu, 0.0)), 0.0)
-    return special.logsumexp(term.sum(axis=2), axis=1)
+    total = np.zeros((len(mean), len(lower)))
+    for j, (pairs, inverse) in enumerate(shared if shared is not None else intervals(lower, upper)):
+        mu, sd = mean[:, j:j + 1], sigma[:, j:j + 1]
+        lhu = log_h(((pairs[None, :, 1] - mu) / sd).ravel())[0].reshape(len(mean), len(pairs))
+        term = np.log(sd) + lhu
+        finite = np.isfinite(pairs[:, 0])
+        if finite.any():
+            zl = (np.where(finite, pairs[:, 0], 0.0)[None, :] - mu) / sd
+            lhl = log_h(zl.ravel())[0].reshape(zl.shape)
+            term = term + np.where(finite[None, :], _log1mexp(np.minimum(lhl - lhu, 0.0)), 0.0)
+        total += term[:, inverse]
+    return special.logsumexp(total, axis=1)
+
+
+Boxes = tuple[np.ndarray, np.ndarray, Intervals]  # (lower, upper, their intervals)
 
 
 class EHVISampler(Sampler):
@@ -155,9 +176,9 @@ class EHVISampler(Sampler):
                       for j, gp in enumerate(gps)]
             known = np.vstack([observed, fant_mean])
             front = _spread(known[pareto_front(known)], MAX_FRONT)
-            lower, upper = cells(front, ref)
+            boxes = cells(front, ref)
             centres = X[pareto_front(observed)]
-            point, e = self._maximize(models, lower, upper, centres, seen, rng)
+            point, e = self._maximize(models, (*boxes, intervals(*boxes)), centres, seen, rng)
             if point is None:
                 break
             out.append(point)
@@ -165,14 +186,13 @@ class EHVISampler(Sampler):
             X_pending = np.vstack([X_pending, e[None, :]])
         return out
 
-    def _score(self, models: Sequence[GaussianProcess], E: np.ndarray, lower: np.ndarray,
-               upper: np.ndarray) -> np.ndarray:
+    def _score(self, models: Sequence[GaussianProcess], E: np.ndarray, boxes: Boxes) -> np.ndarray:
         preds = [gp.predict(E) for gp in models]
         mean = np.column_stack([p[0] for p in preds])
         sigma = np.sqrt(np.column_stack([p[1] for p in preds]))
-        return log_ehvi(mean, sigma, lower, upper)
+        return log_ehvi(mean, sigma, *boxes)
 
-    def _maximize(self, models: Sequence[GaussianProcess], lower: np.ndarray, upper: np.ndarray,
+    def _maximize(self, models: Sequence[GaussianProcess], boxes: Boxes,
                   centres: np.ndarray, seen: set[Key], rng: np.random.Generator) -> tuple[Point | None, np.ndarray]:
         """The unseen valid point of highest log-EHVI: candidates, then L-BFGS-B on the best few."""
         enc = self.encoder
@@ -185,11 +205,11 @@ class EHVISampler(Sampler):
             scale = np.where(np.arange(N_LOCAL)[:, None] % 2 == 0, 0.02, 0.1)
             parts.append(u + scale * rng.standard_normal((N_LOCAL, dim)))
         candidates = enc.snap(np.vstack(parts))
-        scores = self._score(models, candidates, lower, upper)
+        scores = self._score(models, candidates, boxes)
         order = np.argsort(-scores, kind="stable")
-        polished = [self._polish(models, lower, upper, candidates[i]) for i in order[:N_POLISH]]
+        polished = [self._polish(models, boxes, candidates[i]) for i in order[:N_POLISH]]
         pool = np.vstack([*polished, candidates[order[:64]]])
-        pool_scores = self._score(models, pool, lower, upper)
+        pool_scores = self._score(models, pool, boxes)
         for i in np.argsort(-pool_scores, kind="stable"):
             point = self.space.from_unit(enc.unit_of(pool[i])[0])
             if self.space.key(point) not in seen:
@@ -204,24 +224,32 @@ class EHVISampler(Sampler):
                 return point, enc.encode([point])[0]
         return None, np.zeros(enc.dim)
 
-    def _polish(self, models: Sequence[GaussianProcess], lower: np.ndarray, upper: np.ndarray,
-                start: np.ndarray) -> np.ndarray:
-        """L-BFGS-B over the continuous coordinates (finite-difference gradient: a few dims, one point)."""
+    def _polish(self, models: Sequence[GaussianProcess], boxes: Boxes, start: np.ndarray) -> np.ndarray:
+        """L-BFGS-B over the continuous coordinates. The gradient is a forward difference scored in one
+        batch with the point itself (d + 1 rows, one call): a few dimensions, and no analytic gradient of
+        the box sums to keep right."""
         cont = self.encoder.continuous
         if len(cont) == 0:
             return start
         base = start.copy()
         z0 = base[cont]
         bounds = [(v, v) if v < 0.0 else (0.0, 1.0) for v in z0]  # inactive coordinates stay put
+        step = 1e-6
 
-        def objective(z: np.ndarray) -> float:
-            E = base.copy()
-            E[cont] = z
-            value = float(self._score(models, E[None, :], lower, upper)[0])
-            return -value if np.isfinite(value) else 1e300
+        def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
+            E = np.repeat(base[None, :], len(cont) + 1, axis=0)
+            E[:, cont] = z
+            free = np.array([lo < hi for lo, hi in bounds])
+            # Step inwards at an upper bound, so every probe stays inside the box.
+            h = np.where(z + step <= 1.0, step, -step) * free
+            E[1 + np.arange(len(cont)), cont] += h
+            values = self._score(models, E, boxes)
+            values = np.where(np.isfinite(values), values, -1e300)
+            grad = np.where(free, (values[1:] - values[0]) / np.where(h != 0, h, 1.0), 0.0)
+            return -float(values[0]), -grad
 
-        res = optimize.minimize(objective, z0, method="L-BFGS-B", bounds=bounds,
-                                options={"maxiter": 40, "eps": 1e-6})
+        res = optimize.minimize(objective, z0, jac=True, method="L-BFGS-B", bounds=bounds,
+                                options={"maxiter": 40})
         base[cont] = res.x
         return self.encoder.snap(self.encoder.unit_of(base[None, :]))[0]
 
