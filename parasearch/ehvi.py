@@ -10,8 +10,7 @@ How one ask works, and why:
    not flatten a model. Objectives are modelled independently, as Optuna's GPSampler and BoTorch's
    default do.
 3. **Improvement region.** The front (the model's means at the non-dominated trials) and a reference point
-   (the rule of :func:`parasearch.pareto.reference_point` applied to the front itself, in the warped space:
-   the front's nadir pushed out by a tenth of its range, as BoTorch infers one) bound the region a new
+   (the rule of :func:`parasearch.pareto.reference_point`, in the warped space) bound the region a new
    point can add hypervolume to. :func:`cells` cuts it exactly into boxes: a grid over every objective but
    the last, where each grid cell's box runs in the last objective up to the lowest value of the points
    that dominate the cell's corner. For two objectives that is the usual staircase; for three, (k+1)²
@@ -167,9 +166,7 @@ class EHVISampler(Sampler):
         X_failed = enc.encode(failed[:64])
         X_pending = enc.encode(pending)
         observed = np.column_stack([gp.train_mean() for gp in gps])
-        # The reference point from the front's own nadir (as BoTorch infers it), not every point's: the
-        # hypervolume to gain is then where the front is, not out among the worst trials' values.
-        ref = reference_point(observed[pareto_front(observed)])
+        ref = reference_point(Y)
         out: list[Point] = []
         for _ in range(q):
             fant_mean = (np.column_stack([gp.predict(X_pending)[0] for gp in gps]) if len(X_pending)
