@@ -206,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--cache", type=Path, default=None, metavar="PATH",
                     help="JSON-lines file of finished runs: read to skip them, appended to as runs finish")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="run nothing: render the runs --cache holds (cells with fewer seeds say n=)")
     ap.add_argument("--write", type=Path, nargs="+", default=[], metavar="PATH",
                     help="markdown file(s) to append our section to (or replace it in)")
     args = ap.parse_args(argv)
@@ -236,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for job in jobs:
         if json.dumps(job) in done:
             record(job, *done[json.dumps(job)])
-    todo = [j for j in jobs if json.dumps(j) not in done]
+    todo = [] if args.cached_only else [j for j in jobs if json.dumps(j) not in done]
     t0 = time.time()
     start = machine()
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
