@@ -219,7 +219,7 @@ class EHVISampler(Sampler):
             if self.space.key(point) not in seen:
                 return point, candidates[i]
         for _ in range(100):
-            point = self.space.from_unit(rng.random(dim))
+            point = self.space.from_unit(rng.random(dim).tolist())
             if self.space.key(point) not in seen:
                 return point, enc.encode([point])[0]
         return None, np.zeros(enc.dim)

@@ -26,7 +26,7 @@ from .svg import LinearScale, f1
 MAX_HYPERVOLUME_STEPS = 2000  # hypervolume recomputed at most this often (each is O(n log n) for 2-D)
 
 
-def objective_vectors(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[str, str]]
+def objective_vectors(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[str, object]]
                       ) -> list[tuple[int, tuple[float, ...]]]:
     """(report index, raw values in the declared order) of each execution that has every objective."""
     metrics = [str(o["metric"]) for o in objectives]
@@ -39,11 +39,11 @@ def objective_vectors(records: Sequence[ExecutionRecord], objectives: Sequence[M
     return out
 
 
-def _label(objective: Mapping[str, str]) -> str:
+def _label(objective: Mapping[str, object]) -> str:
     return f"{objective['metric']} ({'max' if objective.get('goal') == 'maximize' else 'min'})"
 
 
-def front_plot(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[str, str]],
+def front_plot(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[str, object]],
                width: int = svg.WIDTH) -> Plot | None:
     """Scatter of the first two objectives, the Pareto front highlighted; None below two objectives or points."""
     from parasearch.pareto import oriented, pareto_front
@@ -85,7 +85,7 @@ def front_plot(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[
     return Plot("front", "Pareto front", "".join(parts), len(points))
 
 
-def hypervolume_series(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[str, str]]
+def hypervolume_series(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[str, object]]
                        ) -> list[tuple[int, int, float]]:
     """(count, report index, hypervolume of the first ``count`` finished executions), in completion order."""
     from parasearch.pareto import hypervolume, oriented, reference_point
@@ -105,7 +105,7 @@ def hypervolume_series(records: Sequence[ExecutionRecord], objectives: Sequence[
     return out
 
 
-def hypervolume_plot(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[str, str]],
+def hypervolume_plot(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[str, object]],
                      width: int = svg.WIDTH) -> Plot | None:
     """The front's hypervolume against the number of executions finished; None without two objectives."""
     if len(objectives) < 2:
