@@ -163,7 +163,7 @@ def render(results: Mapping[tuple[str, str, int], list[tuple[float, float]]], me
 
     ours = [m for m in methods if m.startswith("parasearch-") and m != "parasearch-random"]
     anchors = [m for m in methods if m in ANCHORS]
-    lines = [f"Hypervolume regret (reference (11, 11) for ZDT, (1.1, 1.1, 1.1) for DTLZ2; {DIM} parameters), median [p25, p75] over {seeds} seeds, "
+    lines = [f"Hypervolume regret (reference (11, 11) for ZDT, (1.1, 1.1, 1.1) for DTLZ2; {DIM} parameters), median [p25, p75] over {seeds} seeds (a cell says n= where fewer ran), "
              "sequential; **bold** = lowest median in the row; p: two-sided Mann-Whitney U of each parasearch "
              "method against the row's best anchor (Optuna sampler of lowest median); the last columns: mean "
              "seconds per ask over the largest budget's run.", "",
@@ -250,7 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fh.write(json.dumps({"job": json.dumps(job), "regrets": regrets, "per_ask": per}) + "\n")
             print(f"  {i}/{len(todo)} runs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
-    body = (f"Run {stamp} on {start}; wall time {time.time() - t0:.0f} s.\n\n"
+    what = (f"Rendered {stamp} from the {len(done)} runs cached in {args.cache.name}, made by earlier invocations "
+            f"(machine at rendering: {start})" if args.cached_only and args.cache is not None
+            else f"Run {stamp} on {start}; wall time {time.time() - t0:.0f} s")
+    body = (f"{what}.\n\n"
             f"{render(results, args.methods, args.problems, budgets, args.seeds)}\n")
     print(body)
     for path in args.write:
