@@ -87,3 +87,12 @@ def test_manifest_facts_read_a_list_of_objectives() -> None:
     assert facts.objective == {"metric": "loss", "goal": "minimize"} and facts.metrics_file == "m.json"
     assert facts.objectives == ({"metric": "loss", "goal": "minimize"}, {"metric": "acc", "goal": "maximize"})
     assert manifest_facts("objective: {metric: loss}\n").objectives == ()
+
+
+def test_three_objectives_highlight_the_full_front_without_a_staircase() -> None:
+    objectives = [*OBJECTIVES, {"metric": "size", "goal": "minimize"}]
+    # 2 is dominated in (loss, seconds) by 1 but smallest in size: on the three-objective front.
+    records = [_record(k, {"loss": a, "seconds": b, "size": 3.0 - (k == 2) * 2}) for k, (a, b) in enumerate(VALUES)]
+    plot = front_plot(records, objectives)
+    assert plot is not None and _front_marks(plot.svg) == {0, 1, 2, 3} and "front-line" not in plot.svg
+    assert hypervolume_plot(records, objectives) is not None
