@@ -146,7 +146,7 @@ def make_study_sampler(manifest: Manifest, config: StudyConfig) -> tuple[Space, 
     sampler = make_sampler(config.algorithm, space, seed=config.seed, budget=max(config.point_budget, 1),
                            goal=config.goal)
     if config.multi and config.algorithm == "bayes":  # the blind algorithms need no goal at all
-        from parasearch.ehvi import multi_objective_sampler  # log-EHVI up to 3 objectives, ParEGO beyond
+        from parasearch.ehvi import multi_objective_sampler  # log-EHVI for 2 objectives, ParEGO beyond
 
         sampler = multi_objective_sampler(space, seed=config.seed, budget=max(config.point_budget, 1),
                                           goals=config.goals)

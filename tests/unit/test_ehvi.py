@@ -75,5 +75,5 @@ def test_ehvi_is_reproducible_and_spreads_a_batch_with_pending_points() -> None:
 
 def test_automatic_choice_by_number_of_objectives() -> None:
     space = Space.from_parameters({"x": {"type": "float", "low": 0.0, "high": 1.0}})
-    assert isinstance(multi_objective_sampler(space, seed=0, budget=10, goals=["minimize"] * 3), EHVISampler)
-    assert isinstance(multi_objective_sampler(space, seed=0, budget=10, goals=["minimize"] * 4), ParEGOSampler)
+    assert isinstance(multi_objective_sampler(space, seed=0, budget=10, goals=["minimize"] * 2), EHVISampler)
+    assert isinstance(multi_objective_sampler(space, seed=0, budget=10, goals=["minimize"] * 3), ParEGOSampler)
