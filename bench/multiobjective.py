@@ -8,8 +8,15 @@ ZDT (so early points far from the front still count), (1.1, 1.1, 1.1) for the th
     python bench/multiobjective.py --seeds 5 --budgets 50            # a first figure
     python bench/multiobjective.py --write BENCHMARKS.md              # 20 seeds, budgets 50 and 100
 
-Every method runs through its library API (no processes), sequentially; parasearch's sampler is driven
-as its study drives it (trials carry their objective vectors, the weights are drawn per ask).
+Every method runs through its library API (no processes), sequentially; parasearch's samplers are driven
+as its study drives them (trials carry their objective vectors). Each (method, problem, seed) runs once at
+the largest budget and every smaller budget's row is the hypervolume of its first points: no sampler here
+knows the budget at those sizes (Optuna's never do; parasearch's only through its initial design, whose
+size is checked to be the same for every budget asked), so a run of 50 *is* the first 50 of a run of 100.
+
+The p-value column: a two-sided Mann-Whitney U test (scipy.stats.mannwhitneyu) of each parasearch
+method's regrets against those of the best anchor in the row (the Optuna sampler of lowest median).
+``--cache`` keeps every finished run in a JSON-lines file, so an interrupted run resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -28,12 +35,16 @@ from collections.abc import Callable, Mapping, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import json  # noqa: E402
+
 import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import machine, write_section  # noqa: E402
 
+from parasearch.bayes import initial_design_size  # noqa: E402
 from parasearch.pareto import hypervolume  # noqa: E402
 from parasearch.parego import ParEGOSampler  # noqa: E402
 from parasearch.sampler_factory import make_sampler  # noqa: E402
@@ -72,14 +83,20 @@ PROBLEMS: dict[str, tuple[Callable[[Mapping[str, Any]], Objectives], np.ndarray,
     "ZDT2": (_zdt(lambda f1, g: 1.0 - (f1 / g) ** 2), REFERENCE, 121.0 - 2.0 / 3.0),
     "DTLZ2": (dtlz2, np.full(3, 1.1), 1.1 ** 3 - math.pi / 6),
 }
-METHODS = ("parasearch-bayes", "optuna-nsga2", "optuna-gp", "parasearch-random")
+METHODS = ("parasearch-ehvi", "parasearch-parego", "optuna-nsga2", "optuna-gp", "parasearch-random")
+ANCHORS = ("optuna-nsga2", "optuna-gp")
 
 
 def run_parasearch(problem: str, algorithm: str, budget: int, seed: int) -> tuple[list[Objectives], float]:
     f = PROBLEMS[problem][0]
     space = Space.from_parameters(PARAMETERS)
-    if algorithm == "bayes":
-        sampler: Any = ParEGOSampler(space, seed=seed, budget=budget, goals=["minimize"] * len(PROBLEMS[problem][1]))
+    goals = ["minimize"] * len(PROBLEMS[problem][1])
+    if algorithm == "parego":
+        sampler: Any = ParEGOSampler(space, seed=seed, budget=budget, goals=goals)
+    elif algorithm == "ehvi":
+        from parasearch.ehvi import EHVISampler
+
+        sampler = EHVISampler(space, seed=seed, budget=budget, goals=goals)
     else:
         sampler = make_sampler(algorithm, space, seed=seed, budget=budget)
     history: list[Trial] = []
@@ -117,26 +134,42 @@ def run_optuna(problem: str, kind: str, budget: int, seed: int) -> tuple[list[Ob
     return found, spent / budget
 
 
-def run_one(job: tuple[str, str, int, int]) -> tuple[tuple[str, str, int, int], float, float]:
-    method, problem, budget, seed = job
+Job = tuple[str, str, tuple[int, ...], int]  # (method, problem, budgets, seed)
+
+
+def run_one(job: Job) -> tuple[Job, list[float], float]:
+    """One run at the largest budget; the regret after each budget's first points (see the docstring)."""
+    method, problem, budgets, seed = job
     kind = method.split("-", 1)[1]
-    found, per = (run_parasearch if method.startswith("parasearch-") else run_optuna)(problem, kind, budget, seed)
+    found, per = (run_parasearch if method.startswith("parasearch-") else run_optuna)(problem, kind, max(budgets), seed)
     _, reference, best = PROBLEMS[problem]
-    regret = best - hypervolume(np.array(found), reference)
-    return job, max(regret, 0.0), per
+    regrets = [max(best - hypervolume(np.array(found[:b]), reference), 0.0) for b in budgets]
+    return job, regrets, per
+
+
+def p_value(ours: Sequence[float], anchor: Sequence[float]) -> float:
+    """Two-sided Mann-Whitney U: do the two samples of regrets come from one distribution?"""
+    if len(ours) < 2 or len(anchor) < 2 or (len(set(ours)) == 1 and set(ours) == set(anchor)):
+        return 1.0
+    return float(stats.mannwhitneyu(ours, anchor, alternative="two-sided").pvalue)
 
 
 def render(results: Mapping[tuple[str, str, int], list[tuple[float, float]]], methods: Sequence[str],
            problems: Sequence[str], budgets: Sequence[int], seeds: int) -> str:
     def cell(values: list[float]) -> str:
         q25, q50, q75 = np.percentile(values, [25, 50, 75])
-        return f"{q50:.3g} [{q25:.3g}, {q75:.3g}]"
+        short = f" (n={len(values)})" if len(values) != seeds else ""  # an interrupted run says so per cell
+        return f"{q50:.3g} [{q25:.3g}, {q75:.3g}]{short}"
 
-    lines = [f"Hypervolume regret (reference (11, 11) for ZDT, (1.1, 1.1, 1.1) for DTLZ2; {DIM} parameters), median [p25, p75] over {seeds} seeds, "
-             "sequential; **bold** = lowest median in the row; the last column: mean seconds per ask of "
-             "parasearch-bayes.", "",
-             "| problem | budget | " + " | ".join(methods) + " | bayes s/ask |",
-             "|---|---|" + "---|" * len(methods) + "---|"]
+    ours = [m for m in methods if m.startswith("parasearch-") and m != "parasearch-random"]
+    anchors = [m for m in methods if m in ANCHORS]
+    lines = [f"Hypervolume regret (reference (11, 11) for ZDT, (1.1, 1.1, 1.1) for DTLZ2; {DIM} parameters), median [p25, p75] over {seeds} seeds (a cell says n= where fewer ran), "
+             "sequential; **bold** = lowest median in the row; p: two-sided Mann-Whitney U of each parasearch "
+             "method against the row's best anchor (Optuna sampler of lowest median); the last columns: mean "
+             "seconds per ask over the largest budget's run.", "",
+             "| problem | budget | " + " | ".join(methods) + "".join(f" | p {m.split('-', 1)[1]}" for m in ours)
+             + "".join(f" | {m.split('-', 1)[1]} s/ask" for m in (*ours, *anchors)) + " |",
+             "|---|---|" + "---|" * (len(methods) + len(ours) + len(ours) + len(anchors))]
     for problem in problems:
         for budget in budgets:
             medians = {m: float(np.median([r for r, _ in results[(m, problem, budget)]])) for m in methods
@@ -149,9 +182,18 @@ def render(results: Mapping[tuple[str, str, int], list[tuple[float, float]]], me
                     continue
                 text = cell([r for r, _ in results[(m, problem, budget)]])
                 cells.append(f"**{text}**" if medians[m] == best else text)
-            per = results.get(("parasearch-bayes", problem, budget))
-            per_text = f"{np.mean([p for _, p in per]):.2f}" if per else "-"
-            lines.append(f"| {problem} | {budget} | " + " | ".join(cells) + f" | {per_text} |")
+            present = [a for a in anchors if a in medians]
+            anchor = min(present, key=lambda a: medians[a]) if present else None
+            for m in ours:
+                if anchor is None or (m, problem, budget) not in results:
+                    cells.append("-")
+                    continue
+                p = p_value([r for r, _ in results[(m, problem, budget)]], [r for r, _ in results[(anchor, problem, budget)]])
+                cells.append(f"{p:.2g} vs {anchor.split('-', 1)[1]}")
+            for m in (*ours, *anchors):
+                per = results.get((m, problem, budget))
+                cells.append(f"{np.mean([p for _, p in per]):.2f}" if per else "-")
+            lines.append(f"| {problem} | {budget} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -162,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--problems", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS))
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--cache", type=Path, default=None, metavar="PATH",
+                    help="JSON-lines file of finished runs: read to skip them, appended to as runs finish")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="run nothing: render the runs --cache holds (cells with fewer seeds say n=)")
     ap.add_argument("--write", type=Path, nargs="+", default=[], metavar="PATH",
                     help="markdown file(s) to append our section to (or replace it in)")
     args = ap.parse_args(argv)
@@ -171,19 +217,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "optuna-gp" in args.methods:
             print("optuna-gp skipped: Optuna's GPSampler needs torch (pip install torch)", file=sys.stderr)
             args.methods = [m for m in args.methods if m != "optuna-gp"]
-    jobs = [(m, p, b, s) for p in args.problems for b in args.budgets for m in args.methods
-            for s in range(args.seeds)]
-    jobs.sort(key=lambda j: (-j[2] * (1 if j[0] in ("optuna-nsga2", "parasearch-random") else 10), j))
+    budgets = tuple(sorted(set(args.budgets)))
+    if len({initial_design_size(DIM, b) for b in budgets}) > 1:
+        ap.error(f"budgets {budgets} give parasearch different initial designs: run them separately")
+    jobs: list[Job] = [(m, p, budgets, s) for p in args.problems for m in args.methods for s in range(args.seeds)]
+    cost = {"optuna-gp": 0, "parasearch-ehvi": 1, "parasearch-parego": 2}
+    # Seed by seed, the slowest first: an interrupted run still has whole seeds of every method.
+    jobs.sort(key=lambda j: (j[3], cost.get(j[0], 3), j))
     results: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    done: dict[str, tuple[list[float], float]] = {}
+    if args.cache is not None and args.cache.exists():
+        for line in args.cache.read_text().splitlines():
+            row = json.loads(line)
+            done[row["job"]] = (row["regrets"], row["per_ask"])
+
+    def record(job: Job, regrets: list[float], per: float) -> None:
+        for b, r in zip(budgets, regrets):
+            results.setdefault((job[0], job[1], b), []).append((r, per))
+
+    for job in jobs:
+        if json.dumps(job) in done:
+            record(job, *done[json.dumps(job)])
+    todo = [] if args.cached_only else [j for j in jobs if json.dumps(j) not in done]
     t0 = time.time()
     start = machine()
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
-        for i, (job, regret, per) in enumerate(pool.imap_unordered(run_one, jobs), 1):
-            results.setdefault(job[:3], []).append((regret, per))
-            print(f"  {i}/{len(jobs)} runs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+        for i, (job, regrets, per) in enumerate(pool.imap_unordered(run_one, todo), 1):
+            job = (job[0], job[1], tuple(job[2]), job[3])
+            record(job, regrets, per)
+            if args.cache is not None:
+                with args.cache.open("a") as fh:
+                    fh.write(json.dumps({"job": json.dumps(job), "regrets": regrets, "per_ask": per}) + "\n")
+            print(f"  {i}/{len(todo)} runs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
-    body = (f"Run {stamp} on {start}; wall time {time.time() - t0:.0f} s.\n\n"
-            f"{render(results, args.methods, args.problems, args.budgets, args.seeds)}\n")
+    what = (f"Rendered {stamp} from the {len(done)} runs cached in {args.cache.name}, made by earlier invocations "
+            f"(machine at rendering: {start})" if args.cached_only and args.cache is not None
+            else f"Run {stamp} on {start}; wall time {time.time() - t0:.0f} s")
+    body = (f"{what}.\n\n"
+            f"{render(results, args.methods, args.problems, budgets, args.seeds)}\n")
     print(body)
     for path in args.write:
         write_section(path, "Multi-objective search (bench/multiobjective.py)", body)

@@ -50,6 +50,7 @@ class ManifestFacts:
     metrics_file: str | None = None  # the objective's ``from``: where every other metric is read too
     parameter_types: dict[str, str] = dataclasses.field(default_factory=dict)
     has_metrics: bool = False  # `metrics:` declared: learning curves are read from .orchestra/metrics.jsonl
+    objectives: tuple[Objective, ...] = ()  # `objective:` as a list: the Pareto front's axes, first = objective
 
 
 def manifest_facts(text: bytes | str | None) -> ManifestFacts:
@@ -68,14 +69,18 @@ def manifest_facts(text: bytes | str | None) -> ManifestFacts:
     objective = data.get("objective")
     parsed: Objective | None = None
     source: str | None = None
-    if isinstance(objective, Mapping) and objective.get("metric"):
-        goal = objective.get("goal", "minimize")
-        parsed = Objective(metric=str(objective["metric"]),
-                           goal="maximize" if goal == "maximize" else "minimize")
-        if isinstance(objective.get("from"), str) and objective["from"]:
-            source = objective["from"]
+    several: list[Objective] = []
+    # Several objectives: the first is the one the views rank by (as the records' `objective` is).
+    for item in (objective if isinstance(objective, list) else [objective]):
+        if isinstance(item, Mapping) and item.get("metric"):
+            goal = item.get("goal", "minimize")
+            several.append(Objective(metric=str(item["metric"]), goal="maximize" if goal == "maximize" else "minimize"))
+            if source is None and isinstance(item.get("from"), str) and item["from"]:
+                source = item["from"]
+    parsed = several[0] if several else None
     return ManifestFacts(str(name) if name is not None else None, parsed, source,
-                         declared_parameter_types(data.get("parameters")), has_metrics="metrics" in data)
+                         declared_parameter_types(data.get("parameters")), has_metrics="metrics" in data,
+                         objectives=tuple(several) if len(several) > 1 else ())
 
 
 def declared_parameter_types(parameters: object) -> dict[str, str]:
@@ -217,7 +222,7 @@ def build_report_data(store: GitStore, *, campaign: str | None = None,
     data = ReportData(campaign=campaign, objective=objective if objective is not None else declared,
                       generated=utc_now(), commits=commits, executions=views,
                       parameter_types=facts.parameter_types, packages=packages,
-                      packages_left_out=packages_left_out)
+                      packages_left_out=packages_left_out, objectives=facts.objectives)
 
     return data, _Outputs(store, records, tips), problems
 

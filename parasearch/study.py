@@ -146,9 +146,10 @@ def make_study_sampler(manifest: Manifest, config: StudyConfig) -> tuple[Space, 
     sampler = make_sampler(config.algorithm, space, seed=config.seed, budget=max(config.point_budget, 1),
                            goal=config.goal)
     if config.multi and config.algorithm == "bayes":  # the blind algorithms need no goal at all
-        from parasearch.parego import ParEGOSampler
+        from parasearch.ehvi import multi_objective_sampler  # log-EHVI for 2 objectives, ParEGO beyond
 
-        sampler = ParEGOSampler(space, seed=config.seed, budget=max(config.point_budget, 1), goals=config.goals)
+        sampler = multi_objective_sampler(space, seed=config.seed, budget=max(config.point_budget, 1),
+                                          goals=config.goals)
     return space, sampler
 
 

@@ -74,6 +74,8 @@ class ReportData:
     parameter_types: Mapping[str, str] = dataclasses.field(default_factory=dict)
     packages: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
     packages_left_out: int = 0
+    # Several objectives (`objective:` as a list; the first is ``objective``): the plots draw their front.
+    objectives: Sequence[Objective] = ()
 
 
 def objective_label(data: ReportData) -> tuple[str, str]:

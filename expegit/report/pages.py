@@ -240,6 +240,15 @@ def plots_page(data: ReportData, progress: P.Plot | None = None) -> str:
     if curves is not None:
         parts.append(_figure_html(curves, "intermediate metrics, one line per execution; the best is highlighted",
                                   wide=True))
+    if len(data.objectives) > 1:  # several objectives: what the search traded off, and how far it got
+        from .front import front_plot, hypervolume_plot
+
+        fronts = [_figure_html(front_plot(records, data.objectives), "every execution with all objectives; the "
+                               "Pareto front (over all objectives) is outlined", legend),
+                  _figure_html(hypervolume_plot(records, data.objectives), "hypervolume of the executions finished "
+                               "so far, up to one reference point (the nadir pushed out by a tenth of each range)")]
+        if any(fronts):
+            parts.append('<section class="grid2">' + "".join(fronts) + "</section>")
     every = report_metrics(data)
     names = every[:MAX_PLOT_METRICS]
     memo: P.Memo = {}  # parameter axes drawn once for every metric that has the same executions

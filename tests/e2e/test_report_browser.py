@@ -418,3 +418,35 @@ def test_execution_page_lists_the_cores_and_gpus_it_got(driver: Any, gpu_site: P
     assert f"cores\n{quarter['cores']}" in summary
     assert f"GPUs\n{quarter['gpus']} (0.25 of it)" in summary
     assert _errors(driver) == []
+
+
+@pytest.fixture(scope="module")
+def pareto_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real two-objective campaign: `parasearch run` (random, 8 points) then `expegit report`."""
+    from tests.e2e.test_parasearch_multiobjective import OBJECTIVES, manifest
+    from tests.helpers import cli, make_campaign
+
+    root = make_campaign(tmp_path_factory.mktemp("pareto") / "c", manifest("random", 8), {"f.py": OBJECTIVES})
+    run = cli(root, "parasearch", "run", "-q")
+    assert run.returncode in (0, 1), run.stderr
+    return Path(cli(root, "expegit", "report", "-o", str(root.parent / "site"), check=True).stdout.strip()).parent
+
+
+def test_two_objective_campaign_draws_its_front_and_hypervolume(driver: Any, pareto_site: Path,
+                                                                artifacts: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get((pareto_site / "plots.html").as_uri())
+    front = driver.find_element(By.CSS_SELECTOR, 'svg.plot[data-plot="front"]')
+    points = front.find_elements(By.CSS_SELECTOR, "circle.pt")
+    assert len(points) == int(front.get_attribute("data-points")) > 0
+    on_front = front.find_elements(By.CSS_SELECTOR, "circle.pt.front")
+    assert 0 < len(on_front) <= len(points)
+    assert front.size["width"] > 300 and front.size["height"] > 100
+    assert "loss (min)" in front.text and "seconds (min)" in front.text
+    hv = driver.find_element(By.CSS_SELECTOR, 'svg.plot[data-plot="hypervolume"]')
+    assert hv.find_elements(By.CSS_SELECTOR, "path.hv-line") and hv.find_elements(By.CSS_SELECTOR, "circle.pt")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", front)
+    driver.save_screenshot(str(artifacts / "report_pareto_front.png"))
+    _shot(driver, artifacts, "pareto_plots")
+    assert _errors(driver) == []
