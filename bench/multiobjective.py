@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import machine, write_section  # noqa: E402
 
 from parasearch.bayes import initial_design_size  # noqa: E402
-from parasearch.pareto import hypervolume  # noqa: E402
+from orchestra.pareto import hypervolume  # noqa: E402
 from parasearch.parego import ParEGOSampler  # noqa: E402
 from parasearch.sampler_factory import make_sampler  # noqa: E402
 from parasearch.space import Space, Trial  # noqa: E402

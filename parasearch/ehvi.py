@@ -10,7 +10,7 @@ How one ask works, and why:
    not flatten a model. Objectives are modelled independently, as Optuna's GPSampler and BoTorch's
    default do.
 3. **Improvement region.** The front (the model's means at the non-dominated trials) and a reference point
-   (the rule of :func:`parasearch.pareto.reference_point`, in the warped space) bound the region a new
+   (the rule of :func:`orchestra.pareto.reference_point`, in the warped space) bound the region a new
    point can add hypervolume to. :func:`cells` cuts it exactly into boxes: a grid over every objective but
    the last, where each grid cell's box runs in the last objective up to the lowest value of the points
    that dominate the cell's corner. For two objectives that is the usual staircase; for three, (k+1)²
@@ -41,7 +41,7 @@ from scipy import optimize, special
 
 from parasearch.bayes import BayesSampler, log_h, transform_values
 from parasearch.gp import GaussianProcess
-from parasearch.pareto import oriented, pareto_front, reference_point
+from orchestra.pareto import oriented, pareto_front, reference_point
 from parasearch.samplers import Sampler
 from parasearch.space import Key, Point, Space, Trial, seen_keys
 

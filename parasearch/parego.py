@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from parasearch.bayes import BayesSampler
-from parasearch.pareto import oriented
+from orchestra.pareto import oriented
 from parasearch.samplers import Sampler
 from parasearch.space import Point, Space, Trial
 

@@ -400,7 +400,7 @@ class StudyState:
     def front(self) -> list[tuple[PointResult, tuple[float, ...]]]:
         """A multi-objective study's Pareto front: complete points with every value, each with its vector,
         sorted by the first objective (best first), then the next ones, then completion."""
-        from parasearch.pareto import oriented, pareto_front  # numpy: only for multi-objective studies
+        from orchestra.pareto import oriented, pareto_front  # numpy: only for multi-objective studies
 
         scored = [(p, v) for p in self.points.values() if self.complete(p)
                   for v in (p.vector(self.config.metrics),) if v is not None]
@@ -413,7 +413,7 @@ class StudyState:
     def hypervolume(self) -> tuple[float, list[float]] | None:
         """(hypervolume of the front, the reference point in raw units) by pareto.reference_point's rule
         over every complete point's values; None before the first."""
-        from parasearch.pareto import hypervolume, oriented, reference_point
+        from orchestra.pareto import hypervolume, oriented, reference_point
 
         vectors = [v for p in self.points.values() if self.complete(p)
                    for v in (p.vector(self.config.metrics),) if v is not None]

@@ -3,13 +3,13 @@
 Pure render functions over the records in report order, like plots.py and curves.py (every mark carries
 ``data-i`` for the report's tooltips and click-through). The values are the records' ``objectives``
 (one number per declared objective, what the search traded off); the dominance and hypervolume arithmetic
-is :mod:`parasearch.pareto`'s, so the report and ``parasearch best`` can never disagree on the front.
+is :mod:`orchestra.pareto`'s, so the report and ``parasearch best`` can never disagree on the front.
 
 - :func:`front_plot`: every execution with all objectives at (first objective, second objective), the
   points of the Pareto front (over all objectives) highlighted and, with two objectives, joined by the
   staircase that bounds what they dominate.
 - :func:`hypervolume_plot`: the hypervolume of the executions finished so far against their count, in
-  completion order, up to one reference point for the whole campaign (:func:`parasearch.pareto.reference_point`
+  completion order, up to one reference point for the whole campaign (:func:`orchestra.pareto.reference_point`
   of every point), so the curve only rises and its steps are the executions that improved the front.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _label(objective: Mapping[str, object]) -> str:
 def front_plot(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[str, object]],
                width: int = svg.WIDTH) -> Plot | None:
     """Scatter of the first two objectives, the Pareto front highlighted; None below two objectives or points."""
-    from parasearch.pareto import oriented, pareto_front
+    from orchestra.pareto import oriented, pareto_front
 
     if len(objectives) < 2:
         return None
@@ -88,7 +88,7 @@ def front_plot(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[
 def hypervolume_series(records: Sequence[ExecutionRecord], objectives: Sequence[Mapping[str, object]]
                        ) -> list[tuple[int, int, float]]:
     """(count, report index, hypervolume of the first ``count`` finished executions), in completion order."""
-    from parasearch.pareto import hypervolume, oriented, reference_point
+    from orchestra.pareto import hypervolume, oriented, reference_point
 
     points = objective_vectors(records, objectives)
     if not points:

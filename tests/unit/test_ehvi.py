@@ -9,7 +9,7 @@ import pytest
 
 from parasearch.ehvi import EHVISampler, cells, log_ehvi, multi_objective_sampler
 from parasearch.parego import ParEGOSampler
-from parasearch.pareto import hypervolume, pareto_front
+from orchestra.pareto import hypervolume, pareto_front
 from parasearch.space import Space
 from parasearch.study import VectorTrial
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parasearch.pareto import (dominates, hypervolume, non_dominated_sort, oriented, pareto_front,
+from orchestra.pareto import (dominates, hypervolume, non_dominated_sort, oriented, pareto_front,
                                reference_point)
 
 

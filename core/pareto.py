@@ -1,5 +1,8 @@
 """Pareto dominance and hypervolume: the pure arithmetic of a multi-objective study.
 
+In the backbone, not in parasearch: the report draws the front and its hypervolume from the records
+(expegit), parasearch searches for it, and both must agree to the last digit.
+
 Every function works on *minimisation* vectors; :func:`oriented` turns raw values with their goals into
 that form once (a maximised metric is negated), so no caller has to remember signs twice.
 
@@ -36,7 +39,8 @@ def oriented(values: Sequence[Sequence[float]] | np.ndarray, goals: Sequence[str
         if goal not in GOALS:
             raise ValueError(f"unknown goal {goal!r}; use minimize or maximize")
     sign = np.array([-1.0 if g == "maximize" else 1.0 for g in goals])
-    return Y * sign
+    oriented_values: np.ndarray = Y * sign
+    return oriented_values
 
 
 def dominates(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> bool:
@@ -84,7 +88,8 @@ def reference_point(Y: np.ndarray, margin: float = REFERENCE_MARGIN) -> np.ndarr
     worst, best = Y.max(axis=0), Y.min(axis=0)
     span = worst - best
     span = np.where(span > 0, span, np.where(worst != 0, np.abs(worst), 1.0))
-    return worst + margin * span
+    reference: np.ndarray = worst + margin * span
+    return reference
 
 
 def hypervolume(Y: np.ndarray, reference: Sequence[float] | np.ndarray) -> float:
