@@ -35,6 +35,13 @@ SNAPSHOTS_REF = "refs/orchestra/snapshots/"
 
 RECENT_OBJECTS = 32768  # trees and commits: about 3 per execution, so a 10,000-execution run stays cached
 LOOSE_REFS_TO_PACK = 256  # below this, readers open the loose files faster than git rewrites packed-refs
+# A flush rewrites packed-refs instead of writing a loose ref per update while packed-refs is smaller than
+# this many bytes per update, and never above the cap (swap_refs): so no flush costs more than the cap's
+# rewrite, whatever the campaign's size. Measured on this machine (2 cores, ext4): creating and renaming one
+# loose ref's lock file costs 0.8 ms of kernel time, about what parsing and writing 32 KB of packed-refs
+# costs in Python; 1,000 trivial executions on an empty campaign spent 1.7 s of their 9 s creating them.
+REWRITE_BYTES_PER_UPDATE = 32 * 1024
+REWRITE_MAX_BYTES = 2 * 1024 * 1024
 LOCK_TIMEOUT = 10.0  # git waits 1 s for packed-refs.lock by default; many controllers may share a campaign
 
 
@@ -580,9 +587,11 @@ class GitStore:
         same): only a run that never reached its profile deletes, and it deletes what it just created.
 
         ``bulk``: one rewrite of packed-refs for all of them instead, for a clone or pull creating tens of
-        thousands of branches at once (a loose file each would cost more than one rewrite).
+        thousands of branches at once (a loose file each would cost more than one rewrite). The same is done
+        without asking while packed-refs is small (REWRITE_BYTES_PER_UPDATE, REWRITE_MAX_BYTES): a campaign
+        of a few thousand executions then pays one small rewrite per flush instead of a file per execution.
         """
-        if bulk:
+        if bulk or self._rewrite_is_cheaper(len(updates)):
             return self._swap_packed(updates)
         results: list[bool] = []
         index = 0
@@ -598,6 +607,15 @@ class GitStore:
             results.extend(self._delete_refs([(n, o) for n, o, _new in updates[index:end]]))
             index = end
         return results
+
+    def _rewrite_is_cheaper(self, count: int) -> bool:
+        try:
+            size = os.stat(self.git_dir / "packed-refs").st_size
+        except FileNotFoundError:
+            size = 0
+        except OSError:
+            return False
+        return size <= min(REWRITE_MAX_BYTES, REWRITE_BYTES_PER_UPDATE * count)
 
     def _swap_packed(self, updates: list[tuple[str, str | None, str | None]]) -> list[bool]:
         """swap_refs(bulk=True): all updates in one rewrite of packed-refs, under git's packed-refs.lock.

@@ -256,9 +256,13 @@ def test_runs_let_git_consolidate_their_packs(tmp_path: Path) -> None:
     assert states == ["finished"] * 9
 
 
-def test_journal_writes_leave_packed_refs_alone_and_packing_later_reads_the_same(campaign) -> None:
-    """Branches are created and moved as loose refs (packed-refs, the whole campaign's, is not rewritten
-    per flush); once packed at the end of a run, git, dulwich and the store read the same tips."""
+def test_journal_writes_leave_packed_refs_alone_and_packing_later_reads_the_same(campaign, monkeypatch) -> None:
+    """In a campaign whose packed-refs is past the rewrite cap (a large one: the cap is lowered to 0 here),
+    branches are created and moved as loose refs (packed-refs is not rewritten per flush); once packed at
+    the end of a run, git, dulwich and the store read the same tips."""
+    from expegit import gitstore
+
+    monkeypatch.setattr(gitstore, "REWRITE_MAX_BYTES", 0)
     git(campaign.root, "pack-refs", "--all", "--prune")
     packed = campaign.store.git_dir / "packed-refs"
     before = packed.stat()
@@ -294,8 +298,13 @@ def _loose_left(directory: Path) -> list[Path]:
 
 
 def test_a_flush_cut_short_leaves_every_branch_at_a_commit_that_exists(campaign, monkeypatch) -> None:
-    """A controller killed while a flush moves its refs: objects are written before any ref, so each
-    branch is at its old tip or its new one, both complete, and nothing else is lost."""
+    """A controller killed while a flush moves its refs one by one (loose refs: a campaign past the
+    packed-refs rewrite cap, lowered to 0 here; a rewrite is one rename, all or nothing): objects are
+    written before any ref, so each branch is at its old tip or its new one, both complete, and nothing
+    else is lost."""
+    from expegit import gitstore
+
+    monkeypatch.setattr(gitstore, "REWRITE_MAX_BYTES", 0)
     created = _records(campaign, 6)
     writer = JournalWriter(campaign.store, interval=60)
     news = {}

@@ -55,3 +55,30 @@ def test_the_view_follows_a_replaced_file(tmp_path: Path) -> None:
     path.unlink()
     assert view.lookup("refs/heads/a") is None
     view.close()
+
+
+def test_a_small_campaign_rewrites_packed_refs_and_a_large_one_writes_loose_refs(tmp_path: Path, monkeypatch) -> None:
+    """Per flush: one rewrite of packed-refs while it is small (a loose file per ref cost a fifth of a
+    small run's time), loose refs once it is larger than the cap (a rewrite would grow with the campaign)."""
+    import subprocess
+
+    from expegit import gitstore
+    from expegit.gitstore import GitStore
+
+    store = GitStore.init(tmp_path / "c")
+    sha = store.write_commit(store.tree_with(None, {}), [], "root")
+    loose = store.git_dir / "refs" / "heads" / "executions"
+
+    def names(start: int, count: int) -> list[tuple[str, str | None, str | None]]:
+        return [(f"refs/heads/executions/{i:012x}", None, sha) for i in range(start, start + count)]
+
+    assert store.swap_refs(names(0, 20)) == [True] * 20
+    assert not loose.exists() or not any(loose.iterdir())
+    assert len(parse_packed_refs((store.git_dir / "packed-refs").read_text())) == 20
+    monkeypatch.setattr(gitstore, "REWRITE_MAX_BYTES", 100)  # packed-refs is now "large"
+    assert store.swap_refs(names(20, 5)) == [True] * 5
+    assert sorted(p.name for p in loose.iterdir()) == [f"{i:012x}" for i in range(20, 25)]
+    assert store.swap_refs([(f"refs/heads/executions/{0:012x}", None, sha)]) == [False]  # taken: refused either way
+    listed = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/heads/executions"],
+                            cwd=tmp_path / "c", capture_output=True, text=True, check=True).stdout.split()
+    assert len(listed) == 25  # git reads both kinds the same
