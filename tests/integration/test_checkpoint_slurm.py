@@ -177,21 +177,25 @@ def test_a_lost_allocation_loses_at_most_the_time_since_the_last_checkpoint(devc
     assert out["starts"][1] >= saved, (out, saved)  # at most the step in progress was lost
 
 
-def test_a_controller_killed_while_a_checkpointing_execution_runs_is_resumed_without_rerunning(
-        devcluster, tmp_path) -> None:
-    steps = 20
-    campaign, profile, workdir = ckpt_campaign(tmp_path / "c", devcluster, steps=steps, walltime="00:15:00")
+def _killed_at_step_3_then_resumed(campaign: Path, devcluster, profile: str, workdir: str, within: float) -> int:
+    """`expegit run` killed with kill -9 once the execution saved step 3, then `expegit resume`: its exit code."""
     proc = start_run(campaign, "run", "--profile", profile)
     try:
         assert wait_until(lambda: state_of(workdir).get("step", 0) >= 3, 180), run_log(campaign)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        resume = start_run(campaign, "resume")
-        code = finish(resume, campaign, 300)
+        return finish(start_run(campaign, "resume"), campaign, within)
     finally:
         if proc.poll() is None:
             proc.kill()
         cancel_ours(devcluster, profile)
+
+
+def test_a_controller_killed_while_a_checkpointing_execution_runs_is_resumed_without_rerunning(
+        devcluster, tmp_path) -> None:
+    steps = 20
+    campaign, profile, workdir = ckpt_campaign(tmp_path / "c", devcluster, steps=steps, walltime="00:15:00")
+    code = _killed_at_step_3_then_resumed(campaign, devcluster, profile, workdir, 300)
     assert code == 0, run_log(campaign)
     rec, out, subjects = result_of(campaign)
     assert rec["state"] == "finished" and rec["attempt"] == 1, (rec, subjects)
@@ -206,17 +210,7 @@ def test_a_resumed_controller_still_warns_a_reattached_execution_before_the_wall
     walltime (its end read from the adopted allocation), requeued and resumed from its checkpoint."""
     steps = 60  # ~60 s of work in a 1-minute allocation: the warning (grace 20 s) must come after the resume
     campaign, profile, workdir = ckpt_campaign(tmp_path / "c", devcluster, steps=steps, walltime="00:01:00")
-    proc = start_run(campaign, "run", "--profile", profile)
-    try:
-        assert wait_until(lambda: state_of(workdir).get("step", 0) >= 3, 180), run_log(campaign)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-        resume = start_run(campaign, "resume")
-        code = finish(resume, campaign, 400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        cancel_ours(devcluster, profile)
+    code = _killed_at_step_3_then_resumed(campaign, devcluster, profile, workdir, 400)
     log = run_log(campaign)
     assert code == 0, log
     assert "Traceback" not in log, log
