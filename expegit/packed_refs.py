@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Mapping
 from typing import Union
 
 Buffer = Union[bytes, mmap.mmap]
@@ -20,36 +21,87 @@ def find_packed_ref(data: Buffer, name: bytes) -> bytes | None:
 
     Pure. A file without git's ``sorted`` trait (older writers, dulwich) is scanned line by line.
     """
-    start = 0
-    sorted_lines = False
-    if data[:1] == b"#":
-        end = data.find(b"\n")
-        header = data[:end if end >= 0 else len(data)] + b" "
-        sorted_lines = SORTED_TRAIT in header
-        start = end + 1 if end >= 0 else len(data)
+    start, sorted_lines = _body_start(data)
     if not sorted_lines:
         return _scan(data, start, name)
-    lo, hi = start, len(data)
+    position = _lower_bound(data, start, name)
+    if position < len(data) and _name_at(data, position) == name:
+        return bytes(data[position:position + 40])
+    return None
+
+
+def is_sorted(data: Buffer) -> bool:
+    """Whether ``data`` declares git's ``sorted`` trait (and ends its last line): splice() needs both."""
+    return _body_start(data)[1] and data[-1:] == b"\n"
+
+
+def splice(data: bytes, changes: Mapping[str, str | None]) -> bytes:
+    """``data`` (a sorted packed-refs text, see is_sorted) with each name in ``changes`` set to its object
+    id, or removed where it maps to None; the result is sorted too.
+
+    Pure. Why not parse and render: a run creating its executions' branches in a campaign of 100,000 spent
+    0.45 s parsing 7 MB into a dict and writing it back for 1,000 new lines. Each change is found by
+    bisection and the untouched stretches between them are copied as they are, so the cost is one copy of
+    the file plus O(k log n), as in git's own packed-refs transactions. A replaced or removed ref loses
+    its peeled line with it: only tags have one, and they are never among the changes.
+    """
+    start, _sorted = _body_start(data)
+    pieces: list[bytes] = [data[:start]]
+    copied = start
+    for name in sorted(changes):
+        encoded = name.encode("utf-8")
+        position = _lower_bound(data, copied, encoded)
+        pieces.append(data[copied:position])
+        copied = position
+        if position < len(data) and _name_at(data, position) == encoded:
+            copied = _next_ref_line(data, position, len(data))
+        sha = changes[name]
+        if sha is not None:
+            pieces.append(f"{sha} {name}\n".encode("utf-8"))
+    pieces.append(data[copied:])
+    return b"".join(pieces)
+
+
+def _body_start(data: Buffer) -> tuple[int, bool]:
+    """(offset of the first ref line, whether the header declares the sorted trait)."""
+    if data[:1] != b"#":
+        return 0, False
+    end = data.find(b"\n")
+    header = data[:end if end >= 0 else len(data)] + b" "
+    return (end + 1 if end >= 0 else len(data)), SORTED_TRAIT in header
+
+
+def _lower_bound(data: Buffer, lo: int, name: bytes) -> int:
+    """The start of the first ref line at or after ``lo`` whose name is not below ``name`` (len(data) if
+    none). ``lo`` is a ref line's start; every returned offset is one too."""
+    hi = len(data)
     while lo < hi:
         mid = (lo + hi) // 2
         newline = data.rfind(b"\n", lo, mid)
         line_start = newline + 1 if newline >= 0 else lo
-        if data[line_start:line_start + 1] == b"^":  # a peeled line belongs to the ref line above it
+        if data[line_start:line_start + 1] == b"^" and line_start > lo:  # belongs to the ref line above
             newline = data.rfind(b"\n", lo, line_start - 1)
             line_start = newline + 1 if newline >= 0 else lo
-        line_end = data.find(b"\n", line_start, hi)
-        line_end = hi if line_end < 0 else line_end
-        refname = data[line_start + 41:line_end]
-        if refname == name:
-            return bytes(data[line_start:line_start + 40])
-        if refname < name:
-            lo = line_end + 1
-            if data[lo:lo + 1] == b"^":
-                after = data.find(b"\n", lo, hi)
-                lo = hi if after < 0 else after + 1
+        if _name_at(data, line_start) < name:
+            lo = _next_ref_line(data, line_start, hi)
         else:
             hi = line_start
-    return None
+    return lo
+
+
+def _name_at(data: Buffer, line_start: int) -> bytes:
+    line_end = data.find(b"\n", line_start)
+    return bytes(data[line_start + 41:line_end if line_end >= 0 else len(data)])
+
+
+def _next_ref_line(data: Buffer, line_start: int, hi: int) -> int:
+    """The start of the ref line after the one at ``line_start``, past its peeled line if it has one."""
+    end = data.find(b"\n", line_start, hi)
+    following = hi if end < 0 else end + 1
+    if data[following:following + 1] == b"^":
+        end = data.find(b"\n", following, hi)
+        following = hi if end < 0 else end + 1
+    return following
 
 
 def _scan(data: Buffer, start: int, name: bytes) -> bytes | None:
@@ -77,8 +129,10 @@ class PackedRefsView:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._key: tuple[int, int, int, int] | None = None
-        self._data: Buffer = b""
+        # One tuple, replaced whole: the journal's flusher looks refs up from a worker thread while
+        # greenlets of the main thread do too (BufferedJournal.flush), so key and mapping must never be
+        # seen half-updated (a newer key beside an older mapping would be trusted forever).
+        self._view: tuple[tuple[int, int, int, int] | None, Buffer] = (None, b"")
 
     def lookup(self, name: str) -> str | None:
         data = self._current()
@@ -89,24 +143,24 @@ class PackedRefsView:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._drop()
+            self._view = (None, b"")
             return b""
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if key != self._key:
-            self._drop()
+        view_key, data = self._view
+        if key != view_key:
             with open(self.path, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
                 # The mapping keeps the inode alive after the file is closed (and after it is replaced).
-                self._data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+                # A replaced mapping is not closed here but dropped: another thread may still be bisecting
+                # it, and it is unmapped when the last reference goes.
+                data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
                 st = os.fstat(handle.fileno())
-            self._key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        return self._data
-
-    def _drop(self) -> None:
-        if isinstance(self._data, mmap.mmap):
-            self._data.close()
-        self._data = b""
-        self._key = None
+            self._view = ((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), data)
+        return data
 
     def close(self) -> None:
-        self._drop()
+        """Unmap now (the owner is done with the store; no lookup may be running)."""
+        _key, data = self._view
+        self._view = (None, b"")
+        if isinstance(data, mmap.mmap):
+            data.close()
