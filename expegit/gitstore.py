@@ -24,7 +24,7 @@ from dulwich.repo import Repo
 
 from orchestra.errors import RepositoryError
 
-from .packed_refs import PackedRefsView
+from .packed_refs import PackedRefsView, find_packed_ref, is_sorted, splice
 
 FILE_MODE = 0o100644
 EXEC_MODE = 0o100755
@@ -72,6 +72,13 @@ def _acquire_lock(lock: Path, what: str) -> int:
     except FileExistsError:
         raise RepositoryError(f"{what} stayed locked for {LOCK_TIMEOUT:g}s ({lock} exists)",
                               hint="another git process is updating them; if none is, delete the lock file") from None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until done: one call may write less than asked (a signal, a full disk's last block)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _create_lock(lock: Path) -> int:
@@ -632,9 +639,9 @@ class GitStore:
         packed = str(self.git_dir / "packed-refs")
         fd = _acquire_lock(lock, "packed refs")
         try:
-            header, entries = self._read_packed_refs(packed)
+            data = self._sorted_packed_refs(packed)
             loose = self._loose_execution_refs()
-            changed = False
+            changes: dict[str, str | None] = {}
             for name, old, new in updates:
                 if not name.startswith("refs/") or ".." in name or name.endswith(".lock"):
                     raise RepositoryError(f"refusing to write ref {name!r}")
@@ -645,19 +652,18 @@ class GitStore:
                     else:
                         results.append(self._swap_ref(name, old, new))
                     continue
-                current = entries.get(name)
-                if (current[0] if current else None) != old:
+                if name in changes:
+                    current = changes[name]
+                else:
+                    found = find_packed_ref(data, name.encode("utf-8"))
+                    current = found.decode() if found else None
+                if current != old:
                     results.append(False)
                     continue
-                if new is None:
-                    del entries[name]
-                else:
-                    entries[name] = (new, None)
-                changed = True
+                changes[name] = new
                 results.append(True)
-            if changed:
-                data = render_packed_refs(header, entries).encode("utf-8")
-                os.write(fd, data)
+            if changes:
+                _write_all(fd, splice(data, changes))
                 os.close(fd)
                 fd = -1
                 os.replace(lock, packed)
@@ -706,7 +712,7 @@ class GitStore:
                 header, entries = self._read_packed_refs(packed)
                 gone = [entries.pop(name, None) for name, _lock, _fd in held]
                 if any(entry is not None for entry in gone):
-                    os.write(packed_fd, render_packed_refs(header, entries).encode("utf-8"))
+                    _write_all(packed_fd, render_packed_refs(header, entries).encode("utf-8"))
                     os.close(packed_fd)
                     packed_fd = -1
                     os.replace(lock, packed)
@@ -750,6 +756,21 @@ class GitStore:
     def _check_ref_name(name: str) -> None:
         if not name.startswith("refs/") or ".." in name or name.endswith(".lock"):
             raise RepositoryError(f"refusing to write ref {name!r}")
+
+    def _sorted_packed_refs(self, path: str) -> bytes:
+        """packed-refs as bytes splice() can edit: sorted by git's trait (what git writes), else sorted
+        once here (dulwich and older gits write files without the trait). The caller holds the lock."""
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return (PACKED_REFS_HEADER + "\n").encode("utf-8")
+        if is_sorted(data):
+            return data
+        header, entries = split_packed_refs(data.decode("utf-8"))
+        if header.startswith("#") and " sorted " not in header + " ":
+            header = header.rstrip() + " sorted "  # true once rendered; the other traits stay as they were
+        return render_packed_refs(header if header.startswith("#") else PACKED_REFS_HEADER, entries).encode("utf-8")
 
     def _read_packed_refs(self, path: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
         """packed-refs parsed (only deletions need it whole; the caller holds packed-refs.lock)."""

@@ -82,3 +82,64 @@ def test_a_small_campaign_rewrites_packed_refs_and_a_large_one_writes_loose_refs
     listed = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/heads/executions"],
                             cwd=tmp_path / "c", capture_output=True, text=True, check=True).stdout.split()
     assert len(listed) == 25  # git reads both kinds the same
+
+
+def test_splice_gives_what_parsing_editing_and_rendering_the_whole_file_gives() -> None:
+    """splice() is how swap_refs writes packed-refs now; the dict round trip it replaced is the oracle."""
+    from expegit.gitstore import split_packed_refs
+    from expegit.packed_refs import is_sorted, splice
+
+    rng = random.Random(11)
+    for size in (0, 1, 2, 5, 40, 300):
+        names = sorted({f"refs/heads/executions/{rng.getrandbits(20):05x}" for _ in range(size)})
+        entries = {n: (_sha(k + 1), None) for k, n in enumerate(names)}
+        entries["refs/tags/v1"] = (_sha(500), _sha(501))  # a peeled line in the middle of the file
+        entries["refs/heads/main"] = (_sha(502), None)
+        data = render_packed_refs(PACKED_REFS_HEADER, entries).encode()
+        assert is_sorted(data)
+        for _case in range(20):
+            changes: dict[str, str | None] = {}
+            for name in rng.sample(names, min(len(names), rng.randrange(4))):  # replaced or removed
+                changes[name] = rng.choice([None, _sha(rng.randrange(1, 10**6))])
+            for _new in range(rng.randrange(6)):  # new names: first, last, between, next to the tag
+                name = rng.choice(["refs/a", "refs/zzz", "refs/tags/v0", "refs/tags/v2",
+                                   f"refs/heads/executions/{rng.getrandbits(20):05x}"])
+                changes[name] = _sha(rng.randrange(1, 10**6))
+            expected = dict(entries)
+            for name, sha in changes.items():
+                if sha is None:
+                    expected.pop(name, None)
+                else:
+                    expected[name] = (sha, None)
+            spliced = splice(data, changes)
+            assert spliced == render_packed_refs(PACKED_REFS_HEADER, expected).encode(), changes
+            assert split_packed_refs(spliced.decode())[1] == expected
+
+
+def test_splice_needs_a_sorted_file_that_ends_its_last_line() -> None:
+    from expegit.packed_refs import is_sorted
+
+    assert not is_sorted(f"# pack-refs with: peeled\n{_sha(1)} refs/heads/a\n".encode())
+    assert not is_sorted(f"{PACKED_REFS_HEADER}\n{_sha(1)} refs/heads/a".encode())
+    assert not is_sorted(b"")
+    assert is_sorted(f"{PACKED_REFS_HEADER}\n".encode())
+
+
+def test_a_packed_refs_file_without_the_sorted_trait_is_sorted_once_then_spliced(tmp_path: Path) -> None:
+    """dulwich and older gits write packed-refs without the trait, in any order: the bulk write sorts it
+    (keeping the file's other traits) and git still reads every ref, old and new."""
+    import subprocess
+
+    from expegit.gitstore import GitStore
+
+    store = GitStore.init(tmp_path / "c")
+    sha = store.write_commit(store.tree_with(None, {}), [], "root")
+    (store.git_dir / "packed-refs").write_text(f"# pack-refs with: peeled\n{sha} refs/heads/z\n{sha} refs/heads/b\n")
+    assert store.swap_refs([("refs/heads/executions/0001", None, sha), ("refs/heads/b", sha, None)],
+                           bulk=True) == [True, True]
+    text = (store.git_dir / "packed-refs").read_text()
+    assert text.splitlines() == ["# pack-refs with: peeled sorted ", f"{sha} refs/heads/executions/0001",
+                                 f"{sha} refs/heads/z"]
+    listed = subprocess.run(["git", "for-each-ref", "--format=%(refname)"], cwd=tmp_path / "c",
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert listed == ["refs/heads/executions/0001", "refs/heads/z"]
