@@ -150,10 +150,27 @@ def test_batched_push_resumes_after_interruption(tmp_path: Path) -> None:
     assert len(remote.split("\n")) - 1 == 1200
     assert {line.split()[0].rsplit("/", 1)[1] for line in remote.splitlines()} == {i for i, _ in created}
     assert collab.push(store, "origin").pushed == 0
+    # the tracking refs that make the resume possible were written in packed-refs edits, not by git as a
+    # loose file per branch (collab.push_target)
+    loose = origin / ".git" / "refs" / "remotes" / "origin" / "executions"
+    assert not loose.exists() or not any(loose.iterdir())
+    assert store.refs_under(b"refs/remotes/origin/executions/") == {i: sha for i, sha in created}
     # a fresh clone gets every branch
     clone = collab.clone(str(bare), tmp_path / "clone")
     assert clone.executions == 1200 and len(GitStore(clone.root).execution_tips()) == 1200
     assert time.monotonic() - started < 300
+
+
+def test_execution_branches_go_to_the_push_url_with_the_remote_s_own_settings(tmp_path: Path) -> None:
+    store = GitStore.init(tmp_path / "c")
+    git(store.root, "remote", "add", "origin", "/srv/fetch.git")
+    assert collab.push_target(store, "origin") == ("/srv/fetch.git", [])
+    git(store.root, "remote", "set-url", "--push", "origin", "/srv/push.git")
+    git(store.root, "config", "remote.origin.receivepack", "/opt/git/bin/git-receive-pack")
+    assert collab.push_target(store, "origin") == ("/srv/push.git", ["--receive-pack=/opt/git/bin/git-receive-pack"])
+    git(store.root, "remote", "set-url", "--add", "--push", "origin", "/srv/mirror.git")
+    assert collab.push_target(store, "origin") == ("origin", [])  # git pushes to each: leave it to git
+    assert collab.push_target(store, "/srv/any.git") == ("/srv/any.git", [])  # a URL: as given
 
 
 def test_clone_push_pull_over_ssh(tmp_path: Path, devcluster) -> None:
