@@ -59,10 +59,12 @@ def run_rate(python: str, base: Path | None, n: int, workdir: Path, name: str) -
     else:
         subprocess.run(["cp", "-a", str(base), str(root)], check=True)
         (root / "orchestra.yaml").write_text(RATE_MANIFEST.format(n=n))
-        _git(root, "commit", "-qam", "rate bench")
-        # The generated campaign has ~50 packs: the run's closing `git gc --auto` would start a detached
-        # repack of all 100,000 executions that takes minutes of CPU from the next rounds.
+        # The generated campaign has ~50 packs: any `git gc --auto` (the commit's below, the run's closing
+        # one) would start a detached repack of all 100,000 executions that takes 15 minutes of CPU from the
+        # next rounds. So gc.auto=0 first: set after the commit (as until 2026-12-01 evening), the commit's
+        # own gc had already detached, and every earlier 100k-behind figure ran beside such repacks.
         _git(root, "config", "gc.auto", "0")
+        _git(root, "commit", "-qam", "rate bench")
     os.sync()
     start = time.perf_counter()
     result = subprocess.run([python, "-m", "expegit", "run", "--grid", "-q", "--slots", "4"], cwd=root,
