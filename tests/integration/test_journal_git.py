@@ -329,3 +329,45 @@ def test_a_flush_cut_short_leaves_every_branch_at_a_commit_that_exists(campaign,
     assert sum(tips[i] == news[i] for i in tips) == 3 and sum(tips[i] == olds[i] for i in tips) == 3
     assert not list((campaign.store.git_dir / "refs" / "heads" / "executions").glob("*.lock"))
     assert git(campaign.root, "fsck", "--strict").returncode == 0
+
+
+def test_the_event_loop_runs_while_a_flush_moves_its_refs(campaign, monkeypatch) -> None:
+    """Refs are moved from a worker thread: creating a loose ref is ~1 ms of blocking syscalls here, and
+    with 100,000 executions behind every finished execution's ref is one, so a flush in the event loop's
+    thread stopped dispatching and result reading for that long (a tenth of a run). Here the ref swap
+    blocks its OS thread (a real lock, at most 5 s) until another greenlet has run: only possible when the
+    flush does not hold the event loop."""
+    from gevent import monkey
+
+    # The test session is monkey-patched (the CLI modules patch on import): a lock from the original
+    # _thread module blocks the thread it is acquired in, as a slow syscall does.
+    released = monkey.get_original("_thread", "allocate_lock")()
+    released.acquire()
+    entered: list[bool] = []  # appended to in the worker thread, polled by the greenlet (no hub needed)
+    (record, tip), = _records(campaign, 1)
+    writer = JournalWriter(campaign.store, interval=60)
+    record.state = "finished"
+    sha, done = writer.commit(tip, record, {"result.txt": b"1"})
+    waited: list[bool] = []
+    real = campaign.store.swap_refs
+
+    def slow(updates, **kwargs):
+        entered.append(True)
+        waited.append(released.acquire(True, 5))
+        return real(updates, **kwargs)
+
+    monkeypatch.setattr(campaign.store, "swap_refs", slow)
+
+    def other_greenlet() -> None:
+        for _ in range(500):  # bounded: 5 s
+            if entered:
+                released.release()
+                return
+            gevent.sleep(0.01)
+
+    flusher = gevent.spawn(writer.flush)
+    gevent.joinall([flusher, gevent.spawn(other_greenlet)], timeout=30, raise_error=True)
+    assert waited == [True], "the flush held the event loop while it moved refs"
+    assert done.get(timeout=5) == sha and campaign.store.execution_tip(record.id) == sha
+    monkeypatch.undo()
+    writer.close()
