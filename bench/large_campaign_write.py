@@ -83,7 +83,10 @@ def rate_rows(base: Path, n: int, rounds: int, compare: str | None, workdir: Pat
     for index in range(rounds):
         for label, python in pythons if index % 2 == 0 else list(reversed(pythons)):
             for where, campaign in (("empty", None), ("100k", base)):
-                rate = run_rate(python, campaign, n, workdir, f"rate{index}-{where}")
+                # A name per code as well: a detached agent may still be tidying the previous copy when
+                # rmtree gives up on it, and `cp -a` into a leftover directory nests the copy inside it.
+                tag = "this" if python == sys.executable else "other"
+                rate = run_rate(python, campaign, n, workdir, f"rate{index}-{tag}-{where}")
                 rates.setdefault((label, where), []).append(rate)
                 print(f"round {index + 1}: {label:26} {where:6} {rate:6.0f}/s", flush=True)
     behind = _git(base, "for-each-ref", "--format=x", "refs/heads/executions").count("x")
