@@ -52,7 +52,7 @@ from _common import machine, write_section  # noqa: E402
 
 from orchestra.search import EarlyStoppingSpec  # noqa: E402
 from parasearch import Space, Trial, make_sampler  # noqa: E402
-from parasearch.early_stopping import Curve, decide, make_curve  # noqa: E402
+from parasearch.early_stopping import Curve, decide, fidelity_values, make_curve  # noqa: E402
 
 SLOTS = 4
 MAX_EPOCHS = 27
@@ -200,23 +200,34 @@ def _stamp(t: float) -> str:
 class _Parasearch:
     """parasearch's sampler and, optionally, its ASHA rule, driven as Orchestra's study drives them."""
 
-    def __init__(self, family: Family, algorithm: str, seed: int, early: bool) -> None:
+    def __init__(self, family: Family, algorithm: str, seed: int, rule: str) -> None:
         self.space = Space.from_parameters(family.parameters)
         self.sampler = make_sampler(algorithm, self.space, seed=seed, budget=10_000)
-        self.spec = EarlyStoppingSpec("asha", "val", step="epoch", min_step=1, max_step=MAX_EPOCHS,
-                                      reduction=3) if early else None
+        self.spec = EarlyStoppingSpec(rule, "val", step="epoch", min_step=1, max_step=MAX_EPOCHS,
+                                      reduction=3) if rule else None
         self.ended: list[Curve] = []
         self.finished: list[tuple[dict[str, Any], float]] = []
         self.pruned: list[dict[str, Any]] = []
+        self.finals: dict[int, float] = {}
+        self.points: dict[int, dict[str, Any]] = {}
         self.running: dict[int, tuple[dict[str, Any], float, list[tuple[float, float]]]] = {}
 
     def start(self, number: int, now: float) -> dict[str, Any]:
-        history = [Trial(p, v) for p, v in self.finished]
-        worst = max((v for _p, v in self.finished), default=None)  # parasearch.study.pruned_value's rule
-        history += [Trial(p, worst, failed=worst is None) for p in self.pruned]
+        if self.spec is None:
+            history = [Trial(p, v) for p, v in self.finished]
+        else:
+            # parasearch's study rule (StudyState.trials told by PruneWatch.told): what each fidelity taught,
+            # at the highest rung with dim + 2 values, the stopped trials' values mapped up to it.
+            told = fidelity_values(self.spec, self.ended, self.finals, self.space.dim + 2)
+            worst = max((v for _p, v in self.finished), default=None)  # no level yet: the penalty rule
+            history = [Trial(self.points[c.number], told.get(c.number, worst if c.state == "pruned" else None))
+                       if told else Trial(self.points[c.number], self.finals.get(c.number, worst))
+                       for c in self.ended]
+            history = [Trial(t.params, t.value, failed=t.value is None) for t in history]
         pending = [p for p, _t, _c in self.running.values()]
         point = self.sampler.ask(1, history, pending)[0]
         self.running[number] = (point, now, [])
+        self.points[number] = point
         return point
 
     def report(self, number: int, epoch: int, value: float, now: float) -> bool:
@@ -236,6 +247,7 @@ class _Parasearch:
             self.pruned.append(point)
         else:
             self.finished.append((point, points[-1][1]))
+            self.finals[number] = points[-1][1]
 
 
 class _Optuna:
@@ -287,7 +299,7 @@ def simulate(family: Family, method: str, seed: int) -> Outcome:
         driver: Any = _Optuna(family, method.split("+")[1], seed)
     else:
         algorithm, _, rule = method.partition("+")
-        driver = _Parasearch(family, algorithm, seed, early=bool(rule))
+        driver = _Parasearch(family, algorithm, seed, rule)
     events: list[tuple[float, int, int]] = []  # (time, trial number, epoch it completes)
     curves: dict[int, Callable[[int], float]] = {}
     best, reached, epochs, number, spent = math.inf, math.inf, 0, 0, 0.0

@@ -14,7 +14,7 @@ from typing import Any
 from orchestra.execution import FINAL_STATES, ExecutionRecord
 from orchestra.search import EarlyStoppingSpec
 
-from parasearch.early_stopping import Curve, curve_points, decide, make_curve
+from parasearch.early_stopping import Curve, curve_points, decide, fidelity_values, make_curve
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,16 @@ class PruneWatch:
                     pruned_step=record.pruned_step)
             out.append(curve)
         return out
+
+    def told(self, min_points: int, objective: Callable[[ExecutionRecord], float | None]) -> dict[str, float]:
+        """What the sampler is told about each ended execution (by id): :func:`fidelity_values` over the
+        committed curves, with ``objective`` (a finished record's value, or None) as the final fidelity."""
+        records = self.records()
+        numbers = trial_numbers(records)
+        finals = {numbers[r.id]: v for r in records if r.state == "finished" for v in (objective(r),) if v is not None}
+        values = fidelity_values(self.spec, self._curves(records, numbers), finals, min_points)
+        ids = {number: execution_id for execution_id, number in numbers.items()}
+        return {ids[number]: value for number, value in values.items()}
 
     def on_points(self, execution_id: str, new: list[dict[str, Any]]) -> None:
         """New points of a running execution: decide on its whole curve so far; stop it if the rule says so."""
