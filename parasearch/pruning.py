@@ -68,10 +68,15 @@ class PruneWatch:
                 except Exception as exc:  # noqa: BLE001 - an unreadable branch is no evidence, not a crash
                     log.debug("metrics of %s not read: %s", record.id, exc)
                     points = []
-                curve = self._ended[record.id] = make_curve(
+                curve = make_curve(
                     numbers[record.id], curve_points(points, self.spec.metric, self.spec.step),
                     created=record.created or "", ended=record.ended or record.created or "", state=record.state,
                     pruned_step=record.pruned_step)
+                if curve.points:
+                    # Kept once read. An empty read is tried again next time: the sampler asks as soon as an
+                    # execution ends, before the writer has put its final commit on disk (a batch), and a
+                    # curve cached empty then would have hidden it from every later decision.
+                    self._ended[record.id] = curve
             out.append(curve)
         return out
 

@@ -114,3 +114,20 @@ def test_a_points_repeats_are_averaged_at_the_level() -> None:
     a, b = _record(1, 0.4, "finished", 0.3), _record(2, 0.4, "pruned", step=1.0, repeat=1)
     state = StudyState(space, config, [a, b])
     assert [t.value for t in state.trials({a.id: 0.3, b.id: 0.5})] == [pytest.approx(0.4)]
+
+
+def test_a_curve_not_on_disk_yet_is_read_again_later() -> None:
+    # The sampler asks as soon as an execution ends, before its final commit is written (the writer
+    # batches): that read fails, and caching its empty curve hid the execution from every later decision.
+    records = [_record(1, 0.1, "finished", 0.1), _record(2, 0.3, "finished", 0.2), _record(3, 0.5, "pruned", step=1.0)]
+    on_disk: set[str] = {records[0].id, records[1].id}
+
+    def read(execution_id: str, _tip: object) -> list[dict]:
+        if execution_id not in on_disk:
+            raise LookupError("no such commit yet")
+        return [{"epoch": 1, "loss": 0.5}]
+
+    watch = PruneWatch(SPEC, lambda: records, read, lambda *_a: False)
+    assert set(watch.told(2, record_value)) == {records[0].id, records[1].id}  # the pruned one: not read yet
+    on_disk.add(records[2].id)
+    assert watch.told(2, record_value)[records[2].id] == 0.2  # read now (2 pairs: too few to map, the worst)
