@@ -16,13 +16,15 @@ Families:
   scikit-learn's bundled digits set (70/30 split), 5 hyper-parameters (lr, width, l2, momentum, batch);
   the value is the validation error.
 
-Methods: parasearch bayes without early stopping, bayes + asha, random + asha, Optuna TPE + its
+Methods: parasearch bayes without early stopping, bayes + asha (the model told what each fidelity taught,
+as parasearch's study tells it: parasearch.early_stopping.fidelity_values), random + asha, Optuna TPE + its
 HyperbandPruner, TPE + its MedianPruner. Reported: simulated time until some trial reports a validation
 error at or below the family's target, and the best error within the budget; median [p25, p75] over
-seeds, with a Mann-Whitney U p-value (two-sided) of bayes + asha against the best Optuna anchor.
+seeds, with a Mann-Whitney U p-value (two-sided) of bayes + asha against the best other method.
 
     python bench/early_stopping.py --quick          # 3 seeds, synthetic only
     python bench/early_stopping.py --write BENCHMARKS.md
+    python bench/early_stopping.py --from-log a.log --write BENCHMARKS.md   # families run apart, cat'ed
 """
 from __future__ import annotations
 
@@ -52,12 +54,12 @@ from _common import machine, write_section  # noqa: E402
 
 from orchestra.search import EarlyStoppingSpec  # noqa: E402
 from parasearch import Space, Trial, make_sampler  # noqa: E402
-from parasearch.early_stopping import Curve, decide, make_curve  # noqa: E402
+from parasearch.early_stopping import Curve, decide, fidelity_values, make_curve  # noqa: E402
 
 SLOTS = 4
 MAX_EPOCHS = 27
 METHODS = ("bayes", "bayes+asha", "random+asha", "tpe+hyperband", "tpe+median")
-ANCHORS = ("tpe+hyperband", "tpe+median")
+ANCHORS = ("bayes", "random+asha", "tpe+hyperband", "tpe+median")  # issue 14's: every other method
 
 
 # --------------------------------------------------------------------------------------------- families
@@ -200,23 +202,34 @@ def _stamp(t: float) -> str:
 class _Parasearch:
     """parasearch's sampler and, optionally, its ASHA rule, driven as Orchestra's study drives them."""
 
-    def __init__(self, family: Family, algorithm: str, seed: int, early: bool) -> None:
+    def __init__(self, family: Family, algorithm: str, seed: int, rule: str) -> None:
         self.space = Space.from_parameters(family.parameters)
         self.sampler = make_sampler(algorithm, self.space, seed=seed, budget=10_000)
-        self.spec = EarlyStoppingSpec("asha", "val", step="epoch", min_step=1, max_step=MAX_EPOCHS,
-                                      reduction=3) if early else None
+        self.spec = EarlyStoppingSpec(rule, "val", step="epoch", min_step=1, max_step=MAX_EPOCHS,
+                                      reduction=3) if rule else None
         self.ended: list[Curve] = []
         self.finished: list[tuple[dict[str, Any], float]] = []
         self.pruned: list[dict[str, Any]] = []
+        self.finals: dict[int, float] = {}
+        self.points: dict[int, dict[str, Any]] = {}
         self.running: dict[int, tuple[dict[str, Any], float, list[tuple[float, float]]]] = {}
 
     def start(self, number: int, now: float) -> dict[str, Any]:
-        history = [Trial(p, v) for p, v in self.finished]
-        worst = max((v for _p, v in self.finished), default=None)  # parasearch.study.pruned_value's rule
-        history += [Trial(p, worst, failed=worst is None) for p in self.pruned]
+        if self.spec is None:
+            history = [Trial(p, v) for p, v in self.finished]
+        else:
+            # parasearch's study rule (StudyState.trials told by PruneWatch.told): what each fidelity taught,
+            # at the highest rung with dim + 2 values, the stopped trials' values mapped up to it.
+            told = fidelity_values(self.spec, self.ended, self.finals, self.space.dim + 2)
+            worst = max((v for _p, v in self.finished), default=None)  # no level yet: the penalty rule
+            history = [Trial(self.points[c.number], told.get(c.number, worst if c.state == "pruned" else None))
+                       if told else Trial(self.points[c.number], self.finals.get(c.number, worst))
+                       for c in self.ended]
+            history = [Trial(t.params, t.value, failed=t.value is None) for t in history]
         pending = [p for p, _t, _c in self.running.values()]
         point = self.sampler.ask(1, history, pending)[0]
         self.running[number] = (point, now, [])
+        self.points[number] = point
         return point
 
     def report(self, number: int, epoch: int, value: float, now: float) -> bool:
@@ -236,6 +249,7 @@ class _Parasearch:
             self.pruned.append(point)
         else:
             self.finished.append((point, points[-1][1]))
+            self.finals[number] = points[-1][1]
 
 
 class _Optuna:
@@ -287,7 +301,7 @@ def simulate(family: Family, method: str, seed: int) -> Outcome:
         driver: Any = _Optuna(family, method.split("+")[1], seed)
     else:
         algorithm, _, rule = method.partition("+")
-        driver = _Parasearch(family, algorithm, seed, early=bool(rule))
+        driver = _Parasearch(family, algorithm, seed, rule)
     events: list[tuple[float, int, int]] = []  # (time, trial number, epoch it completes)
     curves: dict[int, Callable[[int], float]] = {}
     best, reached, epochs, number, spent = math.inf, math.inf, 0, 0, 0.0
@@ -363,7 +377,7 @@ def report(results: Mapping[tuple[str, str], list[Outcome]], families: Sequence[
              f"{seeds} seeds; 4 slots, asynchronous; SIMULATED time (one epoch = one unit on one slot, the "
              f"budget is 40 full runs of {MAX_EPOCHS} epochs = {40 * MAX_EPOCHS // SLOTS} units); wall "
              f"{elapsed:.0f} s for the whole run. Median [p25, p75] over seeds; p: Mann-Whitney U (two-sided) "
-             f"of bayes+asha against the best Optuna anchor (by median); speed-up: bayes's median time to "
+             f"of bayes+asha against the best other method (by median); speed-up: bayes's median time to "
              f"target over bayes+asha's. \"never\": not reached within the budget (ranked last).", ""]
     for name in families:
         family = FAMILIES[name]
@@ -382,7 +396,7 @@ def report(results: Mapping[tuple[str, str], list[Outcome]], families: Sequence[
         mine = _quartiles([o.time_to_target for o in ours])[0]
         speedup = "n/a" if math.isinf(mine) else ("> budget" if math.isinf(plain) else f"{plain / mine:.1f}x")
         best_anchor = min(ANCHORS, key=lambda m: _quartiles([o.best for o in results[(name, m)]])[0])
-        lines += ["", f"bayes+asha against {anchor} (the best anchor on time to target): p = "
+        lines += ["", f"bayes+asha against {anchor} (the best other method on time to target): p = "
                       f"{_p([o.time_to_target for o in ours], [o.time_to_target for o in theirs]):.3g}; on best error "
                       f"against {best_anchor}: p = "
                       f"{_p([o.best for o in ours], [o.best for o in results[(name, best_anchor)]]):.3g}; "
@@ -414,14 +428,17 @@ def report_from_log(text: str) -> str:
         for method in METHODS:
             results[(family, method)] = [runs[(family, method, s)] for s in complete]
     return report(results, families, 0, float("nan"), start_machine).replace(
-        "; 0 seeds;", "; " + ", ".join(counts) + " (a run cut short by the deadline: complete seeds only);").replace(
-        "wall nan s for the whole run", "wall time not measured (cut short)")
+        "; 0 seeds;", "; " + ", ".join(counts) + " (rebuilt from the runs' per-run lines: complete seeds only);").replace(
+        "wall nan s for the whole run", "wall time not measured here")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--families", default="synthetic,digits")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="only these (their per-run lines, for --from-log with lines of the others)")
     parser.add_argument("--quick", action="store_true", help="3 seeds, synthetic only")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--write", type=Path, help="write the figures into this markdown file's section")
@@ -439,7 +456,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     start_machine = machine()
     print(start_machine, flush=True)
     # Alternated: each seed runs every method before the next seed, so load drifts hit all alike.
-    jobs = [(f, m, s) for f in families for s in range(seeds) for m in METHODS]
+    methods = [m for m in METHODS if m in args.methods.split(",")]
+    jobs = [(f, m, s) for f in families for s in range(args.first_seed, args.first_seed + seeds) for m in methods]
     results: dict[tuple[str, str], list[Outcome]] = {}
     t0 = time.perf_counter()
     with multiprocessing.Pool(args.jobs) as pool:
@@ -447,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             results.setdefault((family, method), []).append(outcome)
             print(f"{family:9} {method:13} seed {seed:2}: to target {outcome.time_to_target:6.0f}  best "
                   f"{outcome.best:.4f}  trials {outcome.trials:3}  ask {outcome.ask_seconds * 1000:.1f} ms", flush=True)
+    if len(methods) < len(METHODS):
+        return  # per-run lines only: the report needs every method (--from-log)
     text = report(results, families, seeds, time.perf_counter() - t0, start_machine)
     print(text)
     if args.write:

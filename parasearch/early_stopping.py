@@ -219,5 +219,87 @@ def decide(spec: EarlyStoppingSpec, trial: Curve, curves: Iterable[Curve]) -> St
     raise ValueError(f"unknown early stopping rule {spec.rule!r}")
 
 
-__all__ = ["Curve", "Stop", "asha_rungs", "asha_stop", "bracket_budgets", "bracket_of", "curve_points", "decide", "make_curve",
+# ------------------------------------------------------------------------------ what the model is told
+#: The level of the final objective, above every rung (a finished trial's value there is its objective).
+FINAL = math.inf
+
+
+def model_level(levels: Mapping[int, Mapping[float, float]], min_points: int) -> float | None:
+    """BOHB's rule: the highest fidelity (a rung, or FINAL) at which at least ``min_points`` trials have a
+    value; None while no level has that many (the sampler's initial design runs meanwhile)."""
+    counts: dict[float, int] = {}
+    for values in levels.values():
+        for level in values:
+            counts[level] = counts.get(level, 0) + 1
+    enough = [level for level, n in counts.items() if n >= max(min_points, 1)]
+    return max(enough) if enough else None
+
+
+def map_up(pairs: Sequence[tuple[float, float]], value: float, goal: str) -> float | None:
+    """A value at a lower fidelity mapped to the model's level by least squares over ``pairs`` (trials seen
+    at both): None with fewer than 3 pairs or no spread. The slope is kept >= 0 once oriented (a better
+    early value never predicts a worse final one: with curves that cross, the slope falls towards 0 and the
+    estimate towards the mean, which is what such curves tell), and the estimate stays within the values
+    seen at the level (no extrapolation past the best or the worst observed)."""
+    if len(pairs) < 3:
+        return None
+    sign = -1.0 if goal == "maximize" else 1.0
+    xs = [sign * a for a, _b in pairs]
+    ys = [sign * b for _a, b in pairs]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    if var <= 1e-300:
+        return None
+    slope = max(sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var, 0.0)
+    estimate = min(max(my + slope * (sign * value - mx), min(ys)), max(ys))
+    return sign * estimate
+
+
+def fidelity_values(spec: EarlyStoppingSpec, curves: Iterable[Curve], finals: Mapping[int, float],
+                    min_points: int) -> dict[int, float]:
+    """What a model-based sampler is told about each ended trial, from what was learned at each fidelity
+    (as BOHB and DEHB do, instead of a penalty for a stopped trial).
+
+    The level is the highest one (rung ``min_step * reduction^k``, or FINAL: the objective of a finished
+    trial, ``finals``) at which at least ``min_points`` trials have a value (:func:`model_level`). A trial
+    seen at that level is told its value there (a finished trial its rung value while the model is fitted
+    at a rung). A trial stopped below it is told its value at the highest rung it reached, mapped up to the
+    level through the trials seen at both (:func:`map_up`), or, where too few are, the worst value at the
+    level (it lost to trials that went on). Failed trials, and trials with no value at any rung, are left
+    out (the caller's rules apply to them).
+
+    Why not a penalty alone: with curves that cross, ASHA stops good points at random at low rungs, and
+    "as bad as the worst finished" then tells the model that good regions are bad. Why not the raw early
+    value: an early loss is no final loss; next to finished trials it would rank a stopped run by a number it
+    never reached. Pure: the curves and the objectives are on the branches, so a resumed or cloned study is
+    told the same.
+    """
+    rungs = asha_rungs(spec)  # bracket 0's rungs hold every bracket's (bracket b starts b rungs later)
+    levels: dict[int, dict[float, float]] = {}
+    for curve in curves:
+        if curve.state not in ("finished", "pruned"):
+            continue  # a crash is no measurement at any fidelity: the sampler's failed-trial rule applies
+        values = {rung: value for rung, _step, value in rung_values(curve.points, rungs)}
+        if curve.state == "finished" and curve.number in finals:
+            values[FINAL] = finals[curve.number]
+        if values:
+            levels[curve.number] = values
+    level = model_level(levels, min_points)
+    if level is None:
+        return {}
+    seen = [values[level] for values in levels.values() if level in values]
+    worst = max(seen) if spec.goal != "maximize" else min(seen)
+    out: dict[int, float] = {}
+    for number, values in levels.items():
+        if level in values:
+            out[number] = values[level]
+            continue
+        below = max(v for v in values if v < level)
+        pairs = [(other[below], other[level]) for other in levels.values() if below in other and level in other]
+        mapped = map_up(pairs, values[below], spec.goal)
+        out[number] = worst if mapped is None else mapped
+    return out
+
+
+__all__ = ["FINAL", "Curve", "Stop", "fidelity_values", "map_up", "model_level", "asha_rungs", "asha_stop", "bracket_budgets", "bracket_of", "curve_points", "decide", "make_curve",
            "median_stop", "promotable", "reference", "rung_values"]

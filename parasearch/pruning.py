@@ -14,7 +14,7 @@ from typing import Any
 from orchestra.execution import FINAL_STATES, ExecutionRecord
 from orchestra.search import EarlyStoppingSpec
 
-from parasearch.early_stopping import Curve, curve_points, decide, make_curve
+from parasearch.early_stopping import Curve, curve_points, decide, fidelity_values, make_curve
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,27 @@ class PruneWatch:
                 except Exception as exc:  # noqa: BLE001 - an unreadable branch is no evidence, not a crash
                     log.debug("metrics of %s not read: %s", record.id, exc)
                     points = []
-                curve = self._ended[record.id] = make_curve(
+                curve = make_curve(
                     numbers[record.id], curve_points(points, self.spec.metric, self.spec.step),
                     created=record.created or "", ended=record.ended or record.created or "", state=record.state,
                     pruned_step=record.pruned_step)
+                if curve.points:
+                    # Kept once read. An empty read is tried again next time: the sampler asks as soon as an
+                    # execution ends, before the writer has put its final commit on disk (a batch), and a
+                    # curve cached empty then would have hidden it from every later decision.
+                    self._ended[record.id] = curve
             out.append(curve)
         return out
+
+    def told(self, min_points: int, objective: Callable[[ExecutionRecord], float | None]) -> dict[str, float]:
+        """What the sampler is told about each ended execution (by id): :func:`fidelity_values` over the
+        committed curves, with ``objective`` (a finished record's value, or None) as the final fidelity."""
+        records = self.records()
+        numbers = trial_numbers(records)
+        finals = {numbers[r.id]: v for r in records if r.state == "finished" for v in (objective(r),) if v is not None}
+        values = fidelity_values(self.spec, self._curves(records, numbers), finals, min_points)
+        ids = {number: execution_id for execution_id, number in numbers.items()}
+        return {ids[number]: value for number, value in values.items()}
 
     def on_points(self, execution_id: str, new: list[dict[str, Any]]) -> None:
         """New points of a running execution: decide on its whole curve so far; stop it if the rule says so."""

@@ -264,8 +264,9 @@ def record_value(record: ExecutionRecord) -> float | None:
 
 
 def pruned_value(point: PointResult, state: "StudyState") -> float | None:
-    """What the model is told about a point whose executions were pruned: a penalised observation, the
-    worst objective among the finished points (None before any: then it counts as failed).
+    """What the model is told about a point whose executions were pruned before any fidelity has enough
+    values to fit a model on (see StudyState.trials' ``told``): a penalised observation, the worst objective
+    among the finished points (None before any: then it counts as failed).
 
     Why not "failed": the model would learn nothing of where bad points lie, and ask near them again.
     Why not its last intermediate value: an early epoch's loss is no final loss; among finished points it
@@ -354,8 +355,14 @@ class StudyState:
     def complete(self, point: PointResult) -> bool:
         return len(point.final) >= self.config.repeats
 
-    def trials(self) -> list[Trial]:
-        """One Trial per point whose repeats are all final, in completion order (failed if none has a value)."""
+    def trials(self, told: Mapping[str, float] | None = None) -> list[Trial]:
+        """One Trial per point whose repeats are all final, in completion order (failed if none has a value).
+
+        ``told``: with early stopping, the value of each ended execution (by id) at the fidelity the model
+        is fitted at (parasearch.early_stopping.fidelity_values); a point's value is then the mean over its
+        executions in it. Empty, or for a point none of whose executions is in it: the objective, and the
+        penalty for a pruned point (:func:`pruned_value`).
+        """
         out = []
         for point in sorted((p for p in self.points.values() if self.complete(p)), key=lambda p: (p.ended, p.ids)):
             if self.config.multi:
@@ -363,7 +370,8 @@ class StudyState:
                 out.append(VectorTrial(dict(point.params), None if vector is None else vector[0],
                                        failed=vector is None, values=vector))
                 continue
-            value = point.value
+            fidelity = [told[r.id] for r in point.final if told and r.id in told]
+            value = sum(fidelity) / len(fidelity) if fidelity else point.value
             if value is None and any(r.state == "pruned" for r in point.final):
                 value = pruned_value(point, self)
             out.append(Trial(dict(point.params), value, failed=value is None))

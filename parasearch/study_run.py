@@ -215,6 +215,14 @@ class _Driver:
             if record.search == self.study.id:
                 self.study.state.update(record)
 
+    def _told(self) -> dict[str, float] | None:
+        """With early stopping, what each fidelity taught the model (PruneWatch.told); the level needs the
+        space's dimension plus 2 values (BOHB's minimum for a model: fewer would not pin down a slope per
+        parameter)."""
+        if self.pruning is None or self.study.config.multi:
+            return None
+        return self.pruning.told(self.study.space.dim + 2, record_value)
+
     # -- tasks -----------------------------------------------------------------------------------
     def _create(self, items: Sequence[tuple[dict[str, Any], int]]) -> list[ExecutionRecord]:
         from expegit.runner import create_executions
@@ -258,7 +266,7 @@ class _Driver:
                     self.stop_reason = state.stop_reason()
                     if self.stop_reason is not None or state.remaining() < config.repeats:
                         return
-                    points = self.study.sampler.ask(1, state.trials(), state.pending())
+                    points = self.study.sampler.ask(1, state.trials(self._told()), state.pending())
                     if not points:
                         self.exhausted = True
                         return
