@@ -108,7 +108,7 @@ def _corner_history() -> tuple[Space, list[VectorTrial]]:
     names = [f"x{i}" for i in range(5)]
     space = Space.from_parameters({n: {"type": "float", "low": 0.0, "high": 1.0} for n in names})
     rng = np.random.default_rng(7)
-    history = []
+    history: list[VectorTrial] = []
     for i in range(30):
         u = rng.random(5)
         if i % 2:
@@ -125,7 +125,7 @@ def test_an_objective_of_one_input_is_certain_along_the_others() -> None:
     space, history = _corner_history()
     sampler = EHVISampler(space, seed=0, budget=60, goals=["minimize", "minimize"])
     X = sampler.encoder.encode([t.params for t in history])
-    y = transform_values(np.array([t.values[0] for t in history]))
+    y = transform_values(np.array([t.value for t in history], dtype=float))  # each trial's value is its f1
     unseen = sampler.encoder.encode([{"x0": 0.0, "x1": 0.95, "x2": 0.05, "x3": 0.9, "x4": 0.1}])
     ours = sampler._fit(X, y, np.random.default_rng(0))
     single = GaussianProcess.fit(X, y, rng=np.random.default_rng(0))
@@ -136,10 +136,10 @@ def test_an_objective_of_one_input_is_certain_along_the_others() -> None:
 
 def test_ehvi_leaves_an_end_of_the_front_it_has_already_reached() -> None:
     space, history = _corner_history()
-    corner = {"x0": 0.0, "x1": 0.0, "x2": 0.0, "x3": 0.0, "x4": 0.0}
+    corner: dict[str, float | int | str | bool] = {f"x{i}": 0.0 for i in range(5)}
     history.append(VectorTrial(corner, 0.0, values=(0.0, 1.0)))  # the f1 end of the front, found
     sampler = EHVISampler(space, seed=0, budget=60, goals=["minimize", "minimize"])
     batch = sampler.ask(2, history, [])
     # Another x0 = 0 point can lower neither f1 nor (dominated by the corner) f2: the points must go
     # where the front can still grow.
-    assert all(p["x0"] > 0.02 for p in batch), batch
+    assert all(float(p["x0"]) > 0.02 for p in batch), batch
