@@ -1,4 +1,4 @@
-"""Multi-objective search quality: parasearch's ParEGO `bayes` against Optuna's NSGA-II and GPSampler.
+"""Multi-objective search quality: parasearch's `bayes` (log-EHVI, ParEGO) against Optuna's NSGA-II and GPSampler.
 
 Why: issue 14 asks `bayes` on several objectives to beat Optuna's NSGA-II and GPSampler on standard
 two-objective problems. The measure is the hypervolume regret at a fixed budget: the hypervolume of the
@@ -17,6 +17,8 @@ size is checked to be the same for every budget asked), so a run of 50 *is* the 
 The p-value column: a two-sided Mann-Whitney U test (scipy.stats.mannwhitneyu) of each parasearch
 method's regrets against those of the best anchor in the row (the Optuna sampler of lowest median).
 ``--cache`` keeps every finished run in a JSON-lines file, so an interrupted run resumes where it stopped.
+A run's key is (method, problem, budgets, seed) and nothing else: after a change to one method's code,
+delete that method's lines (the anchors' runs depend on Optuna alone and stay valid).
 """
 from __future__ import annotations
 

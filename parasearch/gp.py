@@ -66,20 +66,57 @@ def _dk_factor(r: np.ndarray, signal: float) -> np.ndarray:
     return (5.0 / 3.0) * signal * (1.0 + _SQRT5 * r) * np.exp(-_SQRT5 * r)
 
 
-def _log_prior(theta: np.ndarray) -> tuple[float, np.ndarray]:
+@dataclasses.dataclass(frozen=True)
+class LengthscalePrior:
+    """The prior on each lengthscale: ``gamma`` (shape a, rate b) or ``lognormal`` (log-mean a, log-sd b).
+
+    Why a choice: the default Gamma(3, 6) keeps every input relevant on the box's scale, which suits one
+    objective's EI. A model whose residual uncertainty along inputs that do not matter is paid for at full
+    weight (log-EHVI's columns beyond the front's ends, :mod:`parasearch.ehvi`) needs a prior under which a
+    lengthscale can grow long and switch its input off: :func:`dimension_scaled`.
+    """
+
+    kind: str
+    a: float
+    b: float
+
+    def log_density(self, log_ls: np.ndarray) -> tuple[float, np.ndarray]:
+        """Log density of the lengthscales in log parametrization (Jacobian included) and its gradient."""
+        if self.kind == "lognormal":  # log ls ~ N(a, b^2): already a density in log space
+            z = (log_ls - self.a) / self.b
+            return float(-0.5 * np.sum(z * z)), -z / self.b
+        ls = np.exp(log_ls)
+        return float(np.sum(self.a * log_ls - self.b * ls)), self.a - self.b * ls
+
+    def typical(self) -> float:
+        """A lengthscale the prior finds typical (where the optimiser starts): its mode in log space."""
+        return math.exp(self.a) if self.kind == "lognormal" else self.a / self.b
+
+
+#: What every model of :mod:`parasearch.bayes` uses.
+GAMMA_PRIOR = LengthscalePrior("gamma", _LS_ALPHA, _LS_BETA)
+
+
+def dimension_scaled(d: int) -> LengthscalePrior:
+    """LogNormal(√2 + log(d)/2, √3) on unit-cube inputs: the dimension-scaled prior of Hvarfner, Hellsten and
+    Nardi (ICML 2024), BoTorch's default since 0.12. Median lengthscale ~ 4√d: an input matters only where
+    the data say so, and the prior widens with the dimension so that the model's complexity does not grow
+    with it."""
+    return LengthscalePrior("lognormal", math.sqrt(2.0) + 0.5 * math.log(max(d, 1)), math.sqrt(3.0))
+
+
+def _log_prior(theta: np.ndarray, prior: LengthscalePrior = GAMMA_PRIOR) -> tuple[float, np.ndarray]:
     """Weak MAP priors in log parametrization (Jacobian included) and their gradient."""
     d = len(theta) - 2
-    log_ls = theta[:d]
-    ls = np.exp(log_ls)
-    lp = float(np.sum(_LS_ALPHA * log_ls - _LS_BETA * ls))
     grad = np.zeros_like(theta)
-    grad[:d] = _LS_ALPHA - _LS_BETA * ls
+    lp, grad[:d] = prior.log_density(theta[:d])
     lp += -0.5 * theta[d] ** 2 / _SIGNAL_LOG_SD ** 2
     grad[d] = -theta[d] / _SIGNAL_LOG_SD ** 2
     return lp, grad
 
 
-def neg_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray, sqdiff: np.ndarray) -> tuple[float, np.ndarray]:
+def neg_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray, sqdiff: np.ndarray,
+                      prior: LengthscalePrior = GAMMA_PRIOR) -> tuple[float, np.ndarray]:
     """Negative (log marginal likelihood + log prior) and its gradient with respect to theta.
 
     ``sqdiff`` holds the per-coordinate squared differences flattened to (d, n*n), computed once per fit,
@@ -108,7 +145,7 @@ def neg_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray, sqdiff: n
     grad[:d] = 0.5 * (sqdiff @ (W * C).ravel()) * inv_ls2
     grad[d] = 0.5 * float(np.sum(W * Kf))
     grad[d + 1] = 0.5 * noise * float(np.trace(W))
-    lp, glp = _log_prior(theta)
+    lp, glp = _log_prior(theta, prior)
     return -(lml + lp), -(grad + glp)
 
 
@@ -133,8 +170,10 @@ class GaussianProcess:
 
     @classmethod
     def fit(cls, X: np.ndarray, y: np.ndarray, *, rng: np.random.Generator, restarts: int = 3,
-            maxiter: int = 200, init: Sequence[Hyper] = ()) -> GaussianProcess:
-        """Fit hyperparameters by MAP with L-BFGS-B from a default, ``init`` guesses and random restarts."""
+            maxiter: int = 200, init: Sequence[Hyper] = (),
+            prior: LengthscalePrior = GAMMA_PRIOR) -> GaussianProcess:
+        """Fit hyperparameters by MAP with L-BFGS-B from a default, ``init`` guesses and random restarts
+        (and, under another ``prior``, from its typical lengthscale too)."""
         X = np.asarray(X, dtype=float)
         y = np.asarray(y, dtype=float)
         n, d = X.shape
@@ -142,6 +181,8 @@ class GaussianProcess:
         bounds = [LOG_LS_BOUNDS] * d + [LOG_SIGNAL_BOUNDS, LOG_NOISE_BOUNDS]
         starts = [np.concatenate([np.full(d, math.log(0.4)), [0.0, math.log(1e-3)]])]
         starts += [h.to_theta() for h in init]
+        if prior != GAMMA_PRIOR:
+            starts.append(np.concatenate([np.full(d, math.log(min(prior.typical(), 15.0))), [0.0, math.log(1e-3)]]))
         for _ in range(max(restarts - 1, 0)):
             starts.append(np.concatenate([rng.uniform(math.log(0.05), math.log(2.0), d),
                                           [rng.uniform(-1.0, 1.0), rng.uniform(math.log(1e-5), math.log(0.1))]]))
@@ -149,7 +190,7 @@ class GaussianProcess:
         hi = np.array([b[1] for b in bounds])
         best_theta, best_val = starts[0], math.inf
         for theta0 in starts:
-            res = optimize.minimize(neg_log_posterior, np.clip(theta0, lo, hi), args=(X, y, sqdiff), jac=True,
+            res = optimize.minimize(neg_log_posterior, np.clip(theta0, lo, hi), args=(X, y, sqdiff, prior), jac=True,
                                     method="L-BFGS-B", bounds=bounds, options={"maxiter": maxiter})
             if res.fun < best_val:
                 best_theta, best_val = res.x, float(res.fun)
@@ -186,4 +227,5 @@ class GaussianProcess:
         return mean, var, dmean, dvar
 
 
-__all__ = ["GaussianProcess", "Hyper", "matern52", "neg_log_posterior"]
+__all__ = ["GaussianProcess", "Hyper", "LengthscalePrior", "GAMMA_PRIOR", "dimension_scaled", "matern52",
+           "neg_log_posterior"]
