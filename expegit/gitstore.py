@@ -768,9 +768,13 @@ class GitStore:
         if is_sorted(data):
             return data
         header, entries = split_packed_refs(data.decode("utf-8"))
-        if header.startswith("#") and " sorted " not in header + " ":
+        if not data.startswith(b"#"):
+            # No header claims no peeling (split_packed_refs' default header would say "fully-peeled",
+            # telling git that annotated tags without "^" lines are not tags).
+            header = "# pack-refs with: sorted "
+        elif " sorted " not in header + " ":
             header = header.rstrip() + " sorted "  # true once rendered; the other traits stay as they were
-        return render_packed_refs(header if header.startswith("#") else PACKED_REFS_HEADER, entries).encode("utf-8")
+        return render_packed_refs(header, entries).encode("utf-8")
 
     def _read_packed_refs(self, path: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
         """packed-refs parsed (only deletions need it whole; the caller holds packed-refs.lock)."""

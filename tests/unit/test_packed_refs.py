@@ -143,3 +143,15 @@ def test_a_packed_refs_file_without_the_sorted_trait_is_sorted_once_then_spliced
     listed = subprocess.run(["git", "for-each-ref", "--format=%(refname)"], cwd=tmp_path / "c",
                             capture_output=True, text=True, check=True).stdout.split()
     assert listed == ["refs/heads/executions/0001", "refs/heads/z"]
+
+
+def test_a_headerless_packed_refs_file_is_sorted_without_claiming_peeled_tags(tmp_path: Path) -> None:
+    """Old gits wrote no header (and no peeled lines): the sorted copy must not say "fully-peeled"."""
+    from expegit.gitstore import GitStore
+
+    store = GitStore.init(tmp_path / "c")
+    sha = store.write_commit(store.tree_with(None, {}), [], "root")
+    (store.git_dir / "packed-refs").write_text(f"{sha} refs/tags/v2\n{sha} refs/tags/v1\n")
+    assert store.swap_refs([("refs/heads/executions/0001", None, sha)], bulk=True) == [True]
+    assert (store.git_dir / "packed-refs").read_text().splitlines() == [
+        "# pack-refs with: sorted ", f"{sha} refs/heads/executions/0001", f"{sha} refs/tags/v1", f"{sha} refs/tags/v2"]
