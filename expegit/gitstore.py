@@ -643,8 +643,7 @@ class GitStore:
             loose = self._loose_execution_refs()
             changes: dict[str, str | None] = {}
             for name, old, new in updates:
-                if not name.startswith("refs/") or ".." in name or name.endswith(".lock"):
-                    raise RepositoryError(f"refusing to write ref {name!r}")
+                self._check_ref_name(name)
                 if name in loose if name.startswith(EXECUTION_REFS) else os.path.exists(self.git_dir / name):
                     if new is None:
                         results.append(old is not None and self.repo.refs.remove_if_equals(name.encode(),

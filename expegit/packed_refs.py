@@ -130,7 +130,7 @@ class PackedRefsView:
     def __init__(self, path: str) -> None:
         self.path = path
         # One tuple, replaced whole: the journal's flusher looks refs up from a worker thread while
-        # greenlets of the main thread do too (BufferedJournal.flush), so key and mapping must never be
+        # greenlets of the main thread do too (JournalWriter.flush), so key and mapping must never be
         # seen half-updated (a newer key beside an older mapping would be trusted forever).
         self._view: tuple[tuple[int, int, int, int] | None, Buffer] = (None, b"")
 
