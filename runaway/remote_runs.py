@@ -40,7 +40,7 @@ from .backend import CodeArchive, Collected, Job, Outcome
 from .backoff import RECONNECT_FOR, link_dropped, retry_link, retrying
 from .hosts import RemoteCommandError
 from .batcher import Batcher
-from .rundir import EXIT_FILE, MARKER, META_DIR, PID_FILE, STDERR_FILE, STDOUT_FILE, STOP_GRACE, WRAPPER
+from .rundir import EXIT_FILE, MARKER, META_DIR, NODE_FILE, PID_FILE, STDERR_FILE, STDOUT_FILE, STOP_GRACE, WRAPPER
 from .transfer import COLLECT_MANY_PY, safe_extract, split_trailer
 from .transports import Transport
 
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 LAUNCHER_PID_FILE = f"{META_DIR}/launcher_pid"
 STARTED_FILE = f"{META_DIR}/started"
 SLOT_FILE = f"{META_DIR}/slot"  # the slot index a launch used, so a resume can hold that very slot
-NODE_FILE = f"{META_DIR}/node"  # the scheduler node it was launched on, so a resume records where it ran
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{4,64}$")
 

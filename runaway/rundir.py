@@ -17,6 +17,10 @@ PID_FILE = f"{META_DIR}/pid"
 EXIT_FILE = f"{META_DIR}/exit_code"
 STDOUT_FILE = f"{META_DIR}/stdout"
 STDERR_FILE = f"{META_DIR}/stderr"
+# The scheduler node a launch ran on, so a resume records where it ran: written by the shell launch and,
+# as a meta file, by the agent (both launchers' run directories are read by the same probe).
+NODE_META = "node"
+NODE_FILE = f"{META_DIR}/{NODE_META}"
 MARKER = "orchestra-run"
 STOP_GRACE = 5.0  # seconds between TERM and KILL of an execution's process group
 

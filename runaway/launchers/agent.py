@@ -25,7 +25,7 @@ from .. import agent as protocol
 from ..agent_link import AgentExit, AgentLink, attach_command, extract_results
 from ..backend import CodeArchive, Collected, Job, Outcome, RunHandle, Slot
 from ..backoff import RECONNECT_FOR
-from ..rundir import META_DIR, STDERR_FILE, STDOUT_FILE, STOP_GRACE
+from ..rundir import META_DIR, NODE_META, STDERR_FILE, STDOUT_FILE, STOP_GRACE
 from . import Found, Place
 
 if TYPE_CHECKING:
@@ -292,9 +292,11 @@ class AgentLauncher:
             raise SchedulerError(f"no agent on {where}")
         now = self._launched_at[job.execution_id] = time.time()
         bound = {"affinity": affinity} if affinity else {}  # only a binding by resources has one
+        # The node goes beside the run as the shell launch writes it: a resume that finds this execution
+        # by its run directory (its "running" commit never made) records where it ran from it.
+        files = {**self.meta.get(place, {}), **({NODE_META: place.node} if place.node else {}), **(meta or {})}
         remote_dir, pid, started = agent_runs.launch(job, code, env=env, setup=self.setup, slot_index=slot.index,
-                                                     meta={**self.meta.get(place, {}), **meta} if meta
-                                                     else self.meta.get(place), **bound)
+                                                     meta=files or None, **bound)
         self._by_eid[job.execution_id] = agent_runs
         return RunHandle(job.execution_id, slot, remote_dir, pid=pid, started=started or now)
 

@@ -17,6 +17,7 @@ from runaway.factory import make_backend
 from runaway.launchers import Found, Place
 from runaway.launchers.agent import AgentLauncher
 from runaway.profiles import LocalProfile, build_profile
+from runaway.rundir import META_DIR, NODE_FILE, NODE_META
 
 RUNAWAY = Path(__file__).resolve().parents[2] / "runaway"
 
@@ -114,6 +115,7 @@ def test_the_local_path_never_imports_paramiko(tmp_path):
 class _Agent:
     def __init__(self) -> None:
         self.launched: set[str] = set()
+        self.meta: dict[str, dict[str, str] | None] = {}
         self.down = False
 
     def owns(self, execution_id: str) -> bool:
@@ -121,6 +123,7 @@ class _Agent:
 
     def launch(self, job, code, *, env, setup, slot_index, meta):
         self.launched.add(job.execution_id)
+        self.meta[job.execution_id] = meta
         return f"/w/runs/{job.execution_id}", 42, 1.0
 
     def wait(self, execution_id, timeout, started):
@@ -161,6 +164,11 @@ def test_agent_launcher_routes_launched_found_and_orphaned_executions():
     slot = Slot("f", 0, "n1", "77")
     handle = launcher.launch(place, slot, Job("e1", "c0ffee", "true"), lambda c: iter(()), {})
     assert launcher.wait(handle, None).error == "agent"  # launched here: its agent answers
+    # The node is written beside the run, where a resume's probe reads it (NODE_FILE), as the shell does.
+    assert agent.meta["e1"] == {NODE_META: "n1"} and NODE_FILE == f"{META_DIR}/{NODE_META}"
+    launcher.places_up([Place("h", None, None)])
+    launcher.launch(Place("h", None, None), Slot("h", 0), Job("e3", "c0ffee", "true"), lambda c: iter(()), {})
+    assert agent.meta["e3"] is None  # an SSH host is no scheduler node
     found = launcher.find("e2", "f", None)
     assert found is not None and found.slot == 3
     assert launcher.wait(RunHandle("e2", Slot("f", -1), found.remote_dir), None).error == "files"
