@@ -460,14 +460,15 @@ class GitStore:
         return commit.id.decode()
 
     def read_path(self, commit: str, path: str) -> bytes | None:
-        """The content of ``path`` at ``commit``, or None if it is not there."""
-        store = self.repo.object_store
+        """The content of ``path`` at ``commit``, or None if it is not there.
+
+        Read as tree_of reads: a commit this process staged is found before the writer's flush, so a
+        search told of an execution's end reads its final commit at once (see parasearch.pruning)."""
         try:
-            sha = store[commit.encode()].tree
+            sha = self._get(commit.encode()).tree
             for part in path.split("/"):
-                tree = store[sha]
-                mode, sha = tree[part.encode()]
-            return store[sha].data
+                mode, sha = self._get(sha)[part.encode()]
+            return self._get(sha).data
         except KeyError:
             return None
 

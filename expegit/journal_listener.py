@@ -57,7 +57,7 @@ class JournalListener:
 
     def __init__(self, writer: JournalWriter, manifest: Manifest, records: dict[str, ExecutionRecord],
                  tips: dict[str, str], progress: Progress, summary: RunSummary,
-                 on_result: Callable[[ExecutionRecord], None] | None = None, *,
+                 on_result: Callable[[ExecutionRecord, str], None] | None = None, *,
                  running_commit_delay: float = 0.0) -> None:
         self.writer = writer
         self.manifest = manifest
@@ -238,7 +238,7 @@ class JournalListener:
         if self.on_result is not None:
             # Before waiting on the disk: other executions print their lines meanwhile, so a "best" line
             # told after the wait came out below the lines of executions that ended later.
-            self.on_result(record)
+            self.on_result(record, sha)
         durable.get()  # the run directory is deleted next: the results must be committed first
         if record.state == "pruned":
             self.summary.pruned += 1

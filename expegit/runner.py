@@ -309,7 +309,7 @@ class Session:
     """One controller's run over one campaign: backends per profile, progress, Ctrl-C handling."""
 
     def __init__(self, campaign: Campaign, manifest: Manifest, *, slots: int | None, progress: Progress,
-                 on_result: Callable[[ExecutionRecord], None] | None = None, leave: str = "none",
+                 on_result: Callable[[ExecutionRecord, str], None] | None = None, leave: str = "none",
                  on_points: Callable[[str, list[dict[str, Any]]], None] | None = None) -> None:
         self.campaign = campaign
         self.on_points = on_points  # each running execution's new metrics points, once (early stopping)

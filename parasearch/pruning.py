@@ -44,13 +44,17 @@ class PruneWatch:
         self.read_metrics = read_metrics  # (execution id, tip or None) -> its committed points
         self.prune = prune
         self.note = note
-        self.tips: dict[str, str] = {}  # final tips told by on_result
+        self.tips: dict[str, str] = {}  # final tips told by ended()
         self.live: dict[str, list[dict[str, Any]]] = {}
         self.stopped: set[str] = set()
-        self._ended: dict[str, Curve] = {}  # curves of ended executions (they no longer change)
+        # Curves of ended executions, keyed by what they were read for (tip, state, end): an ended execution's
+        # curve no longer changes, so it is read once, even when it has no points (one read per ask of
+        # every such execution was the cost before); one that ended again (retried) is read anew.
+        self._ended: dict[str, tuple[tuple[str | None, str, str | None], Curve]] = {}
 
     def ended(self, record: ExecutionRecord, tip: str | None) -> None:
-        """An execution of the study ended: its curve is read from its final commit when next needed."""
+        """An execution of the study ended at ``tip`` (its final commit, readable in this process even
+        before the writer's flush): its curve is read from there when next needed."""
         self.live.pop(record.id, None)
         if tip is not None:
             self.tips[record.id] = tip
@@ -61,22 +65,24 @@ class PruneWatch:
         for record in records:
             if record.state not in FINAL_STATES:
                 continue
-            curve = self._ended.get(record.id)
-            if curve is None:
-                try:
-                    points = self.read_metrics(record.id, self.tips.get(record.id))
-                except Exception as exc:  # noqa: BLE001 - an unreadable branch is no evidence, not a crash
-                    log.debug("metrics of %s not read: %s", record.id, exc)
-                    points = []
-                curve = make_curve(
-                    numbers[record.id], curve_points(points, self.spec.metric, self.spec.step),
-                    created=record.created or "", ended=record.ended or record.created or "", state=record.state,
-                    pruned_step=record.pruned_step)
-                if curve.points:
-                    # Kept once read. An empty read is tried again next time: the sampler asks as soon as an
-                    # execution ends, before the writer has put its final commit on disk (a batch), and a
-                    # curve cached empty then would have hidden it from every later decision.
-                    self._ended[record.id] = curve
+            tip = self.tips.get(record.id)
+            key = (tip, record.state, record.ended)
+            cached = self._ended.get(record.id)
+            if cached is not None and cached[0] == key:
+                out.append(cached[1])
+                continue
+            try:
+                points = self.read_metrics(record.id, tip)
+                readable = True
+            except Exception as exc:  # noqa: BLE001 - an unreadable branch is no evidence, not a crash
+                log.debug("metrics of %s not read: %s", record.id, exc)
+                points, readable = [], False
+            curve = make_curve(
+                numbers[record.id], curve_points(points, self.spec.metric, self.spec.step),
+                created=record.created or "", ended=record.ended or record.created or "", state=record.state,
+                pruned_step=record.pruned_step)
+            if readable:  # a commit not found (yet) is asked again next time, never cached as "no points"
+                self._ended[record.id] = (key, curve)
             out.append(curve)
         return out
 

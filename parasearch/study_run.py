@@ -119,12 +119,14 @@ class _Driver:
         self.pruning = _prune_watch(campaign, study, self, progress)
 
     # -- results ---------------------------------------------------------------------------------
-    def on_result(self, record: ExecutionRecord) -> None:
+    def on_result(self, record: ExecutionRecord, tip: str) -> None:
+        """``tip``: the execution's final commit (staged; on disk after the writer's next flush)."""
         if record.search != self.study.id:
             return
         self.study.state.update(dataclasses.replace(record, parameters=dict(record.parameters)))
+        self.study.tips[record.id] = tip
         if self.pruning is not None:
-            self.pruning.ended(record, self.tips.get(record.id))
+            self.pruning.ended(record, tip)
         self.inflight.discard(record.id)
         self._watch_objective(record)
         if self.study.config.multi:  # no single best: the live line shows the front's size instead
@@ -287,7 +289,10 @@ def _prune_watch(campaign: "Campaign", study: Study, driver: _Driver, progress: 
 
     def read_metrics(execution_id: str, tip: str | None) -> list[dict[str, Any]]:
         tip = tip or study.tips.get(execution_id) or campaign.store.execution_tip(execution_id)
-        raw = campaign.store.read_path(tip, METRICS_PATH) if tip else None
+        if tip is None:
+            return []
+        campaign.store.tree_of(tip)  # a commit not found raises: the watch asks again, never caches "no points"
+        raw = campaign.store.read_path(tip, METRICS_PATH)
         return parse_metrics_text(raw) if raw else []
 
     def prune(execution_id: str, grace: float, note: dict[str, Any]) -> bool:

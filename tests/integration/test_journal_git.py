@@ -371,3 +371,20 @@ def test_the_event_loop_runs_while_a_flush_moves_its_refs(campaign, monkeypatch)
     assert done.get(timeout=5) == sha and campaign.store.execution_tip(record.id) == sha
     monkeypatch.undo()
     writer.close()
+
+
+def test_a_commit_is_read_in_this_process_before_its_flush(campaign) -> None:
+    """A search told of an execution's end reads the final commit's files at once (its early-stopping
+    curve): before the writer's flush only this process has it, so other readers do not see it yet."""
+    (record, tip), = _records(campaign, 1)
+    writer = JournalWriter(campaign.store, interval=60)
+    record.state = "finished"
+    sha, done = writer.commit(tip, record, {".orchestra/metrics.jsonl": b'{"loss": 0.5}\n'})
+    try:
+        assert not done.ready()
+        assert campaign.store.read_path(sha, ".orchestra/metrics.jsonl") == b'{"loss": 0.5}\n'
+        assert campaign.store.read_path(sha, "missing.txt") is None
+        assert git(campaign.root, "cat-file", "-e", sha, check=False).returncode != 0  # not on disk yet
+    finally:
+        writer.close()
+    assert git(campaign.root, "show", f"{sha}:.orchestra/metrics.jsonl").stdout == '{"loss": 0.5}\n'

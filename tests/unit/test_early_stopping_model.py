@@ -131,3 +131,20 @@ def test_a_curve_not_on_disk_yet_is_read_again_later() -> None:
     assert set(watch.told(2, record_value)) == {records[0].id, records[1].id}  # the pruned one: not read yet
     on_disk.add(records[2].id)
     assert watch.told(2, record_value)[records[2].id] == 0.2  # read now (2 pairs: too few to map, the worst)
+
+
+def test_an_ended_curve_is_read_once_even_without_points_and_again_once_it_ends_anew() -> None:
+    records = [_record(1, 0.1, "finished", 0.1), _record(2, 0.3, "finished", 0.2)]
+    reads: list[tuple[str, object]] = []
+
+    def read(execution_id: str, tip: object) -> list[dict]:
+        reads.append((execution_id, tip))
+        return [] if execution_id == records[1].id else [{"epoch": 1, "loss": 0.5}]
+
+    watch = PruneWatch(SPEC, lambda: records, read, lambda *_a: False)
+    for _ask in range(3):
+        watch.told(2, record_value)
+    assert sorted(reads) == sorted([(records[0].id, None), (records[1].id, None)])  # each once, the empty one too
+    watch.ended(records[1], "f" * 40)  # it ended again (a retry): read anew, at its new final commit
+    watch.told(2, record_value)
+    assert reads[-1] == (records[1].id, "f" * 40) and len(reads) == 3

@@ -194,8 +194,10 @@ def test_a_result_is_handed_on_before_later_executions_print_their_lines(tmp_pat
     records, tips, order = _create(campaign, [{"code": 0, "secs": 5}, {"code": 0, "secs": 5}, {"code": 0, "secs": 5}])
     stream = io.StringIO()
     misplaced: list[str] = []
+    handed: dict[str, str] = {}
 
-    def on_result(record) -> None:
+    def on_result(record, tip) -> None:
+        handed[record.id] = tip
         finished = [line for line in stream.getvalue().splitlines() if line.startswith("finished")]
         if not finished or record.id not in finished[-1]:
             misplaced.append(record.id)
@@ -207,3 +209,5 @@ def test_a_result_is_handed_on_before_later_executions_print_their_lines(tmp_pat
         session.drive("local", records, tips, tasks, backend=FakeBackend(world))
     assert session.summary.finished == 3
     assert misplaced == [], stream.getvalue()
+    # Each is handed with its final commit, the one its branch ends on once written.
+    assert len(handed) == 3 and handed == {i: campaign.store.execution_tip(i) for i in order}
