@@ -8,6 +8,7 @@ its own branch, so the only shared state is the ref namespace, which the CAS pro
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import weakref
 import socket
@@ -24,7 +25,8 @@ from dulwich.repo import Repo
 
 from orchestra.errors import RepositoryError
 
-from .packed_refs import PackedRefsView, find_packed_ref, is_sorted, splice
+from .packed_refs import Buffer, PackedRefsView, is_sorted, locate, splice_pieces
+from .ref_costs import RefCosts
 
 FILE_MODE = 0o100644
 EXEC_MODE = 0o100755
@@ -35,17 +37,11 @@ SNAPSHOTS_REF = "refs/orchestra/snapshots/"
 
 RECENT_OBJECTS = 32768  # trees and commits: about 3 per execution, so a 10,000-execution run stays cached
 LOOSE_REFS_TO_PACK = 256  # below this, readers open the loose files faster than git rewrites packed-refs
-# A flush (or a batch of new branches) rewrites packed-refs instead of writing a loose ref per update while
-# packed-refs is smaller than this many bytes per update (swap_refs): so an update never costs more than a
-# loose ref would, whatever the campaign's size, and per execution the cost does not grow with the campaign.
-# Measured on this machine (2 cores, ext4): creating and renaming one loose ref's lock file costs 0.8 ms of
-# kernel time, about what parsing and writing 32 KB of packed-refs costs in Python; 1,000 trivial executions
-# on an empty campaign spent 1.7 s of their 9 s creating them. In practice: a small campaign's flushes
-# rewrite it; at 100,000 branches (7 MB) only batches of 220 updates or more do (a lazily created grid's
-# batch of new branches), a flush of finished executions writes loose refs. The cap bounds one rewrite's
-# memory and time (a million branches: 76 MB).
-REWRITE_BYTES_PER_UPDATE = 32 * 1024
+# A flush (or a batch of new branches) rewrites packed-refs instead of writing a loose ref per update when
+# that is measured to be cheaper (ref_costs.py), and never above this size: the cap bounds one rewrite's
+# memory and time (a million branches: 76 MB), so per update the cost stays at most a loose ref's.
 REWRITE_MAX_BYTES = 64 * 1024 * 1024
+IOV_BATCH = 1024  # iovecs per os.writev: Linux's and macOS's IOV_MAX
 LOCK_TIMEOUT = 10.0  # git waits 1 s for packed-refs.lock by default; many controllers may share a campaign
 
 
@@ -79,6 +75,23 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _write_pieces(fd: int, pieces: Sequence[bytes | memoryview | mmap.mmap]) -> None:
+    """os.writev of ``pieces`` until all are written, at most IOV_MAX at a time; a short write (a
+    signal, a full disk's last block) resumes inside the piece it stopped in."""
+    views = [memoryview(piece) for piece in pieces]
+    index = 0
+    while index < len(views):
+        batch = views[index:index + IOV_BATCH]
+        written = os.writev(fd, batch)
+        for view in batch:
+            if written >= len(view):
+                written -= len(view)
+                index += 1
+                continue
+            views[index] = view[written:]
+            break
 
 
 def _create_lock(lock: Path) -> int:
@@ -199,6 +212,7 @@ class GitStore:
         # trees, and finding them again among many small packs costs more than the whole commit.
         self._recent: dict[bytes, object] = {}
         self._packed = PackedRefsView(str(self.git_dir / "packed-refs"))
+        self.ref_costs = RefCosts()  # what a loose ref and a packed-refs rewrite cost here (swap_refs)
 
     # --- opening ---------------------------------------------------------------------------------------
     @classmethod
@@ -592,7 +606,7 @@ class GitStore:
         old values may be earlier updates' new values.
 
         New values are written as loose refs, each under its own ``.lock`` as git does, and packed-refs is
-        only read (bisected, see packed_refs.py) for refs that have no loose file. Why: rewriting
+        only read (bisected, see packed_refs.py) for refs that have no loose file. Why: parsing and rewriting
         packed-refs at each journal flush cost the size of the whole campaign per flush; a run adding 1,000
         executions to 100,000 went at 43% of the rate of the same run on an empty campaign. The loose refs a
         run leaves are packed once at its end (maintain()). Deletions still rewrite packed-refs (git does the
@@ -600,11 +614,23 @@ class GitStore:
 
         ``bulk``: one rewrite of packed-refs for all of them instead, for a clone or pull creating tens of
         thousands of branches at once (a loose file each would cost more than one rewrite). The same is done
-        without asking while packed-refs is small (REWRITE_BYTES_PER_UPDATE, REWRITE_MAX_BYTES): a campaign
-        of a few thousand executions then pays one small rewrite per flush instead of a file per execution.
+        without asking wherever the rewrite is measured to cost less than the loose files (RefCosts, up to
+        REWRITE_MAX_BYTES): a small campaign then pays one small rewrite per flush instead of a file per
+        execution, and so does a large one on a filesystem where new files are dear.
         """
-        if bulk or self._rewrite_is_cheaper(len(updates)):
-            return self._swap_packed(updates)
+        size = self._packed_refs_size()
+        if bulk or (size is not None and size <= REWRITE_MAX_BYTES
+                    and self.ref_costs.rewrite_is_cheaper(size, len(updates))):
+            started = time.thread_time()
+            done = self._swap_packed(updates)
+            self.ref_costs.rewrite_took(size or 0, time.thread_time() - started)
+            return done
+        started = time.thread_time()
+        done = self._swap_loose(updates)
+        self.ref_costs.loose_took(len(updates), time.thread_time() - started)
+        return done
+
+    def _swap_loose(self, updates: list[tuple[str, str | None, str | None]]) -> list[bool]:
         results: list[bool] = []
         index = 0
         while index < len(updates):
@@ -620,14 +646,22 @@ class GitStore:
             index = end
         return results
 
-    def _rewrite_is_cheaper(self, count: int) -> bool:
+    def rewrite_cost(self) -> float:
+        """What one rewrite of packed-refs is estimated to cost now (CPU seconds; RefCosts), or 0 where
+        swap_refs would never rewrite it (above REWRITE_MAX_BYTES, or not readable)."""
+        size = self._packed_refs_size()
+        if size is None or size > REWRITE_MAX_BYTES:
+            return 0.0
+        return self.ref_costs.rewrite_cost(size)
+
+    def _packed_refs_size(self) -> int | None:
+        """packed-refs' size in bytes (0 when there is none), or None when it cannot be looked at."""
         try:
-            size = os.stat(self.git_dir / "packed-refs").st_size
+            return os.stat(self.git_dir / "packed-refs").st_size
         except FileNotFoundError:
-            size = 0
+            return 0
         except OSError:
-            return False
-        return size <= min(REWRITE_MAX_BYTES, REWRITE_BYTES_PER_UPDATE * count)
+            return None
 
     def _swap_packed(self, updates: list[tuple[str, str | None, str | None]]) -> list[bool]:
         """swap_refs(bulk=True): all updates in one rewrite of packed-refs, under git's packed-refs.lock.
@@ -643,6 +677,7 @@ class GitStore:
             data = self._sorted_packed_refs(packed)
             loose = self._loose_execution_refs()
             changes: dict[str, str | None] = {}
+            located: dict[str, int] = {}
             for name, old, new in updates:
                 self._check_ref_name(name)
                 if name in loose if name.startswith(EXECUTION_REFS) else os.path.exists(self.git_dir / name):
@@ -655,7 +690,7 @@ class GitStore:
                 if name in changes:
                     current = changes[name]
                 else:
-                    found = find_packed_ref(data, name.encode("utf-8"))
+                    located[name], found = locate(data, name.encode("utf-8"))
                     current = found.decode() if found else None
                 if current != old:
                     results.append(False)
@@ -663,7 +698,7 @@ class GitStore:
                 changes[name] = new
                 results.append(True)
             if changes:
-                _write_all(fd, splice(data, changes))
+                _write_pieces(fd, splice_pieces(data, changes, located))
                 os.close(fd)
                 fd = -1
                 os.replace(lock, packed)
@@ -757,16 +792,23 @@ class GitStore:
         if not name.startswith("refs/") or ".." in name or name.endswith(".lock"):
             raise RepositoryError(f"refusing to write ref {name!r}")
 
-    def _sorted_packed_refs(self, path: str) -> bytes:
-        """packed-refs as bytes splice() can edit: sorted by git's trait (what git writes), else sorted
-        once here (dulwich and older gits write files without the trait). The caller holds the lock."""
+    def _sorted_packed_refs(self, path: str) -> Buffer:
+        """packed-refs as splice() can edit it: sorted by git's trait (what git writes), else sorted
+        once here (dulwich and older gits write files without the trait). The caller holds the lock.
+
+        Mapped, not read: a splice copies the file's untouched stretches straight from its pages
+        (splice_pieces), and reading 7 MB into a new bytes object first cost as much as writing it."""
         try:
             with open(path, "rb") as handle:
-                data = handle.read()
+                size = os.fstat(handle.fileno()).st_size
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         except FileNotFoundError:
             return (PACKED_REFS_HEADER + "\n").encode("utf-8")
-        if is_sorted(data):
-            return data
+        if mapped is not None and is_sorted(mapped):
+            return mapped
+        data = bytes(mapped) if mapped is not None else b""
+        if mapped is not None:
+            mapped.close()
         header, entries = split_packed_refs(data.decode("utf-8"))
         if not data.startswith(b"#"):
             # No header claims no peeling (split_packed_refs' default header would say "fully-peeled",

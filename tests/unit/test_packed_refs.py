@@ -87,7 +87,7 @@ def test_a_small_campaign_rewrites_packed_refs_and_a_large_one_writes_loose_refs
 def test_splice_gives_what_parsing_editing_and_rendering_the_whole_file_gives() -> None:
     """splice() is how swap_refs writes packed-refs now; the dict round trip it replaced is the oracle."""
     from expegit.gitstore import split_packed_refs
-    from expegit.packed_refs import is_sorted, splice
+    from expegit.packed_refs import is_sorted, locate, splice, splice_pieces
 
     rng = random.Random(11)
     for size in (0, 1, 2, 5, 40, 300):
@@ -114,6 +114,9 @@ def test_splice_gives_what_parsing_editing_and_rendering_the_whole_file_gives() 
             spliced = splice(data, changes)
             assert spliced == render_packed_refs(PACKED_REFS_HEADER, expected).encode(), changes
             assert split_packed_refs(spliced.decode())[1] == expected
+            # The positions a compare-and-swap found first (locate) give the same pieces.
+            located = {name: locate(data, name.encode())[0] for name in changes if rng.random() < 0.7}
+            assert b"".join(splice_pieces(data, changes, located)) == spliced
 
 
 def test_splice_needs_a_sorted_file_that_ends_its_last_line() -> None:
@@ -155,3 +158,30 @@ def test_a_headerless_packed_refs_file_is_sorted_without_claiming_peeled_tags(tm
     assert store.swap_refs([("refs/heads/executions/0001", None, sha)], bulk=True) == [True]
     assert (store.git_dir / "packed-refs").read_text().splitlines() == [
         "# pack-refs with: sorted ", f"{sha} refs/heads/executions/0001", f"{sha} refs/tags/v1", f"{sha} refs/tags/v2"]
+
+
+def test_pieces_are_written_whole_through_short_writes_and_more_than_one_writev(tmp_path: Path, monkeypatch) -> None:
+    """A writev may write less than asked (a signal, the disk's last block) and takes IOV_BATCH pieces at
+    most: what lands is still every piece, in order."""
+    from expegit import gitstore
+
+    real_writev = os.writev
+    calls: list[int] = []
+
+    def short_writev(fd: int, buffers) -> int:
+        calls.append(len(buffers))
+        assert len(buffers) <= 3
+        first = bytes(buffers[0])
+        return real_writev(fd, [first[:5]]) if len(first) > 5 else real_writev(fd, buffers[:2])
+
+    monkeypatch.setattr(gitstore, "IOV_BATCH", 3)
+    monkeypatch.setattr(gitstore.os, "writev", short_writev)
+    pieces = [b"header\n", memoryview(b"0123456789abcdef" * 3), b"", b"x", b"tail of it\n"] * 4
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        gitstore._write_pieces(fd, pieces)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(bytes(p) for p in pieces)
+    assert len(calls) > len(pieces) // 3
