@@ -21,6 +21,11 @@ import dataclasses
 LOOSE_PRIOR = 0.3e-3  # seconds per ref
 REWRITE_PRIOR = 1.5e-9  # seconds per byte of packed-refs
 WEIGHT = 0.3  # of each new measurement in the averages
+# While rewrites win, loose refs are not measured, and the filesystem may have changed its mind (the
+# minutes after a prune pass): every EXPLORE_EVERY rewrites one batch goes loose again, if that batch is
+# expected to cost at most EXPLORE_AT_MOST times what its rewrite would.
+EXPLORE_EVERY = 32
+EXPLORE_AT_MOST = 4.0
 
 
 @dataclasses.dataclass
@@ -32,21 +37,28 @@ class RefCosts:
 
     loose_per_ref: float = LOOSE_PRIOR
     rewrite_per_byte: float = REWRITE_PRIOR
+    rewrites_since_loose: int = 0
 
     def rewrite_cost(self, size: int) -> float:
         """Estimated CPU seconds of one rewrite of a packed-refs of ``size`` bytes."""
         return self.loose_per_ref + self.rewrite_per_byte * size
 
     def rewrite_is_cheaper(self, size: int, count: int) -> bool:
-        """Whether one rewrite of a packed-refs of ``size`` bytes costs less than ``count`` loose refs."""
-        return self.rewrite_cost(size) < self.loose_per_ref * count
+        """Whether one rewrite of a packed-refs of ``size`` bytes costs less than ``count`` loose refs
+        (False now and then to measure loose refs again, see EXPLORE_EVERY)."""
+        rewrite, loose = self.rewrite_cost(size), self.loose_per_ref * count
+        if rewrite >= loose:
+            return False
+        return self.rewrites_since_loose < EXPLORE_EVERY or loose > EXPLORE_AT_MOST * rewrite
 
     def loose_took(self, count: int, seconds: float) -> None:
         if count > 0 and seconds >= 0:
             self.loose_per_ref += WEIGHT * (seconds / count - self.loose_per_ref)
+            self.rewrites_since_loose = 0
 
     def rewrite_took(self, size: int, seconds: float) -> None:
         """A rewrite of ``size`` bytes took ``seconds``: what is above one loose ref is charged per byte."""
+        self.rewrites_since_loose += 1
         if size > 0 and seconds >= 0:
             per_byte = max(0.0, seconds - self.loose_per_ref) / size
             self.rewrite_per_byte += WEIGHT * (per_byte - self.rewrite_per_byte)

@@ -29,13 +29,32 @@ def test_a_rewrite_is_chosen_where_loose_refs_were_measured_dear_and_not_where_t
     assert not costs.rewrite_is_cheaper(80 * 1024, 1)
 
 
+def test_loose_refs_are_measured_again_now_and_then_while_rewrites_win() -> None:
+    """Without it a filesystem that became fast again (the minutes after a prune) would never be seen."""
+    from expegit.ref_costs import EXPLORE_EVERY
+
+    costs = RefCosts(loose_per_ref=0.5e-3, rewrite_per_byte=1.5e-9)
+    size = int(7.6 * MB)  # a rewrite ~12 ms, 40 loose refs ~20 ms: rewrites win, not by a lot
+    chosen = []
+    for _flush in range(2 * EXPLORE_EVERY + 2):
+        chosen.append(costs.rewrite_is_cheaper(size, 40))
+        if chosen[-1]:
+            costs.rewrite_took(size, 12e-3)
+        else:
+            costs.loose_took(40, 40 * 0.5e-3)
+    assert chosen.count(False) == 2 and chosen[EXPLORE_EVERY] is False
+    assert costs.rewrite_is_cheaper(size, 40)
+    costs.rewrites_since_loose = EXPLORE_EVERY
+    assert costs.rewrite_is_cheaper(size, 4000)  # a batch of thousands never explores: it would cost seconds
+
+
 def test_a_measurement_of_nothing_changes_nothing() -> None:
     costs = RefCosts()
     before = RefCosts()
     costs.loose_took(0, 1.0)
     costs.rewrite_took(0, 1.0)
     costs.loose_took(3, -1.0)  # a clock that stepped back
-    assert costs == before
+    assert (costs.loose_per_ref, costs.rewrite_per_byte) == (before.loose_per_ref, before.rewrite_per_byte)
 
 
 def test_swap_refs_times_each_way_it_takes(tmp_path: Path, monkeypatch) -> None:
