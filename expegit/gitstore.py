@@ -605,18 +605,19 @@ class GitStore:
         """Many compare-and-swaps at once (a new value of None deletes the ref); updates apply in order, so
         old values may be earlier updates' new values.
 
-        New values are written as loose refs, each under its own ``.lock`` as git does, and packed-refs is
-        only read (bisected, see packed_refs.py) for refs that have no loose file. Why: parsing and rewriting
-        packed-refs at each journal flush cost the size of the whole campaign per flush; a run adding 1,000
-        executions to 100,000 went at 43% of the rate of the same run on an empty campaign. The loose refs a
-        run leaves are packed once at its end (maintain()). Deletions still rewrite packed-refs (git does the
-        same): only a run that never reached its profile deletes, and it deletes what it just created.
+        Two ways, whichever is measured to cost less here (RefCosts): a loose ref per new value, each under
+        its own ``.lock`` as git does, with packed-refs only read (bisected, see packed_refs.py) for refs
+        that have no loose file; or one rewrite of packed-refs, spliced (packed_refs.splice_pieces), never
+        above REWRITE_MAX_BYTES. Why not always the rewrite: parsing and rewriting packed-refs at each
+        journal flush once cost the size of the whole campaign per flush (a run adding 1,000 executions to
+        100,000 went at 43% of the rate of the same run on an empty campaign). Why not always loose: a new
+        file costs 0.5-1 ms of kernel time on ext4 without a journal (ref_costs.py), more than a splice of a
+        7 MB packed-refs for a flush of a few dozen. The loose refs a run leaves are packed once at its end
+        (maintain()). Deletions still rewrite packed-refs (git does the same): only a run that never reached
+        its profile deletes, and it deletes what it just created.
 
-        ``bulk``: one rewrite of packed-refs for all of them instead, for a clone or pull creating tens of
-        thousands of branches at once (a loose file each would cost more than one rewrite). The same is done
-        without asking wherever the rewrite is measured to cost less than the loose files (RefCosts, up to
-        REWRITE_MAX_BYTES): a small campaign then pays one small rewrite per flush instead of a file per
-        execution, and so does a large one on a filesystem where new files are dear.
+        ``bulk``: the rewrite, whatever the costs, for a clone or pull creating tens of thousands of
+        branches at once.
         """
         size = self._packed_refs_size()
         if bulk or (size is not None and size <= REWRITE_MAX_BYTES
