@@ -64,6 +64,11 @@ def share_rows(base: Path, rounds: int, workdir: Path) -> list[str]:
     expegit = [sys.executable, "-m", "expegit"]
     times: dict[str, list[float]] = {}
     count = _executions(base)
+
+    def timed(key: str, command: list[str], cwd: Path) -> None:
+        # Each step as it ends: at 100,000 a round takes about an hour, and a session cut short keeps them.
+        times.setdefault(key, []).append(_run(command, cwd))
+        print(f"  {key}: {times[key][-1]:.1f}s", flush=True)
     for index in range(rounds):
         source = workdir / f"share-src{index}"
         subprocess.run(["cp", "-a", str(base), str(source)], check=True)
@@ -73,26 +78,23 @@ def share_rows(base: Path, rounds: int, workdir: Path) -> list[str]:
             git_bare, git_url = _bare(f"g{index}")
             exp_bare, exp_url = _bare(f"e{index}")
             bares += [git_bare, exp_bare]
-            times.setdefault("push: git", []).append(_run(["git", "push", "-q", "--mirror", git_url], source))
+            timed("push: git", ["git", "push", "-q", "--mirror", git_url], source)
             subprocess.run(["git", "remote", "add", "origin", exp_url], cwd=source, check=True)
-            times.setdefault("push: expegit", []).append(_run([*expegit, "push"], source))
+            timed("push: expegit", [*expegit, "push"], source)
             assert _executions(exp_bare) == count, "expegit push left branches behind"
             # clone: everything the remote has
-            times.setdefault("clone: git", []).append(
-                _run(["git", "clone", "-q", exp_url, str(workdir / f"gclone{index}")], workdir))
-            times.setdefault("clone: expegit", []).append(
-                _run([*expegit, "clone", exp_url, str(workdir / f"eclone{index}")], workdir))
+            timed("clone: git", ["git", "clone", "-q", exp_url, str(workdir / f"gclone{index}")], workdir)
+            timed("clone: expegit", [*expegit, "clone", exp_url, str(workdir / f"eclone{index}")], workdir)
             assert _executions(workdir / f"eclone{index}") == count
             # the first command in each clone: from the shipped index, and (plain git clone) from every record
-            times.setdefault("first status: expegit clone", []).append(
-                _run([*expegit, "status"], workdir / f"eclone{index}"))
+            timed("first status: expegit clone", [*expegit, "status"], workdir / f"eclone{index}")
             # pull: a clone of the code branch alone, then every execution branch
             for who in ("g", "e"):
                 subprocess.run(["git", "clone", "-q", "--single-branch", "-b", "main", exp_url,
                                 str(workdir / f"{who}pull{index}")], env=_env(), check=True)
-            times.setdefault("pull: git", []).append(
-                _run(["git", "fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*"], workdir / f"gpull{index}"))
-            times.setdefault("pull: expegit", []).append(_run([*expegit, "pull"], workdir / f"epull{index}"))
+            timed("pull: git", ["git", "fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*"],
+                  workdir / f"gpull{index}")
+            timed("pull: expegit", [*expegit, "pull"], workdir / f"epull{index}")
             assert _executions(workdir / f"epull{index}") == count
             print(f"share round {index + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
         finally:
