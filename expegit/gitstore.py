@@ -350,7 +350,11 @@ class GitStore:
         else:
             self.repo.object_store.add_object(obj)
 
-    def _get(self, sha: bytes):
+    def _get(self, sha: bytes, *, remember: bool = True):
+        """An object staged by this process, recently used, or from the object store (KeyError if none).
+        ``remember``: keep a tree or commit read from the store among the recent ones; bulk readers
+        (read_path over every branch) pass False, so they neither evict the journal's working set nor hold
+        tens of thousands of parsed objects."""
         if self._staged is not None:
             obj = self._staged.get(sha)
             if obj is not None:
@@ -358,7 +362,7 @@ class GitStore:
         obj = self._recent.get(sha)
         if obj is None:
             obj = self.repo.object_store[sha]
-            if obj.type_name in (b"tree", b"commit"):
+            if remember and obj.type_name in (b"tree", b"commit"):
                 self._remember(sha, obj)
         return obj
 
@@ -479,10 +483,10 @@ class GitStore:
         Read as tree_of reads: a commit this process staged is found before the writer's flush, so a
         search told of an execution's end reads its final commit at once (see parasearch.pruning)."""
         try:
-            sha = self._get(commit.encode()).tree
+            sha = self._get(commit.encode(), remember=False).tree
             for part in path.split("/"):
-                mode, sha = self._get(sha)[part.encode()]
-            return self._get(sha).data
+                mode, sha = self._get(sha, remember=False)[part.encode()]
+            return self._get(sha, remember=False).data
         except KeyError:
             return None
 

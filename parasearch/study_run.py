@@ -124,7 +124,8 @@ class _Driver:
         if record.search != self.study.id:
             return
         self.study.state.update(dataclasses.replace(record, parameters=dict(record.parameters)))
-        self.study.tips[record.id] = tip
+        # Not into study.tips: that is what _refresh last read from disk, and this commit may not be there
+        # yet (a refresh meanwhile would then read the older record and never correct it).
         if self.pruning is not None:
             self.pruning.ended(record, tip)
         self.inflight.discard(record.id)
