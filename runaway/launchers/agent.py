@@ -46,12 +46,22 @@ class PlaceFiles(Protocol):
 def install_agent(host: "Transport", workdir: str) -> str:
     """Ship the agent (one file: the zipapp of runaway/agent/) into ``<workdir>/bin`` once per version
     (its name carries the hash of its bytes)."""
-    source = protocol.bundle()
+    path, command = install_command(workdir)
+    host.put_stream([protocol.bundle()], command, timeout=120)
+    return path
+
+
+def install_command(workdir: str) -> tuple[str, str]:
+    """(the agent's path, the remote command that reads it from stdin into that path unless it is there).
+
+    The bytes are always read, also when the file exists: a command that exited without reading them
+    closed the channel under a sender still writing 66 KB, and the start of the next controller on that
+    host failed with "connection lost while streaming" whenever the sender was the slower side (a loaded
+    controller: CI, 2026-12-02)."""
     path = f"{workdir}/bin/orchestra-agent-{protocol.bundle_digest()}.pyz"
     target = shlex.quote(path)
-    host.put_stream([source], f"mkdir -p {shlex.quote(workdir)}/bin && {{ [ -s {target} ] || "
-                              f"{{ cat > {target}.tmp.$$ && mv -f {target}.tmp.$$ {target}; }}; }}", timeout=120)
-    return path
+    return path, (f"mkdir -p {shlex.quote(workdir)}/bin && if [ -s {target} ]; then cat > /dev/null; "
+                  f"else cat > {target}.tmp.$$ && mv -f {target}.tmp.$$ {target}; fi")
 
 
 def start_agent_runs(runs: "RemoteRuns", python: str, *, spawn: bool, agent_dir: str | None = None,
@@ -387,4 +397,5 @@ class AgentLauncher:
 
 
 __all__ = ["AgentLauncher", "AgentRuns", "AgentStarter", "HostAgents", "LAUNCH_ANSWER_WITHIN", "install_agent",
+           "install_command",
            "start_agent_runs"]

@@ -137,3 +137,28 @@ def test_proxy_jump_through_a_bastion(devcluster):
         gevent.joinall(jobs, raise_error=True)
         assert [j.value.stdout for j in jobs] == [f"{i}\n" for i in range(20)]
         assert host._conns[0].jump is not None  # really went through the bastion
+
+
+def test_the_agent_is_installed_again_by_a_slow_sender(devcluster):
+    """The next controller on a host ships the agent again, and the command keeps it where it is: it must
+    still read what is sent. It exited at once, and a sender slower than it (a loaded controller) wrote into
+    a closed channel: "connection lost while streaming" (CI, 2026-12-02)."""
+    from runaway.agent import bundle
+    from runaway.launchers.agent import install_command
+
+    workdir = f".orchestra-test-install-{time.time_ns()}"
+    with Host("devcluster", ssh_config=devcluster.ssh_config) as host:
+        try:
+            path, command = install_command(workdir)
+            data = bundle()
+            host.put_stream([data], command, timeout=60)
+
+            def slowly():
+                yield data[:1024]
+                gevent.sleep(1.0)  # the remote side has long seen that the file exists
+                yield data[1024:]
+
+            host.put_stream(slowly(), command, timeout=60)  # kept, and no error
+            assert host.run(f"sha256sum {path}").stdout.split()[0] == hashlib.sha256(data).hexdigest()
+        finally:
+            host.run(f"rm -rf {workdir}", warn=True)
