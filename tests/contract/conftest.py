@@ -65,7 +65,12 @@ def render_shell(behaviour: Behaviour) -> str:
     if behaviour.stderr:
         steps.append(f"printf %s {q(behaviour.stderr)} >&2")
     if behaviour.hang:
-        steps.append("sleep 600")
+        # `|| exit $?`: a signal that ends the sleep ends the execution with the sleep's status. With
+        # `sleep 600; exit N`, a kill that reached the sleep before the shell (scancel signals a step's
+        # processes one by one) let the shell go on to `exit N`: a vanished allocation read as a success
+        # (loaded machine, 2026-12-02). Not `exec sleep`: that replaces the wrapper's shell (its exit trap
+        # and its marker), and stop refuses to signal a process without the marker.
+        steps.append("sleep 600 || exit $?")
     steps.append(f"exit {behaviour.exit}")
     return "; ".join(steps)
 
