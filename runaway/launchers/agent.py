@@ -56,8 +56,8 @@ def install_command(workdir: str) -> tuple[str, str]:
 
     The bytes are always read, also when the file exists: a command that exited without reading them
     closed the channel under a sender still writing 66 KB, and the start of the next controller on that
-    host failed with "connection lost while streaming" whenever the sender was the slower side (a loaded
-    controller: CI, 2026-12-02)."""
+    host failed with "connection lost while streaming" whenever the sender was the slower side (a
+    controller under load, 2026-12-02)."""
     path = f"{workdir}/bin/orchestra-agent-{protocol.bundle_digest()}.pyz"
     target = shlex.quote(path)
     return path, (f"mkdir -p {shlex.quote(workdir)}/bin && if [ -s {target} ]; then cat > /dev/null; "
