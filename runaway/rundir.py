@@ -28,7 +28,11 @@ STOP_GRACE = 5.0  # seconds between TERM and KILL of an execution's process grou
 # Only shell builtins besides the command itself: every extra process costs throughput on short runs.
 # The caller creates .orchestra/ first. The user's command is eval'ed in the wrapper shell itself (no
 # subshell fork); the EXIT trap writes the exit code even when the command calls `exit` or `cd`s away,
-# which is why the directory is captured as an absolute path first. pid and exit_code are written with
+# which is why the directory is captured as an absolute path first. A command that may replace the shell
+# (`exec python train.py`, common in Slurm scripts, or a sourced script that ends in exec) runs in a
+# subshell instead: eval'ed here, its exec would replace the wrapper, so no exit code would be written and
+# the process the pid file names would lose the marker that stop and kill check before signalling. The
+# fork (~0.5 ms) is paid only by commands that say exec, source or `. `. pid and exit_code are written with
 # `1<>` (open without truncating) and padded to a fixed width: in a recycled run directory that overwrites
 # the last execution's files, which the agent blanked, instead of creating or truncating a file (see
 # agent.write_in_place). So an execution is over once exit_code holds a number, not once it exists.
@@ -38,7 +42,8 @@ WRAPPER = (
     '__orchestra="$PWD/.orchestra"; printf \'%-10s\\n\' $$ 1<>"$__orchestra/pid"; '
     'export ORCHESTRA_METRICS="$__orchestra/metrics.jsonl"; '
     'trap \'printf "%-10s\\n" $? 1<>"$__orchestra/exit_code"\' EXIT; '
-    'eval "$1" > "$__orchestra/stdout" 2> "$__orchestra/stderr" < /dev/null'
+    'case $1 in *exec*|*source*|*". "*) ( eval "$1" ) ;; *) eval "$1" ;; esac '
+    '> "$__orchestra/stdout" 2> "$__orchestra/stderr" < /dev/null'
 )
 
 

@@ -47,6 +47,7 @@ class Behaviour:
     files: tuple[tuple[str, str], ...] = ()
     sleep: float = 0.0  # seconds before it writes anything
     hang: bool = False  # runs until stopped, timed out or lost
+    exec_: bool = False  # the shell line ends by exec'ing its last program (as Slurm scripts often do)
 
 
 def render_shell(behaviour: Behaviour) -> str:
@@ -68,10 +69,10 @@ def render_shell(behaviour: Behaviour) -> str:
         # `|| exit $?`: a signal that ends the sleep ends the execution with the sleep's status. With
         # `sleep 600; exit N`, a kill that reached the sleep before the shell (scancel signals a step's
         # processes one by one) let the shell go on to `exit N`: a vanished allocation read as a success
-        # (loaded machine, 2026-12-02). Not `exec sleep`: that replaces the wrapper's shell (its exit trap
-        # and its marker), and stop refuses to signal a process without the marker.
-        steps.append("sleep 600 || exit $?")
-    steps.append(f"exit {behaviour.exit}")
+        # (loaded machine, 2026-12-02). Not `exec sleep` here: eval'ed, that replaces the wrapper's shell (its exit trap
+        # and its marker) unless the wrapper sees the exec: that case is Behaviour.exec_.
+        steps.append("exec sleep 600" if behaviour.exec_ else "sleep 600 || exit $?")
+    steps.append(f"exec sh -c 'exit {behaviour.exit}'" if behaviour.exec_ else f"exit {behaviour.exit}")
     return "; ".join(steps)
 
 

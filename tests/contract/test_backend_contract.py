@@ -5,6 +5,8 @@ business (conftest.py); these tests only speak the Backend protocol.
 """
 from __future__ import annotations
 
+import gevent
+
 from runaway.backend import Backend, Slot
 
 from .conftest import Behaviour, Case, eventually
@@ -96,6 +98,29 @@ def test_stop_ends_a_running_execution(case: Case) -> None:
     _done(backend, slot, handle)
 
 
+def test_a_command_that_execs_keeps_its_exit_code_and_can_be_stopped(case: Case) -> None:
+    """`exec prog` ends many a Slurm script: the wrapper must still record the exit code, and stop must
+    still find the execution (the pid file's process keeps its marker)."""
+    backend = case.new()
+    slot = backend.acquire()
+    ending = case.job(Behaviour(exit=3, stdout="before exec\n", exec_=True))
+    handle = backend.launch(slot, ending, case.code)
+    outcome = backend.wait(handle, WAIT)
+    assert (outcome.exit_code, outcome.timed_out, outcome.lost) == (3, False, False), outcome
+    assert backend.collect(handle, ending, case.dest("exec")).materialized().stdout.read_bytes() == b"before exec\n"
+    _done(backend, slot, handle)
+
+    slot = backend.acquire()
+    hanging = case.job(Behaviour(hang=True, exec_=True))
+    handle = backend.launch(slot, hanging, case.code)
+    gevent.sleep(1.0)  # stopped once the exec has replaced what ran the line, not before it started
+    backend.stop(handle)
+    outcome = backend.wait(handle, WAIT)
+    assert not outcome.timed_out and not outcome.lost, outcome
+    assert outcome.exit_code not in (None, 0), outcome
+    _done(backend, slot, handle)
+
+
 def test_reattach_after_the_controller_dies(case: Case) -> None:
     first = case.new()
     slot = first.acquire()
@@ -172,8 +197,6 @@ def test_warn_signals_a_running_execution_and_kills_it_after_the_grace(case: Cas
     """The checkpoint warning (Backend.warn): the signal, then SIGKILL once the grace has passed, for a
     program that ignores it as well as for one it kills."""
     import signal
-
-    import gevent
 
     backend = case.new()
     slot = backend.acquire()
