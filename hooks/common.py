@@ -215,12 +215,6 @@ def read_blobs(specs: list[str]) -> Iterator[tuple[str, bytes | None]]:
         yield spec, content if kind == "blob" else None
 
 
-def record_problem(content: bytes | None) -> tuple[str | None, str | None]:
-    """(problem or None, the record's code commit or None) for the content of an execution record."""
-    problem, record = parse_record_content(content)
-    return problem, record.commit if record is not None else None
-
-
 def parse_record_content(content: bytes | None) -> tuple[str | None, Any]:
     """(problem, None) or (None, the ExecutionRecord) for the content of an execution record."""
     if content is None:
@@ -248,18 +242,25 @@ def parse_record_content(content: bytes | None) -> tuple[str | None, Any]:
     return None, record
 
 
-def check_records(tips: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """For ref -> tip commit: (ref -> problem, ref -> the record's code commit)."""
+def check_records(tips: dict[str, str], records: dict[str, Any] | None = None
+                  ) -> tuple[dict[str, str], dict[str, str]]:
+    """For ref -> tip commit: (ref -> problem, ref -> the record's code commit).
+
+    ``records``, when given, receives tip -> the parsed ExecutionRecord of each well-formed one, so that
+    the index check of the same push compares its rows with them instead of reading every record again.
+    """
     problems: dict[str, str] = {}
     commits: dict[str, str] = {}
     refs = list(tips)
     contents = dict(read_blobs([f"{tips[ref]}:{RECORD_PATH}" for ref in refs]))
     for ref in refs:
-        problem, commit = record_problem(contents.get(f"{tips[ref]}:{RECORD_PATH}"))
+        problem, record = parse_record_content(contents.get(f"{tips[ref]}:{RECORD_PATH}"))
         if problem:
             problems[ref] = problem
         else:
-            commits[ref] = commit or ""
+            commits[ref] = record.commit or ""
+            if records is not None:
+                records[tips[ref]] = record
     return problems, commits
 
 

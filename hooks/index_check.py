@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
+from typing import Any
 
 from orchestra import index_format  # the backbone's (stdlib only): in the hooks' library copy too
 
@@ -47,20 +49,30 @@ def canonical(record: object) -> str:
     return json.dumps(record.to_dict(), sort_keys=True, ensure_ascii=False)  # type: ignore[attr-defined]
 
 
-def row_problems(rows: list[index_format.Row]) -> list[str]:
-    """One line per row that does not say what the record at its tip says."""
+def row_problems(rows: list[index_format.Row], known: Mapping[str, Any] | None = None) -> list[str]:
+    """One line per row that does not say what the record at its tip says.
+
+    ``known``: tip -> record already read and parsed in this push (pre_receive's check of the pushed
+    branches); only the others are read here. A first push of 100,000 branches with their index read
+    every record twice, 10 s of the server's time.
+    """
     from orchestra import execution
     from orchestra.errors import OrchestraError
 
+    known = known or {}
     problems: list[str] = []
     seen: set[str] = set()
-    contents = dict(common.read_blobs(sorted({f"{tip}:{common.RECORD_PATH}" for _i, tip, _j in rows})))
+    contents = dict(common.read_blobs(sorted({f"{tip}:{common.RECORD_PATH}" for _i, tip, _j in rows
+                                              if tip not in known})))
     for execution_id, tip, text in rows:
         if execution_id in seen:
             problems.append(f"{execution_id} has two rows")
             continue
         seen.add(execution_id)
-        problem, record = common.parse_record_content(contents.get(f"{tip}:{common.RECORD_PATH}"))
+        if tip in known:
+            problem, record = None, known[tip]
+        else:
+            problem, record = common.parse_record_content(contents.get(f"{tip}:{common.RECORD_PATH}"))
         if problem:
             problems.append(f"{execution_id} at {tip[:12]}: {problem}")
             continue
@@ -74,8 +86,8 @@ def row_problems(rows: list[index_format.Row]) -> list[str]:
     return problems
 
 
-def check(updates: list[common.RefUpdate]) -> list[str]:
-    """Refusal messages for the index updates in this push (none: accept)."""
+def check(updates: list[common.RefUpdate], known: Mapping[str, Any] | None = None) -> list[str]:
+    """Refusal messages for the index updates in this push (none: accept); ``known`` as row_problems."""
     messages = []
     for update in updates:
         if update.ref != index_format.INDEX_REF or update.is_deletion:
@@ -85,13 +97,13 @@ def check(updates: list[common.RefUpdate]) -> list[str]:
         except index_format.IndexFormatError as exc:
             messages.append(f"{update.ref}: not a record index: {exc}")
             continue
-        known: set[index_format.Row] = set()
+        accepted: set[index_format.Row] = set()
         if not update.is_creation:
             try:
-                known = set(read_index(update.old))  # accepted before, by this check
+                accepted = set(read_index(update.old))  # accepted before, by this check
             except index_format.IndexFormatError:
-                known = set()
-        problems = row_problems([row for row in rows if row not in known])
+                accepted = set()
+        problems = row_problems([row for row in rows if row not in accepted], known)
         if problems:
             shown = "; ".join(problems[:SHOWN]) + (f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else "")
             messages.append(f"{update.ref}: {len(problems)} rows do not match the records they name ({shown}); "

@@ -61,11 +61,12 @@ def check(updates: list[common.RefUpdate], policy: rewrite_policy.Policy) -> tup
                                 f"as `git init --shared` sets it); an administrator can unset it with "
                                 f"`git config --unset {key}` in the bare repository")
     tips = {u.ref: u.new for u in executions if not u.is_deletion}
-    problems, _commits = common.check_records(tips)
+    records: dict[str, object] = {}
+    problems, _commits = common.check_records(tips, records)
     for ref in sorted(problems):
         messages.append(f"{ref}: malformed execution record at {tips[ref][:12]}: {problems[ref]} (fix the "
                         f"record with a new commit on the branch, or do not push it)")
-    messages.extend(index_check.check(updates))  # the shipped record index may only repeat the records
+    messages.extend(index_check.check(updates, records))  # the shipped record index may only repeat the records
     allowed = [] if messages or not policy.allows_rewrite else deletions + rewrites
     return messages, allowed
 

@@ -201,6 +201,50 @@ def test_push_and_pull_keep_the_index_current_and_merged(shared, tmp_path: Path,
     assert collab.push(GitStore(alice)).index == "record index up to date"
 
 
+def test_the_index_rides_in_the_branches_push(shared, monkeypatch) -> None:
+    """One `git push` for the execution branches and the index: each push walks the campaign's history on
+    both sides, which at 100,000 branches cost as much as 25 s for the index commit alone."""
+    alice, bare = shared
+    _finish(alice, 3, start=300)
+    pushes: list[tuple[str, ...]] = []
+    original = collab.run_git
+
+    def spy(cwd, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if args[0] == "push":
+            pushes.append(args)
+        return original(cwd, *args, **kwargs)
+
+    monkeypatch.setattr(collab, "run_git", spy)
+    result = collab.push(GitStore(alice))
+    assert result.pushed == 3 and result.index == f"record index of {N + 3} executions pushed"
+    assert len(pushes) == 2  # the code branch, then the branches with the index
+    assert any(arg.endswith(f":{shipped_index.INDEX_REF}") for arg in pushes[1])
+    store = GitStore(alice)
+    assert git(bare, "rev-parse", shipped_index.INDEX_REF).stdout.strip() == store.ref(shipped_index.tracking_ref("origin"))
+
+
+def test_an_index_the_server_refuses_does_not_keep_the_branches_back(shared, monkeypatch) -> None:
+    """The server's hook refuses a push whole; when what it refused was the index (here a cache that went
+    wrong), the branches are pushed alone and the index is reported as not pushed."""
+    alice, bare = shared
+    _finish(alice, 3, start=400)
+    original = shipped_index.rows_of_cache
+
+    def lying(fields):  # type: ignore[no-untyped-def]
+        rows = original(fields)
+        record = json.loads(rows[0][2])
+        record["objective"] = -1000.0
+        return [(rows[0][0], rows[0][1], json.dumps(record)), *rows[1:]]
+
+    monkeypatch.setattr(shipped_index, "rows_of_cache", lying)
+    before = git(bare, "rev-parse", shipped_index.INDEX_REF).stdout.strip()
+    result = collab.push(GitStore(alice))
+    assert result.pushed == 3
+    assert result.index.startswith("record index not pushed") and "the branches were" in result.index
+    assert len(git(bare, "for-each-ref", "refs/heads/executions/").stdout.splitlines()) == N + 3
+    assert git(bare, "rev-parse", shipped_index.INDEX_REF).stdout.strip() == before
+
+
 def test_the_hooks_standard_library_copy_checks_the_index_over_ssh(tmp_path: Path, devcluster) -> None:
     """On a server whose python3 cannot import Orchestra, the hooks' copy (index_check, index_format) runs."""
     import os
