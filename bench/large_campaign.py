@@ -36,31 +36,40 @@ objective: {metric: loss, from: metrics.json}
 
 
 def generate(root: Path, n: int) -> None:
-    """n finished executions written through the same journal code a run uses, without running processes."""
+    """n finished executions written through the same journal code a run uses, without running processes.
+
+    They are created and finished in batches of CREATE_BATCH, as `expegit run` creates them when slots take
+    them: the commits' dates then interleave as a real campaign's do. Creating all n first and finishing
+    them after made every "created" commit older than every finished tip, and git's revision walk (which
+    inserts each parent into a list sorted by date) then costs O(n^2): at 100,000 that alone kept `git push
+    --mirror` and its receiver's connectivity check busy for 20 minutes each, a cost no campaign run by
+    Orchestra has.
+    """
     os.environ.update(GIT_ENV)
     from expegit.campaign import open_campaign
     from expegit.journal import Journal
-    from expegit.runner import create_executions
+    from expegit.runner import CREATE_BATCH, create_executions
     from orchestra.execution import ExecutionSpec
 
     campaign = open_campaign(root)
     head = campaign.store.head_commit()
-    specs = (ExecutionSpec(commit=head, parameters={"lr": 10 ** (-5 + 4 * (i % 97) / 97), "layers": i + 1},
-                           profile="local") for i in range(n))
     journal = Journal(campaign.store)
-    created = list(create_executions(campaign, campaign.manifest, specs))
-    moves = []
-    with campaign.store.batch():
-        for i, (record, tip) in enumerate(created):
-            record.state, record.exit_code, record.host, record.slot = "finished", 0, "localhost", i % 4
-            record.started, record.ended, record.duration = record.created, record.created, 1.0
-            record.objective = (i * 7919 % 1000) / 1000
-            record.outputs = ["metrics.json"]
-            files = {"metrics.json": f'{{"loss": {record.objective}}}'.encode(), ".orchestra/stdout": b"ok\n",
-                     ".orchestra/stderr": b""}
-            moves.append((record.id, tip, journal.append_commit(tip, record, files)))
-    moved = campaign.store.swap_refs([(f"refs/heads/executions/{i}", old, new) for i, old, new in moves])
-    assert all(moved)
+    for start in range(0, n, CREATE_BATCH):
+        specs = (ExecutionSpec(commit=head, parameters={"lr": 10 ** (-5 + 4 * (i % 97) / 97), "layers": i + 1},
+                               profile="local") for i in range(start, min(n, start + CREATE_BATCH)))
+        created = list(create_executions(campaign, campaign.manifest, specs))
+        moves = []
+        with campaign.store.batch():
+            for i, (record, tip) in enumerate(created, start):
+                record.state, record.exit_code, record.host, record.slot = "finished", 0, "localhost", i % 4
+                record.started, record.ended, record.duration = record.created, record.created, 1.0
+                record.objective = (i * 7919 % 1000) / 1000
+                record.outputs = ["metrics.json"]
+                files = {"metrics.json": f'{{"loss": {record.objective}}}'.encode(),
+                         ".orchestra/stdout": b"ok\n", ".orchestra/stderr": b""}
+                moves.append((record.id, tip, journal.append_commit(tip, record, files)))
+        moved = campaign.store.swap_refs([(f"refs/heads/executions/{i}", old, new) for i, old, new in moves])
+        assert all(moved)
 
 
 def best_of(command: list[str], cwd: Path, runs: int = 5) -> tuple[float, float]:
