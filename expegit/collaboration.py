@@ -408,11 +408,12 @@ def push(store: GitStore, remote: str = "origin", *, batch_size: int | None = BA
         try:
             statuses = _push_refspecs(store, target, refspecs + extra, options, shown=remote,
                                       tolerated=shipped_index.INDEX_REF if carry else None)
-        except RepositoryError:
-            if not carry:
+        except RepositoryError as exc:
+            if not carry or shipped_index.INDEX_REF not in str(exc):
                 raise
-            # A pre-receive hook refuses a push whole: one that refused the index must not keep the branches
-            # back (the index is a cache). Push them alone; the index goes alone afterwards, or says why not.
+            # A pre-receive hook refuses a push whole: one that refused the index alone (its lines name the
+            # index, none a branch) must not keep the branches back, as the index is a cache. Push them
+            # alone; the index goes alone afterwards, or says why not.
             statuses = _push_refspecs(store, target, refspecs, options, shown=remote)
             carry = False
         if carry:
@@ -424,10 +425,13 @@ def push(store: GitStore, remote: str = "origin", *, batch_size: int | None = BA
         result.batches += 1
         if progress:
             progress(done, len(pending))
-    if isinstance(index, IndexUpdate) and carried is not None and not carried.rejected:
+    if isinstance(index, str):  # nothing to push, and why
+        result.index = index
+    elif isinstance(index, IndexUpdate) and carried is not None and not carried.rejected:
         result.index = _index_pushed(store, remote, index)
     else:
-        result.index = push_index(store, remote)
+        # Refused as a non-fast-forward: another index landed since ours was fetched, so fetch it first.
+        result.index = push_index(store, remote, fetch_first=carried is not None)
     return result
 
 
@@ -471,7 +475,7 @@ def _index_pushed(store: GitStore, remote: str, index: IndexUpdate) -> str:
     return f"record index of {index.rows} executions pushed"
 
 
-def push_index(store: GitStore, remote: str) -> str:
+def push_index(store: GitStore, remote: str, *, fetch_first: bool = False) -> str:
     """Write the record index from the local cache and push it to the remote's refs/orchestra/index.
 
     It is a cache: a push that cannot share it (someone pushed another index meanwhile, a server that
@@ -479,6 +483,8 @@ def push_index(store: GitStore, remote: str) -> str:
     one last fetched from the remote, so the update is a fast-forward (no force, whatever the server's
     receive.denyNonFastForwards), and it keeps the remote's rows of executions this clone lacks.
     """
+    if fetch_first:
+        run_git(store.root, "fetch", "--quiet", remote, shipped_index.fetch_refspec(remote), check=False)
     for attempt in range(2):
         index = _index_update(store, remote)
         if not isinstance(index, IndexUpdate):

@@ -870,7 +870,7 @@ class GitStore:
 
         dulwich's container only for what may be symbolic (HEAD, or a loose file that says ``ref:``): it
         parses the whole of packed-refs to read one ref, which with 100,000 execution branches and their
-        remote-tracking refs cost 5 s of every `expegit push` (reading refs/remotes/origin/...).
+        remote-tracking refs cost seconds of every `expegit push` (reading refs/remotes/origin/...).
         """
         if name.startswith("refs/"):
             try:
