@@ -400,23 +400,23 @@ def push(store: GitStore, remote: str = "origin", *, batch_size: int | None = BA
         progress(done, len(pending))
     target, options = push_target(store, remote)
     groups = push_groups(pending, batch_size)
-    index = _index_update(store, remote) if groups else None
+    index = _index_update(store, remote, theirs) if groups else None
     carried: PushStatus | None = None
     for number, (refspecs, count) in enumerate(groups):
-        carry = isinstance(index, IndexUpdate) and number == len(groups) - 1
-        extra = [f"{index.commit}:{shipped_index.INDEX_REF}"] if carry else []  # type: ignore[union-attr]
+        carrying = index if isinstance(index, IndexUpdate) and number == len(groups) - 1 else None
+        extra = [f"{carrying.commit}:{shipped_index.INDEX_REF}"] if carrying else []
         try:
             statuses = _push_refspecs(store, target, refspecs + extra, options, shown=remote,
-                                      tolerated=shipped_index.INDEX_REF if carry else None)
+                                      tolerated=shipped_index.INDEX_REF if carrying else None)
         except RepositoryError as exc:
-            if not carry or shipped_index.INDEX_REF not in str(exc):
+            if not carrying or shipped_index.INDEX_REF not in str(exc):
                 raise
             # A pre-receive hook refuses a push whole: one that refused the index alone (its lines name the
             # index, none a branch) must not keep the branches back, as the index is a cache. Push them
             # alone; the index goes alone afterwards, or says why not.
             statuses = _push_refspecs(store, target, refspecs, options, shown=remote)
-            carry = False
-        if carry:
+            carrying = None
+        if carrying:
             carried = next((s for s in statuses if s.destination == shipped_index.INDEX_REF), None)
         if target != remote:
             _record_pushed(store, remote, statuses, ours, theirs)
@@ -444,8 +444,11 @@ class IndexUpdate:
     rows: int
 
 
-def _index_update(store: GitStore, remote: str) -> IndexUpdate | str:
-    """The index commit to push from the local record cache, or what to say instead (nothing to push)."""
+def _index_update(store: GitStore, remote: str, remote_tips: dict[str, str] | None = None) -> IndexUpdate | str:
+    """The index commit to push from the local record cache, or what to say instead (nothing to push).
+
+    ``remote_tips``: the remote's execution tips as its tracking refs say, where the caller read them
+    already (push does, to choose what to send: 100,000 refs at a campaign of that size)."""
     from .records import FIELDS, RecordIndex
 
     if remote not in remote_names(store.root):
@@ -459,7 +462,8 @@ def _index_update(store: GitStore, remote: str) -> IndexUpdate | str:
             theirs = []
         # A row of theirs whose branch we saw there at another tip is out of date: dropped. Rows of
         # branches we have not fetched yet are kept, as the remote's own index holds them.
-        remote_tips = store.refs_under(f"refs/remotes/{remote}/executions/".encode())
+        if remote_tips is None:
+            remote_tips = store.refs_under(f"refs/remotes/{remote}/executions/".encode())
         theirs = [row for row in theirs if remote_tips.get(row[0], row[1]) == row[1]]
     lines = RecordIndex(store).lines()
     ours = shipped_index.rows_of_cache([line.split("\t", FIELDS - 1) for line in lines])
